@@ -1,1 +1,102 @@
-fn main() {}
+//! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
+//!
+//! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
+//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests.
+//! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
+//!
+//! This crate keeps few dependencies on purpose: it must build fast on a fresh machine.
+
+mod demo;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
+  ci      setup, then cargo fmt --check, clippy -D warnings, and every test
+  demo    start the Entra ID emulator and run secret-sync against it
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup(),
+        Some("ci") => ci(),
+        Some("demo") => demo::run(&workspace_root()),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => {
+            eprint!("xtask: unknown task `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn setup() -> Result<()> {
+    servers::install(&workspace_root())
+}
+
+fn ci() -> Result<()> {
+    let root = workspace_root();
+    servers::install(&root)?;
+    cargo(&root, &["fmt", "--all", "--check"])?;
+    cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    cargo(&root, &["test", "--workspace", "--all-targets", "--locked"])?;
+    // Doc tests are not part of --all-targets.
+    cargo(&root, &["test", "--workspace", "--doc", "--locked"])?;
+    Ok(())
+}
+
+/// Runs `cargo ARGS` in the workspace root, failing when it fails.
+pub(crate) fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("xtask: running cargo {}", args.join(" "));
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .env("SECRET_SYNC_VENV", root.join(".venv"))
+        .status()
+        .with_context(|| format!("could not start `{cargo}`"))?;
+    if !status.success() {
+        bail!("`cargo {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}

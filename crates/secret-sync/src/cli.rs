@@ -1,0 +1,173 @@
+//! The command line: every flag, its environment fallback and its help text, in one place.
+//!
+//! Only definitions live here; `main.rs` dispatches and the command modules do the work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit codes, documented in `--help` and docs/cli.md.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success: every token is fresh or was updated
+  1  at least one job, target or token request failed
+  2  usage or configuration error (bad flag, bad value, missing environment variable)";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "secret-sync",
+    version,
+    about = "Keeps Microsoft Entra ID access tokens fresh wherever software reads its secrets.",
+    after_help = EXIT_CODES_HELP,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Log format on stderr. The level comes from RUST_LOG (default: warn).
+    #[arg(
+        long,
+        value_enum,
+        global = true,
+        default_value_t = LogFormat::Text,
+        env = "SECRET_SYNC_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// For people (`token`: the bare token, nothing else).
+    Text,
+    /// For programs.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an access token for scripts, like `az account get-access-token`.
+    ///
+    /// Exactly one credential must be given: a client secret (from an environment variable
+    /// or a file), a certificate, a federated token (workload identity), or managed identity.
+    /// The token goes to stdout and nothing else does; errors go to stderr.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Directory (tenant) ID: a GUID or a verified domain such as contoso.onmicrosoft.com.
+    #[arg(long, env = "AZURE_TENANT_ID", value_name = "TENANT")]
+    pub tenant_id: Option<String>,
+
+    /// Application (client) ID of the app registration, or of a user-assigned managed identity.
+    #[arg(long, env = "AZURE_CLIENT_ID", value_name = "GUID")]
+    pub client_id: Option<String>,
+
+    /// The one resource to get a token for, ending in /.default (e.g. https://graph.microsoft.com/.default).
+    #[arg(long, value_name = "SCOPE")]
+    pub scope: String,
+
+    /// Authority: `public` (default), `usgov`, `china`, or the base URL of an authority
+    /// (https; http only for a loopback address). The tool appends /{tenant}/oauth2/v2.0/token.
+    #[arg(long, env = "AZURE_AUTHORITY_HOST", value_name = "URL")]
+    pub authority: Option<String>,
+
+    #[command(flatten)]
+    pub credential: CredentialArgs,
+
+    /// Extra CA certificate (PEM) to trust, for a private authority or a TLS-intercepting proxy.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// What to print: the bare token (text) or a JSON object with its expiry.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// The credential flags; exactly one kind must be chosen.
+#[derive(Debug, Args)]
+#[group(id = "credential", required = true, multiple = false)]
+pub struct CredentialArgs {
+    /// Name of the environment variable that holds the client secret (its Value, not its ID).
+    #[arg(long, value_name = "VAR", group = "credential")]
+    pub client_secret_env: Option<String>,
+
+    /// File whose content is the client secret (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE", group = "credential")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Certificate registered on the app (PEM). It may also hold the private key.
+    #[arg(long, value_name = "FILE", group = "credential")]
+    pub certificate: Option<PathBuf>,
+
+    /// Federated (OIDC) token file, for workload identity federation. Re-read on every request.
+    #[arg(long, value_name = "FILE", group = "credential")]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// Workload identity as Azure sets it up (AKS and others): the federated token file named by
+    /// AZURE_FEDERATED_TOKEN_FILE, with AZURE_TENANT_ID and AZURE_CLIENT_ID.
+    #[arg(long, group = "credential")]
+    pub workload_identity: bool,
+
+    /// Name of the environment variable that holds a federated (OIDC) token.
+    #[arg(long, value_name = "VAR", group = "credential")]
+    pub federated_token_env: Option<String>,
+
+    /// Get the federated token from GitHub Actions' OIDC endpoint
+    /// (needs `permissions: id-token: write` in the workflow).
+    #[arg(long, group = "credential")]
+    pub github_oidc: bool,
+
+    /// Use the managed identity of the Azure host (IMDS, App Service, Container Apps).
+    /// With --client-id, a user-assigned identity.
+    #[arg(long, group = "credential")]
+    pub managed_identity: bool,
+
+    /// Private key (PEM, PKCS#8) of --certificate when it is not in the same file.
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub certificate_key: Option<PathBuf>,
+
+    /// Client assertion signature for --certificate: ps256 (x5t#S256, current Entra docs) or rs256 (x5t).
+    #[arg(long, value_enum, default_value_t = AssertionAlg::Ps256, requires = "certificate")]
+    pub assertion_alg: AssertionAlg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AssertionAlg {
+    Ps256,
+    Rs256,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"), "help was: {help}");
+        assert!(help.contains("2  usage or configuration error"), "help was: {help}");
+    }
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: they run the built `secret-sync` binary, as a user or a CI job would,
+//! against servers on 127.0.0.1 (the testkit emulators, a server replaying recorded Entra
+//! traffic, and in later modules the real moto and OpenBao servers). One module per topic.
+
+mod support;
+mod token;
+mod token_recorded;
