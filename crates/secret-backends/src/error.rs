@@ -90,7 +90,10 @@ impl BackendError {
 
     /// Keeps the underlying cause (it must not contain a secret value either).
     #[must_use]
-    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -163,14 +166,21 @@ mod tests {
     #[test]
     fn display_names_backend_and_secret_and_keeps_the_source() {
         let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
-        let err = BackendError::new(ErrorKind::Io, "local", "cannot write the file: check the directory's permissions")
-            .with_secret("graph.json")
-            .with_source(io);
+        let err = BackendError::new(
+            ErrorKind::Io,
+            "local",
+            "cannot write the file: check the directory's permissions",
+        )
+        .with_secret("graph.json")
+        .with_source(io);
         assert_eq!(
             err.to_string(),
             "backend \"local\", secret \"graph.json\": cannot write the file: check the directory's permissions"
         );
-        assert_eq!(err.source().map(|s| s.to_string()).as_deref(), Some("denied"));
+        assert_eq!(
+            err.source().map(|s| s.to_string()).as_deref(),
+            Some("denied")
+        );
         assert!(!err.is_retryable());
     }
 
@@ -189,7 +199,11 @@ mod tests {
         .collect();
         assert_eq!(
             retryable,
-            vec![ErrorKind::Unreachable, ErrorKind::Throttled, ErrorKind::Unavailable]
+            vec![
+                ErrorKind::Unreachable,
+                ErrorKind::Throttled,
+                ErrorKind::Unavailable
+            ]
         );
     }
 }

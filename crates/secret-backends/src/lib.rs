@@ -1,1 +1,514 @@
-//! placeholder
+//! One trait for secret stores, and one module per backend.
+//!
+//! `secret-sync` reads client credentials from a secret store and writes access tokens to
+//! secret stores. This crate hides each store behind [`SecretStore`]: read a value (or one
+//! `#field` of a JSON value), read metadata without the value, and write a token with its
+//! expiry and managed-by marker, reporting whether that created, updated or left the secret
+//! unchanged. Each backend takes a typed options struct; this crate knows nothing of Entra ID
+//! flows, config files or environment variables.
+//!
+//! The reference syntax users type (`vault://secret/apps/graph#client_secret`, ...) is in
+//! [`reference`]. With the `conformance` feature, [`conformance`] holds the test suite every
+//! backend must pass against its real server.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+mod error;
+pub mod reference;
+
+pub use error::{BackendError, ErrorKind};
+pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};
+
+/// A secret store: the one interface the sync engine uses for every backend.
+///
+/// Every method checks the name with [`SecretStore::check_name`] before any I/O, and
+/// [`SecretStore::write`] checks the whole write with [`SecretStore::check_write`] first, so
+/// bad input never reaches the server. No method ever puts a secret value in an error.
+#[async_trait::async_trait]
+pub trait SecretStore: Send + Sync + fmt::Debug {
+    /// The configured name of this backend (e.g. `ops-vault`), used in messages.
+    fn backend(&self) -> &str;
+
+    /// Checks `name` against the backend's naming rules, without any network call.
+    fn check_name(&self, name: &str) -> Result<(), BackendError>;
+
+    /// The largest stored value, in bytes, this backend accepts.
+    fn max_value_bytes(&self) -> usize;
+
+    /// Checks a write (name and stored size) without any network call.
+    fn check_write(&self, name: &str, payload: &TokenPayload) -> Result<(), BackendError> {
+        self.check_name(name)?;
+        let size = payload.encode().expose_secret().len();
+        let limit = self.max_value_bytes();
+        if size > limit {
+            return Err(BackendError::new(
+                ErrorKind::ValueTooLarge,
+                self.backend(),
+                format!(
+                    "the value to write is {size} bytes, more than the {limit} bytes this backend accepts: \
+                     request a smaller token (fewer roles/groups in its claims) or use another backend"
+                ),
+            )
+            .with_secret(name));
+        }
+        Ok(())
+    }
+
+    /// Reads a secret: the whole value, or with `field` one field of a JSON object value.
+    ///
+    /// A missing secret is [`ErrorKind::NotFound`], never an empty string; a missing field is
+    /// [`ErrorKind::FieldNotFound`].
+    async fn read(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError>;
+
+    /// Reads what is known about a secret without its value; `None` when it does not exist.
+    async fn metadata(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError>;
+
+    /// Writes a token, creating the secret when it is missing. When the stored token and expiry
+    /// are already identical nothing is written and the outcome is [`WriteOutcome::Unchanged`].
+    async fn write(&self, name: &str, payload: &TokenPayload)
+    -> Result<WriteOutcome, BackendError>;
+}
+
+/// What a backend knows about a stored secret, without its value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretMetadata {
+    /// When the stored token expires, if the backend recorded it.
+    pub expires_on: Option<OffsetDateTime>,
+    /// The managed-by marker, if any (a secret without one was not written by secret-sync).
+    pub managed_by: Option<String>,
+    /// The backend's version id of the current value, if it keeps versions.
+    pub version: Option<String>,
+    /// When the value was last written, if the backend knows.
+    pub updated_on: Option<OffsetDateTime>,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteOutcome {
+    /// The secret did not exist and was created.
+    Created,
+    /// The secret existed and now holds the new token.
+    Updated,
+    /// The secret already held this token with this expiry; nothing was written.
+    Unchanged,
+}
+
+impl fmt::Display for WriteOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WriteOutcome::Created => "created",
+            WriteOutcome::Updated => "updated",
+            WriteOutcome::Unchanged => "unchanged",
+        })
+    }
+}
+
+/// How a token is stored where a backend has the choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// The bare token; expiry and managed-by go in the backend's metadata (tags, sidecar...).
+    #[default]
+    Raw,
+    /// A JSON document: `access_token`, `token_type`, `expires_on` (Unix seconds),
+    /// `expires_at` (RFC 3339) and `managed_by`.
+    Json,
+}
+
+/// A token to write, with what is stored beside it.
+///
+/// Built only through [`TokenPayload::new`], which refuses an empty or malformed token, so a
+/// backend never has to. `Debug` redacts the token.
+#[derive(Debug, Clone)]
+pub struct TokenPayload {
+    access_token: SecretString,
+    token_type: String,
+    expires_on: OffsetDateTime,
+    managed_by: String,
+    format: Format,
+}
+
+/// Why a [`TokenPayload`] was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The access token is empty.
+    #[error("the access token is empty: refusing to write it")]
+    EmptyToken,
+    /// The access token contains whitespace or control characters.
+    #[error(
+        "the access token contains whitespace or control characters: refusing to write a malformed token"
+    )]
+    MalformedToken,
+    /// The token type is empty.
+    #[error("the token type is empty")]
+    EmptyTokenType,
+    /// The managed-by marker is empty.
+    #[error("the managed-by marker is empty")]
+    EmptyManagedBy,
+}
+
+impl TokenPayload {
+    /// A token to write. `expires_on` is kept to the whole second (backends store Unix seconds).
+    pub fn new(
+        access_token: SecretString,
+        token_type: impl Into<String>,
+        expires_on: OffsetDateTime,
+        managed_by: impl Into<String>,
+        format: Format,
+    ) -> Result<Self, PayloadError> {
+        let token = access_token.expose_secret();
+        if token.is_empty() {
+            return Err(PayloadError::EmptyToken);
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(PayloadError::MalformedToken);
+        }
+        let token_type = token_type.into();
+        if token_type.trim().is_empty() {
+            return Err(PayloadError::EmptyTokenType);
+        }
+        let managed_by = managed_by.into();
+        if managed_by.trim().is_empty() {
+            return Err(PayloadError::EmptyManagedBy);
+        }
+        Ok(TokenPayload {
+            access_token,
+            token_type,
+            expires_on: whole_seconds(expires_on),
+            managed_by,
+            format,
+        })
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &SecretString {
+        &self.access_token
+    }
+
+    /// The token type, usually `Bearer`.
+    pub fn token_type(&self) -> &str {
+        &self.token_type
+    }
+
+    /// When the token expires (UTC, whole seconds).
+    pub fn expires_on(&self) -> OffsetDateTime {
+        self.expires_on
+    }
+
+    /// `expires_on` as RFC 3339, e.g. `2026-11-24T06:00:00Z`.
+    pub fn expires_at_rfc3339(&self) -> String {
+        rfc3339(self.expires_on)
+    }
+
+    /// The managed-by marker, e.g. `secret-sync`.
+    pub fn managed_by(&self) -> &str {
+        &self.managed_by
+    }
+
+    /// How the token is to be stored where the backend has the choice.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The value as stored in `format`: the bare token, or the JSON document.
+    pub fn encode(&self) -> SecretString {
+        match self.format {
+            Format::Raw => self.access_token.clone(),
+            Format::Json => self.json_document(),
+        }
+    }
+
+    /// The JSON document form (whatever `format` says), one line, keys in a fixed order.
+    pub fn json_document(&self) -> SecretString {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            access_token: &'a str,
+            token_type: &'a str,
+            expires_on: i64,
+            expires_at: String,
+            managed_by: &'a str,
+        }
+        let doc = Doc {
+            access_token: self.access_token.expose_secret(),
+            token_type: &self.token_type,
+            expires_on: self.expires_on.unix_timestamp(),
+            expires_at: self.expires_at_rfc3339(),
+            managed_by: &self.managed_by,
+        };
+        SecretString::from(
+            serde_json::to_string(&doc).expect("a struct of strings and integers serializes"),
+        )
+    }
+}
+
+/// A token document as read back from a store: the token and what was stored with it.
+#[derive(Debug, Clone)]
+pub struct StoredToken {
+    /// The stored access token.
+    pub access_token: SecretString,
+    /// Expiry, from `expires_on` (Unix seconds, number or numeric string) or else `expires_at`.
+    pub expires_on: Option<OffsetDateTime>,
+    /// The managed-by marker, if present.
+    pub managed_by: Option<String>,
+}
+
+impl StoredToken {
+    /// Parses a token JSON document (see [`Format::Json`]); `None` when `text` is not a JSON
+    /// object with a string `access_token`.
+    pub fn from_json_document(text: &str) -> Option<StoredToken> {
+        let serde_json::Value::Object(map) = serde_json::from_str(text).ok()? else {
+            return None;
+        };
+        Self::from_map(&map)
+    }
+
+    /// Same as [`StoredToken::from_json_document`] for an already parsed map (e.g. a Vault KV map).
+    pub fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> Option<StoredToken> {
+        let access_token = SecretString::from(map.get("access_token")?.as_str()?);
+        Some(StoredToken {
+            access_token,
+            expires_on: expiry_from_map(map),
+            managed_by: map
+                .get("managed_by")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        })
+    }
+
+    /// Whether this stored token is the one `payload` would write (same token, same expiry).
+    pub fn same_as(&self, payload: &TokenPayload) -> bool {
+        self.access_token.expose_secret() == payload.access_token.expose_secret()
+            && self.expires_on == Some(payload.expires_on)
+    }
+}
+
+/// Reads an expiry from a map: `expires_on` as Unix seconds (number or numeric string), else
+/// `expires_at` as RFC 3339.
+pub fn expiry_from_map(map: &serde_json::Map<String, serde_json::Value>) -> Option<OffsetDateTime> {
+    let unix = match map.get("expires_on") {
+        Some(serde_json::Value::Number(n)) => n.as_i64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+        _ => None,
+    };
+    if let Some(t) = unix.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()) {
+        return Some(t);
+    }
+    let at = map.get("expires_at")?.as_str()?;
+    OffsetDateTime::parse(at, &Rfc3339).ok().map(whole_seconds)
+}
+
+/// Picks `field` out of a JSON object value, or returns the whole value when `field` is `None`.
+///
+/// A string field is returned as is, a number or boolean as its JSON text, an object or array
+/// as compact JSON. Errors name the field, never the value.
+pub fn pick_field(
+    backend: &str,
+    name: &str,
+    value: SecretString,
+    field: Option<&str>,
+) -> Result<SecretString, BackendError> {
+    let Some(field) = field else {
+        return Ok(value);
+    };
+    let Ok(serde_json::Value::Object(map)) =
+        serde_json::from_str::<serde_json::Value>(value.expose_secret())
+    else {
+        return Err(BackendError::new(
+            ErrorKind::InvalidValue,
+            backend,
+            format!(
+                "the value is not a JSON object, so field \"{field}\" cannot be picked from it: \
+                 store a JSON object or drop \"#{field}\" from the reference"
+            ),
+        )
+        .with_secret(name));
+    };
+    pick_from_map(backend, name, &map, field)
+}
+
+/// Picks `field` out of an already parsed map (e.g. a Vault KV map); see [`pick_field`].
+pub fn pick_from_map(
+    backend: &str,
+    name: &str,
+    map: &serde_json::Map<String, serde_json::Value>,
+    field: &str,
+) -> Result<SecretString, BackendError> {
+    match map.get(field) {
+        Some(serde_json::Value::String(s)) => Ok(SecretString::from(s.as_str())),
+        Some(serde_json::Value::Null) | None => {
+            let mut keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            Err(BackendError::new(
+                ErrorKind::FieldNotFound,
+                backend,
+                format!(
+                    "the secret has no field \"{field}\" (it has: {}): fix the \"#field\" part of the reference",
+                    if keys.is_empty() { "no fields".to_owned() } else { keys.join(", ") }
+                ),
+            )
+            .with_secret(name))
+        }
+        Some(other) => Ok(SecretString::from(other.to_string())),
+    }
+}
+
+/// `t` in UTC, truncated to the whole second.
+pub(crate) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
+        .expect("a valid time stays valid when truncated")
+}
+
+/// `t` as RFC 3339 in UTC.
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .expect("every OffsetDateTime in years 0..=9999 formats as RFC 3339")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.payload.sig";
+
+    fn payload(format: Format) -> TokenPayload {
+        TokenPayload::new(
+            SecretString::from(TOKEN),
+            "Bearer",
+            datetime!(2026-11-24 06:00:00.75 UTC),
+            "secret-sync",
+            format,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn payload_refuses_empty_and_malformed_tokens() {
+        let at = datetime!(2026-11-24 06:00 UTC);
+        let make = |t: &str| {
+            TokenPayload::new(
+                SecretString::from(t),
+                "Bearer",
+                at,
+                "secret-sync",
+                Format::Raw,
+            )
+        };
+        assert_eq!(make("").unwrap_err(), PayloadError::EmptyToken);
+        assert_eq!(make("abc def").unwrap_err(), PayloadError::MalformedToken);
+        assert_eq!(make("abc\n").unwrap_err(), PayloadError::MalformedToken);
+        let empty_type =
+            TokenPayload::new(SecretString::from("t"), " ", at, "secret-sync", Format::Raw);
+        assert_eq!(empty_type.unwrap_err(), PayloadError::EmptyTokenType);
+    }
+
+    #[test]
+    fn payload_debug_and_json_shape() {
+        let p = payload(Format::Json);
+        assert!(
+            !format!("{p:?}").contains(TOKEN),
+            "Debug leaks the token: {p:?}"
+        );
+        assert_eq!(p.expires_on(), datetime!(2026-11-24 06:00:00 UTC));
+        let doc: serde_json::Value = serde_json::from_str(p.encode().expose_secret()).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "access_token": TOKEN,
+                "token_type": "Bearer",
+                "expires_on": 1_795_500_000_i64,
+                "expires_at": "2026-11-24T06:00:00Z",
+                "managed_by": "secret-sync",
+            })
+        );
+        assert_eq!(payload(Format::Raw).encode().expose_secret(), TOKEN);
+    }
+
+    #[test]
+    fn stored_token_round_trips_and_compares() {
+        let p = payload(Format::Json);
+        let stored = StoredToken::from_json_document(p.json_document().expose_secret()).unwrap();
+        assert_eq!(stored.expires_on, Some(p.expires_on()));
+        assert_eq!(stored.managed_by.as_deref(), Some("secret-sync"));
+        assert!(stored.same_as(&p));
+        let later = TokenPayload::new(
+            SecretString::from(TOKEN),
+            "Bearer",
+            datetime!(2026-11-24 07:00 UTC),
+            "secret-sync",
+            Format::Json,
+        )
+        .unwrap();
+        assert!(!stored.same_as(&later));
+        assert!(StoredToken::from_json_document("not json").is_none());
+        assert!(StoredToken::from_json_document(r#"{"token":"x"}"#).is_none());
+    }
+
+    #[test]
+    fn expiry_accepts_string_seconds_and_rfc3339() {
+        let map = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let at = Some(datetime!(2026-11-24 06:00 UTC));
+        assert_eq!(
+            expiry_from_map(&map(serde_json::json!({"expires_on": "1795500000"}))),
+            at
+        );
+        assert_eq!(
+            expiry_from_map(&map(
+                serde_json::json!({"expires_at": "2026-11-24T07:00:00+01:00"})
+            )),
+            at
+        );
+        assert_eq!(
+            expiry_from_map(&map(serde_json::json!({"expires_on": "soon"}))),
+            None
+        );
+    }
+
+    #[test]
+    fn pick_field_cases() {
+        let value = || SecretString::from(r#"{"client_secret":"s3cr3t-value","n":5,"empty":""}"#);
+        let got = pick_field("v", "apps/graph", value(), Some("client_secret")).unwrap();
+        assert_eq!(got.expose_secret(), "s3cr3t-value");
+        assert_eq!(
+            pick_field("v", "a", value(), Some("n"))
+                .unwrap()
+                .expose_secret(),
+            "5"
+        );
+        assert_eq!(
+            pick_field("v", "a", value(), Some("empty"))
+                .unwrap()
+                .expose_secret(),
+            ""
+        );
+        assert_eq!(
+            pick_field("v", "a", value(), None).unwrap().expose_secret(),
+            value().expose_secret()
+        );
+
+        let missing = pick_field("v", "apps/graph", value(), Some("client_id")).unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::FieldNotFound);
+        let text = missing.to_string();
+        assert!(
+            text.contains("client_id") && text.contains("client_secret, empty, n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("s3cr3t-value"),
+            "error leaks the value: {text}"
+        );
+
+        let not_json =
+            pick_field("v", "a", SecretString::from("s3cr3t-value"), Some("x")).unwrap_err();
+        assert_eq!(not_json.kind(), ErrorKind::InvalidValue);
+        assert!(!format!("{not_json} {not_json:?}").contains("s3cr3t-value"));
+    }
+}
