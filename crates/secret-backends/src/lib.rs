@@ -19,9 +19,11 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 mod error;
+pub mod file;
 pub mod reference;
 
 pub use error::{BackendError, ErrorKind};
+pub use file::{FileOptions, FileStore};
 pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};
 
 /// A secret store: the one interface the sync engine uses for every backend.

@@ -1,0 +1,704 @@
+//! The file backend: tokens and credentials in files under one directory.
+//!
+//! For hosts where the consumer reads a file (a sidecar, a cron job, a local tool). Writes are
+//! atomic: the new content goes to a temporary file in the same directory, is fsynced, renamed
+//! over the target and the directory is fsynced, so a reader sees the old file or the new one,
+//! never an empty or truncated one. Files are created with mode `0600` unless configured.
+//!
+//! Names are relative paths inside `dir` (`graph.json`, `apps/graph-token`); absolute paths,
+//! `..` and empty segments are refused, and so is a symlink anywhere on the path unless
+//! `follow_symlinks` is set. Missing parent directories are created with mode `0700`.
+//!
+//! Formats ([`Format`], chosen per write):
+//! - `raw`: the file is the bare token; expiry and managed-by go in a sidecar `<name>.meta.json`.
+//! - `json`: the file is `{"access_token","token_type","expires_on","expires_at","managed_by"}`.
+//!
+//! Reading accepts any file: the whole content (one trailing newline removed), or with `#field`
+//! one field of a JSON object file, e.g. credentials in `{"client_id": "...", "client_secret": "..."}`.
+//!
+//! ```
+//! use secret_backends::{FileOptions, FileStore};
+//! // [backends.local]
+//! // kind = "file"
+//! // dir = "/var/lib/secret-sync"
+//! // mode = "0640"            # optional, default "0600"
+//! // follow_symlinks = false  # optional
+//! let options = FileOptions {
+//!     mode: 0o640,
+//!     ..FileOptions::new("/var/lib/secret-sync")
+//! };
+//! let store = FileStore::new("local", options);
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::{
+    BackendError, ErrorKind, Format, SecretMetadata, SecretStore, StoredToken, TokenPayload,
+    WriteOutcome, expiry_from_map, pick_field,
+};
+
+/// The suffix of the sidecar that holds the expiry of a raw token file.
+pub const SIDECAR_SUFFIX: &str = ".meta.json";
+
+/// The largest file this backend writes.
+const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// Options of the file backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOptions {
+    /// The directory every name is relative to.
+    pub dir: PathBuf,
+    /// Permission bits of written files (default `0o600`).
+    pub mode: u32,
+    /// Follow a symlink at (or on the way to) the target (default `false`: refuse it).
+    pub follow_symlinks: bool,
+}
+
+impl FileOptions {
+    /// Options for `dir` with the defaults: mode `0600`, symlinks refused.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        FileOptions {
+            dir: dir.into(),
+            mode: 0o600,
+            follow_symlinks: false,
+        }
+    }
+}
+
+/// A [`SecretStore`] over files in one directory.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    backend: String,
+    options: FileOptions,
+}
+
+impl FileStore {
+    /// A store named `backend` (for messages) over `options.dir`. Nothing is touched until used.
+    pub fn new(backend: impl Into<String>, options: FileOptions) -> Self {
+        FileStore {
+            backend: backend.into(),
+            options,
+        }
+    }
+
+    /// The options this store was built with.
+    pub fn options(&self) -> &FileOptions {
+        &self.options
+    }
+
+    fn error(&self, kind: ErrorKind, name: &str, message: impl Into<String>) -> BackendError {
+        BackendError::new(kind, &self.backend, message).with_secret(name)
+    }
+
+    fn io_error(&self, name: &str, what: &str, path: &Path, err: io::Error) -> BackendError {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Io,
+        };
+        let advice = match err.kind() {
+            io::ErrorKind::PermissionDenied => {
+                ": check the permissions of the file and its directory"
+            }
+            io::ErrorKind::NotFound => ": check the path",
+            _ => "",
+        };
+        self.error(
+            kind,
+            name,
+            format!("cannot {what} {}{advice}", path.display()),
+        )
+        .with_source(err)
+    }
+
+    /// Maps `name` to a path inside `dir`, checking every existing component on the way for
+    /// symlinks (unless allowed). With `create_parents`, missing directories are created.
+    fn resolve(&self, name: &str, create_parents: bool) -> Result<PathBuf, BackendError> {
+        self.check_name(name)?;
+        let mut path = self.options.dir.clone();
+        let components: Vec<&str> = name.split('/').collect();
+        for (i, part) in components.iter().enumerate() {
+            path.push(part);
+            let last = i + 1 == components.len();
+            match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    if !self.options.follow_symlinks {
+                        return Err(self.error(
+                            ErrorKind::Conflict,
+                            name,
+                            format!(
+                                "{} is a symlink and this backend does not follow symlinks: \
+                                 replace it with a regular file or directory, or set follow_symlinks = true",
+                                path.display()
+                            ),
+                        ));
+                    }
+                    if last {
+                        return fs::canonicalize(&path)
+                            .map_err(|e| self.io_error(name, "resolve the symlink", &path, e));
+                    }
+                }
+                Ok(meta) if last && meta.is_dir() => {
+                    return Err(self.error(
+                        ErrorKind::Conflict,
+                        name,
+                        format!(
+                            "{} is a directory, not a file: choose another name",
+                            path.display()
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if !last && create_parents {
+                        fs::DirBuilder::new()
+                            .recursive(true)
+                            .mode(0o700)
+                            .create(&path)
+                            .map_err(|e| self.io_error(name, "create the directory", &path, e))?;
+                    }
+                }
+                Err(e) => return Err(self.io_error(name, "inspect", &path, e)),
+            }
+        }
+        Ok(path)
+    }
+
+    fn read_blocking(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
+        let path = self.resolve(name, false)?;
+        let Some(text) = self.read_text(name, &path)? else {
+            return Err(self.error(
+                ErrorKind::NotFound,
+                name,
+                format!(
+                    "{} does not exist: check the name and the directory",
+                    path.display()
+                ),
+            ));
+        };
+        pick_field(&self.backend, name, text, field)
+    }
+
+    /// The file's text with one trailing newline removed; `None` when the file does not exist.
+    fn read_text(&self, name: &str, path: &Path) -> Result<Option<SecretString>, BackendError> {
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(name, "read", path, e)),
+        };
+        let Ok(mut text) = String::from_utf8(bytes) else {
+            return Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                format!(
+                    "{} is not UTF-8 text: a secret file must hold text",
+                    path.display()
+                ),
+            ));
+        };
+        if text.ends_with('\n') {
+            text.pop();
+            if text.ends_with('\r') {
+                text.pop();
+            }
+        }
+        Ok(Some(SecretString::from(text)))
+    }
+
+    fn metadata_blocking(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        let path = self.resolve(name, false)?;
+        let Some(text) = self.read_text(name, &path)? else {
+            return Ok(None);
+        };
+        let updated_on = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .map(|t| crate::whole_seconds(OffsetDateTime::from(t)));
+        let stored = match StoredToken::from_json_document(text.expose_secret()) {
+            Some(doc) => Some((doc.expires_on, doc.managed_by)),
+            None => self.read_sidecar(name, &path)?,
+        };
+        let (expires_on, managed_by) = stored.unwrap_or_default();
+        Ok(Some(SecretMetadata {
+            expires_on,
+            managed_by,
+            version: None,
+            updated_on,
+        }))
+    }
+
+    /// Expiry and managed-by from the sidecar of a raw file; `None` when there is none.
+    #[allow(clippy::type_complexity)]
+    fn read_sidecar(
+        &self,
+        name: &str,
+        path: &Path,
+    ) -> Result<Option<(Option<OffsetDateTime>, Option<String>)>, BackendError> {
+        let sidecar = sidecar_path(path);
+        let text = match fs::read_to_string(&sidecar) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_error(name, "read the sidecar", &sidecar, e)),
+        };
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) else {
+            return Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                format!(
+                    "the sidecar {} is not a JSON object: delete it, the next write recreates it",
+                    sidecar.display()
+                ),
+            ));
+        };
+        let managed_by = map
+            .get("managed_by")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok(Some((expiry_from_map(&map), managed_by)))
+    }
+
+    fn write_blocking(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        self.check_write(name, payload)?;
+        let path = self.resolve(name, true)?;
+        let existing = self.read_text(name, &path)?;
+        let sidecar = sidecar_path(&path);
+        let unchanged = match (&existing, payload.format()) {
+            (None, _) => false,
+            (Some(text), Format::Json) => StoredToken::from_json_document(text.expose_secret())
+                .is_some_and(|doc| {
+                    doc.same_as(payload) && doc.managed_by.as_deref() == Some(payload.managed_by())
+                }),
+            (Some(text), Format::Raw) => {
+                text.expose_secret() == payload.access_token().expose_secret()
+                    && self
+                        .read_sidecar(name, &path)?
+                        .is_some_and(|(expires_on, managed_by)| {
+                            expires_on == Some(payload.expires_on())
+                                && managed_by.as_deref() == Some(payload.managed_by())
+                        })
+            }
+        };
+        if unchanged {
+            return Ok(WriteOutcome::Unchanged);
+        }
+        self.replace_atomically(name, &path, payload.encode().expose_secret().as_bytes())?;
+        match payload.format() {
+            Format::Raw => {
+                let meta = Sidecar {
+                    token_type: payload.token_type(),
+                    expires_on: payload.expires_on().unix_timestamp(),
+                    expires_at: payload.expires_at_rfc3339(),
+                    managed_by: payload.managed_by(),
+                };
+                let text = serde_json::to_string(&meta)
+                    .expect("a struct of strings and integers serializes");
+                self.replace_atomically(name, &sidecar, text.as_bytes())?;
+            }
+            Format::Json => match fs::remove_file(&sidecar) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io_error(name, "remove the stale sidecar", &sidecar, e)),
+            },
+        }
+        Ok(if existing.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        })
+    }
+
+    /// Writes `content` to a temporary file beside `path`, fsyncs it, renames it over `path`
+    /// and fsyncs the directory. On failure the temporary file is removed and `path` untouched.
+    fn replace_atomically(
+        &self,
+        name: &str,
+        path: &Path,
+        content: &[u8],
+    ) -> Result<(), BackendError> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = path
+            .parent()
+            .expect("a resolved path lies inside the directory");
+        let file_name = path
+            .file_name()
+            .expect("a resolved path has a file name")
+            .to_string_lossy();
+        let temp = dir.join(format!(
+            ".{file_name}.tmp-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| -> Result<(), BackendError> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(self.options.mode)
+                .open(&temp)
+                .map_err(|e| self.io_error(name, "create a temporary file in", dir, e))?;
+            file.set_permissions(fs::Permissions::from_mode(self.options.mode))
+                .map_err(|e| self.io_error(name, "set the permissions of", &temp, e))?;
+            file.write_all(content)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| self.io_error(name, "write", &temp, e))?;
+            fs::rename(&temp, path)
+                .map_err(|e| self.io_error(name, "rename the temporary file onto", path, e))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.io_error(name, "fsync the directory", dir, e))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
+}
+
+/// What the sidecar of a raw token file holds.
+#[derive(Serialize)]
+struct Sidecar<'a> {
+    token_type: &'a str,
+    expires_on: i64,
+    expires_at: String,
+    managed_by: &'a str,
+}
+
+fn sidecar_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .expect("a resolved path has a file name")
+        .to_os_string();
+    name.push(SIDECAR_SUFFIX);
+    path.with_file_name(name)
+}
+
+#[async_trait::async_trait]
+impl SecretStore for FileStore {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), BackendError> {
+        let refuse = |why: &str| {
+            Err(self.error(
+                ErrorKind::InvalidName,
+                name,
+                format!("{why}: use a relative path inside the backend's directory, e.g. \"graph.json\" or \"apps/graph-token\""),
+            ))
+        };
+        if name.is_empty() {
+            return refuse("the name is empty");
+        }
+        if name.len() > 1024 {
+            return refuse("the name is longer than 1024 bytes");
+        }
+        if name.chars().any(|c| c.is_control()) {
+            return refuse("the name contains control characters");
+        }
+        if name.starts_with('/') {
+            return refuse("the name is an absolute path");
+        }
+        if name.split('/').any(|part| part.is_empty()) {
+            return refuse("the name has an empty path segment");
+        }
+        if name.split('/').any(|part| part == "." || part == "..") {
+            return refuse("the name contains \".\" or \"..\"");
+        }
+        if name.ends_with(SIDECAR_SUFFIX) {
+            return refuse("names ending in \".meta.json\" are reserved for sidecar files");
+        }
+        Ok(())
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        MAX_VALUE_BYTES
+    }
+
+    async fn read(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
+        let (store, name, field) = (self.clone(), name.to_owned(), field.map(str::to_owned));
+        run_blocking(&self.backend, move || {
+            store.read_blocking(&name, field.as_deref())
+        })
+        .await
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        let (store, name) = (self.clone(), name.to_owned());
+        run_blocking(&self.backend, move || store.metadata_blocking(&name)).await
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        let (store, name, payload) = (self.clone(), name.to_owned(), payload.clone());
+        run_blocking(&self.backend, move || store.write_blocking(&name, &payload)).await
+    }
+}
+
+/// Runs blocking file-system work off the async runtime.
+async fn run_blocking<T: Send + 'static>(
+    backend: &str,
+    work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|join| {
+            Err(BackendError::new(
+                ErrorKind::Io,
+                backend,
+                "the file operation was cancelled or panicked",
+            )
+            .with_source(join))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use time::macros::datetime;
+
+    const TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.file-test.sig";
+
+    fn payload(token: &str, format: Format) -> TokenPayload {
+        TokenPayload::new(
+            SecretString::from(token),
+            "Bearer",
+            datetime!(2026-11-24 06:00 UTC),
+            "secret-sync",
+            format,
+        )
+        .unwrap()
+    }
+
+    fn store(dir: &Path) -> FileStore {
+        FileStore::new("local", FileOptions::new(dir))
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn raw_write_keeps_expiry_in_a_sidecar_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let outcome = store
+            .write("apps/graph-token", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Created);
+        let path = dir.path().join("apps/graph-token");
+        assert_eq!(fs::read_to_string(&path).unwrap(), TOKEN);
+        assert_eq!(mode_of(&path), 0o600);
+        assert_eq!(mode_of(&dir.path().join("apps")), 0o700);
+        let sidecar: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(dir.path().join("apps/graph-token.meta.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar["expires_at"], "2026-11-24T06:00:00Z");
+        assert!(
+            !sidecar.to_string().contains(TOKEN),
+            "the sidecar holds the token: {sidecar}"
+        );
+        let meta = store.metadata("apps/graph-token").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(datetime!(2026-11-24 06:00 UTC)));
+        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
+        assert!(meta.updated_on.is_some());
+    }
+
+    #[tokio::test]
+    async fn json_write_then_switch_to_raw_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write("t", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .write("t", &payload(TOKEN, Format::Json))
+                .await
+                .unwrap(),
+            WriteOutcome::Updated
+        );
+        assert!(
+            !dir.path().join("t.meta.json").exists(),
+            "stale sidecar left behind"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.path().join("t")).unwrap()).unwrap();
+        assert_eq!(doc["access_token"], TOKEN);
+        assert_eq!(doc["expires_on"], 1_795_500_000_i64);
+        assert_eq!(
+            store
+                .read("t", Some("access_token"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            TOKEN
+        );
+        assert_eq!(
+            store
+                .write("t", &payload(TOKEN, Format::Json))
+                .await
+                .unwrap(),
+            WriteOutcome::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn no_temporary_files_are_left_and_custom_mode_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(
+            "local",
+            FileOptions {
+                mode: 0o640,
+                ..FileOptions::new(dir.path())
+            },
+        );
+        store
+            .write("a", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap();
+        store
+            .write("a", &payload("other.token.value", Format::Raw))
+            .await
+            .unwrap();
+        let mut names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "a.meta.json"]);
+        assert_eq!(mode_of(&dir.path().join("a")), 0o640);
+        assert_eq!(mode_of(&dir.path().join("a.meta.json")), 0o640);
+    }
+
+    #[tokio::test]
+    async fn reads_credentials_files_written_by_people() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("id"), "client-id-value\n").unwrap();
+        fs::write(
+            dir.path().join("graph.json"),
+            r#"{"client_id": "cid", "client_secret": "s3cr3t-value"}"#,
+        )
+        .unwrap();
+        let store = store(dir.path());
+        assert_eq!(
+            store.read("id", None).await.unwrap().expose_secret(),
+            "client-id-value"
+        );
+        assert_eq!(
+            store
+                .read("graph.json", Some("client_secret"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "s3cr3t-value"
+        );
+        let missing = store.read("graph.json", Some("tenant")).await.unwrap_err();
+        assert_eq!(missing.kind(), ErrorKind::FieldNotFound);
+        assert!(!missing.to_string().contains("s3cr3t-value"));
+        let meta = store.metadata("graph.json").await.unwrap().unwrap();
+        assert_eq!((meta.expires_on, meta.managed_by), (None, None));
+    }
+
+    #[tokio::test]
+    async fn symlinks_are_refused_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let real = outside.path().join("real-token");
+        fs::write(&real, "old").unwrap();
+        symlink(&real, dir.path().join("link")).unwrap();
+        symlink(outside.path(), dir.path().join("linkdir")).unwrap();
+
+        let strict = store(dir.path());
+        for name in ["link", "linkdir/x"] {
+            let err = strict
+                .write(name, &payload(TOKEN, Format::Raw))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+            assert!(err.to_string().contains("follow_symlinks = true"), "{err}");
+        }
+        assert_eq!(fs::read_to_string(&real).unwrap(), "old");
+        assert!(!outside.path().join("x").exists());
+
+        let relaxed = FileStore::new(
+            "local",
+            FileOptions {
+                follow_symlinks: true,
+                ..FileOptions::new(dir.path())
+            },
+        );
+        relaxed
+            .write("link", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap();
+        assert!(
+            fs::symlink_metadata(dir.path().join("link"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(fs::read_to_string(&real).unwrap(), TOKEN);
+        assert_eq!(
+            relaxed.read("link", None).await.unwrap().expose_secret(),
+            TOKEN
+        );
+    }
+
+    #[test]
+    fn names_must_stay_inside_the_directory() {
+        let store = store(Path::new("/nonexistent"));
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a/./b",
+            "a/",
+            "t.meta.json",
+            "a\0b",
+        ] {
+            let err = store.check_name(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad:?}");
+            assert!(err.to_string().contains("relative path"), "{err}");
+        }
+        for good in ["graph.json", "apps/graph-token", ".hidden", "a..b"] {
+            store.check_name(good).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn missing_file_is_not_found_and_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("sub")).unwrap();
+        let store = store(dir.path());
+        assert_eq!(
+            store.read("nope", None).await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert!(store.metadata("nope").await.unwrap().is_none());
+        let err = store
+            .write("sub", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+}
