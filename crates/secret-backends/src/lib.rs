@@ -22,6 +22,9 @@ mod error;
 pub mod file;
 pub mod reference;
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
 pub use error::{BackendError, ErrorKind};
 pub use file::{FileOptions, FileStore};
 pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};

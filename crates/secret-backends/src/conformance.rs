@@ -1,0 +1,415 @@
+//! The conformance suite every backend must pass against its real server.
+//!
+//! One set of checks, so that "not found", "unchanged", expiry round trips and error hygiene
+//! mean the same thing for every backend. Each backend's test file builds a [`Harness`] for a
+//! store pointed at a real server (or a temp dir) and calls the checks, one `#[tokio::test]`
+//! per check, so a failure names the property that broke:
+//!
+//! ```text
+//! #[tokio::test]
+//! async fn missing_secret_is_not_found() {
+//!     conformance::missing_secret_is_not_found(&harness()).await;
+//! }
+//! ```
+//!
+//! Checks panic with a message showing the expected and the actual value. Every error a check
+//! sees is scanned: its `Display`, `Debug` and whole source chain must not contain a token
+//! that was written (nor, for [`authentication_refused`], the refused credential).
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use secrecy::{ExposeSecret, SecretString};
+use time::{Duration, OffsetDateTime};
+
+use crate::{BackendError, ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
+
+/// The managed-by marker the suite writes.
+pub const MANAGED_BY: &str = "secret-sync-conformance";
+
+/// A store under test and what the suite needs to know about its backend.
+pub struct Harness {
+    /// The store, pointed at a real server (or a temp dir), with valid credentials.
+    pub store: Box<dyn SecretStore>,
+    /// Returns a name that does not exist yet in `store` (unique per call).
+    pub fresh_name: Box<dyn Fn() -> String + Send + Sync>,
+    /// The formats this backend can write.
+    pub formats: Vec<Format>,
+    /// Which field to read to get the token back after writing in a format (`None`: the whole
+    /// value). [`default_read_back`] fits backends whose raw value is the bare token.
+    pub read_back: fn(Format) -> Option<&'static str>,
+    /// A name this backend must refuse.
+    pub invalid_name: String,
+}
+
+impl std::fmt::Debug for Harness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Harness")
+            .field("store", &self.store)
+            .field("formats", &self.formats)
+            .field("invalid_name", &self.invalid_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Raw reads back the whole value, JSON the `access_token` field.
+pub fn default_read_back(format: Format) -> Option<&'static str> {
+    match format {
+        Format::Raw => None,
+        Format::Json => Some("access_token"),
+    }
+}
+
+/// A token that is unique per call, shaped like a JWT.
+pub fn unique_token() -> SecretString {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    SecretString::from(format!("eyJhbGciOiJub25lIn0.conformance-{nanos}-{n}.c2ln"))
+}
+
+/// A payload for `token` expiring `minutes` from now.
+pub fn payload(token: &SecretString, minutes: i64, format: Format) -> TokenPayload {
+    TokenPayload::new(
+        token.clone(),
+        "Bearer",
+        OffsetDateTime::now_utc() + Duration::minutes(minutes),
+        MANAGED_BY,
+        format,
+    )
+    .expect("the suite builds valid payloads")
+}
+
+/// Asserts that nothing a user could see of `err` contains any of `secrets`.
+pub fn assert_no_leak(err: &BackendError, secrets: &[&str]) {
+    let mut seen = vec![err.to_string(), format!("{err:?}")];
+    let mut source = err.source();
+    while let Some(cause) = source {
+        seen.push(cause.to_string());
+        seen.push(format!("{cause:?}"));
+        source = cause.source();
+    }
+    for secret in secrets {
+        for text in &seen {
+            assert!(
+                !text.contains(secret),
+                "an error leaks a secret value: {text}"
+            );
+        }
+    }
+}
+
+fn assert_kind(err: &BackendError, expected: ErrorKind, what: &str) {
+    assert_eq!(
+        err.kind(),
+        expected,
+        "{what}: expected an error of kind {expected:?}, got {:?}: {err}",
+        err.kind()
+    );
+}
+
+async fn read_token(h: &Harness, name: &str, format: Format) -> String {
+    let got = h
+        .store
+        .read(name, (h.read_back)(format))
+        .await
+        .unwrap_or_else(|e| panic!("reading back {name} ({format:?}) failed: {e}"));
+    got.expose_secret().to_owned()
+}
+
+/// A secret that does not exist is `NotFound` on read (not an empty value) and `None` as metadata.
+pub async fn missing_secret_is_not_found(h: &Harness) {
+    let name = (h.fresh_name)();
+    let err = h
+        .store
+        .read(&name, None)
+        .await
+        .expect_err("reading a missing secret must fail, not return a value");
+    assert_kind(&err, ErrorKind::NotFound, "read of a missing secret");
+    assert_eq!(
+        err.secret(),
+        Some(name.as_str()),
+        "the error names the secret: {err}"
+    );
+    assert!(
+        err.to_string().contains(&name),
+        "the message names the secret: {err}"
+    );
+    let meta = h
+        .store
+        .metadata(&name)
+        .await
+        .expect("metadata of a missing secret");
+    assert_eq!(meta, None, "metadata of a missing secret");
+}
+
+/// A write creates the secret and the token reads back, in every supported format.
+pub async fn write_then_read_back(h: &Harness) {
+    for &format in &h.formats {
+        let name = (h.fresh_name)();
+        let token = unique_token();
+        let outcome = h.store.write(&name, &payload(&token, 60, format)).await;
+        let outcome = outcome.unwrap_or_else(|e| panic!("writing {name} ({format:?}) failed: {e}"));
+        assert_eq!(
+            outcome,
+            WriteOutcome::Created,
+            "first write of {name} ({format:?})"
+        );
+        assert_eq!(
+            read_token(h, &name, format).await,
+            token.expose_secret(),
+            "token read back from {name} ({format:?})"
+        );
+    }
+}
+
+/// A second write with another token updates the secret; the new token and expiry read back.
+pub async fn overwrite(h: &Harness) {
+    for &format in &h.formats {
+        let name = (h.fresh_name)();
+        let first = unique_token();
+        h.store
+            .write(&name, &payload(&first, 30, format))
+            .await
+            .expect("first write");
+        let second = unique_token();
+        let new = payload(&second, 90, format);
+        let outcome = h.store.write(&name, &new).await.expect("second write");
+        assert_eq!(
+            outcome,
+            WriteOutcome::Updated,
+            "overwrite of {name} ({format:?})"
+        );
+        assert_eq!(
+            read_token(h, &name, format).await,
+            second.expose_secret(),
+            "token after overwrite"
+        );
+        let meta = h
+            .store
+            .metadata(&name)
+            .await
+            .expect("metadata")
+            .expect("the secret exists");
+        assert_eq!(
+            meta.expires_on,
+            Some(new.expires_on()),
+            "expiry after overwrite ({format:?})"
+        );
+    }
+}
+
+/// Expiry and managed-by marker written with a token come back from `metadata` (no value read).
+pub async fn metadata_round_trip(h: &Harness) {
+    for &format in &h.formats {
+        let name = (h.fresh_name)();
+        let written = payload(&unique_token(), 75, format);
+        h.store.write(&name, &written).await.expect("write");
+        let meta = h
+            .store
+            .metadata(&name)
+            .await
+            .expect("metadata")
+            .unwrap_or_else(|| panic!("metadata of {name} is None right after writing it"));
+        assert_eq!(
+            meta.expires_on,
+            Some(written.expires_on()),
+            "expires_on ({format:?})"
+        );
+        assert_eq!(
+            meta.managed_by.as_deref(),
+            Some(MANAGED_BY),
+            "managed_by ({format:?})"
+        );
+    }
+}
+
+/// Writing the token that is already stored writes nothing and says `Unchanged`.
+pub async fn unchanged_write(h: &Harness) {
+    for &format in &h.formats {
+        let name = (h.fresh_name)();
+        let written = payload(&unique_token(), 60, format);
+        h.store.write(&name, &written).await.expect("first write");
+        let before = h
+            .store
+            .metadata(&name)
+            .await
+            .expect("metadata")
+            .expect("exists");
+        let outcome = h.store.write(&name, &written).await.expect("second write");
+        assert_eq!(
+            outcome,
+            WriteOutcome::Unchanged,
+            "same token written twice ({format:?})"
+        );
+        let after = h
+            .store
+            .metadata(&name)
+            .await
+            .expect("metadata")
+            .expect("exists");
+        assert_eq!(
+            after.version, before.version,
+            "an unchanged write created a new version"
+        );
+    }
+}
+
+/// Asking for a field that is not in a JSON-shaped secret is `FieldNotFound` and leaks nothing.
+pub async fn missing_field(h: &Harness) {
+    let Some(&format) = h.formats.iter().find(|&&f| (h.read_back)(f).is_some()) else {
+        return;
+    };
+    let name = (h.fresh_name)();
+    let token = unique_token();
+    h.store
+        .write(&name, &payload(&token, 60, format))
+        .await
+        .expect("write");
+    let err = h
+        .store
+        .read(&name, Some("no_such_field"))
+        .await
+        .expect_err("a missing field must be an error");
+    assert_kind(&err, ErrorKind::FieldNotFound, "read of a missing field");
+    assert!(
+        err.to_string().contains("no_such_field"),
+        "the message names the field: {err}"
+    );
+    assert_no_leak(&err, &[token.expose_secret()]);
+}
+
+/// An invalid name and an oversized value are refused before any network call: `offline` is the
+/// same backend pointed at a closed port (for a local backend, any store), so reaching the
+/// network would give `Unreachable` instead.
+pub async fn refused_before_network(h: &Harness, offline: &dyn SecretStore) {
+    let name = (h.fresh_name)();
+    let token = unique_token();
+    for store in [h.store.as_ref(), offline] {
+        let err = store
+            .read(&h.invalid_name, None)
+            .await
+            .expect_err("read of an invalid name");
+        assert_kind(&err, ErrorKind::InvalidName, "read of an invalid name");
+        let err = store
+            .metadata(&h.invalid_name)
+            .await
+            .expect_err("metadata of an invalid name");
+        assert_kind(&err, ErrorKind::InvalidName, "metadata of an invalid name");
+        let err = store
+            .write(&h.invalid_name, &payload(&token, 60, h.formats[0]))
+            .await
+            .expect_err("write to an invalid name");
+        assert_kind(&err, ErrorKind::InvalidName, "write to an invalid name");
+
+        let huge = SecretString::from("x".repeat(store.max_value_bytes() + 1));
+        let err = store
+            .write(&name, &payload(&huge, 60, Format::Raw))
+            .await
+            .expect_err("an oversized write");
+        assert_kind(&err, ErrorKind::ValueTooLarge, "an oversized write");
+        assert_no_leak(&err, &[huge.expose_secret()]);
+    }
+    let meta = h.store.metadata(&name).await.expect("metadata");
+    assert_eq!(meta, None, "a refused write must not create the secret");
+}
+
+/// A store whose server is down answers `Unreachable` (retryable) for every operation, quickly.
+pub async fn server_unreachable(h: &Harness, unreachable: &dyn SecretStore) {
+    let name = (h.fresh_name)();
+    let token = unique_token();
+    let started = std::time::Instant::now();
+    let errors = [
+        unreachable
+            .read(&name, None)
+            .await
+            .expect_err("read from a closed port"),
+        unreachable
+            .metadata(&name)
+            .await
+            .expect_err("metadata from a closed port"),
+        unreachable
+            .write(&name, &payload(&token, 60, h.formats[0]))
+            .await
+            .expect_err("write to a closed port"),
+    ];
+    for err in &errors {
+        assert_kind(
+            err,
+            ErrorKind::Unreachable,
+            "an operation against a closed port",
+        );
+        assert!(err.is_retryable(), "unreachable must be retryable: {err}");
+        assert_no_leak(err, &[token.expose_secret()]);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "a closed port took {:?} to report",
+        started.elapsed()
+    );
+}
+
+/// A store with a wrong credential is refused with `Unauthorized` (or `Forbidden`), and the
+/// message does not contain the credential. `credential` is the wrong secret the store holds.
+pub async fn authentication_refused(h: &Harness, bad_auth: &dyn SecretStore, credential: &str) {
+    let name = (h.fresh_name)();
+    let token = unique_token();
+    assert!(
+        !format!("{bad_auth:?}").contains(credential),
+        "the store's Debug shows its credential: {bad_auth:?}"
+    );
+    let errors = [
+        bad_auth
+            .read(&name, None)
+            .await
+            .expect_err("read with a bad credential"),
+        bad_auth
+            .metadata(&name)
+            .await
+            .expect_err("metadata with a bad credential"),
+        bad_auth
+            .write(&name, &payload(&token, 60, h.formats[0]))
+            .await
+            .expect_err("write with a bad credential"),
+    ];
+    for err in &errors {
+        assert!(
+            matches!(err.kind(), ErrorKind::Unauthorized | ErrorKind::Forbidden),
+            "expected Unauthorized or Forbidden, got {:?}: {err}",
+            err.kind()
+        );
+        assert!(
+            !err.is_retryable(),
+            "a refused credential is not retryable: {err}"
+        );
+        assert_no_leak(err, &[credential, token.expose_secret()]);
+    }
+}
+
+/// A write whose first attempts the server throttles still succeeds (the backend retried).
+/// The caller arms its server's throttling for `store` before calling this.
+pub async fn throttling_retried(h: &Harness, throttled: &dyn SecretStore) {
+    let name = (h.fresh_name)();
+    let token = unique_token();
+    let format = h.formats[0];
+    let outcome = throttled
+        .write(&name, &payload(&token, 60, format))
+        .await
+        .unwrap_or_else(|e| panic!("a throttled write was not retried to success: {e}"));
+    assert_eq!(outcome, WriteOutcome::Created, "throttled write");
+    assert_eq!(
+        read_token(h, &name, format).await,
+        token.expose_secret(),
+        "token after throttling"
+    );
+}
+
+/// The checks that need only the store itself (not the offline/bad-auth/throttled variants).
+pub async fn run_basic(h: &Harness) {
+    missing_secret_is_not_found(h).await;
+    write_then_read_back(h).await;
+    overwrite(h).await;
+    metadata_round_trip(h).await;
+    unchanged_write(h).await;
+    missing_field(h).await;
+}
