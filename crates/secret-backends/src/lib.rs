@@ -21,6 +21,7 @@ use time::format_description::well_known::Rfc3339;
 mod error;
 pub mod file;
 pub mod reference;
+pub mod vault;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

@@ -1,0 +1,1096 @@
+//! The HashiCorp Vault / OpenBao backend (KV v1 and v2), through `vaultrs`.
+//!
+//! Vault is both a common place to keep the app registration's client credentials and a
+//! target for the access token. This module reads and writes one KV mount, logs in with the
+//! configured method, and keeps its Vault token valid: it renews a renewable token (or logs in
+//! again) once two thirds of its lease have passed, and logs in again once if the server refuses
+//! a token it had accepted, so a long-running daemon survives token expiry.
+//!
+//! A written token is a KV map `{access_token, token_type, expires_on, expires_at, managed_by}`
+//! (`expires_on` in Unix seconds as a string, `expires_at` RFC 3339). On KV v2 the expiry and
+//! managed-by marker are also stored as the secret's `custom_metadata`, so `metadata()` reads
+//! them without the value. Reading without a `#field` returns the whole map as compact JSON.
+//!
+//! Auth methods: a token ([`VaultAuth::Token`]), AppRole, JWT/OIDC (e.g. a CI job's OIDC token)
+//! and Kubernetes (the pod's service-account token). Plain `http://` is refused unless the
+//! address is loopback or `allow_insecure_http` is set. Throttling (HTTP 429) and server
+//! errors (5xx, sealed, standby) are retried with exponential backoff ([`RetryPolicy`]).
+//!
+//! ```
+//! use secrecy::SecretString;
+//! use secret_backends::vault::{KvVersion, VaultAuth, VaultOptions, VaultStore};
+//! // [backends.ops-vault]
+//! // kind = "vault"
+//! // address = "https://vault.example.com:8200"
+//! // mount = "secret"
+//! // kv_version = 2                    # optional: detected from sys/internal/ui/mounts
+//! // namespace = "team-a"              # optional (Vault Enterprise / OpenBao namespaces)
+//! // ca_file = "/etc/ssl/vault-ca.pem" # optional
+//! // auth = { method = "approle", role_id = "4f1c...", secret_id_env = "VAULT_SECRET_ID" }
+//! let options = VaultOptions {
+//!     kv_version: Some(KvVersion::V2),
+//!     namespace: Some("team-a".to_owned()),
+//!     ..VaultOptions::new(
+//!         "https://vault.example.com:8200",
+//!         "secret",
+//!         VaultAuth::AppRole {
+//!             mount: "approle".to_owned(),
+//!             role_id: "4f1c0000-0000-0000-0000-000000000000".to_owned(),
+//!             // the caller reads it from VAULT_SECRET_ID
+//!             secret_id: SecretString::from("secret-id-from-the-environment"),
+//!         },
+//!     )
+//! };
+//! let store = VaultStore::new("ops-vault", options).unwrap();
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{Mutex, OnceCell};
+use vaultrs::api::kv2::requests::{
+    ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions,
+};
+use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use crate::{
+    BackendError, ErrorKind, SecretMetadata, SecretStore, StoredToken, TokenPayload, WriteOutcome,
+    expiry_from_map, pick_from_map,
+};
+
+/// The largest value this backend writes (Vault's storage backends commonly cap entries at 512 KiB).
+const MAX_VALUE_BYTES: usize = 512 * 1024;
+
+/// Which KV secrets engine version the mount runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KvVersion {
+    /// KV v1: `/v1/{mount}/{path}`, no versions, no metadata.
+    V1,
+    /// KV v2: `/v1/{mount}/data/{path}` and `/v1/{mount}/metadata/{path}`.
+    V2,
+}
+
+/// How the store logs in to Vault. Secrets are passed in; this crate never reads the environment.
+#[derive(Debug, Clone)]
+pub enum VaultAuth {
+    /// A Vault token (e.g. read by the caller from the variable named by `token_env`).
+    /// Renewed when renewable; when it expires, writes fail with `Unauthorized`.
+    Token {
+        /// The Vault token.
+        token: SecretString,
+    },
+    /// AppRole: `POST auth/{mount}/login {role_id, secret_id}`.
+    AppRole {
+        /// The auth mount, usually `approle`.
+        mount: String,
+        /// The role id (an identifier, not a secret).
+        role_id: String,
+        /// The secret id.
+        secret_id: SecretString,
+    },
+    /// JWT/OIDC: `POST auth/{mount}/login {role, jwt}`, e.g. with a CI job's OIDC token.
+    Jwt {
+        /// The auth mount, usually `jwt`.
+        mount: String,
+        /// The role; `None` uses the mount's default role.
+        role: Option<String>,
+        /// Where the JWT comes from; a file is read again at every login.
+        jwt: JwtSource,
+    },
+    /// Kubernetes: `POST auth/{mount}/login {role, jwt}` with the service-account token.
+    Kubernetes {
+        /// The auth mount, usually `kubernetes`.
+        mount: String,
+        /// The role.
+        role: String,
+        /// The service-account token, usually the file [`JwtSource::KUBERNETES_TOKEN_FILE`].
+        jwt: JwtSource,
+    },
+}
+
+impl VaultAuth {
+    fn method(&self) -> &'static str {
+        match self {
+            VaultAuth::Token { .. } => "token",
+            VaultAuth::AppRole { .. } => "approle",
+            VaultAuth::Jwt { .. } => "jwt",
+            VaultAuth::Kubernetes { .. } => "kubernetes",
+        }
+    }
+}
+
+/// Where a login JWT comes from.
+#[derive(Debug, Clone)]
+pub enum JwtSource {
+    /// A file, read at every login (projected tokens rotate).
+    File(PathBuf),
+    /// A value the caller already holds.
+    Value(SecretString),
+}
+
+impl JwtSource {
+    /// Where Kubernetes mounts a pod's service-account token.
+    pub const KUBERNETES_TOKEN_FILE: &'static str =
+        "/var/run/secrets/kubernetes.io/serviceaccount/token";
+}
+
+/// Retries of throttled (429) and temporarily failing (5xx) requests: exponential backoff
+/// from `base_delay`, capped at `max_delay`, with jitter, at most `max_attempts` tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries in total, including the first (1 = no retry).
+    pub max_attempts: u32,
+    /// The first wait.
+    pub base_delay: Duration,
+    /// The longest wait.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 6,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(8),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (0-based): half the exponential step plus a random half.
+    fn delay(&self, retry: u32) -> Duration {
+        let step = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry))
+            .min(self.max_delay);
+        step / 2 + step.mul_f64(rand::random_range(0.0..0.5))
+    }
+}
+
+/// Options of the Vault backend.
+#[derive(Debug, Clone)]
+pub struct VaultOptions {
+    /// The server, e.g. `https://vault.example.com:8200`.
+    pub address: String,
+    /// The KV mount, e.g. `secret`.
+    pub mount: String,
+    /// The KV version; `None` detects it from `sys/internal/ui/mounts/{mount}` at first use.
+    pub kv_version: Option<KvVersion>,
+    /// The namespace (`X-Vault-Namespace`), if any.
+    pub namespace: Option<String>,
+    /// How to log in.
+    pub auth: VaultAuth,
+    /// Accept `http://` for a non-loopback address (default `false`).
+    pub allow_insecure_http: bool,
+    /// A PEM bundle of CA certificates to trust in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    /// The timeout of each request (default 30 s).
+    pub timeout: Duration,
+    /// Retries of throttled and temporarily failing requests.
+    pub retry: RetryPolicy,
+}
+
+impl VaultOptions {
+    /// Options with the defaults: KV version detected, no namespace, https required for
+    /// non-loopback addresses, system CAs, 30 s timeout, [`RetryPolicy::default`].
+    pub fn new(address: impl Into<String>, mount: impl Into<String>, auth: VaultAuth) -> Self {
+        VaultOptions {
+            address: address.into(),
+            mount: mount.into(),
+            kv_version: None,
+            namespace: None,
+            auth,
+            allow_insecure_http: false,
+            ca_file: None,
+            timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// A logged-in client and when its Vault token needs attention.
+struct Session {
+    client: Arc<VaultClient>,
+    /// Renew or log in again after this instant; `None` for a token that does not expire.
+    refresh_at: Option<Instant>,
+    renewable: bool,
+}
+
+/// A [`SecretStore`] over one KV mount of a Vault or OpenBao server.
+pub struct VaultStore {
+    backend: String,
+    options: VaultOptions,
+    mount: String,
+    kv_version: OnceCell<KvVersion>,
+    session: Mutex<Option<Session>>,
+}
+
+impl fmt::Debug for VaultStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VaultStore")
+            .field("backend", &self.backend)
+            .field("address", &self.options.address)
+            .field("mount", &self.mount)
+            .field("namespace", &self.options.namespace)
+            .field("auth", &self.options.auth.method())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one call is about, for messages: the secret (if any) and the action.
+#[derive(Clone, Copy)]
+struct Op<'a> {
+    secret: Option<&'a str>,
+    doing: &'a str,
+}
+
+impl VaultStore {
+    /// A store named `backend` (for messages). Checks the options; connects at first use.
+    pub fn new(backend: impl Into<String>, options: VaultOptions) -> Result<Self, BackendError> {
+        let backend = backend.into();
+        let invalid = |message: String| {
+            Err(BackendError::new(
+                ErrorKind::InvalidConfig,
+                &backend,
+                message,
+            ))
+        };
+        let Ok(url) = url::Url::parse(&options.address) else {
+            return invalid(format!(
+                "the address \"{}\" is not a URL: write it like https://vault.example.com:8200",
+                options.address
+            ));
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if options.allow_insecure_http || is_loopback(&url) => {}
+            "http" => {
+                return invalid(format!(
+                    "the address {} uses plain http to a non-loopback host, which would send the Vault token \
+                     unencrypted: use https, or set allow_insecure_http = true if the network is trusted",
+                    options.address
+                ));
+            }
+            other => {
+                return invalid(format!(
+                    "the address scheme \"{other}\" is not http or https"
+                ));
+            }
+        }
+        let mount = options.mount.trim_matches('/').to_owned();
+        if mount.is_empty() || !valid_path(&mount) {
+            return invalid(format!(
+                "the mount \"{}\" is not a valid mount path, e.g. \"secret\"",
+                options.mount
+            ));
+        }
+        if let Some(ca) = &options.ca_file
+            && !ca.is_file()
+        {
+            return invalid(format!(
+                "the CA file {} does not exist or is not a file: fix ca_file",
+                ca.display()
+            ));
+        }
+        let kv_version = OnceCell::new_with(options.kv_version);
+        Ok(VaultStore {
+            backend,
+            options,
+            mount,
+            kv_version,
+            session: Mutex::new(None),
+        })
+    }
+
+    fn error(&self, kind: ErrorKind, op: Op<'_>, message: impl Into<String>) -> BackendError {
+        let err = BackendError::new(kind, &self.backend, message);
+        match op.secret {
+            Some(secret) => err.with_secret(secret),
+            None => err,
+        }
+    }
+
+    /// A vaultrs client for `token` (possibly empty, for a login call).
+    fn new_client(&self, token: &str) -> Result<VaultClient, BackendError> {
+        let op = Op {
+            secret: None,
+            doing: "configuring the client",
+        };
+        let mut settings = VaultClientSettingsBuilder::default();
+        settings
+            .address(&self.options.address)
+            .token(token)
+            .verify(true)
+            .identity(None)
+            .ca_certs(
+                self.options
+                    .ca_file
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+            )
+            .timeout(Some(self.options.timeout))
+            .namespace(self.options.namespace.clone());
+        let settings = settings.build().map_err(|e| {
+            self.error(
+                ErrorKind::InvalidConfig,
+                op,
+                format!("the Vault client settings are invalid ({e}): check address and ca_file"),
+            )
+        })?;
+        VaultClient::new(settings).map_err(|e| self.translate(e, op))
+    }
+
+    /// The logged-in client, logging in or renewing first when needed.
+    async fn client(&self) -> Result<Arc<VaultClient>, BackendError> {
+        let mut session = self.session.lock().await;
+        if let Some(s) = session.as_ref() {
+            match s.refresh_at {
+                Some(at) if Instant::now() >= at => {}
+                _ => return Ok(s.client.clone()),
+            }
+            if s.renewable
+                && let Ok(renewed) = self.renew(s.client.clone()).await
+            {
+                *session = Some(renewed);
+                return Ok(session
+                    .as_ref()
+                    .map(|s| s.client.clone())
+                    .expect("just set"));
+            }
+        }
+        let fresh = self.login().await?;
+        let client = fresh.client.clone();
+        *session = Some(fresh);
+        Ok(client)
+    }
+
+    async fn renew(&self, client: Arc<VaultClient>) -> Result<Session, BackendError> {
+        let op = Op {
+            secret: None,
+            doing: "renewing the Vault token",
+        };
+        let auth = client
+            .renew(None)
+            .await
+            .map_err(|e| self.translate(e, op))?;
+        tracing::debug!(backend = %self.backend, lease_s = auth.lease_duration, "renewed the Vault token");
+        Ok(Session {
+            refresh_at: refresh_at(auth.lease_duration),
+            renewable: auth.renewable,
+            client,
+        })
+    }
+
+    /// Logs in with the configured method and returns the new session.
+    async fn login(&self) -> Result<Session, BackendError> {
+        let op = Op {
+            secret: None,
+            doing: "logging in",
+        };
+        let refused = |e: ClientError| {
+            let err = self.translate(e, op);
+            match err.kind() {
+                ErrorKind::NotFound
+                | ErrorKind::Forbidden
+                | ErrorKind::Protocol
+                | ErrorKind::Conflict => self.error(
+                    ErrorKind::Unauthorized,
+                    op,
+                    format!(
+                        "{} login was refused: {}",
+                        self.options.auth.method(),
+                        err.message()
+                    ),
+                ),
+                _ => err,
+            }
+        };
+        if let VaultAuth::Token { token } = &self.options.auth {
+            let client = self.new_client(token.expose_secret())?;
+            let info = client.lookup().await.map_err(|e| {
+                let err = refused(e);
+                if err.kind() == ErrorKind::Unauthorized {
+                    self.error(
+                        ErrorKind::Unauthorized,
+                        op,
+                        "the Vault token was refused (it is wrong, expired or revoked): issue a new token",
+                    )
+                } else {
+                    err
+                }
+            })?;
+            return Ok(Session {
+                client: Arc::new(client),
+                refresh_at: refresh_at(info.ttl),
+                renewable: info.renewable.unwrap_or(false),
+            });
+        }
+        let mut client = self.new_client("")?;
+        let auth = match &self.options.auth {
+            VaultAuth::Token { .. } => unreachable!("handled above"),
+            VaultAuth::AppRole {
+                mount,
+                role_id,
+                secret_id,
+            } => {
+                vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose_secret())
+                    .await
+            }
+            VaultAuth::Jwt { mount, role, jwt } => {
+                let jwt = self.read_jwt(jwt, op).await?;
+                vaultrs::auth::oidc::login(&client, mount, jwt.expose_secret(), role.clone()).await
+            }
+            VaultAuth::Kubernetes { mount, role, jwt } => {
+                let jwt = self.read_jwt(jwt, op).await?;
+                vaultrs::auth::kubernetes::login(&client, mount, role, jwt.expose_secret()).await
+            }
+        }
+        .map_err(refused)?;
+        client.set_token(&auth.client_token);
+        tracing::debug!(
+            backend = %self.backend,
+            method = self.options.auth.method(),
+            lease_s = auth.lease_duration,
+            "logged in to Vault"
+        );
+        Ok(Session {
+            client: Arc::new(client),
+            refresh_at: refresh_at(auth.lease_duration),
+            renewable: auth.renewable,
+        })
+    }
+
+    async fn read_jwt(&self, source: &JwtSource, op: Op<'_>) -> Result<SecretString, BackendError> {
+        match source {
+            JwtSource::Value(jwt) => Ok(jwt.clone()),
+            JwtSource::File(path) => match tokio::fs::read_to_string(path).await {
+                Ok(text) => Ok(SecretString::from(text.trim().to_owned())),
+                Err(e) => Err(self
+                    .error(
+                        ErrorKind::Unauthorized,
+                        op,
+                        format!(
+                            "cannot read the login JWT from {}: check the path and that the token is mounted",
+                            path.display()
+                        ),
+                    )
+                    .with_source(e)),
+            },
+        }
+    }
+
+    /// Runs `call` with a logged-in client: logs in again once if the server refuses the token,
+    /// and retries throttling and temporary server errors per the retry policy.
+    async fn call<T, F, Fut>(&self, op: Op<'_>, call: F) -> Result<T, BackendError>
+    where
+        F: Fn(Arc<VaultClient>) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let mut retries = 0;
+        let mut logged_in_again = false;
+        loop {
+            let client = self.client().await?;
+            let err = match call(client).await {
+                Ok(value) => return Ok(value),
+                Err(e) => self.translate(e, op),
+            };
+            let can_login = !matches!(self.options.auth, VaultAuth::Token { .. });
+            if err.kind() == ErrorKind::Forbidden && can_login && !logged_in_again {
+                tracing::debug!(backend = %self.backend, "Vault refused the token; logging in again");
+                *self.session.lock().await = None;
+                logged_in_again = true;
+                continue;
+            }
+            if err.is_retryable()
+                && err.kind() != ErrorKind::Unreachable
+                && retries + 1 < self.options.retry.max_attempts
+            {
+                let wait = self.options.retry.delay(retries);
+                tracing::debug!(backend = %self.backend, kind = ?err.kind(), ?wait, "retrying a Vault request");
+                tokio::time::sleep(wait).await;
+                retries += 1;
+                continue;
+            }
+            return Err(err);
+        }
+    }
+
+    /// Translates a vaultrs error; the message never includes response bodies beyond Vault's
+    /// own error strings, so it cannot carry a secret value.
+    fn translate(&self, err: ClientError, op: Op<'_>) -> BackendError {
+        let doing = op.doing;
+        let status = |code: u16, errors: &[String]| {
+            let detail = if errors.is_empty() {
+                String::new()
+            } else {
+                let mut joined = errors.join("; ");
+                if joined.len() > 300 {
+                    let cut = (0..=300)
+                        .rev()
+                        .find(|&i| joined.is_char_boundary(i))
+                        .unwrap_or(0);
+                    joined.truncate(cut);
+                    joined.push_str("...");
+                }
+                format!(" ({joined})")
+            };
+            let (kind, advice) = match code {
+                400 if errors.iter().any(|e| e.contains("check-and-set")) => (
+                    ErrorKind::Conflict,
+                    "another writer changed the secret at the same time: run again",
+                ),
+                400 => (ErrorKind::Protocol, "the request was refused as invalid"),
+                401 => (ErrorKind::Unauthorized, "check the auth settings"),
+                403 => (
+                    ErrorKind::Forbidden,
+                    "the Vault token is invalid or expired, or its policies do not allow this: check the auth \
+                     settings and the policy of the role",
+                ),
+                404 => (ErrorKind::NotFound, "check the mount and the path"),
+                412 => (
+                    ErrorKind::Unavailable,
+                    "the server is catching up with replication: retry",
+                ),
+                429 => (
+                    ErrorKind::Throttled,
+                    "a rate-limit quota applies: retry later or raise the quota",
+                ),
+                500..=599 => (
+                    ErrorKind::Unavailable,
+                    "the server is failing, sealed or in standby: check its status",
+                ),
+                _ => (ErrorKind::Protocol, "unexpected answer"),
+            };
+            self.error(
+                kind,
+                op,
+                format!("Vault answered HTTP {code}{detail} while {doing}: {advice}"),
+            )
+        };
+        match err {
+            ClientError::APIError { code, errors } => status(code, &errors),
+            ClientError::RestClientError { source } => match source {
+                rustify::errors::ClientError::ServerResponseError { code, .. } => status(code, &[]),
+                rustify::errors::ClientError::RequestError { source, .. } => self
+                    .error(
+                        ErrorKind::Unreachable,
+                        op,
+                        format!(
+                            "cannot reach the Vault server at {} while {doing}: check the address, that the server \
+                             is running, and its TLS certificate (ca_file)",
+                            self.options.address
+                        ),
+                    )
+                    .with_source(Cause(format!("{source:#}"))),
+                other => self.error(
+                    ErrorKind::Protocol,
+                    op,
+                    format!("the Vault server's answer could not be used while {doing} ({other})"),
+                ),
+            },
+            ClientError::FileReadError { path, .. }
+            | ClientError::FileNotFoundError { path }
+            | ClientError::ParseCertificateError { path, .. } => self.error(
+                ErrorKind::InvalidConfig,
+                op,
+                format!("cannot use the CA file {path}: check ca_file (a PEM bundle)"),
+            ),
+            other => self.error(
+                ErrorKind::Protocol,
+                op,
+                format!("the Vault server's answer could not be used while {doing} ({other})"),
+            ),
+        }
+    }
+
+    /// The mount's KV version, from the options or detected once.
+    async fn kv_version(&self) -> Result<KvVersion, BackendError> {
+        self.kv_version
+            .get_or_try_init(|| async {
+                let op = Op {
+                    secret: None,
+                    doing: "detecting the KV version of the mount",
+                };
+                let mount = self.mount.clone();
+                let options = self
+                    .call(op, move |client| {
+                        let mount = mount.clone();
+                        async move { mount_options(&client, &mount).await }
+                    })
+                    .await
+                    .map_err(|e| {
+                        let hint = "set kv_version = 1 or 2 in the backend's options to skip detection";
+                        self.error(e.kind(), op, format!("{}; {hint}", e.message()))
+                    })?;
+                match (options.kind.as_deref(), options.version.as_deref()) {
+                    (Some("kv"), Some("2")) => Ok(KvVersion::V2),
+                    (Some("kv"), _) => Ok(KvVersion::V1),
+                    (kind, _) => Err(self.error(
+                        ErrorKind::InvalidConfig,
+                        op,
+                        format!(
+                            "the mount \"{}\" is a {} engine, not KV: set mount to a KV secrets engine",
+                            self.mount,
+                            kind.unwrap_or("unknown")
+                        ),
+                    )),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// The current KV map at `name` and, on KV v2, its version; `None` when missing.
+    async fn read_map(
+        &self,
+        name: &str,
+        doing: &str,
+    ) -> Result<Option<(serde_json::Map<String, serde_json::Value>, Option<u64>)>, BackendError>
+    {
+        let op = Op {
+            secret: Some(name),
+            doing,
+        };
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        let result = match self.kv_version().await? {
+            KvVersion::V2 => self
+                .call(op, move |client| {
+                    let (mount, path) = (mount.clone(), path.clone());
+                    async move {
+                        let request = ReadSecretRequest::builder()
+                            .mount(mount)
+                            .path(path)
+                            .build()
+                            .expect("mount and path are set");
+                        vaultrs::api::exec_with_result(&*client, request).await
+                    }
+                })
+                .await
+                .map(|r| (r.data, Some(r.metadata.version))),
+            KvVersion::V1 => self
+                .call(op, move |client| {
+                    let (mount, path) = (mount.clone(), path.clone());
+                    async move { vaultrs::kv1::get_raw(&*client, &mount, &path).await }
+                })
+                .await
+                .map(|r| (r.data, None)),
+        };
+        match result {
+            Ok((serde_json::Value::Object(map), version)) => Ok(Some((map, version))),
+            // a soft-deleted KV v2 version reads as null data
+            Ok((serde_json::Value::Null, _)) => Ok(None),
+            Ok(_) => Err(self.error(
+                ErrorKind::Protocol,
+                op,
+                "the secret's data is not a key/value map: check that the mount is a KV engine",
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn not_found(&self, name: &str) -> BackendError {
+        BackendError::new(
+            ErrorKind::NotFound,
+            &self.backend,
+            format!(
+                "no secret at {}/{name}: check the mount and the path (give the path without \"data/\")",
+                self.mount
+            ),
+        )
+        .with_secret(name)
+    }
+}
+
+/// The `type` and `options.version` of a mount, from `sys/internal/ui/mounts/{mount}`, which
+/// every token with the default policy may read. vaultrs has no call for it, so it goes
+/// through vaultrs' own HTTP client with the same headers its middleware adds.
+async fn mount_options(client: &VaultClient, mount: &str) -> Result<MountInfo, ClientError> {
+    let url = format!(
+        "{}/v1/sys/internal/ui/mounts/{mount}",
+        client.settings().address.as_str().trim_end_matches('/')
+    );
+    let mut request = client
+        .http()
+        .http
+        .get(url)
+        .header("X-Vault-Request", "true")
+        .header("X-Vault-Token", client.settings().token.as_str());
+    if let Some(namespace) = &client.settings().namespace {
+        request = request.header("X-Vault-Namespace", namespace.as_str());
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| rustify_request_error(e, mount))?;
+    let code = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    if !(200..300).contains(&code) {
+        let errors = body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(ClientError::APIError { code, errors });
+    }
+    Ok(MountInfo {
+        kind: body["data"]["type"].as_str().map(str::to_owned),
+        version: body["data"]["options"]["version"]
+            .as_str()
+            .map(str::to_owned),
+    })
+}
+
+struct MountInfo {
+    kind: Option<String>,
+    version: Option<String>,
+}
+
+fn rustify_request_error(e: reqwest::Error, mount: &str) -> ClientError {
+    ClientError::RestClientError {
+        source: rustify::errors::ClientError::RequestError {
+            source: e.into(),
+            url: format!("sys/internal/ui/mounts/{mount}"),
+            method: "GET".to_owned(),
+        },
+    }
+}
+
+/// A transport error's text, kept as the cause (it holds URLs and socket errors, never values).
+#[derive(Debug)]
+struct Cause(String);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Cause {}
+
+/// When to renew a token with a lease of `lease_s` seconds: after two thirds of it.
+fn refresh_at(lease_s: u64) -> Option<Instant> {
+    (lease_s > 0).then(|| Instant::now() + Duration::from_secs(lease_s) * 2 / 3)
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// Path segments of letters, digits and `-_.@=+,:~`, none empty, `.` or `..`.
+fn valid_path(path: &str) -> bool {
+    path.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.@=+,:~".contains(c))
+    })
+}
+
+/// The KV map a token is written as.
+fn token_map(payload: &TokenPayload) -> HashMap<&'static str, String> {
+    HashMap::from([
+        (
+            "access_token",
+            payload.access_token().expose_secret().to_owned(),
+        ),
+        ("token_type", payload.token_type().to_owned()),
+        (
+            "expires_on",
+            payload.expires_on().unix_timestamp().to_string(),
+        ),
+        ("expires_at", payload.expires_at_rfc3339()),
+        ("managed_by", payload.managed_by().to_owned()),
+    ])
+}
+
+#[async_trait::async_trait]
+impl SecretStore for VaultStore {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), BackendError> {
+        if name.len() <= 512 && valid_path(name) {
+            return Ok(());
+        }
+        Err(BackendError::new(
+            ErrorKind::InvalidName,
+            &self.backend,
+            "the path must be 1-512 characters of letters, digits and -_.@=+,:~ in segments separated by \"/\", \
+             without empty, \".\" or \"..\" segments, e.g. \"apps/graph\" (give it without the mount and without \"data/\")",
+        )
+        .with_secret(name))
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        MAX_VALUE_BYTES
+    }
+
+    async fn read(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
+        self.check_name(name)?;
+        let Some((map, _)) = self.read_map(name, "reading the secret").await? else {
+            return Err(self.not_found(name));
+        };
+        match field {
+            Some(field) => pick_from_map(&self.backend, name, &map, field),
+            None => Ok(SecretString::from(
+                serde_json::Value::Object(map).to_string(),
+            )),
+        }
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        self.check_name(name)?;
+        let from_data = |map: &serde_json::Map<String, serde_json::Value>| SecretMetadata {
+            expires_on: expiry_from_map(map),
+            managed_by: map
+                .get("managed_by")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            version: None,
+            updated_on: None,
+        };
+        if self.kv_version().await? == KvVersion::V1 {
+            let map = self.read_map(name, "reading the secret's metadata").await?;
+            return Ok(map.map(|(map, _)| from_data(&map)));
+        }
+        let op = Op {
+            secret: Some(name),
+            doing: "reading the secret's metadata",
+        };
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        let meta = match self
+            .call(op, move |client| {
+                let (mount, path) = (mount.clone(), path.clone());
+                async move { vaultrs::kv2::read_metadata(&*client, &mount, &path).await }
+            })
+            .await
+        {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let current = meta.versions.get(&meta.current_version.to_string());
+        let Some(current) = current.filter(|v| v.deletion_time.is_empty() && !v.destroyed) else {
+            return Ok(None);
+        };
+        let updated_on = OffsetDateTime::parse(&current.created_time, &Rfc3339)
+            .ok()
+            .map(crate::whole_seconds);
+        let custom: serde_json::Map<String, serde_json::Value> = meta
+            .custom_metadata
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::Value::String(v)))
+            .collect();
+        let mut found = from_data(&custom);
+        if found.managed_by.is_none() {
+            // written by something else: the expiry may still be in the data
+            if let Some((map, _)) = self.read_map(name, "reading the secret's metadata").await? {
+                found = from_data(&map);
+            }
+        }
+        Ok(Some(SecretMetadata {
+            version: Some(meta.current_version.to_string()),
+            updated_on,
+            ..found
+        }))
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        self.check_write(name, payload)?;
+        let current = self
+            .read_map(name, "reading the secret before writing")
+            .await?;
+        if let Some((map, _)) = &current
+            && StoredToken::from_map(map).is_some_and(|stored| {
+                stored.same_as(payload)
+                    && stored.managed_by.as_deref() == Some(payload.managed_by())
+            })
+        {
+            return Ok(WriteOutcome::Unchanged);
+        }
+        let op = Op {
+            secret: Some(name),
+            doing: "writing the secret",
+        };
+        let data = Arc::new(token_map(payload));
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        match self.kv_version().await? {
+            KvVersion::V1 => {
+                self.call(op, |client| {
+                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                    async move {
+                        let data: HashMap<&str, &str> =
+                            data.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        vaultrs::kv1::set(&*client, &mount, &path, &data).await
+                    }
+                })
+                .await?;
+            }
+            KvVersion::V2 => {
+                // check-and-set against the version we compared with, so a concurrent writer is noticed
+                let cas = current.as_ref().and_then(|(_, v)| *v);
+                self.call(op, |client| {
+                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                    async move {
+                        match cas.and_then(|v| u32::try_from(v).ok()) {
+                            Some(cas) => {
+                                let options = SetSecretRequestOptions { cas };
+                                vaultrs::kv2::set_with_options(
+                                    &*client, &mount, &path, &*data, options,
+                                )
+                                .await
+                            }
+                            None => vaultrs::kv2::set(&*client, &mount, &path, &*data).await,
+                        }
+                    }
+                })
+                .await?;
+                let custom: HashMap<String, String> = [
+                    (
+                        "expires_on",
+                        payload.expires_on().unix_timestamp().to_string(),
+                    ),
+                    ("expires_at", payload.expires_at_rfc3339()),
+                    ("managed_by", payload.managed_by().to_owned()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
+                let op = Op {
+                    secret: Some(name),
+                    doing: "writing the secret's custom_metadata (the token itself was written)",
+                };
+                self.call(op, |client| {
+                    let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+                    async move {
+                        let mut request = SetSecretMetadataRequest::builder();
+                        request.custom_metadata(custom);
+                        vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut request))
+                            .await
+                    }
+                })
+                .await?;
+            }
+        }
+        Ok(if current.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(address: &str) -> VaultOptions {
+        VaultOptions::new(
+            address,
+            "secret",
+            VaultAuth::Token {
+                token: SecretString::from("hvs.never-shown"),
+            },
+        )
+    }
+
+    #[test]
+    fn plain_http_only_for_loopback_unless_allowed() {
+        for ok in [
+            "https://vault.example.com:8200",
+            "http://127.0.0.1:8200",
+            "http://localhost:8200",
+            "http://[::1]:8200",
+        ] {
+            VaultStore::new("v", options(ok)).unwrap();
+        }
+        let err = VaultStore::new("v", options("http://vault.example.com:8200")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(
+            err.to_string().contains("allow_insecure_http = true"),
+            "{err}"
+        );
+        let allowed = VaultOptions {
+            allow_insecure_http: true,
+            ..options("http://vault.internal:8200")
+        };
+        VaultStore::new("v", allowed).unwrap();
+        let err = VaultStore::new("v", options("vault.example.com")).unwrap_err();
+        assert!(err.to_string().contains("is not a URL"), "{err}");
+    }
+
+    #[test]
+    fn debug_shows_no_credential() {
+        let store = VaultStore::new("v", options("https://vault.example.com")).unwrap();
+        let text = format!("{store:?} {:?}", store.options);
+        assert!(!text.contains("hvs.never-shown"), "{text}");
+        assert!(text.contains("vault.example.com"), "{text}");
+    }
+
+    #[test]
+    fn names_are_kv_paths() {
+        let store = VaultStore::new("v", options("https://vault.example.com")).unwrap();
+        for good in ["apps/graph", "graph-token", "a/b.c/d_e@f"] {
+            store.check_name(good).unwrap();
+        }
+        for bad in [
+            "", "/apps", "apps/", "a//b", "a/../b", "a b", "a#b", "a?b", "ä",
+        ] {
+            assert_eq!(
+                store.check_name(bad).unwrap_err().kind(),
+                ErrorKind::InvalidName,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_delays_grow_and_are_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+        };
+        let d0 = policy.delay(0);
+        assert!(
+            d0 >= Duration::from_millis(50) && d0 <= Duration::from_millis(100),
+            "{d0:?}"
+        );
+        let d3 = policy.delay(3);
+        assert!(
+            d3 >= Duration::from_millis(400) && d3 <= Duration::from_millis(800),
+            "{d3:?}"
+        );
+        let d9 = policy.delay(9);
+        assert!(
+            d9 >= Duration::from_millis(500) && d9 <= Duration::from_secs(1),
+            "{d9:?}"
+        );
+    }
+}

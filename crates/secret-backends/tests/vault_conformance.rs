@@ -1,0 +1,127 @@
+//! The shared conformance suite, run against a real OpenBao dev server, on KV v2 and KV v1.
+//!
+//! Each test starts its own server (testkit::real), so tests are independent and can run in
+//! parallel. The stores detect the KV version themselves (no `kv_version` given), so the
+//! detection is exercised by every test here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use secrecy::SecretString;
+use secret_backends::Format;
+use secret_backends::conformance::{self, Harness};
+use secret_backends::vault::{VaultAuth, VaultOptions, VaultStore};
+use testkit::real::OpenBao;
+
+struct Fixture {
+    harness: Harness,
+    bao: OpenBao,
+    mount: &'static str,
+}
+
+fn store(address: &str, mount: &str, token: SecretString) -> VaultStore {
+    VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(address, mount, VaultAuth::Token { token }),
+    )
+    .unwrap()
+}
+
+/// An address where nothing listens.
+fn closed_port_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+fn fixture(kv_version: u8) -> Fixture {
+    let bao = OpenBao::start();
+    let mount = if kv_version == 2 {
+        "secret"
+    } else {
+        bao.enable_kv("kv1", 1);
+        "kv1"
+    };
+    let counter = AtomicU64::new(0);
+    let harness = Harness {
+        store: Box::new(store(&bao.address(), mount, bao.root_token().clone())),
+        fresh_name: Box::new(move || {
+            format!(
+                "conformance/token-{}",
+                counter.fetch_add(1, Ordering::Relaxed)
+            )
+        }),
+        formats: vec![Format::Raw, Format::Json],
+        // the Vault backend always stores a KV map
+        read_back: |_| Some("access_token"),
+        invalid_name: "apps/../escape".to_owned(),
+    };
+    Fixture {
+        harness,
+        bao,
+        mount,
+    }
+}
+
+macro_rules! conformance_tests {
+    ($module:ident, $version:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn missing_secret_is_not_found() {
+                conformance::missing_secret_is_not_found(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn write_then_read_back() {
+                conformance::write_then_read_back(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn overwrite() {
+                conformance::overwrite(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn metadata_round_trip() {
+                conformance::metadata_round_trip(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn unchanged_write() {
+                conformance::unchanged_write(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn missing_field() {
+                conformance::missing_field(&fixture($version).harness).await;
+            }
+
+            #[tokio::test]
+            async fn refused_before_network() {
+                let f = fixture($version);
+                let offline = store(&closed_port_address(), f.mount, f.bao.root_token().clone());
+                conformance::refused_before_network(&f.harness, &offline).await;
+            }
+
+            #[tokio::test]
+            async fn server_unreachable() {
+                let f = fixture($version);
+                let offline = store(&closed_port_address(), f.mount, f.bao.root_token().clone());
+                conformance::server_unreachable(&f.harness, &offline).await;
+            }
+
+            #[tokio::test]
+            async fn authentication_refused() {
+                let f = fixture($version);
+                let wrong = "s.wrong-token-4711";
+                let bad = store(&f.bao.address(), f.mount, SecretString::from(wrong));
+                conformance::authentication_refused(&f.harness, &bad, wrong).await;
+            }
+        }
+    };
+}
+
+conformance_tests!(kv2, 2);
+conformance_tests!(kv1, 1);
