@@ -1,0 +1,250 @@
+//! An in-memory token cache: serve a token until its refresh point, one request per key.
+//!
+//! Tokens are keyed by (authority, tenant, client id, scope, credential fingerprint), so a
+//! rotated secret never gets the old secret's token. Concurrent callers for one key share a
+//! single request (single flight). A failed refresh keeps serving the cached token while it
+//! is still valid, as MSAL does, and does not retry on every call.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tracing::warn;
+
+use crate::client::TokenClient;
+use crate::credential::AppCredential;
+use crate::error::Error;
+use crate::input::Scope;
+use crate::token::AccessToken;
+
+/// After a failed refresh of a still-valid token, how long to keep serving it before asking
+/// again (unless the service asked for a longer wait).
+const FAILED_REFRESH_PAUSE: Duration = Duration::from_secs(30);
+
+/// Tokens of this lifetime or more are refreshed at half their lifetime.
+const LONG_LIVED: time::Duration = time::Duration::hours(2);
+
+/// When a cached token is refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshPolicy {
+    /// Refresh at least this long before expiry. Default 5 minutes.
+    pub refresh_before: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_before: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+impl RefreshPolicy {
+    /// When `token` should be replaced: at the service's `refresh_in` when it sent one, at
+    /// half the lifetime for tokens of 2 h or more, otherwise `refresh_before` before expiry;
+    /// never later than `refresh_before` before expiry.
+    pub fn refresh_at(&self, token: &AccessToken) -> OffsetDateTime {
+        let latest = token.expires_on() - self.refresh_before;
+        let lifetime = token.expires_on() - token.obtained_at();
+        let suggested = match token.refresh_on() {
+            Some(at) => at,
+            None if lifetime >= LONG_LIVED => token.obtained_at() + lifetime / 2,
+            None => latest,
+        };
+        suggested.min(latest)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    authority: String,
+    tenant: String,
+    client_id: String,
+    scope: String,
+    fingerprint: String,
+}
+
+/// One cache entry. `flights` counts finished requests, so a caller that waited for the
+/// lock can tell that a request ran meanwhile and share its outcome.
+#[derive(Default)]
+struct Slot {
+    flights: AtomicU64,
+    state: tokio::sync::Mutex<SlotState>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<AccessToken>,
+    last_error: Option<Error>,
+    /// Do not ask again before this instant while serving a still-valid token.
+    quiet_until: Option<OffsetDateTime>,
+}
+
+/// Caches tokens of a [`TokenClient`] and refreshes them before they expire.
+pub struct TokenCache {
+    client: TokenClient,
+    policy: RefreshPolicy,
+    slots: Mutex<HashMap<Key, Arc<Slot>>>,
+}
+
+impl fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries = self.slots.lock().map(|s| s.len()).unwrap_or(0);
+        f.debug_struct("TokenCache")
+            .field("client", &self.client)
+            .field("policy", &self.policy)
+            .field("entries", &entries)
+            .finish()
+    }
+}
+
+impl TokenCache {
+    /// An empty cache over `client`.
+    pub fn new(client: TokenClient, policy: RefreshPolicy) -> Self {
+        Self {
+            client,
+            policy,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The refresh policy in use (to schedule refreshes: [`RefreshPolicy::refresh_at`]).
+    pub fn policy(&self) -> &RefreshPolicy {
+        &self.policy
+    }
+
+    /// The client this cache asks.
+    pub fn client(&self) -> &TokenClient {
+        &self.client
+    }
+
+    /// A token for `app` and `scope`: the cached one while it is before its refresh point,
+    /// otherwise a new one (one request shared by all concurrent callers). If the refresh
+    /// fails while the cached token is still valid, the cached token is returned.
+    pub async fn get(&self, app: &AppCredential, scope: &Scope) -> Result<AccessToken, Error> {
+        let slot = self.slot(app, scope);
+        let seen = slot.flights.load(Ordering::Acquire);
+        let mut state = slot.state.lock().await;
+
+        let now = OffsetDateTime::now_utc();
+        if let Some(token) = &state.token
+            && now < self.policy.refresh_at(token)
+        {
+            return Ok(token.clone());
+        }
+        let still_valid = |state: &SlotState, now| {
+            state
+                .token
+                .as_ref()
+                .filter(|t| now < t.expires_on())
+                .cloned()
+        };
+        // A request finished while we waited for the lock and it failed: share its outcome.
+        if slot.flights.load(Ordering::Acquire) != seen
+            && let Some(err) = &state.last_error
+        {
+            return still_valid(&state, now).ok_or_else(|| err.clone());
+        }
+        if state.quiet_until.is_some_and(|until| now < until)
+            && let Some(token) = still_valid(&state, now)
+        {
+            return Ok(token);
+        }
+
+        let result = self.client.acquire(app, scope).await;
+        slot.flights.fetch_add(1, Ordering::AcqRel);
+        match result {
+            Ok(token) => {
+                state.token = Some(token.clone());
+                state.last_error = None;
+                state.quiet_until = None;
+                Ok(token)
+            }
+            Err(err) => {
+                let now = OffsetDateTime::now_utc();
+                state.last_error = Some(err.clone());
+                match still_valid(&state, now) {
+                    Some(token) => {
+                        let pause = err
+                            .retry_after()
+                            .unwrap_or(FAILED_REFRESH_PAUSE)
+                            .max(FAILED_REFRESH_PAUSE);
+                        state.quiet_until = Some(now + pause);
+                        warn!(
+                            tenant = %app.tenant, client_id = %app.client_id, scope = %scope,
+                            expires_on = %token.expires_on(), error = %err,
+                            "token refresh failed; serving the cached token until it expires"
+                        );
+                        Ok(token)
+                    }
+                    None => {
+                        state.token = None;
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forget the cached token for `app` and `scope` (e.g. after the service rejected it).
+    pub async fn invalidate(&self, app: &AppCredential, scope: &Scope) {
+        let slot = self.slot(app, scope);
+        let mut state = slot.state.lock().await;
+        *state = SlotState::default();
+    }
+
+    fn slot(&self, app: &AppCredential, scope: &Scope) -> Arc<Slot> {
+        let key = Key {
+            authority: app.authority.as_str().to_owned(),
+            tenant: app.tenant.to_string(),
+            client_id: app.client_id.to_string(),
+            scope: scope.to_string(),
+            fingerprint: app.fingerprint(),
+        };
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(slots.entry(key).or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn token(obtained: i64, lifetime: i64, refresh_in: Option<i64>) -> AccessToken {
+        let at = OffsetDateTime::from_unix_timestamp(obtained).unwrap();
+        AccessToken::obtained(
+            SecretString::from("t"),
+            at,
+            at + time::Duration::seconds(lifetime),
+            refresh_in.map(|r| at + time::Duration::seconds(r)),
+        )
+    }
+
+    #[test]
+    fn refresh_point_rules() {
+        let p = RefreshPolicy::default();
+        // One hour: 5 minutes before expiry.
+        assert_eq!(p.refresh_at(&token(0, 3600, None)).unix_timestamp(), 3300);
+        // 24 hours: half the lifetime.
+        assert_eq!(p.refresh_at(&token(0, 86400, None)).unix_timestamp(), 43200);
+        // refresh_in given: used.
+        assert_eq!(
+            p.refresh_at(&token(0, 3600, Some(1800))).unix_timestamp(),
+            1800
+        );
+        // refresh_in later than refresh_before allows: capped.
+        assert_eq!(
+            p.refresh_at(&token(0, 3600, Some(3500))).unix_timestamp(),
+            3300
+        );
+        // Shorter than refresh_before: refresh point already passed.
+        assert_eq!(p.refresh_at(&token(0, 60, None)).unix_timestamp(), -240);
+    }
+}

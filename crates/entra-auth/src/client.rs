@@ -1,0 +1,586 @@
+//! The HTTP side: one token acquisition, with timeouts and retries, for each credential kind.
+//!
+//! `TokenClient` always asks the service; caching and sharing requests is `TokenCache`'s job.
+//! Requests: the client-credentials POST to the authority's token endpoint (secret,
+//! certificate assertion or federated assertion), the GitHub Actions OIDC endpoint for a
+//! federated assertion, and the managed identity endpoints (IMDS, App Service).
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use time::OffsetDateTime;
+use tracing::{debug, info, warn};
+
+use crate::credential::{AppCredential, Credential, FederatedTokenSource, ManagedIdentity};
+use crate::error::{AssertionClaims, CredentialKind, Error, ErrorKind, RequestFacts, redact};
+use crate::input::Scope;
+use crate::retry::{RetryPolicy, retry_after};
+use crate::token::{AccessToken, parse_response};
+
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the client talks HTTP.
+#[derive(Clone)]
+pub struct ClientOptions {
+    /// Timeout of every single request (connect to last body byte). Default 30 s.
+    pub request_timeout: Duration,
+    /// Retries of throttled, transient and network failures.
+    pub retry: RetryPolicy,
+    /// `User-Agent` of every request.
+    pub user_agent: String,
+    /// Extra trusted root certificates in PEM (private CAs, test servers), added to the
+    /// platform's roots.
+    pub extra_root_certificates: Vec<Vec<u8>>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            user_agent: format!("entra-auth/{}", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("retry", &self.retry)
+            .field("user_agent", &self.user_agent)
+            .field(
+                "extra_root_certificates",
+                &format_args!("{} PEM file(s)", self.extra_root_certificates.len()),
+            )
+            .finish()
+    }
+}
+
+/// Obtains access tokens from Entra ID or a managed identity endpoint; no caching.
+///
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct TokenClient {
+    http: reqwest::Client,
+    options: ClientOptions,
+}
+
+impl fmt::Debug for TokenClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenClient")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenClient {
+    /// A client with its own connection pool.
+    pub fn new(options: ClientOptions) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.request_timeout)
+            .connect_timeout(options.request_timeout)
+            .user_agent(options.user_agent.clone())
+            .redirect(reqwest::redirect::Policy::none());
+        let mut roots = Vec::new();
+        for (i, pem) in options.extra_root_certificates.iter().enumerate() {
+            let not_pem = || {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "extra root certificate #{} holds no PEM certificate: give CA \
+                         certificates in PEM (-----BEGIN CERTIFICATE-----)",
+                        i + 1
+                    ),
+                )
+            };
+            let certs =
+                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| not_pem().with_source(e))?;
+            if certs.is_empty() {
+                return Err(not_pem());
+            }
+            roots.extend(certs);
+        }
+        if !roots.is_empty() {
+            builder = builder.tls_certs_merge(roots);
+        }
+        let http = builder.build().map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                format!("cannot set up the HTTPS client: {}", causes(&e)),
+            )
+            .with_source(e)
+        })?;
+        Ok(Self { http, options })
+    }
+
+    /// The options this client was built with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.options
+    }
+
+    /// Ask for a new token for `scope`, retrying transient failures as the retry policy says.
+    pub async fn acquire(&self, app: &AppCredential, scope: &Scope) -> Result<AccessToken, Error> {
+        let mut facts = RequestFacts {
+            credential: CredentialKind::Secret,
+            tenant: app.tenant.to_string(),
+            client_id: app.client_id.to_string(),
+            scope: scope.to_string(),
+            assertion_claims: None,
+        };
+        let result = match &app.credential {
+            Credential::ClientSecret(secret) => {
+                self.token_request(app, scope, &facts, |_| {
+                    Ok(vec![("client_secret", secret.clone())])
+                })
+                .await
+            }
+            Credential::Certificate(cert) => {
+                facts.credential = CredentialKind::Certificate;
+                let audience = app.authority.token_endpoint(&app.tenant);
+                self.token_request(app, scope, &facts, |_| {
+                    // A fresh assertion (new jti, new time window) for every attempt.
+                    let assertion = cert
+                        .assertion(audience.as_str(), app.client_id.as_str())
+                        .map_err(|e| {
+                            Error::new(
+                                ErrorKind::Config,
+                                "cannot sign the client assertion with the certificate's key",
+                            )
+                            .with_source(e)
+                        })?;
+                    Ok(assertion_fields(assertion))
+                })
+                .await
+            }
+            Credential::Federated(source) => {
+                facts.credential = CredentialKind::Federated;
+                let assertion = self.federated_assertion(app, source).await?;
+                facts.assertion_claims = Some(claims_of(&assertion));
+                self.token_request(app, scope, &facts, |_| {
+                    Ok(assertion_fields(assertion.clone()))
+                })
+                .await
+            }
+            Credential::ManagedIdentity(identity) => {
+                facts.credential = CredentialKind::ManagedIdentity;
+                facts.client_id = identity
+                    .client_id()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "(system-assigned)".into());
+                self.managed_identity(identity, scope, &facts).await
+            }
+        };
+        match &result {
+            Ok(token) => info!(
+                tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
+                expires_on = %token.expires_on(), "access token acquired"
+            ),
+            Err(err) => warn!(
+                tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
+                error = %err, "access token not acquired"
+            ),
+        }
+        result
+    }
+
+    /// The client-credentials POST, with `credential_fields(attempt)` added to the form.
+    async fn token_request(
+        &self,
+        app: &AppCredential,
+        scope: &Scope,
+        facts: &RequestFacts,
+        credential_fields: impl Fn(u32) -> Result<Vec<(&'static str, SecretString)>, Error>,
+    ) -> Result<AccessToken, Error> {
+        let url = app.authority.token_endpoint(&app.tenant);
+        self.with_retries(facts, |attempt| {
+            let fields = credential_fields(attempt);
+            let url = url.clone();
+            async move {
+                let fields = fields?;
+                let mut form: Vec<(&str, &str)> = vec![
+                    ("grant_type", "client_credentials"),
+                    ("client_id", facts.client_id.as_str()),
+                    ("scope", scope.as_str()),
+                ];
+                form.extend(fields.iter().map(|(k, v)| (*k, v.expose_secret())));
+                let sensitive: Vec<&str> = fields.iter().map(|(_, v)| v.expose_secret()).collect();
+                let requested_at = OffsetDateTime::now_utc();
+                let request = self.http.post(url).form(&form);
+                self.send(request, requested_at, facts, &sensitive).await
+            }
+        })
+        .await
+    }
+
+    async fn managed_identity(
+        &self,
+        identity: &ManagedIdentity,
+        scope: &Scope,
+        facts: &RequestFacts,
+    ) -> Result<AccessToken, Error> {
+        self.with_retries(facts, |_| async {
+            let mut query = vec![("resource", scope.resource())];
+            if let Some(id) = identity.client_id() {
+                query.push(("client_id", id.as_str()));
+            }
+            let (request, sensitive) = match identity {
+                ManagedIdentity::Imds { endpoint, .. } => {
+                    query.push(("api-version", "2018-02-01"));
+                    let request = self
+                        .http
+                        .get(endpoint.clone())
+                        .query(&query)
+                        .header("Metadata", "true");
+                    (request, None)
+                }
+                ManagedIdentity::AppService {
+                    endpoint, header, ..
+                } => {
+                    query.push(("api-version", "2019-08-01"));
+                    let request = self
+                        .http
+                        .get(endpoint.clone())
+                        .query(&query)
+                        .header("X-IDENTITY-HEADER", header.expose_secret());
+                    (request, Some(header.expose_secret()))
+                }
+            };
+            let requested_at = OffsetDateTime::now_utc();
+            let sensitive: Vec<&str> = sensitive.into_iter().collect();
+            self.send(request, requested_at, facts, &sensitive).await
+        })
+        .await
+    }
+
+    /// Send one request and parse its answer as a token.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        requested_at: OffsetDateTime,
+        facts: &RequestFacts,
+        sensitive: &[&str],
+    ) -> Result<AccessToken, Error> {
+        let response = request.send().await.map_err(|e| self.network_error(&e))?;
+        let status = response.status().as_u16();
+        let wait = retry_after(response.headers());
+        let body = response.bytes().await.map_err(|e| self.network_error(&e))?;
+        debug!(
+            tenant = %facts.tenant, client_id = %facts.client_id, scope = %facts.scope,
+            status, "token endpoint answered"
+        );
+        parse_response(status, &body, requested_at, wait, facts, sensitive)
+    }
+
+    /// The external token for workload identity federation, read fresh on every call.
+    async fn federated_assertion(
+        &self,
+        app: &AppCredential,
+        source: &FederatedTokenSource,
+    ) -> Result<SecretString, Error> {
+        let source_error = |message: String| Error::new(ErrorKind::CredentialSource, message);
+        let assertion = match source {
+            FederatedTokenSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    source_error(format!(
+                        "cannot read the federated token file {}: {e}; check that the service \
+                         account token is projected there (AZURE_FEDERATED_TOKEN_FILE)",
+                        path.display()
+                    ))
+                    .with_source(e)
+                })?;
+                SecretString::from(text.trim().to_owned())
+            }
+            FederatedTokenSource::Env(name) => {
+                let text = std::env::var(name).map_err(|_| {
+                    source_error(format!(
+                        "environment variable {name} holding the federated token is not set \
+                         (or not UTF-8)"
+                    ))
+                })?;
+                SecretString::from(text.trim().to_owned())
+            }
+            FederatedTokenSource::GitHubActions {
+                request_url,
+                request_token,
+            } => {
+                self.github_oidc_token(
+                    request_url,
+                    request_token,
+                    app.authority.federated_audience(),
+                )
+                .await?
+            }
+        };
+        if assertion.expose_secret().is_empty() {
+            return Err(source_error(format!(
+                "the federated token from {} is empty",
+                describe_source(source)
+            )));
+        }
+        if assertion.expose_secret().split('.').count() != 3 {
+            return Err(source_error(format!(
+                "the federated token from {} is not a JWT (header.payload.signature)",
+                describe_source(source)
+            )));
+        }
+        Ok(assertion)
+    }
+
+    /// `GET {request_url}&audience=...` with `Authorization: bearer {request_token}`.
+    async fn github_oidc_token(
+        &self,
+        request_url: &url::Url,
+        request_token: &SecretString,
+        audience: &str,
+    ) -> Result<SecretString, Error> {
+        let mut url = request_url.clone();
+        url.query_pairs_mut().append_pair("audience", audience);
+        let facts = RequestFacts {
+            credential: CredentialKind::Federated,
+            tenant: String::new(),
+            client_id: String::new(),
+            scope: String::new(),
+            assertion_claims: None,
+        };
+        self.with_retries(&facts, |_| {
+            let url = url.clone();
+            async move {
+                let response = self
+                    .http
+                    .get(url)
+                    .header(
+                        reqwest::header::AUTHORIZATION,
+                        format!("bearer {}", request_token.expose_secret()),
+                    )
+                    .header(reqwest::header::ACCEPT, "application/json")
+                    .send()
+                    .await
+                    .map_err(|e| self.network_error(&e))?;
+                let status = response.status().as_u16();
+                let wait = retry_after(response.headers());
+                let body = response.bytes().await.map_err(|e| self.network_error(&e))?;
+                debug!(status, "GitHub Actions OIDC endpoint answered");
+                if !(200..300).contains(&status) {
+                    let transient = status == 429 || status == 408 || status >= 500;
+                    let message = if transient {
+                        format!("the GitHub Actions OIDC endpoint is unavailable (HTTP {status}): try again later")
+                    } else {
+                        format!(
+                            "the GitHub Actions OIDC endpoint refused the token request (HTTP \
+                             {status}): the workflow needs `permissions: id-token: write`, and \
+                             ACTIONS_ID_TOKEN_REQUEST_TOKEN must belong to this job"
+                        )
+                    };
+                    return Err(Error::new(ErrorKind::CredentialSource, message)
+                        .with_status(status)
+                        .with_retryable(transient)
+                        .with_retry_after(wait));
+                }
+                let value = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.get("value").and_then(Value::as_str).map(str::to_owned))
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::CredentialSource,
+                            format!(
+                                "the GitHub Actions OIDC endpoint answered without a \"value\" \
+                                 string ({} bytes)",
+                                body.len()
+                            ),
+                        )
+                        .with_status(status)
+                    })?;
+                Ok(SecretString::from(value))
+            }
+        })
+        .await
+    }
+
+    /// Run `attempt` until it succeeds, fails for good, or the retry budget is spent.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        facts: &RequestFacts,
+        mut attempt: F,
+    ) -> Result<T, Error>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let policy = &self.options.retry;
+        let start = tokio::time::Instant::now();
+        let mut n = 0;
+        loop {
+            n += 1;
+            let err = match attempt(n).await {
+                Ok(value) => return Ok(value),
+                Err(err) => err,
+            };
+            if !err.is_retryable() || n >= policy.max_attempts {
+                return Err(err.with_attempts(n));
+            }
+            let remaining = policy.max_elapsed.saturating_sub(start.elapsed());
+            let wait = match err.retry_after() {
+                Some(asked) if asked > remaining => {
+                    let note = format!(
+                        "; the service asked to wait {} s, more than the {} s left of the \
+                         retry budget, so no retry was made",
+                        asked.as_secs_f64().ceil(),
+                        remaining.as_secs()
+                    );
+                    return Err(err.with_attempts(n).append_message(&note));
+                }
+                Some(asked) => asked,
+                None if remaining.is_zero() => return Err(err.with_attempts(n)),
+                None => policy.backoff(n).min(remaining),
+            };
+            debug!(
+                tenant = %facts.tenant, client_id = %facts.client_id, scope = %facts.scope,
+                attempt = n, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                status = ?err.http_status(), error = %err, "retrying token request"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn network_error(&self, err: &reqwest::Error) -> Error {
+        let message = if err.is_timeout() {
+            format!(
+                "no answer from {} within {} s: check network access to it, or raise the request timeout",
+                endpoint_of(err),
+                self.options.request_timeout.as_secs_f64()
+            )
+        } else {
+            format!(
+                "cannot reach {}: {}; check the URL, DNS, proxy and firewall",
+                endpoint_of(err),
+                causes(err)
+            )
+        };
+        Error::new(ErrorKind::Network, message)
+    }
+}
+
+fn assertion_fields(assertion: SecretString) -> Vec<(&'static str, SecretString)> {
+    vec![
+        ("client_assertion_type", SecretString::from(ASSERTION_TYPE)),
+        ("client_assertion", assertion),
+    ]
+}
+
+/// Scheme, host and port of the URL an error is about (paths and queries left out).
+fn endpoint_of(err: &reqwest::Error) -> String {
+    err.url()
+        .map(|u| {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
+        })
+        .unwrap_or_else(|| "the endpoint".into())
+}
+
+/// The chain of causes of an error, innermost last, without URLs.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(e) = current {
+        parts.push(e.to_string());
+        current = e.source();
+    }
+    if parts.is_empty() {
+        parts.push(err.to_string());
+    }
+    parts.join(": ")
+}
+
+fn describe_source(source: &FederatedTokenSource) -> String {
+    match source {
+        FederatedTokenSource::File(path) => format!("file {}", path.display()),
+        FederatedTokenSource::Env(name) => format!("environment variable {name}"),
+        FederatedTokenSource::GitHubActions { .. } => "the GitHub Actions OIDC endpoint".into(),
+    }
+}
+
+/// `iss`, `sub` and `aud` of an external token, read without verifying it: they are not
+/// secret and tell a person which federated credential the app needs.
+fn claims_of(assertion: &SecretString) -> AssertionClaims {
+    let payload = assertion
+        .expose_secret()
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok())
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
+    let Some(payload) = payload else {
+        return AssertionClaims::default();
+    };
+    let text = |key: &str| match payload.get(key) {
+        Some(Value::String(s)) => Some(redact(s, &[assertion.expose_secret()])),
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        _ => None,
+    };
+    AssertionClaims {
+        issuer: text("iss"),
+        subject: text("sub"),
+        audience: text("aud"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_read_from_an_unverified_jwt() {
+        let payload = URL_SAFE_NO_PAD.encode(
+            br#"{"iss":"https://token.actions.githubusercontent.com","sub":"repo:o/r:ref:refs/heads/main","aud":["api://AzureADTokenExchange"]}"#,
+        );
+        let jwt = SecretString::from(format!("e30.{payload}.sig"));
+        let claims = claims_of(&jwt);
+        assert_eq!(
+            claims.subject.as_deref(),
+            Some("repo:o/r:ref:refs/heads/main")
+        );
+        assert_eq!(
+            claims.audience.as_deref(),
+            Some("api://AzureADTokenExchange")
+        );
+        let none = claims_of(&SecretString::from("not-a-jwt"));
+        assert!(none.subject.is_none());
+    }
+
+    #[test]
+    fn options_debug_does_not_dump_certificates() {
+        let options = ClientOptions {
+            extra_root_certificates: vec![b"-----BEGIN CERTIFICATE-----".to_vec()],
+            ..ClientOptions::default()
+        };
+        let debug = format!("{options:?}");
+        assert!(debug.contains("1 PEM file(s)"), "{debug}");
+        assert!(!debug.contains("BEGIN"), "{debug}");
+    }
+
+    #[test]
+    fn bad_extra_root_is_a_config_error() {
+        let options = ClientOptions {
+            extra_root_certificates: vec![b"garbage".to_vec()],
+            ..ClientOptions::default()
+        };
+        let err = TokenClient::new(options).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains("#1 holds no PEM certificate"),
+            "{err}"
+        );
+    }
+}
