@@ -70,8 +70,8 @@ fn app_credential(args: &TokenArgs, authority: Authority) -> anyhow::Result<AppC
         .transpose()?;
     let credential = credential(&args.credential, client_id.clone())?;
 
-    if matches!(credential, Credential::ManagedIdentity(_)) {
-        return Ok(AppCredential::managed_identity(authority, credential));
+    if let Credential::ManagedIdentity(identity) = credential {
+        return Ok(AppCredential::managed_identity(authority, identity));
     }
     let tenant: TenantId = args
         .tenant_id
