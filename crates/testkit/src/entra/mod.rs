@@ -1,0 +1,614 @@
+//! The Entra ID emulator: `POST /{tenant}/oauth2/v2.0/token` for client secrets, certificate
+//! assertions and federated credentials, plus the managed identity (IMDS, App Service) and GitHub
+//! Actions OIDC endpoints, all on one server. It answers with Entra's status codes, headers and
+//! error bodies, records every request (secrets redacted), injects faults on demand, and remembers
+//! the tokens it issued so the Key Vault emulator can check bearer tokens against them.
+//!
+//! Routes (all on [`EntraEmulator::base_url`]):
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /{tenant}/oauth2/v2.0/token` | client credentials: secret, certificate assertion, federated assertion |
+//! | `GET /metadata/identity/oauth2/token` | IMDS managed identity ([`EntraEmulator::imds_endpoint`]) |
+//! | `GET /msi/token` | App Service / Container Apps identity endpoint ([`EntraEmulator::identity_endpoint`]) |
+//! | `GET /token` | GitHub Actions OIDC request URL ([`EntraEmulator::github_oidc_request_url`]) |
+
+mod errors;
+mod identity;
+mod token;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use jsonwebtoken::DecodingKey;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::cert::TestCertificate;
+use crate::error::TestkitError;
+use crate::fault::{Fault, FaultQueue};
+use crate::oidc::{GITHUB_ACTIONS_ISSUER, OidcIssuer};
+use crate::server::{Handler, Reply, Request, ServerHandle};
+use crate::tls::TestCa;
+
+pub use identity::{GithubOidc, ManagedIdentity};
+
+/// The audience Entra expects in federated assertions (public cloud).
+pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
+
+/// Where and how a testkit server listens.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Port on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Serve HTTPS with a certificate from this CA; `None` serves plain HTTP.
+    pub ca: Option<Arc<TestCa>>,
+}
+
+/// An app registration: tenant, client id, and the credentials Entra accepts for it.
+#[derive(Debug, Clone)]
+pub struct AppRegistration {
+    tenant: String,
+    client_id: String,
+    secrets: Vec<SecretString>,
+    expired_secrets: Vec<SecretString>,
+    certificates: Vec<RegisteredCertificate>,
+    federated: Vec<FederatedCredential>,
+}
+
+#[derive(Clone)]
+struct RegisteredCertificate {
+    sha1: String,
+    sha256: String,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for RegisteredCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredCertificate")
+            .field("x5t#S256", &self.sha256)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppRegistration {
+    /// An app `client_id` in `tenant`, with no credential yet.
+    pub fn new(tenant: impl Into<String>, client_id: impl Into<String>) -> AppRegistration {
+        AppRegistration {
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+            secrets: Vec::new(),
+            expired_secrets: Vec::new(),
+            certificates: Vec::new(),
+            federated: Vec::new(),
+        }
+    }
+
+    /// Accepts `secret` as a client secret.
+    pub fn with_secret(mut self, secret: impl Into<String>) -> AppRegistration {
+        self.secrets.push(SecretString::from(secret.into()));
+        self
+    }
+
+    /// Knows `secret` but it has expired: using it answers AADSTS7000222.
+    pub fn with_expired_secret(mut self, secret: impl Into<String>) -> AppRegistration {
+        self.expired_secrets.push(SecretString::from(secret.into()));
+        self
+    }
+
+    /// Accepts assertions signed by this certificate's key.
+    ///
+    /// # Panics
+    /// Never in practice: a [`TestCertificate`] always holds an RSA certificate.
+    pub fn with_certificate(self, certificate: &TestCertificate) -> AppRegistration {
+        self.with_certificate_der(certificate.cert_der())
+            .expect("a TestCertificate always holds an RSA certificate")
+    }
+
+    /// Accepts assertions signed by the key of this RSA certificate (PEM).
+    pub fn with_certificate_pem(self, cert_pem: &str) -> Result<AppRegistration, TestkitError> {
+        let parsed = pem::parse(cert_pem)
+            .map_err(|e| TestkitError::InvalidCertificate(format!("not a PEM certificate: {e}")))?;
+        self.with_certificate_der(parsed.contents())
+    }
+
+    fn with_certificate_der(mut self, der: &[u8]) -> Result<AppRegistration, TestkitError> {
+        use base64::Engine;
+        use sha1::Digest;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let public_key = crate::der::rsa_public_key_from_cert(der)?;
+        self.certificates.push(RegisteredCertificate {
+            sha1: b64.encode(sha1::Sha1::digest(der)),
+            sha256: b64.encode(sha2::Sha256::digest(der)),
+            key: DecodingKey::from_rsa_der(&public_key),
+        });
+        Ok(self)
+    }
+
+    /// Accepts external tokens matching this federated identity credential.
+    pub fn with_federated_credential(mut self, credential: FederatedCredential) -> AppRegistration {
+        self.federated.push(credential);
+        self
+    }
+}
+
+/// A federated identity credential: which external tokens an app trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederatedCredential {
+    /// Exact `iss` of the external token.
+    pub issuer: String,
+    /// Exact (case-sensitive) `sub` of the external token.
+    pub subject: String,
+    /// Required `aud` of the external token.
+    pub audience: String,
+}
+
+impl FederatedCredential {
+    /// Trust tokens from `issuer` for `subject`, with audience `api://AzureADTokenExchange`.
+    pub fn new(issuer: impl Into<String>, subject: impl Into<String>) -> FederatedCredential {
+        FederatedCredential {
+            issuer: issuer.into(),
+            subject: subject.into(),
+            audience: FEDERATED_AUDIENCE.to_owned(),
+        }
+    }
+
+    /// Require another audience (e.g. `api://AzureADTokenExchangeUSGov`).
+    pub fn with_audience(mut self, audience: impl Into<String>) -> FederatedCredential {
+        self.audience = audience.into();
+        self
+    }
+}
+
+/// How successful token answers look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOptions {
+    /// `expires_in` (Entra: 3599 for a typical token).
+    pub lifetime: Duration,
+    /// Send `expires_in` and `ext_expires_in` as strings (`"3599"`), as older endpoints do.
+    pub expires_in_as_string: bool,
+    /// Add `refresh_in` with this many seconds.
+    pub refresh_in: Option<Duration>,
+}
+
+impl Default for TokenOptions {
+    fn default() -> Self {
+        TokenOptions {
+            lifetime: Duration::from_secs(3599),
+            expires_in_as_string: false,
+            refresh_in: None,
+        }
+    }
+}
+
+/// One request the emulator received. Secret form fields (`client_secret`, `client_assertion`)
+/// are replaced by `[REDACTED]`, so only their presence is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// URL path, e.g. `/contoso/oauth2/v2.0/token`.
+    pub path: String,
+    /// Query parameters.
+    pub query: BTreeMap<String, String>,
+    /// Form fields of the body, secrets redacted.
+    pub form: BTreeMap<String, String>,
+    /// Status answered, `None` when the connection was dropped on purpose.
+    pub status: Option<u16>,
+}
+
+impl RecordedRequest {
+    /// Whether this is a `POST /{tenant}/oauth2/v2.0/token`.
+    pub fn is_token_request(&self) -> bool {
+        self.method == "POST" && token::tenant_of(&self.path).is_some()
+    }
+}
+
+/// Which flow produced an issued token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenSource {
+    /// Client secret.
+    ClientSecret,
+    /// Certificate client assertion.
+    Certificate,
+    /// Federated (workload identity) assertion.
+    Federated,
+    /// IMDS or App Service managed identity endpoint.
+    ManagedIdentity,
+}
+
+/// A token the emulator issued. `Debug` never shows the token itself.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The bearer token.
+    pub access_token: SecretString,
+    /// Tenant it was issued in.
+    pub tenant: String,
+    /// Client (application) id it was issued to.
+    pub client_id: String,
+    /// Resource (audience), e.g. `https://vault.azure.net`, without `/.default`.
+    pub resource: String,
+    /// When it stops being valid.
+    pub expires_at: SystemTime,
+    /// Flow that produced it.
+    pub source: TokenSource,
+}
+
+/// Why a bearer token was refused by [`EntraEmulator::validate_bearer`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BearerError {
+    /// The emulator never issued this token.
+    #[error("the bearer token was not issued by this Entra emulator")]
+    Unknown,
+    /// The token was issued but has expired.
+    #[error("the bearer token has expired")]
+    Expired,
+    /// The token is for another resource.
+    #[error("the bearer token is for resource {actual}, not {expected}")]
+    WrongAudience {
+        /// The resource the caller wanted.
+        expected: String,
+        /// The resource the token was issued for.
+        actual: String,
+    },
+}
+
+/// A cheap handle that checks bearer tokens against what an [`EntraEmulator`] issued; it keeps
+/// working while the emulator runs (the Key Vault emulator holds one).
+#[derive(Debug, Clone)]
+pub struct TokenValidator {
+    shared: Arc<Shared>,
+}
+
+impl TokenValidator {
+    /// Accepts `token` if this emulator issued it for `resource` and it has not expired.
+    pub fn validate(&self, token: &str, resource: &str) -> Result<IssuedToken, BearerError> {
+        let state = self.shared.lock();
+        let issued = state
+            .issued
+            .iter()
+            .find(|t| t.access_token.expose_secret() == token)
+            .ok_or(BearerError::Unknown)?;
+        if normalize_resource(&issued.resource) != normalize_resource(resource) {
+            return Err(BearerError::WrongAudience {
+                expected: resource.to_owned(),
+                actual: issued.resource.clone(),
+            });
+        }
+        if issued.expires_at <= SystemTime::now() {
+            return Err(BearerError::Expired);
+        }
+        Ok(issued.clone())
+    }
+}
+
+fn normalize_resource(resource: &str) -> &str {
+    resource.trim_end_matches('/')
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct EntraState {
+    apps: Vec<AppRegistration>,
+    tenants: Vec<String>,
+    trusted_issuers: Vec<(String, DecodingKey)>,
+    faults: FaultQueue,
+    requests: Vec<RecordedRequest>,
+    issued: Vec<IssuedToken>,
+    used_jtis: HashSet<String>,
+    token_options: TokenOptions,
+    managed_identity: Option<ManagedIdentity>,
+    github: Option<GithubOidc>,
+}
+
+struct Shared {
+    state: Mutex<EntraState>,
+    github_issuer: OidcIssuer,
+    scheme: &'static str,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("scheme", &self.scheme)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Locks the state; a panic in another test thread does not make the state unusable.
+    fn lock(&self) -> MutexGuard<'_, EntraState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The running Entra ID emulator. Dropping it (or [`EntraEmulator::shutdown`]) stops the server.
+#[derive(Debug)]
+pub struct EntraEmulator {
+    server: ServerHandle,
+    shared: Arc<Shared>,
+    ca: Option<Arc<TestCa>>,
+}
+
+impl EntraEmulator {
+    /// Starts over plain HTTP on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> Result<EntraEmulator, TestkitError> {
+        EntraEmulator::start_with(ServerOptions::default()).await
+    }
+
+    /// Starts over HTTPS with a freshly generated CA ([`EntraEmulator::ca_pem`]).
+    pub async fn start_tls() -> Result<EntraEmulator, TestkitError> {
+        let ca = Arc::new(TestCa::generate()?);
+        EntraEmulator::start_with(ServerOptions {
+            port: 0,
+            ca: Some(ca),
+        })
+        .await
+    }
+
+    /// Starts with explicit options (fixed port, a CA shared with the Key Vault emulator).
+    pub async fn start_with(options: ServerOptions) -> Result<EntraEmulator, TestkitError> {
+        let github_issuer = OidcIssuer::new(GITHUB_ACTIONS_ISSUER)?;
+        let mut state = EntraState::default();
+        state.trusted_issuers.push((
+            github_issuer.issuer().to_owned(),
+            github_issuer.decoding_key().clone(),
+        ));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            github_issuer,
+            scheme: if options.ca.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+        });
+        let acceptor = match &options.ca {
+            Some(ca) => Some(tokio_rustls::TlsAcceptor::from(ca.server_config()?)),
+            None => None,
+        };
+        let handler_shared = shared.clone();
+        let handler: Handler = Arc::new(move |request| {
+            let shared = handler_shared.clone();
+            Box::pin(async move { handle(&shared, request).await })
+        });
+        let server = ServerHandle::start(options.port, acceptor, handler).await?;
+        Ok(EntraEmulator {
+            server,
+            shared,
+            ca: options.ca,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT` (no trailing slash): the authority host.
+    pub fn base_url(&self) -> String {
+        self.server.base_url()
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.server.addr().port()
+    }
+
+    /// `{base_url}/{tenant}/oauth2/v2.0/token`, also the `aud` a client assertion must carry.
+    pub fn token_url(&self, tenant: &str) -> String {
+        format!("{}/{tenant}/oauth2/v2.0/token", self.base_url())
+    }
+
+    /// The CA certificate (PEM) to trust, when serving HTTPS.
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca.as_ref().map(|ca| ca.cert_pem().to_owned())
+    }
+
+    /// The CA, when serving HTTPS (to start the Key Vault emulator with the same trust root).
+    pub fn ca(&self) -> Option<Arc<TestCa>> {
+        self.ca.clone()
+    }
+
+    /// Registers an app (its tenant becomes known too). A second registration of the same
+    /// tenant and client id replaces the first.
+    pub fn register_app(&self, app: AppRegistration) {
+        let mut state = self.shared.lock();
+        let tenant = app.tenant.to_ascii_lowercase();
+        if !state.tenants.contains(&tenant) {
+            state.tenants.push(tenant);
+        }
+        state.apps.retain(|existing| {
+            !(existing.tenant.eq_ignore_ascii_case(&app.tenant)
+                && existing.client_id == app.client_id)
+        });
+        state.apps.push(app);
+    }
+
+    /// Makes a tenant known without any app (unknown clients there answer AADSTS700016).
+    pub fn add_tenant(&self, tenant: &str) {
+        let mut state = self.shared.lock();
+        let tenant = tenant.to_ascii_lowercase();
+        if !state.tenants.contains(&tenant) {
+            state.tenants.push(tenant);
+        }
+    }
+
+    /// Trusts tokens from `issuer` for federated credentials naming its issuer URL.
+    pub fn trust_issuer(&self, issuer: &OidcIssuer) {
+        self.shared
+            .lock()
+            .trusted_issuers
+            .push((issuer.issuer().to_owned(), issuer.decoding_key().clone()));
+    }
+
+    /// The built-in GitHub Actions issuer (`https://token.actions.githubusercontent.com`),
+    /// already trusted; it signs what the [`EntraEmulator::github_oidc_request_url`] endpoint hands out.
+    pub fn github_issuer(&self) -> &OidcIssuer {
+        &self.shared.github_issuer
+    }
+
+    /// Changes how later successful answers look (lifetime, string `expires_in`, `refresh_in`).
+    pub fn set_token_options(&self, options: TokenOptions) {
+        self.shared.lock().token_options = options;
+    }
+
+    /// The next request (to any route) gets `fault` instead of its normal answer.
+    pub fn inject(&self, fault: Fault) {
+        self.inject_times(fault, 1);
+    }
+
+    /// The next `times` requests get `fault`.
+    pub fn inject_times(&self, fault: Fault, times: usize) {
+        self.shared.lock().faults.push(fault, times);
+    }
+
+    /// Faults still waiting for a request.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.lock().faults.len()
+    }
+
+    /// Forgets every queued fault.
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// The token endpoint requests received so far, in order.
+    pub fn token_requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_token_request())
+            .cloned()
+            .collect()
+    }
+
+    /// How many token endpoint requests were received (faulted ones included).
+    pub fn token_request_count(&self) -> usize {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_token_request())
+            .count()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Every token issued so far (token endpoint and managed identity).
+    pub fn issued_tokens(&self) -> Vec<IssuedToken> {
+        self.shared.lock().issued.clone()
+    }
+
+    /// Makes every token issued so far expired (later [`EntraEmulator::validate_bearer`] calls fail).
+    pub fn expire_issued_tokens(&self) {
+        let now = SystemTime::now();
+        for token in &mut self.shared.lock().issued {
+            token.expires_at = now;
+        }
+    }
+
+    /// Accepts `token` if this emulator issued it for `resource` and it has not expired.
+    pub fn validate_bearer(&self, token: &str, resource: &str) -> Result<IssuedToken, BearerError> {
+        self.token_validator().validate(token, resource)
+    }
+
+    /// A handle for checking bearer tokens from elsewhere (the Key Vault emulator).
+    pub fn token_validator(&self) -> TokenValidator {
+        TokenValidator {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Serves the managed identity endpoints for this identity.
+    pub fn enable_managed_identity(&self, identity: ManagedIdentity) {
+        self.shared.lock().managed_identity = Some(identity);
+    }
+
+    /// `{base_url}/metadata/identity/oauth2/token` (the IMDS token path).
+    pub fn imds_endpoint(&self) -> String {
+        format!("{}/metadata/identity/oauth2/token", self.base_url())
+    }
+
+    /// `{base_url}/msi/token`: the App Service / Container Apps `IDENTITY_ENDPOINT`.
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.base_url())
+    }
+
+    /// Serves the GitHub Actions OIDC endpoint with this configuration.
+    pub fn enable_github_oidc(&self, github: GithubOidc) {
+        self.shared.lock().github = Some(github);
+    }
+
+    /// `{base_url}/token?api-version=2.0`: the `ACTIONS_ID_TOKEN_REQUEST_URL` value (clients append
+    /// `&audience=...`).
+    pub fn github_oidc_request_url(&self) -> String {
+        format!("{}/token?api-version=2.0", self.base_url())
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn shutdown(self) {
+        self.server.shutdown().await;
+    }
+}
+
+/// Fields whose values never go into the request log.
+const SECRET_FIELDS: [&str; 2] = ["client_secret", "client_assertion"];
+
+fn record(request: &Request, status: Option<u16>) -> RecordedRequest {
+    let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&request.body)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(key, value)| {
+            if SECRET_FIELDS.contains(&key.as_str()) {
+                (key, "[REDACTED]".to_owned())
+            } else {
+                (key, value)
+            }
+        })
+        .collect();
+    RecordedRequest {
+        method: request.method.to_string(),
+        path: request.path.clone(),
+        query: request.query_pairs(),
+        form,
+        status,
+    }
+}
+
+async fn handle(shared: &Shared, request: Request) -> Reply {
+    let fault = shared.lock().faults.next();
+    let reply = match fault {
+        None => route(shared, &request),
+        Some(Fault::Delay(delay)) => {
+            tokio::time::sleep(delay).await;
+            route(shared, &request)
+        }
+        Some(fault) => token::fault_reply(shared, &request, fault),
+    };
+    let recorded = record(&request, reply.status());
+    shared.lock().requests.push(recorded);
+    reply
+}
+
+fn route(shared: &Shared, request: &Request) -> Reply {
+    if let Some(tenant) = token::tenant_of(&request.path) {
+        return token::token_endpoint(shared, request, tenant);
+    }
+    match request.path.as_str() {
+        "/metadata/identity/oauth2/token" => identity::imds(shared, request),
+        "/msi/token" => identity::app_service(shared, request),
+        "/token" => identity::github(shared, request),
+        _ => Reply::json(
+            http::StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not_found", "error_description": format!("the Entra emulator has no route {}", request.path)}),
+        ),
+    }
+}

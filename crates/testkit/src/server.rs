@@ -1,0 +1,208 @@
+//! The HTTP(S) plumbing shared by every emulator: a listener on 127.0.0.1 with an ephemeral port,
+//! optional TLS, one async handler per request, and a handle that stops the server when dropped.
+//! Emulators only see a [`Request`] and answer a [`Reply`], so their code stays about the protocol.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::TestkitError;
+
+/// A request as the emulators see it: the whole body is already read.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Request {
+    /// The value of a header as text, if present and valid UTF-8.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The query string decoded into pairs (later duplicates win).
+    pub(crate) fn query_pairs(&self) -> std::collections::BTreeMap<String, String> {
+        url::form_urlencoded::parse(self.query.as_deref().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect()
+    }
+}
+
+/// What a handler answers: a response, or "close the socket without answering".
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Response(Response<Full<Bytes>>),
+    DropConnection,
+}
+
+impl Reply {
+    /// A JSON answer with the headers Microsoft services send.
+    pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Reply {
+        Reply::raw(status, "application/json; charset=utf-8", body.to_string())
+    }
+
+    /// Any body with the given content type.
+    pub(crate) fn raw(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        let mut response = Response::new(Full::new(body.into()));
+        *response.status_mut() = status;
+        if let Ok(value) = HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        Reply::Response(response)
+    }
+
+    /// Adds a header (ignored for a dropped connection or an invalid value).
+    pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Reply {
+        if let (Reply::Response(response), Ok(value)) = (&mut self, HeaderValue::from_str(value)) {
+            response.headers_mut().insert(name, value);
+        }
+        self
+    }
+
+    /// The status code, or `None` for a dropped connection.
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Reply::Response(response) => Some(response.status().as_u16()),
+            Reply::DropConnection => None,
+        }
+    }
+}
+
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = Reply> + Send>>;
+pub(crate) type Handler = Arc<dyn Fn(Request) -> BoxFuture + Send + Sync>;
+
+/// A running server; dropping it stops the accept loop and every open connection.
+#[derive(Debug)]
+pub(crate) struct ServerHandle {
+    addr: SocketAddr,
+    tls: bool,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Binds 127.0.0.1 on `port` (0 = ephemeral) and serves `handler`, over TLS when an acceptor is given.
+    pub(crate) async fn start(
+        port: u16,
+        tls: Option<TlsAcceptor>,
+        handler: Handler,
+    ) -> Result<ServerHandle, TestkitError> {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .map_err(TestkitError::Bind)?;
+        let addr = listener.local_addr().map_err(TestkitError::Bind)?;
+        let is_tls = tls.is_some();
+        let task = tokio::spawn(accept_loop(listener, tls, handler));
+        Ok(ServerHandle {
+            addr,
+            tls: is_tls,
+            task,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`, without a trailing slash.
+    pub(crate) fn base_url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server and waits until its connections are closed.
+    pub(crate) async fn shutdown(mut self) {
+        self.task.abort();
+        // The task was aborted: the only possible result is a cancellation, which is what we asked for.
+        let _cancelled = (&mut self.task).await;
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, handler: Handler) {
+    // Connections live in this set, so aborting the accept task closes them all.
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _peer)) = accepted else { continue };
+                let handler = handler.clone();
+                let tls = tls.clone();
+                connections.spawn(async move {
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                serve_connection(TokioIo::new(stream), handler).await;
+                            }
+                        }
+                        None => serve_connection(TokioIo::new(stream), handler).await,
+                    }
+                });
+            }
+            Some(_finished) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+}
+
+/// Marker error: returning it from the service makes hyper close the socket without answering.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+async fn serve_connection<I>(io: TokioIo<I>, handler: Handler)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let body = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(_) => return Err(DropConnection),
+            };
+            let request = Request {
+                method: parts.method,
+                path: parts.uri.path().to_owned(),
+                query: parts.uri.query().map(str::to_owned),
+                headers: parts.headers,
+                body,
+            };
+            match handler(request).await {
+                Reply::Response(response) => Ok::<_, DropConnection>(response),
+                Reply::DropConnection => Err(DropConnection),
+            }
+        }
+    });
+    // A connection error (client went away, dropped by a fault) ends only this connection.
+    let _ended = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .await;
+}
