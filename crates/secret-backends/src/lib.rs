@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+pub mod aws;
 mod error;
 pub mod file;
 pub mod reference;
@@ -26,6 +27,7 @@ pub mod vault;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use aws::{AwsOptions, AwsStore};
 pub use error::{BackendError, ErrorKind};
 pub use file::{FileOptions, FileStore};
 pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};

@@ -1,0 +1,600 @@
+//! The AWS Secrets Manager backend.
+//!
+//! For teams whose jobs run on AWS (ECS tasks, Lambda, EKS pods, CodeBuild) and read their
+//! tokens from Secrets Manager. Credentials come from the SDK's default chain (environment,
+//! shared config and SSO profiles, web identity, ECS/EC2 roles), optionally with a named
+//! `profile`; `region` and `endpoint_url` override the chain's.
+//!
+//! A write creates the secret when it is missing (`CreateSecret`, with the optional KMS key),
+//! else stores a new version (`PutSecretValue`), each with a fresh `ClientRequestToken` so the
+//! SDK's retries of one write never make two versions. Tags carry what is stored beside the
+//! token, readable by `metadata` without reading the value (`DescribeSecret`):
+//!
+//! | tag | value |
+//! |---|---|
+//! | `secret-sync:expires-on` | expiry, Unix seconds |
+//! | `secret-sync:expires-at` | expiry, RFC 3339 (for people in the console) |
+//! | `secret-sync:managed-by` | the managed-by marker |
+//!
+//! AWS advises at most one `PutSecretValue` per 10 minutes per secret and keeps ~100 versions,
+//! so a write whose token and expiry are already stored writes nothing ([`WriteOutcome::Unchanged`]),
+//! and one whose token is stored with another expiry only updates the tags. Throttling and
+//! transient failures are retried by the SDK (standard retry mode, `max_attempts`). A secret
+//! scheduled for deletion is reported with the command that restores it. Names must match
+//! `^[A-Za-z0-9/_+=.@-]{1,512}$` and values be at most 65,536 bytes, checked before any call.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), secret_backends::BackendError> {
+//! use secret_backends::{AwsOptions, AwsStore};
+//! // [backends.aws-prod]
+//! // kind = "aws-secrets-manager"
+//! // region = "eu-west-1"            # optional: else AWS_REGION / the profile's region
+//! // profile = "sync"                # optional: a shared config profile
+//! // kms_key_id = "alias/tokens"     # optional: KMS key for newly created secrets
+//! // endpoint_url = "https://vpce-0123.secretsmanager.eu-west-1.vpce.amazonaws.com"  # optional
+//! let options = AwsOptions {
+//!     region: Some("eu-west-1".to_owned()),
+//!     ..AwsOptions::default()
+//! };
+//! let store = AwsStore::new("aws-prod", options).await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::Region;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
+use aws_sdk_secretsmanager::primitives::DateTime;
+use aws_sdk_secretsmanager::types::Tag;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use crate::{
+    BackendError, ErrorKind, SecretMetadata, SecretStore, TokenPayload, WriteOutcome, pick_field,
+};
+
+/// Tag holding the expiry as Unix seconds.
+pub const TAG_EXPIRES_ON: &str = "secret-sync:expires-on";
+/// Tag holding the expiry as RFC 3339.
+pub const TAG_EXPIRES_AT: &str = "secret-sync:expires-at";
+/// Tag holding the managed-by marker.
+pub const TAG_MANAGED_BY: &str = "secret-sync:managed-by";
+
+/// The largest `SecretString` Secrets Manager accepts.
+const MAX_VALUE_BYTES: usize = 65_536;
+/// The longest secret name.
+const MAX_NAME_CHARS: usize = 512;
+/// The longest tag value.
+const MAX_TAG_VALUE_CHARS: usize = 256;
+
+/// Options of the AWS Secrets Manager backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsOptions {
+    /// The region (e.g. `eu-west-1`); `None` takes it from the environment or the profile.
+    pub region: Option<String>,
+    /// Another endpoint, e.g. a VPC endpoint (https) or a local test server (http on loopback only).
+    pub endpoint_url: Option<String>,
+    /// KMS key (id, ARN or `alias/...`) to encrypt secrets this backend creates.
+    pub kms_key_id: Option<String>,
+    /// A shared config profile to take credentials and region from.
+    pub profile: Option<String>,
+    /// Attempts per call, the first included, before throttling or a transient error is returned
+    /// (default 5).
+    pub max_attempts: u32,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            region: None,
+            endpoint_url: None,
+            kms_key_id: None,
+            profile: None,
+            max_attempts: 5,
+        }
+    }
+}
+
+/// A [`SecretStore`] over AWS Secrets Manager.
+#[derive(Clone)]
+pub struct AwsStore {
+    backend: String,
+    client: Client,
+    options: AwsOptions,
+}
+
+impl fmt::Debug for AwsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The client holds the credentials provider: show the options only.
+        f.debug_struct("AwsStore")
+            .field("backend", &self.backend)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsStore {
+    /// A store named `backend` (for messages) with credentials and region from the default
+    /// chain (and `options.profile` when set). No request is sent until the store is used.
+    ///
+    /// Fails with [`ErrorKind::InvalidConfig`] when no region is configured anywhere or the
+    /// endpoint URL is unusable.
+    pub async fn new(
+        backend: impl Into<String>,
+        options: AwsOptions,
+    ) -> Result<Self, BackendError> {
+        let backend = backend.into();
+        check_options(&backend, &options)?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &options.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &options.profile {
+            loader = loader.profile_name(profile);
+        }
+        let sdk_config = loader.load().await;
+        Self::with_sdk_config(backend, options, &sdk_config)
+    }
+
+    /// A store over an SDK config the caller built (e.g. with static credentials in tests);
+    /// `options.region` and `options.endpoint_url` still override it, `options.profile` is
+    /// ignored (the config is already loaded).
+    pub fn with_sdk_config(
+        backend: impl Into<String>,
+        options: AwsOptions,
+        sdk_config: &SdkConfig,
+    ) -> Result<Self, BackendError> {
+        let backend = backend.into();
+        check_options(&backend, &options)?;
+        let mut config = aws_sdk_secretsmanager::config::Builder::from(sdk_config)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(options.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if let Some(region) = &options.region {
+            config = config.region(Region::new(region.clone()));
+        }
+        if let Some(url) = &options.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        let config = config.build();
+        if config.region().is_none() {
+            return Err(BackendError::new(
+                ErrorKind::InvalidConfig,
+                &backend,
+                "no AWS region is configured: set `region` for this backend, AWS_REGION, \
+                 or a region in the AWS profile",
+            ));
+        }
+        Ok(AwsStore {
+            backend,
+            client: Client::from_conf(config),
+            options,
+        })
+    }
+
+    /// The options this store was built with.
+    pub fn options(&self) -> &AwsOptions {
+        &self.options
+    }
+
+    fn error(&self, kind: ErrorKind, name: &str, message: impl Into<String>) -> BackendError {
+        BackendError::new(kind, &self.backend, message).with_secret(name)
+    }
+
+    /// Translates every SDK error of this backend: what happened, what to do, the cause kept.
+    ///
+    /// The raw HTTP response is dropped (only the parsed error is kept as the source), so a
+    /// response that carried a value can never reach a message.
+    fn sdk_error<E>(&self, name: &str, op: &str, err: SdkError<E>) -> BackendError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let (kind, message) = match &err {
+            SdkError::ServiceError(service) => {
+                let status = service.raw().status().as_u16();
+                let code = err.code().unwrap_or("");
+                let aws_message = err.message().unwrap_or("");
+                let (kind, advice) = classify(code, status, aws_message, name);
+                let code = if code.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    code.to_owned()
+                };
+                (
+                    kind,
+                    format!("{op} failed: {code}: {aws_message}: {advice}"),
+                )
+            }
+            SdkError::TimeoutError(_) => (
+                ErrorKind::Unreachable,
+                format!("{op} timed out: check network access to the Secrets Manager endpoint"),
+            ),
+            SdkError::DispatchFailure(failure) if failure.is_io() || failure.is_timeout() => (
+                ErrorKind::Unreachable,
+                format!(
+                    "{op} could not reach Secrets Manager: check the region, endpoint_url and network access"
+                ),
+            ),
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
+                let chain = aws_sdk_secretsmanager::error::DisplayErrorContext(&err).to_string();
+                if chain.contains("credentials") || chain.contains("identity") {
+                    (
+                        ErrorKind::Unauthorized,
+                        format!(
+                            "{op} failed: no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, \
+                             AWS_PROFILE (or `profile`), or run with an IAM role"
+                        ),
+                    )
+                } else {
+                    (
+                        ErrorKind::Unreachable,
+                        format!("{op} could not be sent to Secrets Manager"),
+                    )
+                }
+            }
+            SdkError::ResponseError(_) => (
+                ErrorKind::Protocol,
+                format!(
+                    "{op}: Secrets Manager answered something unexpected: check that endpoint_url points at Secrets Manager"
+                ),
+            ),
+            _ => (ErrorKind::Protocol, format!("{op} failed")),
+        };
+        let error = self.error(kind, name, message);
+        match err.into_source() {
+            Ok(source) => error.with_source(source),
+            Err(_) => error,
+        }
+    }
+
+    /// `DescribeSecret`, with a missing secret as `None`.
+    async fn describe(&self, name: &str) -> Result<Option<DescribeSecretOutput>, BackendError> {
+        match self.client.describe_secret().secret_id(name).send().await {
+            Ok(out) => Ok(Some(out)),
+            Err(err) if err.code() == Some("ResourceNotFoundException") => Ok(None),
+            Err(err) => Err(self.sdk_error(name, "DescribeSecret", err)),
+        }
+    }
+
+    /// Refuses a secret that is scheduled for deletion: it can neither be read nor written.
+    fn check_not_deleted(
+        &self,
+        name: &str,
+        out: &DescribeSecretOutput,
+    ) -> Result<(), BackendError> {
+        match out.deleted_date() {
+            Some(date) => Err(self.error(
+                ErrorKind::Conflict,
+                name,
+                format!(
+                    "the secret is scheduled for deletion (deleted on {}): restore it with \
+                     `aws secretsmanager restore-secret --secret-id {name}`, or pick another name",
+                    to_offset(date).map_or_else(|| date.to_string(), crate::rfc3339)
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn tags(&self, name: &str, payload: &TokenPayload) -> Result<Vec<Tag>, BackendError> {
+        if payload.managed_by().chars().count() > MAX_TAG_VALUE_CHARS {
+            return Err(self.error(
+                ErrorKind::InvalidConfig,
+                name,
+                format!(
+                    "the managed-by marker is longer than the {MAX_TAG_VALUE_CHARS} characters an AWS tag value holds: shorten it"
+                ),
+            ));
+        }
+        Ok([
+            (
+                TAG_EXPIRES_ON,
+                payload.expires_on().unix_timestamp().to_string(),
+            ),
+            (TAG_EXPIRES_AT, payload.expires_at_rfc3339()),
+            (TAG_MANAGED_BY, payload.managed_by().to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| Tag::builder().key(key).value(value).build())
+        .collect())
+    }
+
+    async fn create(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+        tags: Vec<Tag>,
+    ) -> Result<(), SdkError<aws_sdk_secretsmanager::operation::create_secret::CreateSecretError>>
+    {
+        self.client
+            .create_secret()
+            .name(name)
+            .description("Access token written by secret-sync")
+            .secret_string(payload.encode().expose_secret())
+            .client_request_token(request_token())
+            .set_kms_key_id(self.options.kms_key_id.clone())
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a new version and then the tags; when the tags fail the older expiry stays, so
+    /// the token is only refreshed early, never late.
+    async fn update(
+        &self,
+        name: &str,
+        current: &DescribeSecretOutput,
+        payload: &TokenPayload,
+        tags: Vec<Tag>,
+    ) -> Result<WriteOutcome, BackendError> {
+        let stored_expiry = tag(current, TAG_EXPIRES_ON);
+        let wanted_expiry = payload.expires_on().unix_timestamp().to_string();
+        let same_tags = stored_expiry == Some(wanted_expiry.as_str())
+            && tag(current, TAG_MANAGED_BY) == Some(payload.managed_by());
+        if self.holds(name, payload).await? {
+            if same_tags {
+                return Ok(WriteOutcome::Unchanged);
+            }
+        } else {
+            self.client
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(payload.encode().expose_secret())
+                .client_request_token(request_token())
+                .send()
+                .await
+                .map_err(|e| self.sdk_error(name, "PutSecretValue", e))?;
+        }
+        self.client
+            .tag_resource()
+            .secret_id(name)
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(name, "TagResource", e))?;
+        Ok(WriteOutcome::Updated)
+    }
+
+    /// Whether the current value is exactly what `payload` would store (compared, never logged).
+    async fn holds(&self, name: &str, payload: &TokenPayload) -> Result<bool, BackendError> {
+        let current = match self.get_value(name).await {
+            Ok(value) => value,
+            // A secret created without a value (no AWSCURRENT version) holds nothing yet.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        Ok(current.expose_secret() == payload.encode().expose_secret())
+    }
+
+    async fn get_value(&self, name: &str) -> Result<SecretString, BackendError> {
+        let out = self
+            .client
+            .get_secret_value()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(name, "GetSecretValue", e))?;
+        match out.secret_string() {
+            Some(value) => Ok(SecretString::from(value)),
+            None => Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                "the secret holds a binary value (SecretBinary), not text: store the value as a string",
+            )),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for AwsStore {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), BackendError> {
+        let valid_chars = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
+        if name.is_empty() || name.len() > MAX_NAME_CHARS || !valid_chars {
+            return Err(self.error(
+                ErrorKind::InvalidName,
+                name,
+                format!(
+                    "an AWS secret name is 1 to {MAX_NAME_CHARS} characters of A-Z a-z 0-9 / _ + = . @ -: \
+                     rename the secret (use the name, not the ARN)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        MAX_VALUE_BYTES
+    }
+
+    async fn read(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
+        self.check_name(name)?;
+        let value = self.get_value(name).await?;
+        pick_field(&self.backend, name, value, field)
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        self.check_name(name)?;
+        let Some(out) = self.describe(name).await? else {
+            return Ok(None);
+        };
+        self.check_not_deleted(name, &out)?;
+        let current_version = out.version_ids_to_stages().and_then(|versions| {
+            versions
+                .iter()
+                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+                .map(|(id, _)| id.clone())
+        });
+        Ok(Some(SecretMetadata {
+            expires_on: tag(&out, TAG_EXPIRES_ON)
+                .and_then(|s| s.parse().ok())
+                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
+            managed_by: tag(&out, TAG_MANAGED_BY).map(str::to_owned),
+            version: current_version,
+            updated_on: out.last_changed_date().and_then(to_offset),
+        }))
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        self.check_write(name, payload)?;
+        let tags = self.tags(name, payload)?;
+        let current = match self.describe(name).await? {
+            Some(current) => current,
+            None => match self.create(name, payload, tags.clone()).await {
+                Ok(()) => {
+                    tracing::debug!(backend = %self.backend, secret = name, "created the secret");
+                    return Ok(WriteOutcome::Created);
+                }
+                // Created by someone else since DescribeSecret: update it like any other.
+                Err(err) if err.code() == Some("ResourceExistsException") => self
+                    .describe(name)
+                    .await?
+                    .ok_or_else(|| self.sdk_error(name, "CreateSecret", err))?,
+                Err(err) => return Err(self.sdk_error(name, "CreateSecret", err)),
+            },
+        };
+        self.check_not_deleted(name, &current)?;
+        let outcome = self.update(name, &current, payload, tags).await?;
+        tracing::debug!(backend = %self.backend, secret = name, %outcome, "wrote the secret");
+        Ok(outcome)
+    }
+}
+
+/// Maps a Secrets Manager error code (or, without one, the HTTP status) to a kind and advice.
+fn classify(code: &str, status: u16, aws_message: &str, name: &str) -> (ErrorKind, String) {
+    match code {
+        "ResourceNotFoundException" => (
+            ErrorKind::NotFound,
+            "no such secret in this account and region: check the name, region and account".to_owned(),
+        ),
+        "InvalidRequestException" if aws_message.contains("deletion") => (
+            ErrorKind::Conflict,
+            format!(
+                "the secret is scheduled for deletion: restore it with \
+                 `aws secretsmanager restore-secret --secret-id {name}`, or pick another name"
+            ),
+        ),
+        "InvalidRequestException" | "InvalidParameterException" | "ResourceExistsException" => (
+            ErrorKind::Conflict,
+            "the request conflicts with the secret's current state".to_owned(),
+        ),
+        "LimitExceededException" => (
+            ErrorKind::Conflict,
+            "a Secrets Manager quota was reached (e.g. too many versions): wait or raise the quota".to_owned(),
+        ),
+        "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => (
+            ErrorKind::Throttled,
+            "Secrets Manager throttled the requests even after retries: write less often or raise max_attempts".to_owned(),
+        ),
+        "AccessDeniedException" | "AccessDenied" => (
+            ErrorKind::Forbidden,
+            "the credentials lack permission: allow secretsmanager:DescribeSecret, GetSecretValue, \
+             CreateSecret, PutSecretValue and TagResource on this secret"
+                .to_owned(),
+        ),
+        "DecryptionFailure" | "EncryptionFailure" | "KMSAccessDeniedException" => (
+            ErrorKind::Forbidden,
+            "the secret's KMS key cannot be used: allow kms:Decrypt/kms:GenerateDataKey on it, or check kms_key_id".to_owned(),
+        ),
+        "UnrecognizedClientException"
+        | "InvalidClientTokenId"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "ExpiredTokenException"
+        | "ExpiredToken" => (
+            ErrorKind::Unauthorized,
+            "AWS refused the credentials: check the access key, secret key and session token, or refresh them".to_owned(),
+        ),
+        "InternalServiceError" | "InternalFailure" | "ServiceUnavailable" => (
+            ErrorKind::Unavailable,
+            "Secrets Manager failed temporarily: try again later".to_owned(),
+        ),
+        _ => match status {
+            401 => (ErrorKind::Unauthorized, "check the AWS credentials".to_owned()),
+            403 => (ErrorKind::Forbidden, "check the IAM permissions".to_owned()),
+            429 => (ErrorKind::Throttled, "try again later".to_owned()),
+            500..=599 => (ErrorKind::Unavailable, "try again later".to_owned()),
+            _ => (
+                ErrorKind::Protocol,
+                "unexpected answer from Secrets Manager".to_owned(),
+            ),
+        },
+    }
+}
+
+/// The value of tag `key` on the described secret.
+fn tag<'a>(out: &'a DescribeSecretOutput, key: &str) -> Option<&'a str> {
+    out.tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(Tag::value)
+}
+
+fn to_offset(date: &DateTime) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(date.secs()).ok()
+}
+
+/// A fresh idempotency token (36 characters; AWS wants 32 to 64): the SDK's retries of one
+/// call reuse it, so a retried write never makes a second version.
+fn request_token() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Validates the options that can be checked without the network.
+fn check_options(backend: &str, options: &AwsOptions) -> Result<(), BackendError> {
+    let invalid = |message: String| BackendError::new(ErrorKind::InvalidConfig, backend, message);
+    if options.max_attempts == 0 {
+        return Err(invalid("max_attempts must be at least 1".to_owned()));
+    }
+    if let Some(raw) = &options.endpoint_url {
+        let url = url::Url::parse(raw).map_err(|e| {
+            invalid(format!(
+                "endpoint_url \"{raw}\" is not a URL ({e}): use e.g. https://secretsmanager.eu-west-1.amazonaws.com"
+            ))
+        })?;
+        let loopback = match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(host)) => host == "localhost",
+            None => false,
+        };
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => {
+                return Err(invalid(format!(
+                    "endpoint_url \"{raw}\" must use https (plain http is accepted only for a loopback test server)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
