@@ -1,0 +1,468 @@
+//! The Vault backend against a real OpenBao dev server, beyond the conformance suite: the
+//! login methods (AppRole, JWT), keeping the Vault token valid over time (renewal, re-login),
+//! throttling by a real rate-limit quota, namespaces, and interop - what the backend wrote is
+//! read back with the `bao` CLI and plain HTTP, and what the CLI wrote is read by the backend.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::{ExposeSecret, SecretString};
+use secret_backends::conformance::{self, Harness};
+use secret_backends::vault::{
+    JwtSource, KvVersion, RetryPolicy, VaultAuth, VaultOptions, VaultStore,
+};
+use secret_backends::{ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
+use serde_json::json;
+use testkit::real::{JwtRole, OpenBao};
+use time::OffsetDateTime;
+
+const WRITER_POLICY: &str = r#"
+path "secret/*" { capabilities = ["create", "read", "update", "list"] }
+path "kv1/*" { capabilities = ["create", "read", "update", "list"] }
+"#;
+
+fn payload(token: &str) -> TokenPayload {
+    TokenPayload::new(
+        SecretString::from(token),
+        "Bearer",
+        OffsetDateTime::now_utc() + time::Duration::hours(1),
+        "secret-sync",
+        Format::Raw,
+    )
+    .unwrap()
+}
+
+fn token_store(bao: &OpenBao, mount: &str, token: SecretString) -> VaultStore {
+    VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(bao.address(), mount, VaultAuth::Token { token }),
+    )
+    .unwrap()
+}
+
+fn approle_store(bao: &OpenBao, role_id: &str, secret_id: SecretString) -> VaultStore {
+    let auth = VaultAuth::AppRole {
+        mount: "approle".to_owned(),
+        role_id: role_id.to_owned(),
+        secret_id,
+    };
+    VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(bao.address(), "secret", auth),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn approle_login_writes_and_a_wrong_secret_id_is_refused_without_echo() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "sync", &["writer"]);
+    let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
+    let outcome = store
+        .write("apps/graph-token", &payload("approle.token.value"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    let read = store
+        .read("apps/graph-token", Some("access_token"))
+        .await
+        .unwrap();
+    assert_eq!(read.expose_secret(), "approle.token.value");
+
+    let wrong = "00000000-wrong-secret-id";
+    let bad = approle_store(&bao, &creds.role_id, SecretString::from(wrong));
+    let err = bad.read("apps/graph-token", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("approle login was refused"), "{text}");
+    assert!(
+        !text.contains(wrong),
+        "the error shows the secret id: {text}"
+    );
+}
+
+#[tokio::test]
+async fn approle_store_passes_the_basic_conformance_checks() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "sync", &["writer"]);
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let harness = Harness {
+        store: Box::new(approle_store(&bao, &creds.role_id, creds.secret_id.clone())),
+        fresh_name: Box::new(move || {
+            format!(
+                "approle/t-{}",
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        }),
+        formats: vec![Format::Raw, Format::Json],
+        read_back: |_| Some("access_token"),
+        invalid_name: "/absolute".to_owned(),
+    };
+    conformance::run_basic(&harness).await;
+}
+
+#[tokio::test]
+async fn a_policy_without_write_access_is_forbidden() {
+    let bao = OpenBao::start();
+    bao.put_policy("reader", r#"path "secret/*" { capabilities = ["read"] }"#);
+    let creds = bao.enable_approle("approle", "reader", &["reader"]);
+    let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
+    let err = store
+        .write("apps/x", &payload("some.token.value"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+    assert!(
+        err.to_string().contains("policies do not allow this"),
+        "{err}"
+    );
+    assert!(!format!("{err:?}").contains("some.token.value"));
+}
+
+#[tokio::test]
+async fn jwt_login_reads_the_token_from_a_file() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let subject = "repo:org/repo:ref:refs/heads/main";
+    bao.enable_jwt(
+        "jwt",
+        &JwtRole {
+            role: "ci",
+            public_key_pem: &key.public_key_pem(),
+            bound_audience: "openbao",
+            bound_subject: subject,
+            policies: &["writer"],
+        },
+    );
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let claims = json!({"iss": "https://issuer.test", "aud": "openbao", "sub": subject, "iat": now, "exp": now + 300});
+    let jwt = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let jwt_file = dir.path().join("oidc-token");
+    std::fs::write(&jwt_file, format!("{jwt}\n")).unwrap();
+
+    let auth = VaultAuth::Jwt {
+        mount: "jwt".to_owned(),
+        role: Some("ci".to_owned()),
+        jwt: JwtSource::File(jwt_file.clone()),
+    };
+    let store = VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(bao.address(), "secret", auth),
+    )
+    .unwrap();
+    assert_eq!(
+        store
+            .write("ci/token", &payload("jwt.token.value"))
+            .await
+            .unwrap(),
+        WriteOutcome::Created
+    );
+
+    let wrong = VaultAuth::Jwt {
+        mount: "jwt".to_owned(),
+        role: Some("ci".to_owned()),
+        jwt: JwtSource::Value(SecretString::from("eyJhbGciOiJFUzI1NiJ9.e30.bm90LWEtc2ln")),
+    };
+    let bad = VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(bao.address(), "secret", wrong),
+    )
+    .unwrap();
+    let err = bad.read("ci/token", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!format!("{err:?}").contains("bm90LWEtc2ln"), "{err:?}");
+
+    let missing = VaultAuth::Jwt {
+        mount: "jwt".to_owned(),
+        role: Some("ci".to_owned()),
+        jwt: JwtSource::File(dir.path().join("absent")),
+    };
+    let bad = VaultStore::new(
+        "ops-vault",
+        VaultOptions::new(bao.address(), "secret", missing),
+    )
+    .unwrap();
+    let err = bad.read("ci/token", None).await.unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read the login JWT"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_renewable_token_is_renewed_before_it_expires() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let created = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["writer"], "ttl": "3s", "renewable": true})),
+    );
+    let token = SecretString::from(created["auth"]["client_token"].as_str().unwrap().to_owned());
+    let store = token_store(&bao, "secret", token);
+    let started = Instant::now();
+    store
+        .write("renew/t", &payload("renew.token.value"))
+        .await
+        .unwrap();
+    // past two thirds of the lease: the next call renews
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    store.read("renew/t", None).await.unwrap();
+    // past the original expiry: works only because the token was renewed
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(started.elapsed() > Duration::from_secs(3));
+    let read = store.read("renew/t", Some("access_token")).await.unwrap();
+    assert_eq!(read.expose_secret(), "renew.token.value");
+}
+
+#[tokio::test]
+async fn approle_logs_in_again_when_its_token_reached_its_max_ttl() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "short", &["writer"]);
+    bao.api(
+        "POST",
+        "auth/approle/role/short",
+        Some(json!({"token_policies": ["writer"], "token_ttl": "2s", "token_max_ttl": "2s"})),
+    );
+    let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
+    store
+        .write("relogin/t", &payload("first.token.value"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let outcome = store
+        .write("relogin/t", &payload("second.token.value"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+}
+
+#[tokio::test]
+async fn throttling_by_a_rate_limit_quota_is_retried() {
+    let bao = OpenBao::start();
+    bao.enable_kv("throttled", 2);
+    bao.api(
+        "POST",
+        "sys/quotas/rate-limit/tight",
+        Some(json!({"path": "throttled/", "rate": 1, "interval": "1s"})),
+    );
+    // use up the quota, and make sure it is really enforced
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(bao.api_raw("GET", "throttled/data/probe", None).0);
+    }
+    assert!(
+        statuses.contains(&429),
+        "the quota did not throttle: {statuses:?}"
+    );
+
+    let no_retry = VaultStore::new(
+        "ops-vault",
+        VaultOptions {
+            retry: RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            kv_version: Some(KvVersion::V2),
+            ..VaultOptions::new(
+                bao.address(),
+                "throttled",
+                VaultAuth::Token {
+                    token: bao.root_token().clone(),
+                },
+            )
+        },
+    )
+    .unwrap();
+    let err = no_retry.read("x", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
+    assert!(err.is_retryable());
+    assert!(err.to_string().contains("rate-limit quota"), "{err}");
+
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let harness = Harness {
+        store: Box::new(token_store(&bao, "throttled", bao.root_token().clone())),
+        fresh_name: Box::new(move || {
+            format!(
+                "t-{}",
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            )
+        }),
+        formats: vec![Format::Raw],
+        read_back: |_| Some("access_token"),
+        invalid_name: "a//b".to_owned(),
+    };
+    let throttled = token_store(&bao, "throttled", bao.root_token().clone());
+    let started = Instant::now();
+    conformance::throttling_retried(&harness, &throttled).await;
+    // three requests under a quota of one per second: the store must have waited and retried
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "finished in {:?}: the quota did not slow the store down",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn what_the_backend_wrote_reads_back_with_the_bao_cli_and_plain_http() {
+    let bao = OpenBao::start();
+    let store = token_store(&bao, "secret", bao.root_token().clone());
+    let written = payload("interop.token.value");
+    store.write("interop/graph", &written).await.unwrap();
+
+    let output = Command::new(testkit::real::tool("bao"))
+        .args([
+            "kv",
+            "get",
+            "-format=json",
+            "-mount=secret",
+            "interop/graph",
+        ])
+        .env("BAO_ADDR", bao.address())
+        .env("BAO_TOKEN", bao.root_token().expose_secret())
+        .env("HOME", std::env::temp_dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "bao kv get failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let expires_on = written.expires_on().unix_timestamp().to_string();
+    assert_eq!(
+        cli["data"]["data"],
+        json!({
+            "access_token": "interop.token.value",
+            "token_type": "Bearer",
+            "expires_on": expires_on,
+            "expires_at": written.expires_at_rfc3339(),
+            "managed_by": "secret-sync",
+        })
+    );
+    assert_eq!(
+        cli["data"]["metadata"]["custom_metadata"]["expires_on"],
+        expires_on.as_str()
+    );
+
+    let meta = bao.api("GET", "secret/metadata/interop/graph", None);
+    assert_eq!(meta["data"]["custom_metadata"]["managed_by"], "secret-sync");
+    assert_eq!(
+        meta["data"]["custom_metadata"]["expires_at"],
+        written.expires_at_rfc3339().as_str()
+    );
+
+    // KV v1 through plain HTTP
+    bao.enable_kv("kv1", 1);
+    let v1 = token_store(&bao, "kv1", bao.root_token().clone());
+    v1.write("interop/graph", &written).await.unwrap();
+    let raw = bao.api("GET", "kv1/interop/graph", None);
+    assert_eq!(raw["data"]["access_token"], "interop.token.value");
+    assert_eq!(raw["data"]["expires_on"], expires_on.as_str());
+}
+
+#[tokio::test]
+async fn credentials_written_by_people_are_read_by_field() {
+    let bao = OpenBao::start();
+    bao.api(
+        "POST",
+        "secret/data/apps/graph",
+        Some(json!({"data": {"client_id": "cid", "client_secret": "s3cr3t-from-cli"}})),
+    );
+    let store = token_store(&bao, "secret", bao.root_token().clone());
+    let secret = store
+        .read("apps/graph", Some("client_secret"))
+        .await
+        .unwrap();
+    assert_eq!(secret.expose_secret(), "s3cr3t-from-cli");
+    let whole = store.read("apps/graph", None).await.unwrap();
+    let whole: serde_json::Value = serde_json::from_str(whole.expose_secret()).unwrap();
+    assert_eq!(whole["client_id"], "cid");
+    let err = store
+        .read("apps/graph", Some("tenant_id"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FieldNotFound);
+    assert!(!format!("{err} {err:?}").contains("s3cr3t-from-cli"));
+
+    // not written by secret-sync: no managed-by marker
+    let meta = store.metadata("apps/graph").await.unwrap().unwrap();
+    assert_eq!(meta.managed_by, None);
+    assert_eq!(meta.version.as_deref(), Some("1"));
+    assert!(meta.updated_on.is_some());
+
+    // a token written by secret-sync over it: the next version, with the marker
+    store
+        .write("apps/graph", &payload("over.token.value"))
+        .await
+        .unwrap();
+    let meta = store.metadata("apps/graph").await.unwrap().unwrap();
+    assert_eq!(
+        (meta.version.as_deref(), meta.managed_by.as_deref()),
+        (Some("2"), Some("secret-sync"))
+    );
+
+    // soft-deleting the latest version makes the secret missing
+    bao.api("DELETE", "secret/data/apps/graph", None);
+    assert_eq!(store.metadata("apps/graph").await.unwrap(), None);
+    assert_eq!(
+        store.read("apps/graph", None).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[tokio::test]
+async fn namespaces_are_sent_with_every_request() {
+    let bao = OpenBao::start();
+    bao.api("POST", "sys/namespaces/team-a", None);
+    bao.api(
+        "POST",
+        "team-a/sys/mounts/kvns",
+        Some(json!({"type": "kv", "options": {"version": "2"}})),
+    );
+    let store = VaultStore::new(
+        "ops-vault",
+        VaultOptions {
+            namespace: Some("team-a".to_owned()),
+            ..VaultOptions::new(
+                bao.address(),
+                "kvns",
+                VaultAuth::Token {
+                    token: bao.root_token().clone(),
+                },
+            )
+        },
+    )
+    .unwrap();
+    store
+        .write("graph", &payload("ns.token.value"))
+        .await
+        .unwrap();
+    let read = bao.api("GET", "team-a/kvns/data/graph", None);
+    assert_eq!(read["data"]["data"]["access_token"], "ns.token.value");
+    let (status, _) = bao.api_raw("GET", "kvns/data/graph", None);
+    assert_ne!(
+        status, 200,
+        "the secret must not exist outside the namespace"
+    );
+}
+
+#[tokio::test]
+async fn a_mount_that_is_not_kv_is_reported() {
+    let bao = OpenBao::start();
+    let store = token_store(&bao, "cubbyhole", bao.root_token().clone());
+    let err = store.read("x", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("not KV"), "{err}");
+}
