@@ -2,6 +2,10 @@
 //! the managed identity and GitHub endpoints, and replay of the recorded Entra answers. One test
 //! binary, one module per topic.
 
+mod certificate;
 mod faults;
+mod federated;
+mod identity;
 mod secret;
 mod support;
+mod tls;

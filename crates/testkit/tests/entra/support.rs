@@ -112,3 +112,26 @@ pub async fn post_secret(
     )
     .await
 }
+/// A client-credentials request with a client assertion.
+pub async fn post_assertion(
+    client: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    assertion: &str,
+) -> Answer {
+    post_form(
+        client,
+        url,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion),
+            ("scope", VAULT_SCOPE),
+        ],
+    )
+    .await
+}

@@ -1,0 +1,239 @@
+//! Managed identity (IMDS and App Service) and GitHub Actions OIDC endpoints: their header rules,
+//! Azure's string-typed expiry fields, identity selection, and a GitHub token that Entra then
+//! accepts as a federated credential.
+
+use testkit::{
+    AppRegistration, EntraEmulator, FEDERATED_AUDIENCE, Fault, FederatedCredential,
+    GITHUB_ACTIONS_ISSUER, GithubOidc, ManagedIdentity, TokenSource,
+};
+
+use crate::support::*;
+
+const MI_CLIENT: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+const REPO_SUBJECT: &str = "repo:contoso/secret-sync:ref:refs/heads/main";
+
+async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = reqwest::Client::new().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Answer::from(request.send().await.expect("the emulator answers")).await
+}
+
+async fn emulator_with_identity() -> (EntraEmulator, ManagedIdentity) {
+    let entra = EntraEmulator::start().await.unwrap();
+    let identity = ManagedIdentity::new(TENANT, MI_CLIENT);
+    entra.enable_managed_identity(identity.clone());
+    (entra, identity)
+}
+
+#[tokio::test]
+async fn imds_answers_with_string_expiry() {
+    let (entra, _) = emulator_with_identity().await;
+    let url = format!(
+        "{}?api-version=2018-02-01&resource=https://vault.azure.net",
+        entra.imds_endpoint()
+    );
+    let answer = get(&url, &[("Metadata", "true")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    for key in ["expires_in", "expires_on", "ext_expires_in", "not_before"] {
+        let value = answer.body[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is a string: {}", answer.text));
+        assert!(value.parse::<u64>().is_ok(), "{key} is numeric: {value}");
+    }
+    assert_eq!(answer.body["token_type"], "Bearer");
+    assert_eq!(answer.body["client_id"], MI_CLIENT);
+    assert_eq!(answer.body["resource"], "https://vault.azure.net");
+    let token = answer.body["access_token"].as_str().unwrap();
+    let issued = entra
+        .validate_bearer(token, "https://vault.azure.net")
+        .unwrap();
+    assert_eq!(issued.source, TokenSource::ManagedIdentity);
+}
+
+#[tokio::test]
+async fn imds_rules() {
+    let (entra, identity) = emulator_with_identity().await;
+    let base = entra.imds_endpoint();
+    let no_header = get(
+        &format!("{base}?api-version=2018-02-01&resource=https://vault.azure.net"),
+        &[],
+    )
+    .await;
+    assert_eq!(no_header.status, 400);
+    assert_eq!(
+        no_header.body["error_description"],
+        "Required metadata header not specified"
+    );
+    let no_resource = get(
+        &format!("{base}?api-version=2018-02-01"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(no_resource.status, 400);
+    let no_version = get(
+        &format!("{base}?resource=https://vault.azure.net"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(no_version.status, 400);
+    let other = get(
+        &format!("{base}?api-version=2018-02-01&resource=https://vault.azure.net&client_id=00000000-0000-0000-0000-000000000000"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(other.status, 400);
+    assert_eq!(other.body["error_description"], "Identity not found");
+    let selected = get(
+        &format!(
+            "{base}?api-version=2018-02-01&resource=https://vault.azure.net&client_id={}",
+            identity.client_id
+        ),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(selected.status, 200, "{}", selected.text);
+}
+
+#[tokio::test]
+async fn imds_without_identity_is_identity_not_found() {
+    let entra = EntraEmulator::start().await.unwrap();
+    let url = format!(
+        "{}?api-version=2018-02-01&resource=https://vault.azure.net",
+        entra.imds_endpoint()
+    );
+    let answer = get(&url, &[("Metadata", "true")]).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["error_description"], "Identity not found");
+}
+
+#[tokio::test]
+async fn app_service_requires_the_identity_header() {
+    let (entra, identity) = emulator_with_identity().await;
+    let url = format!(
+        "{}?api-version=2019-08-01&resource=https://vault.azure.net",
+        entra.identity_endpoint()
+    );
+    assert_eq!(get(&url, &[]).await.status, 400);
+    assert_eq!(
+        get(&url, &[("X-IDENTITY-HEADER", "wrong")]).await.status,
+        401
+    );
+    let answer = get(&url, &[("X-IDENTITY-HEADER", &identity.identity_header)]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(
+        answer.body["expires_on"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    assert!(
+        answer.body["expires_in"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
+    let old_version = format!(
+        "{}?api-version=2017-09-01&resource=https://vault.azure.net",
+        entra.identity_endpoint()
+    );
+    assert_eq!(
+        get(
+            &old_version,
+            &[("X-IDENTITY-HEADER", &identity.identity_header)]
+        )
+        .await
+        .status,
+        400
+    );
+}
+
+#[tokio::test]
+async fn faults_apply_to_managed_identity_too() {
+    let (entra, _) = emulator_with_identity().await;
+    entra.inject(Fault::TooManyRequests {
+        retry_after_secs: Some(2),
+    });
+    let url = format!(
+        "{}?api-version=2018-02-01&resource=https://vault.azure.net",
+        entra.imds_endpoint()
+    );
+    let answer = get(&url, &[("Metadata", "true")]).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(
+        answer.headers.get("retry-after").map(String::as_str),
+        Some("2")
+    );
+    assert_eq!(get(&url, &[("Metadata", "true")]).await.status, 200);
+    assert_eq!(entra.requests().len(), 2);
+    assert_eq!(
+        entra.token_request_count(),
+        0,
+        "IMDS calls are not token endpoint calls"
+    );
+}
+
+#[tokio::test]
+async fn github_token_is_accepted_as_federated_credential() {
+    let entra = EntraEmulator::start().await.unwrap();
+    entra.enable_github_oidc(GithubOidc::new(REPO_SUBJECT, "request-token-value"));
+    entra.register_app(
+        AppRegistration::new(TENANT, CLIENT_ID).with_federated_credential(
+            FederatedCredential::new(GITHUB_ACTIONS_ISSUER, REPO_SUBJECT),
+        ),
+    );
+    let url = format!(
+        "{}&audience=api%3A%2F%2FAzureADTokenExchange",
+        entra.github_oidc_request_url()
+    );
+    let refused = get(&url, &[("Authorization", "bearer wrong")]).await;
+    assert_eq!(refused.status, 401);
+    let answer = get(&url, &[("Authorization", "bearer request-token-value")]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let github_jwt = answer.body["value"].as_str().unwrap();
+    assert_eq!(entra.github_issuer().issuer(), GITHUB_ACTIONS_ISSUER);
+
+    let token = post_assertion(
+        &reqwest::Client::new(),
+        &entra.token_url(TENANT),
+        CLIENT_ID,
+        github_jwt,
+    )
+    .await;
+    assert_eq!(token.status, 200, "{}", token.text);
+    assert_eq!(entra.issued_tokens()[0].source, TokenSource::Federated);
+
+    let wrong_audience_url = format!(
+        "{}&audience=api%3A%2F%2Fsomething",
+        entra.github_oidc_request_url()
+    );
+    let other = get(
+        &wrong_audience_url,
+        &[("Authorization", "Bearer request-token-value")],
+    )
+    .await;
+    let other_jwt = other.body["value"].as_str().unwrap();
+    post_assertion(
+        &reqwest::Client::new(),
+        &entra.token_url(TENANT),
+        CLIENT_ID,
+        other_jwt,
+    )
+    .await
+    .assert_entra_error(400, "invalid_client", 700212);
+    assert!(FEDERATED_AUDIENCE.starts_with("api://"));
+}
+
+#[tokio::test]
+async fn github_endpoint_is_off_until_enabled() {
+    let entra = EntraEmulator::start().await.unwrap();
+    let answer = get(
+        &entra.github_oidc_request_url(),
+        &[("Authorization", "bearer x")],
+    )
+    .await;
+    assert_eq!(answer.status, 404);
+}
