@@ -89,6 +89,32 @@ impl FileStore {
         }
     }
 
+    /// A store for the single file at absolute `path` (what a `file:///path#field` reference
+    /// names): its directory is the file's parent, and the returned name is the file name.
+    pub fn for_path(
+        backend: impl Into<String>,
+        path: &Path,
+    ) -> Result<(FileStore, String), BackendError> {
+        let backend = backend.into();
+        let parts = path
+            .parent()
+            .zip(path.file_name().and_then(|n| n.to_str()))
+            .filter(|_| path.is_absolute());
+        let Some((dir, name)) = parts else {
+            return Err(BackendError::new(
+                ErrorKind::InvalidName,
+                &backend,
+                format!(
+                    "{} is not an absolute path to a file: write it like /etc/secret-sync/graph.json",
+                    path.display()
+                ),
+            ));
+        };
+        let store = FileStore::new(backend, FileOptions::new(dir));
+        store.check_name(name)?;
+        Ok((store, name.to_owned()))
+    }
+
     /// The options this store was built with.
     pub fn options(&self) -> &FileOptions {
         &self.options
@@ -682,6 +708,28 @@ mod tests {
         }
         for good in ["graph.json", "apps/graph-token", ".hidden", "a..b"] {
             store.check_name(good).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_reference_becomes_a_store_and_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph.json");
+        fs::write(&path, r#"{"client_secret": "s"}"#).unwrap();
+        let (store, name) = FileStore::for_path("file", &path).unwrap();
+        assert_eq!(name, "graph.json");
+        assert_eq!(store.options().dir, dir.path());
+        assert_eq!(
+            store
+                .read(&name, Some("client_secret"))
+                .await
+                .unwrap()
+                .expose_secret(),
+            "s"
+        );
+        for bad in ["relative/graph.json", "/", "/etc/.."] {
+            let err = FileStore::for_path("file", Path::new(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}: {err}");
         }
     }
 

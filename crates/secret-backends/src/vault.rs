@@ -498,10 +498,14 @@ impl VaultStore {
         let mut retries = 0;
         let mut logged_in_again = false;
         loop {
-            let client = self.client().await?;
-            let err = match call(client).await {
+            // a failed login (already translated) is retried like a failed call
+            let outcome = match self.client().await {
+                Ok(client) => call(client).await.map_err(|e| self.translate(e, op)),
+                Err(login_failed) => Err(login_failed),
+            };
+            let err = match outcome {
                 Ok(value) => return Ok(value),
-                Err(e) => self.translate(e, op),
+                Err(err) => err,
             };
             let can_login = !matches!(self.options.auth, VaultAuth::Token { .. });
             if err.kind() == ErrorKind::Forbidden && can_login && !logged_in_again {
@@ -903,12 +907,17 @@ impl SecretStore for VaultStore {
             .into_iter()
             .map(|(k, v)| (k, serde_json::Value::String(v)))
             .collect();
+        let current_version = meta.current_version.to_string();
+        let describes_current =
+            custom.get("version").and_then(|v| v.as_str()) == Some(current_version.as_str());
         let mut found = from_data(&custom);
-        if found.managed_by.is_none() {
-            // written by something else: the expiry may still be in the data
-            if let Some((map, _)) = self.read_map(name, "reading the secret's metadata").await? {
-                found = from_data(&map);
-            }
+        if !describes_current {
+            // the current version was written by something else (or before this marker existed):
+            // what it says about itself is in its data
+            found = match self.read_map(name, "reading the secret's metadata").await? {
+                Some((map, _)) => from_data(&map),
+                None => return Ok(None),
+            };
         }
         Ok(Some(SecretMetadata {
             version: Some(meta.current_version.to_string()),
@@ -955,22 +964,23 @@ impl SecretStore for VaultStore {
             KvVersion::V2 => {
                 // check-and-set against the version we compared with, so a concurrent writer is noticed
                 let cas = current.as_ref().and_then(|(_, v)| *v);
-                self.call(op, |client| {
-                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
-                    async move {
-                        match cas.and_then(|v| u32::try_from(v).ok()) {
-                            Some(cas) => {
-                                let options = SetSecretRequestOptions { cas };
-                                vaultrs::kv2::set_with_options(
-                                    &*client, &mount, &path, &*data, options,
-                                )
-                                .await
+                let written = self
+                    .call(op, |client| {
+                        let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                        async move {
+                            match cas.and_then(|v| u32::try_from(v).ok()) {
+                                Some(cas) => {
+                                    let options = SetSecretRequestOptions { cas };
+                                    vaultrs::kv2::set_with_options(
+                                        &*client, &mount, &path, &*data, options,
+                                    )
+                                    .await
+                                }
+                                None => vaultrs::kv2::set(&*client, &mount, &path, &*data).await,
                             }
-                            None => vaultrs::kv2::set(&*client, &mount, &path, &*data).await,
                         }
-                    }
-                })
-                .await?;
+                    })
+                    .await?;
                 let custom: HashMap<String, String> = [
                     (
                         "expires_on",
@@ -978,6 +988,8 @@ impl SecretStore for VaultStore {
                     ),
                     ("expires_at", payload.expires_at_rfc3339()),
                     ("managed_by", payload.managed_by().to_owned()),
+                    // custom_metadata outlives versions: this says which version it describes
+                    ("version", written.version.to_string()),
                 ]
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))

@@ -413,6 +413,18 @@ async fn credentials_written_by_people_are_read_by_field() {
         (Some("2"), Some("secret-sync"))
     );
 
+    // a person writes a new version by hand: the old custom_metadata no longer describes it
+    bao.api(
+        "POST",
+        "secret/data/apps/graph",
+        Some(json!({"data": {"client_id": "cid", "client_secret": "rotated"}})),
+    );
+    let meta = store.metadata("apps/graph").await.unwrap().unwrap();
+    assert_eq!(
+        (meta.version.as_deref(), meta.managed_by, meta.expires_on),
+        (Some("3"), None, None)
+    );
+
     // soft-deleting the latest version makes the secret missing
     bao.api("DELETE", "secret/data/apps/graph", None);
     assert_eq!(store.metadata("apps/graph").await.unwrap(), None);
