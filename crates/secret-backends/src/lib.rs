@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 pub mod aws;
+pub mod azure_kv;
 mod error;
 pub mod file;
 pub mod reference;
@@ -28,6 +29,7 @@ pub mod vault;
 pub mod conformance;
 
 pub use aws::{AwsOptions, AwsStore};
+pub use azure_kv::{AzureKeyVaultOptions, AzureKeyVaultStore};
 pub use error::{BackendError, ErrorKind};
 pub use file::{FileOptions, FileStore};
 pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};
