@@ -7,5 +7,6 @@ mod faults;
 mod federated;
 mod identity;
 mod secret;
+mod server_bin;
 mod support;
 mod tls;

@@ -1,0 +1,102 @@
+//! `testkit-server`: the Entra ID emulator as a standalone process, for `cargo xtask demo` and
+//! manual runs. It registers one app, prints one JSON line (base URL, token URL, CA file, ...)
+//! on stdout, and serves until it receives Ctrl-C or SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use testkit::{AppRegistration, EntraEmulator, GithubOidc, ManagedIdentity, ServerOptions, TestCa};
+
+/// Serve the Entra ID emulator on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Serve HTTPS with a CA generated at start-up (see --ca-out).
+    #[arg(long)]
+    tls: bool,
+    /// Write the CA certificate (PEM) to this file (needs --tls).
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+    /// Tenant of the registered app.
+    #[arg(long, env = "TESTKIT_TENANT")]
+    tenant: String,
+    /// Client id of the registered app.
+    #[arg(long, env = "TESTKIT_CLIENT_ID")]
+    client_id: String,
+    /// Client secret of the registered app (prefer the environment variable).
+    #[arg(long, env = "TESTKIT_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: String,
+    /// Also serve a managed identity with this client id (IMDS and App Service endpoints).
+    #[arg(long)]
+    managed_identity_client_id: Option<String>,
+    /// Also serve the GitHub Actions OIDC endpoint minting tokens for this subject.
+    #[arg(long, requires = "github_request_token")]
+    github_subject: Option<String>,
+    /// The bearer token the GitHub OIDC endpoint requires.
+    #[arg(long, env = "TESTKIT_GITHUB_REQUEST_TOKEN", hide_env_values = true)]
+    github_request_token: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.ca_out.is_some() && !args.tls {
+        bail!("--ca-out needs --tls: a plain HTTP server has no CA");
+    }
+    let ca = if args.tls {
+        Some(Arc::new(
+            TestCa::generate().context("generating the test CA")?,
+        ))
+    } else {
+        None
+    };
+    if let (Some(ca), Some(path)) = (&ca, &args.ca_out) {
+        ca.write_pem(path)?;
+    }
+    let entra = EntraEmulator::start_with(ServerOptions {
+        port: args.port,
+        ca,
+    })
+    .await
+    .context("starting the Entra emulator")?;
+    entra.register_app(
+        AppRegistration::new(&args.tenant, &args.client_id).with_secret(&args.client_secret),
+    );
+    let mut info = serde_json::json!({
+        "base_url": entra.base_url(),
+        "token_url": entra.token_url(&args.tenant),
+        "tenant": args.tenant,
+        "client_id": args.client_id,
+        "ca_pem_path": args.ca_out,
+    });
+    if let Some(client_id) = &args.managed_identity_client_id {
+        let identity = ManagedIdentity::new(&args.tenant, client_id);
+        info["imds_endpoint"] = entra.imds_endpoint().into();
+        info["identity_endpoint"] = entra.identity_endpoint().into();
+        info["identity_header"] = identity.identity_header.clone().into();
+        entra.enable_managed_identity(identity);
+    }
+    if let (Some(subject), Some(token)) = (&args.github_subject, &args.github_request_token) {
+        entra.enable_github_oidc(GithubOidc::new(subject, token));
+        info["github_request_url"] = entra.github_oidc_request_url().into();
+    }
+    println!("{info}");
+    wait_for_stop().await?;
+    entra.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
