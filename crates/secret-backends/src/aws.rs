@@ -211,15 +211,15 @@ impl AwsStore {
                 let code = err.code().unwrap_or("");
                 let aws_message = err.message().unwrap_or("");
                 let (kind, advice) = classify(code, status, aws_message, name);
-                let code = if code.is_empty() {
+                let mut what = if code.is_empty() {
                     format!("HTTP {status}")
                 } else {
                     code.to_owned()
                 };
-                (
-                    kind,
-                    format!("{op} failed: {code}: {aws_message}: {advice}"),
-                )
+                if !aws_message.is_empty() {
+                    what.push_str(&format!(" ({aws_message})"));
+                }
+                (kind, format!("{op} failed with {what}: {advice}"))
             }
             SdkError::TimeoutError(_) => (
                 ErrorKind::Unreachable,
@@ -597,4 +597,80 @@ fn check_options(backend: &str, options: &AwsOptions) -> Result<(), BackendError
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map_to_kinds_with_advice() {
+        let cases = [
+            ("ResourceNotFoundException", 400, "", ErrorKind::NotFound),
+            (
+                "ThrottlingException",
+                400,
+                "Rate exceeded",
+                ErrorKind::Throttled,
+            ),
+            ("AccessDeniedException", 400, "", ErrorKind::Forbidden),
+            ("DecryptionFailure", 400, "", ErrorKind::Forbidden),
+            (
+                "UnrecognizedClientException",
+                400,
+                "",
+                ErrorKind::Unauthorized,
+            ),
+            ("InternalServiceError", 500, "", ErrorKind::Unavailable),
+            ("", 503, "", ErrorKind::Unavailable),
+            ("", 403, "", ErrorKind::Forbidden),
+            ("SomethingNew", 400, "", ErrorKind::Protocol),
+        ];
+        for (code, status, message, kind) in cases {
+            assert_eq!(
+                classify(code, status, message, "a/b").0,
+                kind,
+                "{code} {status}"
+            );
+        }
+        let (kind, advice) = classify(
+            "InvalidRequestException",
+            400,
+            "You can't perform this operation on the secret because it was marked for deletion.",
+            "graph/token",
+        );
+        assert_eq!(kind, ErrorKind::Conflict);
+        assert!(
+            advice.contains("aws secretsmanager restore-secret --secret-id graph/token"),
+            "{advice}"
+        );
+    }
+
+    #[test]
+    fn endpoint_url_must_be_https_unless_loopback() {
+        let with = |url: &str| AwsOptions {
+            endpoint_url: Some(url.to_owned()),
+            ..AwsOptions::default()
+        };
+        for ok in [
+            "https://secretsmanager.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:4566",
+            "http://localhost:4566",
+            "http://[::1]:4566",
+        ] {
+            assert!(check_options("aws", &with(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["http://10.0.0.5:4566", "ftp://127.0.0.1", "not a url"] {
+            let err = check_options("aws", &with(bad)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{bad}");
+        }
+        let zero = AwsOptions {
+            max_attempts: 0,
+            ..AwsOptions::default()
+        };
+        assert_eq!(
+            check_options("aws", &zero).unwrap_err().kind(),
+            ErrorKind::InvalidConfig
+        );
+    }
 }

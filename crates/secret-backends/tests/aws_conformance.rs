@@ -8,6 +8,8 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::config::{Credentials, Region, SharedCredentialsProvider};
@@ -19,6 +21,7 @@ use secret_backends::{
 use serde_json::Value;
 use testkit::real::{Moto, python};
 use time::OffsetDateTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ACCESS_KEY: &str = "AKIDSECRETSYNCTEST";
 const SECRET_KEY: &str = "secret-sync-test-secret-key";
@@ -34,12 +37,21 @@ fn sdk_config(access_key: &str, secret_key: &str) -> SdkConfig {
 }
 
 fn store_at(endpoint_url: String, max_attempts: u32) -> AwsStore {
+    store_with_keys(endpoint_url, max_attempts, ACCESS_KEY, SECRET_KEY)
+}
+
+fn store_with_keys(
+    endpoint_url: String,
+    max_attempts: u32,
+    access_key: &str,
+    secret_key: &str,
+) -> AwsStore {
     let options = AwsOptions {
         endpoint_url: Some(endpoint_url),
         max_attempts,
         ..AwsOptions::default()
     };
-    AwsStore::with_sdk_config("aws-test", options, &sdk_config(ACCESS_KEY, SECRET_KEY)).unwrap()
+    AwsStore::with_sdk_config("aws-test", options, &sdk_config(access_key, secret_key)).unwrap()
 }
 
 /// A loopback URL where nothing listens.
@@ -59,8 +71,11 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let moto = Moto::start();
-    let store = store_at(moto.endpoint_url(), 3);
+    fixture_on(Moto::start(), store_at)
+}
+
+fn fixture_on(moto: Moto, make_store: impl FnOnce(String, u32) -> AwsStore) -> Fixture {
+    let store = make_store(moto.endpoint_url(), 3);
     Fixture {
         harness: Harness {
             store: Box::new(store.clone()),
@@ -116,6 +131,153 @@ async fn server_unreachable() {
     let f = fixture();
     let unreachable = store_at(closed_endpoint(), 2);
     conformance::server_unreachable(&f.harness, &unreachable).await;
+}
+
+#[tokio::test]
+async fn authentication_refused() {
+    // moto checks credentials against its IAM after the first three requests, which create
+    // the user, its access key and its policy.
+    let moto = Moto::start_with_env(&[("INITIAL_NO_AUTH_ACTION_COUNT", "3")]);
+    let keys = boto3(
+        &moto,
+        "iam = boto3.client('iam', endpoint_url=sys.argv[1], region_name='eu-west-1', \
+         aws_access_key_id='x', aws_secret_access_key='x')
+iam.create_user(UserName='sync')
+k = iam.create_access_key(UserName='sync')['AccessKey']
+iam.put_user_policy(UserName='sync', PolicyName='sm', PolicyDocument=json.dumps({'Version': '2012-10-17',
+    'Statement': [{'Effect': 'Allow', 'Action': 'secretsmanager:*', 'Resource': '*'}]}))
+print(json.dumps({'id': k['AccessKeyId'], 'secret': k['SecretAccessKey']}))
+",
+        &[],
+    );
+    let access_key = keys["id"].as_str().unwrap().to_owned();
+    let secret_key = keys["secret"].as_str().unwrap().to_owned();
+    let wrong_secret = "wrong-secret-key-0123456789abcdefghij";
+    let bad = store_with_keys(moto.endpoint_url(), 3, &access_key, wrong_secret);
+    let f = fixture_on(moto, |url, attempts| {
+        store_with_keys(url, attempts, &access_key, &secret_key)
+    });
+    conformance::authentication_refused(&f.harness, &bad, wrong_secret).await;
+    // The good credentials work on the same server, so the refusal was about the key.
+    conformance::write_then_read_back(&f.harness).await;
+}
+
+#[tokio::test]
+async fn throttling_retried() {
+    let f = fixture();
+    let proxy = ThrottlingProxy::start(f.moto.endpoint_url(), 2).await;
+    let throttled = store_at(proxy.endpoint_url(), 3);
+    conformance::throttling_retried(&f.harness, &throttled).await;
+    assert_eq!(
+        proxy.throttled(),
+        2,
+        "requests answered with ThrottlingException"
+    );
+}
+
+#[tokio::test]
+async fn throttling_beyond_max_attempts_is_reported() {
+    let f = fixture();
+    let proxy = ThrottlingProxy::start(f.moto.endpoint_url(), 100).await;
+    let throttled = store_at(proxy.endpoint_url(), 2);
+    let err = throttled.metadata("graph/token").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("ThrottlingException"), "{err}");
+    assert_eq!(proxy.throttled(), 2, "attempts made");
+}
+
+/// A proxy in front of moto that answers the first `throttle` requests with a Secrets Manager
+/// `ThrottlingException` (then closes that connection) and forwards every later connection.
+struct ThrottlingProxy {
+    port: u16,
+    throttled: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ThrottlingProxy {
+    async fn start(upstream: String, throttle: usize) -> ThrottlingProxy {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let throttled = Arc::new(AtomicUsize::new(0));
+        let counter = throttled.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    if counter.load(Ordering::SeqCst) < throttle {
+                        read_request(&mut client).await;
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+                        let answer = format!(
+                            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\n\
+                             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = client.write_all(answer.as_bytes()).await;
+                        let _ = client.shutdown().await;
+                    } else if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        ThrottlingProxy {
+            port,
+            throttled,
+            task,
+        }
+    }
+
+    fn endpoint_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn throttled(&self) -> usize {
+        self.throttled.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ThrottlingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one HTTP request (headers, then `Content-Length` bytes of body) and drops it.
+async fn read_request(stream: &mut tokio::net::TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return;
+            }
+        }
+    }
 }
 
 /// Runs a boto3 script against moto with `args`, returning its stdout parsed as JSON.
@@ -289,4 +451,47 @@ async fn the_store_debug_shows_no_credentials() {
         "Debug leaks the secret key: {debug}"
     );
     assert!(debug.contains("aws-test"), "{debug}");
+}
+
+#[tokio::test]
+async fn missing_credentials_are_explained() {
+    let moto = Moto::start();
+    let no_credentials = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .build();
+    let options = AwsOptions {
+        endpoint_url: Some(moto.endpoint_url()),
+        ..AwsOptions::default()
+    };
+    let store = AwsStore::with_sdk_config("aws-test", options, &no_credentials).unwrap();
+    let err = store.metadata("graph/token").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(
+        err.to_string().contains("no usable AWS credentials"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn names_follow_the_aws_rule() {
+    let store = store_at(closed_endpoint(), 1);
+    for ok in [
+        "a",
+        "graph/access-token",
+        "A-Za-z0-9/_+=.@-",
+        &"n".repeat(512),
+    ] {
+        assert!(store.check_name(ok).is_ok(), "{ok} should be accepted");
+    }
+    for bad in [
+        "",
+        "with space",
+        "arn:aws:secretsmanager:eu-west-1:1:secret:x",
+        "é",
+        &"n".repeat(513),
+    ] {
+        let err = store.check_name(bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}");
+    }
 }

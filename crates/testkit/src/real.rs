@@ -72,12 +72,20 @@ impl Moto {
     /// # Panics
     /// When `moto_server` is not installed or does not come up; the message carries its log.
     pub fn start() -> Moto {
+        Moto::start_with_env(&[])
+    }
+
+    /// Like [`Moto::start`], with extra environment for the server, e.g.
+    /// `INITIAL_NO_AUTH_ACTION_COUNT=3` to check credentials (against moto's IAM) after the
+    /// first three requests, which can create the IAM user and access key.
+    pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let program = tool("moto_server");
         let (process, port) = start_with_retries("moto_server", |log_dir| {
             let port = free_port();
             let mut cmd = Command::new(&program);
             cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .env("HOME", log_dir);
+                .env("HOME", log_dir)
+                .envs(env.iter().copied());
             let ready = move || matches!(http(port, "GET", "/moto-api/", &[], None), Ok((200, _)));
             (cmd, port, Box::new(ready) as Box<dyn Fn() -> bool>)
         });
