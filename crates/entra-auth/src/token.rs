@@ -205,7 +205,8 @@ fn service_details(map: &serde_json::Map<String, Value>, sensitive: &[&str]) -> 
             .map(|s| redact(s, sensitive))
             .filter(|s| !s.is_empty())
     };
-    let description = text("error_description");
+    // Entra and IMDS send `error_description`; App Service sends `message`.
+    let description = text("error_description").or_else(|| text("message"));
     let mut codes: Vec<u32> = map
         .get("error_codes")
         .and_then(Value::as_array)
@@ -225,7 +226,9 @@ fn service_details(map: &serde_json::Map<String, Value>, sensitive: &[&str]) -> 
         codes,
         description: description.map(|d| shorten(d.lines().next().unwrap_or(""), 300)),
         trace_id: text("trace_id").map(|e| shorten(&e, 80)),
-        correlation_id: text("correlation_id").map(|e| shorten(&e, 80)),
+        correlation_id: text("correlation_id")
+            .or_else(|| text("correlationId"))
+            .map(|e| shorten(&e, 80)),
     }
 }
 
