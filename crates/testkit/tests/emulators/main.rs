@@ -1,0 +1,13 @@
+//! The testkit emulators, driven over real HTTP(S) with reqwest: every Entra validation rule,
+//! every fault, the managed identity and GitHub endpoints, the Key Vault secrets API, and replay of
+//! the recorded service answers. One test binary, one module per topic.
+
+mod certificate;
+mod faults;
+mod federated;
+mod fixtures;
+mod identity;
+mod secret;
+mod server_bin;
+mod support;
+mod tls;
