@@ -495,3 +495,27 @@ async fn names_follow_the_aws_rule() {
         assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_new_secret_uses_the_configured_kms_key() {
+    let moto = Moto::start();
+    let options = AwsOptions {
+        endpoint_url: Some(moto.endpoint_url()),
+        kms_key_id: Some("alias/secret-sync-tokens".to_owned()),
+        ..AwsOptions::default()
+    };
+    let store = AwsStore::with_sdk_config("aws-test", options, &sdk_config(ACCESS_KEY, SECRET_KEY))
+        .unwrap();
+    let written = payload(
+        "eyJ0eXAiOiJKV1QifQ.kms.sig",
+        OffsetDateTime::now_utc(),
+        Format::Raw,
+    );
+    store.write("graph/kms", &written).await.unwrap();
+    let seen = boto3(
+        &moto,
+        "print(json.dumps(sm.describe_secret(SecretId=sys.argv[2]).get('KmsKeyId')))",
+        &["graph/kms"],
+    );
+    assert_eq!(seen, "alias/secret-sync-tokens");
+}
