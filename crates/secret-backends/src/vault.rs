@@ -396,38 +396,36 @@ impl VaultStore {
             secret: None,
             doing: "logging in",
         };
-        let refused = |e: ClientError| {
-            let err = self.translate(e, op);
-            match err.kind() {
-                ErrorKind::NotFound
-                | ErrorKind::Forbidden
-                | ErrorKind::Protocol
-                | ErrorKind::Conflict => self.error(
+        let advice = match &self.options.auth {
+            VaultAuth::Token { .. } => "the token is wrong, expired or revoked: issue a new token",
+            VaultAuth::AppRole { .. } => {
+                "check role_id and secret_id (a secret id can expire or run out of uses)"
+            }
+            VaultAuth::Jwt { .. } => {
+                "check the role, and the JWT's issuer, audience, subject and expiry against the role's bound claims"
+            }
+            VaultAuth::Kubernetes { .. } => {
+                "check the role, and that it is bound to this pod's service account and namespace"
+            }
+        };
+        // a client error at login means the credentials were refused; other failures keep their kind
+        let refused = |e: ClientError| match e {
+            ClientError::APIError { code, errors } if (400..500).contains(&code) && code != 429 => {
+                self.error(
                     ErrorKind::Unauthorized,
                     op,
                     format!(
-                        "{} login was refused: {}",
+                        "{} login was refused (Vault answered {}): {advice}",
                         self.options.auth.method(),
-                        err.message()
+                        status_text(code, &errors)
                     ),
-                ),
-                _ => err,
+                )
             }
+            other => self.translate(other, op),
         };
         if let VaultAuth::Token { token } = &self.options.auth {
             let client = self.new_client(token.expose_secret())?;
-            let info = client.lookup().await.map_err(|e| {
-                let err = refused(e);
-                if err.kind() == ErrorKind::Unauthorized {
-                    self.error(
-                        ErrorKind::Unauthorized,
-                        op,
-                        "the Vault token was refused (it is wrong, expired or revoked): issue a new token",
-                    )
-                } else {
-                    err
-                }
-            })?;
+            let info = client.lookup().await.map_err(refused)?;
             return Ok(Session {
                 client: Arc::new(client),
                 refresh_at: refresh_at(info.ttl),
@@ -533,20 +531,6 @@ impl VaultStore {
     fn translate(&self, err: ClientError, op: Op<'_>) -> BackendError {
         let doing = op.doing;
         let status = |code: u16, errors: &[String]| {
-            let detail = if errors.is_empty() {
-                String::new()
-            } else {
-                let mut joined = errors.join("; ");
-                if joined.len() > 300 {
-                    let cut = (0..=300)
-                        .rev()
-                        .find(|&i| joined.is_char_boundary(i))
-                        .unwrap_or(0);
-                    joined.truncate(cut);
-                    joined.push_str("...");
-                }
-                format!(" ({joined})")
-            };
             let (kind, advice) = match code {
                 400 if errors.iter().any(|e| e.contains("check-and-set")) => (
                     ErrorKind::Conflict,
@@ -577,7 +561,10 @@ impl VaultStore {
             self.error(
                 kind,
                 op,
-                format!("Vault answered HTTP {code}{detail} while {doing}: {advice}"),
+                format!(
+                    "Vault answered {} while {doing}: {advice}",
+                    status_text(code, errors)
+                ),
             )
         };
         match err {
@@ -616,8 +603,8 @@ impl VaultStore {
         }
     }
 
-    /// The mount's KV version, from the options or detected once.
-    async fn kv_version(&self) -> Result<KvVersion, BackendError> {
+    /// The mount's KV version, from the options or detected once; errors name `name`.
+    async fn kv_version(&self, name: &str) -> Result<KvVersion, BackendError> {
         self.kv_version
             .get_or_try_init(|| async {
                 let op = Op {
@@ -631,9 +618,11 @@ impl VaultStore {
                         async move { mount_options(&client, &mount).await }
                     })
                     .await
-                    .map_err(|e| {
-                        let hint = "set kv_version = 1 or 2 in the backend's options to skip detection";
-                        self.error(e.kind(), op, format!("{}; {hint}", e.message()))
+                    .map_err(|e| match e.kind() {
+                        ErrorKind::Forbidden | ErrorKind::NotFound | ErrorKind::Protocol => {
+                            e.with_advice("or set kv_version = 1 or 2 in the backend's options to skip detection")
+                        }
+                        _ => e,
                     })?;
                 match (options.kind.as_deref(), options.version.as_deref()) {
                     (Some("kv"), Some("2")) => Ok(KvVersion::V2),
@@ -651,6 +640,7 @@ impl VaultStore {
             })
             .await
             .copied()
+            .map_err(|e| e.with_secret(name))
     }
 
     /// The current KV map at `name` and, on KV v2, its version; `None` when missing.
@@ -665,7 +655,7 @@ impl VaultStore {
             doing,
         };
         let (mount, path) = (self.mount.clone(), name.to_owned());
-        let result = match self.kv_version().await? {
+        let result = match self.kv_version(name).await? {
             KvVersion::V2 => self
                 .call(op, move |client| {
                     let (mount, path) = (mount.clone(), path.clone());
@@ -755,6 +745,24 @@ async fn mount_options(client: &VaultClient, mount: &str) -> Result<MountInfo, C
             .as_str()
             .map(str::to_owned),
     })
+}
+
+/// `HTTP 403 (permission denied)`: the status and Vault's own error strings (which name paths
+/// and reasons, never values), shortened.
+fn status_text(code: u16, errors: &[String]) -> String {
+    if errors.is_empty() {
+        return format!("HTTP {code}");
+    }
+    let mut joined = errors.join("; ");
+    if joined.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| joined.is_char_boundary(i))
+            .unwrap_or(0);
+        joined.truncate(cut);
+        joined.push_str("...");
+    }
+    format!("HTTP {code} ({joined})")
 }
 
 struct MountInfo {
@@ -874,7 +882,7 @@ impl SecretStore for VaultStore {
             version: None,
             updated_on: None,
         };
-        if self.kv_version().await? == KvVersion::V1 {
+        if self.kv_version(name).await? == KvVersion::V1 {
             let map = self.read_map(name, "reading the secret's metadata").await?;
             return Ok(map.map(|(map, _)| from_data(&map)));
         }
@@ -949,7 +957,7 @@ impl SecretStore for VaultStore {
         };
         let data = Arc::new(token_map(payload));
         let (mount, path) = (self.mount.clone(), name.to_owned());
-        match self.kv_version().await? {
+        match self.kv_version(name).await? {
             KvVersion::V1 => {
                 self.call(op, |client| {
                     let (mount, path, data) = (mount.clone(), path.clone(), data.clone());

@@ -478,3 +478,103 @@ async fn a_mount_that_is_not_kv_is_reported() {
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     assert!(err.to_string().contains("not KV"), "{err}");
 }
+
+/// A `bao server -dev-tls` child process, killed and reaped on drop.
+struct TlsBao {
+    child: std::process::Child,
+    address: String,
+    ca_file: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsBao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsBao {
+    fn start() -> TlsBao {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let log = std::fs::File::create(dir.path().join("bao.log")).unwrap();
+        let child = Command::new(testkit::real::tool("bao"))
+            .args([
+                "server",
+                "-dev-tls",
+                "-dev-no-store-token",
+                "-dev-root-token-id=tls-root",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                &format!("-dev-tls-cert-dir={}", dir.path().display()),
+            ])
+            .env("HOME", dir.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        TlsBao {
+            child,
+            address: format!("https://127.0.0.1:{port}"),
+            ca_file: dir.path().join("vault-ca.pem"),
+            _dir: dir,
+        }
+    }
+
+    fn store(
+        &self,
+        ca_file: Option<std::path::PathBuf>,
+    ) -> Result<VaultStore, secret_backends::BackendError> {
+        VaultStore::new(
+            "ops-vault",
+            VaultOptions {
+                ca_file,
+                ..VaultOptions::new(
+                    &self.address,
+                    "secret",
+                    VaultAuth::Token {
+                        token: SecretString::from("tls-root"),
+                    },
+                )
+            },
+        )
+    }
+}
+
+#[tokio::test]
+async fn https_with_a_ca_file_is_verified() {
+    let bao = TlsBao::start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // the CA file appears when the server starts; then it may take a moment to answer
+    let store = loop {
+        if bao.ca_file.is_file()
+            && let Ok(store) = bao.store(Some(bao.ca_file.clone()))
+            && store.metadata("probe").await.is_ok()
+        {
+            break store;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bao -dev-tls did not come up at {}",
+            bao.address
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        store
+            .write("tls/t", &payload("tls.token.value"))
+            .await
+            .unwrap(),
+        WriteOutcome::Created
+    );
+    // without the CA the server's certificate is not trusted
+    let untrusted = bao.store(None).unwrap();
+    let err = untrusted.read("tls/t", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(
+        err.to_string().contains("TLS certificate (ca_file)"),
+        "{err}"
+    );
+}
