@@ -578,3 +578,162 @@ async fn https_with_a_ca_file_is_verified() {
         "{err}"
     );
 }
+
+/// A stand-in for the Kubernetes API's TokenReview endpoint, which OpenBao's (real) kubernetes
+/// auth method calls to check a service-account token: it answers that any token belongs to
+/// `system:serviceaccount:{namespace}:{name}`. Returns its address and a count of the reviews
+/// it answered; serves until the test ends.
+async fn fake_token_review(
+    namespace: &'static str,
+    name: &'static str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let reviews = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = reviews.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                // read the head, then the body by Content-Length; the body's content is not needed
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let body_start = loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                let head = String::from_utf8_lossy(&buffer[..body_start]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                while buffer.len() < body_start + length {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                }
+                let body = json!({
+                    "kind": "TokenReview",
+                    "apiVersion": "authentication.k8s.io/v1",
+                    "status": {
+                        "authenticated": true,
+                        "user": {
+                            "username": format!("system:serviceaccount:{namespace}:{name}"),
+                            "uid": "5f5e3c3a-0000-0000-0000-000000000001",
+                            "groups": ["system:serviceaccounts"],
+                        }
+                    }
+                })
+                .to_string();
+                let response = format!(
+                    "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (address, reviews)
+}
+
+#[tokio::test]
+async fn kubernetes_login_with_the_service_account_token_file() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let (kubernetes, reviews) = fake_token_review("sync-jobs", "secret-sync").await;
+    bao.api(
+        "POST",
+        "sys/auth/kubernetes",
+        Some(json!({"type": "kubernetes"})),
+    );
+    bao.api(
+        "POST",
+        "auth/kubernetes/config",
+        Some(json!({
+            "kubernetes_host": kubernetes,
+            "disable_local_ca_jwt": true,
+            // required with disable_local_ca_jwt; unused over plain http
+            "kubernetes_ca_cert": rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap().cert.pem(),
+        })),
+    );
+    bao.api(
+        "POST",
+        "auth/kubernetes/role/sync",
+        Some(json!({
+            "bound_service_account_names": ["secret-sync"],
+            "bound_service_account_namespaces": ["sync-jobs"],
+            "token_policies": ["writer"],
+            "token_ttl": "1h",
+        })),
+    );
+    // a service-account token as the kubelet projects it (the fake review does not check the signature)
+    let key = rcgen::KeyPair::generate().unwrap();
+    let claims = json!({
+        "iss": "kubernetes/serviceaccount",
+        "sub": "system:serviceaccount:sync-jobs:secret-sync",
+        "kubernetes.io/serviceaccount/namespace": "sync-jobs",
+        "kubernetes.io/serviceaccount/service-account.name": "secret-sync",
+        "kubernetes.io/serviceaccount/service-account.uid": "5f5e3c3a-0000-0000-0000-000000000001",
+    });
+    let jwt = jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &EncodingKey::from_ec_pem(key.serialize_pem().as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &jwt).unwrap();
+
+    let store = |role: &str| {
+        let auth = VaultAuth::Kubernetes {
+            mount: "kubernetes".to_owned(),
+            role: role.to_owned(),
+            jwt: JwtSource::File(token_file.clone()),
+        };
+        VaultStore::new(
+            "ops-vault",
+            VaultOptions::new(bao.address(), "secret", auth),
+        )
+        .unwrap()
+    };
+    let outcome = store("sync")
+        .write("k8s/token", &payload("k8s.token.value"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    let reviewed = reviews.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        reviewed >= 1,
+        "OpenBao never asked the TokenReview endpoint"
+    );
+
+    let err = store("no-such-role")
+        .read("k8s/token", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(
+        err.to_string().contains("kubernetes login was refused"),
+        "{err}"
+    );
+    assert!(!format!("{err:?}").contains(&jwt), "{err:?}");
+}
