@@ -67,17 +67,34 @@ struct Key {
     fingerprint: String,
 }
 
-/// One cache entry. `flights` counts finished requests, so a caller that waited for the
-/// lock can tell that a request ran meanwhile and share its outcome.
+/// One cache entry. `current` can be read without waiting for a refresh in flight;
+/// `state` is held by the one caller that refreshes. `flights` counts finished requests, so a
+/// caller that waited for `state` can tell that a request ran meanwhile and share its outcome.
 #[derive(Default)]
 struct Slot {
+    current: Mutex<Option<AccessToken>>,
     flights: AtomicU64,
     state: tokio::sync::Mutex<SlotState>,
 }
 
+impl Slot {
+    fn current(&self) -> Option<AccessToken> {
+        self.current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_current(&self, token: Option<AccessToken>) {
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = token;
+    }
+}
+
 #[derive(Default)]
 struct SlotState {
-    token: Option<AccessToken>,
     last_error: Option<Error>,
     /// Do not ask again before this instant while serving a still-valid token.
     quiet_until: Option<OffsetDateTime>,
@@ -122,34 +139,45 @@ impl TokenCache {
     }
 
     /// A token for `app` and `scope`: the cached one while it is before its refresh point,
-    /// otherwise a new one (one request shared by all concurrent callers). If the refresh
-    /// fails while the cached token is still valid, the cached token is returned.
+    /// otherwise a new one (one request shared by all concurrent callers). While one caller
+    /// refreshes, the others get the cached token at once if it is still valid. If the
+    /// refresh fails while the cached token is still valid, the cached token is returned.
     pub async fn get(&self, app: &AppCredential, scope: &Scope) -> Result<AccessToken, Error> {
         let slot = self.slot(app, scope);
+        let now = OffsetDateTime::now_utc();
+        let valid = |token: Option<AccessToken>, now| token.filter(|t| now < t.expires_on());
+        if let Some(token) = slot.current()
+            && now < self.policy.refresh_at(&token)
+        {
+            return Ok(token);
+        }
         let seen = slot.flights.load(Ordering::Acquire);
-        let mut state = slot.state.lock().await;
+        let mut state = match slot.state.try_lock() {
+            Ok(state) => state,
+            Err(_busy) => {
+                // Another caller is refreshing: do not wait if the cached token still works.
+                if let Some(token) = valid(slot.current(), now) {
+                    return Ok(token);
+                }
+                slot.state.lock().await
+            }
+        };
 
         let now = OffsetDateTime::now_utc();
-        if let Some(token) = &state.token
+        let current = slot.current();
+        if let Some(token) = &current
             && now < self.policy.refresh_at(token)
         {
             return Ok(token.clone());
         }
-        let still_valid = |state: &SlotState, now| {
-            state
-                .token
-                .as_ref()
-                .filter(|t| now < t.expires_on())
-                .cloned()
-        };
         // A request finished while we waited for the lock and it failed: share its outcome.
         if slot.flights.load(Ordering::Acquire) != seen
             && let Some(err) = &state.last_error
         {
-            return still_valid(&state, now).ok_or_else(|| err.clone());
+            return valid(current, now).ok_or_else(|| err.clone());
         }
         if state.quiet_until.is_some_and(|until| now < until)
-            && let Some(token) = still_valid(&state, now)
+            && let Some(token) = valid(current.clone(), now)
         {
             return Ok(token);
         }
@@ -158,7 +186,7 @@ impl TokenCache {
         slot.flights.fetch_add(1, Ordering::AcqRel);
         match result {
             Ok(token) => {
-                state.token = Some(token.clone());
+                slot.set_current(Some(token.clone()));
                 state.last_error = None;
                 state.quiet_until = None;
                 Ok(token)
@@ -166,7 +194,7 @@ impl TokenCache {
             Err(err) => {
                 let now = OffsetDateTime::now_utc();
                 state.last_error = Some(err.clone());
-                match still_valid(&state, now) {
+                match valid(current, now) {
                     Some(token) => {
                         let pause = err
                             .retry_after()
@@ -181,7 +209,7 @@ impl TokenCache {
                         Ok(token)
                     }
                     None => {
-                        state.token = None;
+                        slot.set_current(None);
                         Err(err)
                     }
                 }
@@ -194,6 +222,7 @@ impl TokenCache {
         let slot = self.slot(app, scope);
         let mut state = slot.state.lock().await;
         *state = SlotState::default();
+        slot.set_current(None);
     }
 
     fn slot(&self, app: &AppCredential, scope: &Scope) -> Arc<Slot> {

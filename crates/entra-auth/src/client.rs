@@ -169,7 +169,10 @@ impl TokenClient {
                 .await
             }
             Credential::ManagedIdentity(identity) => {
-                facts.credential = CredentialKind::ManagedIdentity;
+                facts.credential = match identity {
+                    ManagedIdentity::Imds { .. } => CredentialKind::Imds,
+                    ManagedIdentity::AppService { .. } => CredentialKind::AppService,
+                };
                 facts.client_id = identity
                     .client_id()
                     .map(ToString::to_string)

@@ -262,7 +262,10 @@ pub(crate) enum CredentialKind {
     Secret,
     Certificate,
     Federated,
-    ManagedIdentity,
+    /// The Instance Metadata Service.
+    Imds,
+    /// The App Service / Container Apps identity endpoint.
+    AppService,
 }
 
 /// What the request was about, for messages. Holds no secret.
@@ -299,10 +302,14 @@ pub(crate) fn service_error(
     let has = |code: u32| codes.contains(&code);
     let oauth = details.error.as_deref().unwrap_or("");
 
+    // IMDS answers 404 while the identity is not ready yet and 410 while it is updating;
+    // Microsoft's guidance is to retry both with backoff.
+    let imds_not_ready = facts.credential == CredentialKind::Imds && matches!(status, 404 | 410);
     let kind = if status == 429 || codes.iter().any(|c| THROTTLING_CODES.contains(c)) {
         ErrorKind::Throttled
     } else if status >= 500
         || status == 408
+        || imds_not_ready
         || oauth == "temporarily_unavailable"
         || codes
             .iter()
@@ -343,7 +350,10 @@ fn message_for(
             .map(|v| format!(" {v:?}"))
             .unwrap_or_default()
     };
-    let mi = *credential == CredentialKind::ManagedIdentity;
+    let mi = matches!(
+        credential,
+        CredentialKind::Imds | CredentialKind::AppService
+    );
     for code in codes {
         let text = match code {
             7000215 if *credential == CredentialKind::Certificate => format!(
@@ -531,6 +541,27 @@ mod tests {
             );
             assert!(text.contains(&format!("AADSTS{code}")), "{text}");
         }
+    }
+
+    #[test]
+    fn imds_not_ready_is_retryable_but_app_service_404_is_not() {
+        for status in [404, 410] {
+            let err = service_error(
+                status,
+                ServiceDetails::default(),
+                None,
+                &facts(CredentialKind::Imds),
+            );
+            assert!(err.is_retryable(), "IMDS {status}: {err}");
+        }
+        let err = service_error(
+            404,
+            ServiceDetails::default(),
+            None,
+            &facts(CredentialKind::AppService),
+        );
+        assert!(!err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("managed identity"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,10 @@ async fn serves_the_sdk_scope_from_the_cache() {
             .is_ok()
     );
     let again = credential.get_token(&[SCOPE], None).await.unwrap();
-    assert_eq!(token.token.secret(), again.token.secret());
+    assert!(
+        token.token.secret() == again.token.secret(),
+        "the second call is served from the cache"
+    );
     assert_eq!(token.expires_on, again.expires_on);
     assert_eq!(entra.token_request_count(), 1);
     let debug = format!("{credential:?}");

@@ -18,6 +18,11 @@ fn value(token: &entra_auth::AccessToken) -> String {
     token.secret().expose_secret().to_owned()
 }
 
+/// Whether two tokens are the same, compared without ever printing them.
+fn same(a: &entra_auth::AccessToken, b: &entra_auth::AccessToken) -> bool {
+    a.secret().expose_secret() == b.secret().expose_secret()
+}
+
 #[tokio::test]
 async fn a_fresh_token_is_served_from_the_cache() {
     let entra = emulator_with_secret_app(false).await;
@@ -25,7 +30,7 @@ async fn a_fresh_token_is_served_from_the_cache() {
     let app = secret_app(&entra);
     let first = cache.get(&app, &scope()).await.unwrap();
     let second = cache.get(&app, &scope()).await.unwrap();
-    assert_eq!(value(&first), value(&second));
+    assert!(same(&first, &second), "expected the same token");
     assert_eq!(entra.token_request_count(), 1);
 }
 
@@ -97,8 +102,8 @@ async fn tokens_are_keyed_by_credential_and_scope() {
     let a = cache.get(&first, &scope()).await.unwrap();
     let b = cache.get(&rotated, &scope()).await.unwrap();
     let c = cache.get(&first, &graph).await.unwrap();
-    assert_ne!(value(&a), value(&b));
-    assert_ne!(value(&a), value(&c));
+    assert!(!same(&a, &b), "expected a different token");
+    assert!(!same(&a, &c), "expected a different token");
     assert_eq!(entra.token_request_count(), 3);
     cache.get(&first, &scope()).await.unwrap();
     cache.get(&rotated, &scope()).await.unwrap();
@@ -117,13 +122,13 @@ async fn refresh_in_triggers_a_proactive_refresh() {
     let app = secret_app(&entra);
     let first = cache.get(&app, &scope()).await.unwrap();
     assert!(first.refresh_on().is_some());
-    assert_eq!(
-        value(&cache.get(&app, &scope()).await.unwrap()),
-        value(&first)
+    assert!(
+        same(&cache.get(&app, &scope()).await.unwrap(), &first),
+        "expected the same token"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = cache.get(&app, &scope()).await.unwrap();
-    assert_ne!(value(&second), value(&first), "refreshed before expiry");
+    assert!(!same(&second, &first), "refreshed before expiry");
     assert!(
         first.expires_on() > time::OffsetDateTime::now_utc(),
         "the old one was still valid"
@@ -152,7 +157,7 @@ async fn refresh_before_expiry_by_policy() {
     assert_eq!(entra.token_request_count(), 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let second = cache.get(&app, &scope()).await.unwrap();
-    assert_ne!(value(&second), value(&first));
+    assert!(!same(&second, &first), "expected a different token");
     assert_eq!(entra.token_request_count(), 2);
 }
 
@@ -173,15 +178,11 @@ async fn a_failed_refresh_keeps_serving_the_valid_token() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     entra.inject_times(Fault::ServerError { status: 503 }, 10);
     let served = cache.get(&app, &scope()).await.unwrap();
-    assert_eq!(
-        value(&served),
-        value(&first),
-        "the still-valid token is served"
-    );
+    assert!(same(&served, &first), "the still-valid token is served");
     assert_eq!(entra.token_request_count(), 2, "a refresh was attempted");
     // Right after a failure the cache does not ask again on every call.
     let again = cache.get(&app, &scope()).await.unwrap();
-    assert_eq!(value(&again), value(&first));
+    assert!(same(&again, &first), "expected the same token");
     assert_eq!(entra.token_request_count(), 2);
 
     let text = logs.text();
@@ -214,4 +215,45 @@ async fn an_expired_token_is_not_served_when_refresh_fails() {
     // The next call asks again (and succeeds).
     assert!(cache.get(&app, &scope()).await.is_ok());
     assert_eq!(entra.token_request_count(), 3);
+}
+
+#[tokio::test]
+async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
+    let entra = emulator_with_secret_app(false).await;
+    entra.set_token_options(TokenOptions {
+        refresh_in: Some(Duration::from_secs(1)),
+        ..TokenOptions::default()
+    });
+    let cache = Arc::new(cache(&entra, RefreshPolicy::default()));
+    let app = secret_app(&entra);
+    let first = cache.get(&app, &scope()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The next token must not be due for refresh as soon as it arrives after the slow answer.
+    entra.set_token_options(TokenOptions::default());
+    entra.inject(Fault::Delay(Duration::from_millis(1500)));
+    let refreshing = {
+        let (cache, app) = (cache.clone(), app.clone());
+        tokio::spawn(async move { cache.get(&app, &scope()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    let meanwhile = cache.get(&app, &scope()).await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "waited {:?}",
+        start.elapsed()
+    );
+    assert!(
+        same(&meanwhile, &first),
+        "the valid token is served during the refresh"
+    );
+
+    let refreshed = refreshing.await.unwrap().unwrap();
+    assert!(!same(&refreshed, &first), "expected a different token");
+    assert!(
+        same(&cache.get(&app, &scope()).await.unwrap(), &refreshed),
+        "expected the same token"
+    );
+    assert_eq!(entra.token_request_count(), 2);
 }

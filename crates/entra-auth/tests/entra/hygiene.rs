@@ -112,3 +112,21 @@ async fn nothing_secret_is_ever_printed() {
         "logs were captured"
     );
 }
+
+/// The checker above would catch a leak, and its own failure message does not repeat it.
+#[test]
+fn the_leak_check_catches_leaks_without_repeating_them() {
+    let leaked = std::panic::catch_unwind(|| {
+        assert_no_secret(
+            "log line: secret=abc123-value end",
+            &[("client secret", "abc123-value")],
+        );
+    });
+    let payload = leaked.expect_err("a leak must fail the check");
+    let message = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("client secret leaked"), "{message}");
+    assert!(!message.contains("abc123-value"), "{message}");
+}
