@@ -25,6 +25,9 @@ pub enum TestkitError {
         #[source]
         source: io::Error,
     },
+    /// The Key Vault emulator refused a write made through a test hook.
+    #[error("the Key Vault emulator refused the write: {0}")]
+    VaultRefused(String),
     /// Building the TLS configuration failed.
     #[error("could not build the TLS server configuration: {0}")]
     Tls(String),

@@ -1,6 +1,6 @@
 //! Test-only servers for secret-sync: an Entra ID emulator (token endpoint with client secrets,
 //! certificate assertions and federated credentials; managed identity and GitHub Actions OIDC
-//! endpoints), later an Azure Key Vault emulator, and the test credentials they need (a CA for
+//! endpoints), an Azure Key Vault emulator (secrets API with challenge auth), and the test credentials they need (a CA for
 //! HTTPS, RSA client certificates, an OIDC issuer). Everything runs in-process on 127.0.0.1 with an
 //! ephemeral port; dropping a server stops it.
 //!
@@ -33,6 +33,7 @@ mod der;
 mod entra;
 mod error;
 mod fault;
+mod keyvault;
 mod oidc;
 pub mod real;
 mod server;
@@ -48,5 +49,9 @@ pub use entra::{
 };
 pub use error::TestkitError;
 pub use fault::Fault;
+pub use keyvault::{
+    KEY_VAULT_RESOURCE, KeyVaultEmulator, KeyVaultOptions, MAX_VALUE_BYTES, StoredSecret,
+    VaultRequest,
+};
 pub use oidc::{GITHUB_ACTIONS_ISSUER, OidcClaims, OidcIssuer};
 pub use tls::TestCa;

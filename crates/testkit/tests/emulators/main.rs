@@ -7,6 +7,7 @@ mod faults;
 mod federated;
 mod fixtures;
 mod identity;
+mod keyvault;
 mod secret;
 mod server_bin;
 mod support;
