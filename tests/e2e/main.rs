@@ -4,4 +4,5 @@
 
 mod support;
 mod token;
+mod token_emulator;
 mod token_recorded;

@@ -49,7 +49,10 @@ pub async fn secret_sync(args: &[&str], env: &[(&str, &str)]) -> Run {
         .await
         .expect("the secret-sync binary runs");
     Run {
-        code: output.status.code().expect("exited with a code, not a signal"),
+        code: output
+            .status
+            .code()
+            .expect("exited with a code, not a signal"),
         stdout: String::from_utf8(output.stdout).expect("stdout is UTF-8"),
         stderr: String::from_utf8(output.stderr).expect("stderr is UTF-8"),
     }

@@ -13,51 +13,146 @@ const GRAPH: &str = "https://graph.microsoft.com/.default";
 #[tokio::test]
 async fn usage_errors_exit_2_with_a_clear_message() {
     let closed = "http://127.0.0.1:9";
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    // (arguments, environment, what stderr must mention)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", CLIENT, "--scope", GRAPH],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--scope",
+                GRAPH,
+            ],
             vec![],
-            "credential",
+            "--client-secret-env",
         ),
         (
-            vec!["token", "--tenant-id", "common", "--client-id", CLIENT, "--client-secret-env", "S", "--scope", GRAPH, "--authority", closed],
+            vec![
+                "token",
+                "--tenant-id",
+                "common",
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--scope",
+                GRAPH,
+                "--authority",
+                closed,
+            ],
             vec![("S", "x")],
             "common",
         ),
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", CLIENT, "--client-secret-env", "NOT_SET", "--scope", GRAPH, "--authority", closed],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "NOT_SET",
+                "--scope",
+                GRAPH,
+                "--authority",
+                closed,
+            ],
             vec![],
             "NOT_SET",
         ),
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", CLIENT, "--client-secret-env", "S", "--scope", "https://graph.microsoft.com/User.Read", "--authority", closed],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--scope",
+                "https://graph.microsoft.com/User.Read",
+                "--authority",
+                closed,
+            ],
             vec![("S", "x")],
             "/.default",
         ),
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", CLIENT, "--client-secret-env", "S", "--scope", GRAPH, "--authority", "http://login.example.com"],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--scope",
+                GRAPH,
+                "--authority",
+                "http://login.example.com",
+            ],
             vec![("S", "x")],
             "https",
         ),
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", "not-a-guid", "--client-secret-env", "S", "--scope", GRAPH, "--authority", closed],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                "not-a-guid",
+                "--client-secret-env",
+                "S",
+                "--scope",
+                GRAPH,
+                "--authority",
+                closed,
+            ],
             vec![("S", "x")],
             "client",
         ),
         (
-            vec!["token", "--client-id", CLIENT, "--client-secret-env", "S", "--scope", GRAPH, "--authority", closed],
+            vec![
+                "token",
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--scope",
+                GRAPH,
+                "--authority",
+                closed,
+            ],
             vec![("S", "x")],
             "--tenant-id",
         ),
         (
-            vec!["token", "--tenant-id", TENANT, "--client-id", CLIENT, "--client-secret-env", "S", "--github-oidc", "--scope", GRAPH],
+            vec![
+                "token",
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--github-oidc",
+                "--scope",
+                GRAPH,
+            ],
             vec![("S", "x")],
             "cannot be used with",
         ),
     ];
     for (args, env, expected) in cases {
         let run = secret_sync(&args, &env).await;
-        assert_eq!(run.code, 2, "args {args:?}: exit code; stderr: {}", run.stderr);
+        assert_eq!(
+            run.code, 2,
+            "args {args:?}: exit code; stderr: {}",
+            run.stderr
+        );
         assert!(
             run.stderr.contains(expected),
             "args {args:?}: stderr should mention {expected:?}: {}",

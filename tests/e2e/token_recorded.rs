@@ -14,14 +14,21 @@ const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
 const SECRET: &str = "recorded-client-secret-value~9z";
 
 fn recorded_case(what_prefix: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/entra/token-responses.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/entra/token-responses.json"
+    );
     let text = std::fs::read_to_string(path).expect("fixture file is in the repository");
     let doc: Value = serde_json::from_str(&text).expect("fixture is JSON");
     doc["cases"]
         .as_array()
         .expect("cases")
         .iter()
-        .find(|case| case["what"].as_str().is_some_and(|w| w.starts_with(what_prefix)))
+        .find(|case| {
+            case["what"]
+                .as_str()
+                .is_some_and(|w| w.starts_with(what_prefix))
+        })
         .unwrap_or_else(|| panic!("no recorded case starts with {what_prefix:?}"))
         .clone()
 }
@@ -34,7 +41,9 @@ async fn replay(case: Value) -> (String, tokio::task::JoinHandle<String>) {
     let handle = tokio::spawn(async move {
         let mut first = None;
         loop {
-            let Ok((mut socket, _)) = listener.accept().await else { break };
+            let Ok((mut socket, _)) = listener.accept().await else {
+                break;
+            };
             let request = read_request(&mut socket).await;
             let status = case["status"].as_u64().unwrap();
             let body = serde_json::to_string(&case["body"]).unwrap();
@@ -44,7 +53,8 @@ async fn replay(case: Value) -> (String, tokio::task::JoinHandle<String>) {
                 body.len()
             );
             let headers = case["headers"].as_object().cloned().unwrap_or_else(|| {
-                serde_json::from_str(r#"{"Content-Type":"application/json; charset=utf-8"}"#).unwrap()
+                serde_json::from_str(r#"{"Content-Type":"application/json; charset=utf-8"}"#)
+                    .unwrap()
             });
             for (name, value) in headers {
                 head.push_str(&format!("{name}: {}\r\n", value.as_str().unwrap()));
@@ -81,7 +91,8 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
                 .lines()
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
                 })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + length {
@@ -94,8 +105,19 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> String {
 
 fn token_args<'a>(base: &'a str, output: &'a str) -> Vec<&'a str> {
     vec![
-        "token", "--tenant-id", TENANT, "--client-id", CLIENT, "--client-secret-env", "APP_SECRET",
-        "--scope", "https://vault.azure.net/.default", "--authority", base, "--output", output,
+        "token",
+        "--tenant-id",
+        TENANT,
+        "--client-id",
+        CLIENT,
+        "--client-secret-env",
+        "APP_SECRET",
+        "--scope",
+        "https://vault.azure.net/.default",
+        "--authority",
+        base,
+        "--output",
+        output,
     ]
 }
 
@@ -107,10 +129,16 @@ async fn recorded_success_is_printed_as_json_with_its_expiry() {
     run.assert_code(0);
     run.assert_no_leak(&[SECRET]);
 
-    let printed: Value = serde_json::from_str(run.stdout.trim()).expect("stdout is one JSON object");
-    assert_eq!(printed["access_token"], "access_token", "the recorded token");
+    let printed: Value =
+        serde_json::from_str(run.stdout.trim()).expect("stdout is one JSON object");
+    assert_eq!(
+        printed["access_token"], "access_token",
+        "the recorded token"
+    );
     assert_eq!(printed["token_type"], "Bearer");
-    let expires_on = printed["expires_on"].as_i64().expect("expires_on is an integer");
+    let expires_on = printed["expires_on"]
+        .as_i64()
+        .expect("expires_on is an integer");
     assert!(
         (before + 3599..=now_unix() + 3599).contains(&expires_on),
         "expires_on {expires_on} is 3599 s after the request (sent at {before})"
@@ -130,7 +158,9 @@ async fn recorded_success_is_printed_as_json_with_its_expiry() {
     );
     let body = request.split("\r\n\r\n").nth(1).unwrap();
     let form: std::collections::HashMap<String, String> =
-        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
     assert_eq!(form["grant_type"], "client_credentials");
     assert_eq!(form["client_id"], CLIENT);
     assert_eq!(form["client_secret"], SECRET);
@@ -148,13 +178,23 @@ async fn recorded_success_text_output_is_the_bare_token() {
 
 #[tokio::test]
 async fn recorded_wrong_secret_refusal_exits_1_with_code_and_advice() {
-    for what in ["wrong client secret (support log", "wrong client secret, newer wording"] {
+    for what in [
+        "wrong client secret (support log",
+        "wrong client secret, newer wording",
+    ] {
         let (base, server) = replay(recorded_case(what)).await;
         let run = secret_sync(&token_args(&base, "text"), &[("APP_SECRET", SECRET)]).await;
         run.assert_code(1);
         run.assert_no_leak(&[SECRET]);
-        assert_eq!(run.stdout, "", "nothing on stdout when no token was obtained");
-        assert!(run.stderr.contains("7000215"), "the AADSTS code is named: {}", run.stderr);
+        assert_eq!(
+            run.stdout, "",
+            "nothing on stdout when no token was obtained"
+        );
+        assert!(
+            run.stderr.contains("7000215"),
+            "the AADSTS code is named: {}",
+            run.stderr
+        );
         assert!(
             run.stderr.to_lowercase().contains("secret") && run.stderr.contains("Value"),
             "the advice says to use the secret's Value: {}",

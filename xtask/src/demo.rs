@@ -46,14 +46,8 @@ pub fn run(root: &Path) -> Result<()> {
     let secret_sync = bin_dir.join("secret-sync");
 
     let mut child = Command::new(&server_bin)
-        .args([
-            "--tenant-id",
-            TENANT,
-            "--client-id",
-            CLIENT,
-            "--client-secret",
-            DEMO_SECRET,
-        ])
+        .args(["--tenant", TENANT, "--client-id", CLIENT])
+        .env("TESTKIT_CLIENT_SECRET", DEMO_SECRET)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -91,6 +91,14 @@ pub struct TokenArgs {
     #[command(flatten)]
     pub credential: CredentialArgs,
 
+    /// Private key (PEM, PKCS#8) of --certificate when it is not in the same file.
+    #[arg(long, value_name = "FILE", requires = "certificate")]
+    pub certificate_key: Option<PathBuf>,
+
+    /// Client assertion signature for --certificate: ps256 (x5t#S256, current Entra docs) or rs256 (x5t).
+    #[arg(long, value_enum, default_value_t = AssertionAlg::Ps256, requires = "certificate")]
+    pub assertion_alg: AssertionAlg,
+
     /// Extra CA certificate (PEM) to trust, for a private authority or a TLS-intercepting proxy.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -138,14 +146,6 @@ pub struct CredentialArgs {
     /// With --client-id, a user-assigned identity.
     #[arg(long, group = "credential")]
     pub managed_identity: bool,
-
-    /// Private key (PEM, PKCS#8) of --certificate when it is not in the same file.
-    #[arg(long, value_name = "FILE", requires = "certificate")]
-    pub certificate_key: Option<PathBuf>,
-
-    /// Client assertion signature for --certificate: ps256 (x5t#S256, current Entra docs) or rs256 (x5t).
-    #[arg(long, value_enum, default_value_t = AssertionAlg::Ps256, requires = "certificate")]
-    pub assertion_alg: AssertionAlg,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -168,6 +168,9 @@ mod tests {
     fn help_documents_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         assert!(help.contains("Exit codes:"), "help was: {help}");
-        assert!(help.contains("2  usage or configuration error"), "help was: {help}");
+        assert!(
+            help.contains("2  usage or configuration error"),
+            "help was: {help}"
+        );
     }
 }

@@ -10,13 +10,12 @@ use std::path::Path;
 use anyhow::{Context, anyhow};
 use entra_auth::{
     AccessToken, AppCredential, AssertionAlgorithm, Authority, CertificateCredential, ClientId,
-    ClientOptions, Credential, FederatedTokenSource, ManagedIdentity, Scope, TenantId,
-    TokenClient,
+    ClientOptions, Credential, FederatedTokenSource, ManagedIdentity, Scope, TenantId, TokenClient,
 };
 use secrecy::{ExposeSecret, SecretString};
 use time::format_description::well_known::Rfc3339;
 
-use crate::cli::{AssertionAlg, CredentialArgs, OutputFormat, TokenArgs};
+use crate::cli::{AssertionAlg, OutputFormat, TokenArgs};
 use crate::failure::Failure;
 
 pub async fn run(args: TokenArgs) -> Result<(), Failure> {
@@ -54,11 +53,11 @@ fn parse_authority(value: Option<&str>) -> anyhow::Result<Authority> {
     };
     match value.to_ascii_lowercase().as_str() {
         "public" | "azurepublic" | "azurepubliccloud" => Ok(Authority::public()),
-        "usgov" | "azureusgovernment" | "azureusgovernmentcloud" => {
-            Ok(Authority::us_government())
-        }
+        "usgov" | "azureusgovernment" | "azureusgovernmentcloud" => Ok(Authority::us_government()),
         "china" | "azurechina" | "azurechinacloud" => Ok(Authority::china()),
-        _ => Authority::parse(value).with_context(|| format!("--authority {value:?} is not usable")),
+        _ => {
+            Authority::parse(value).with_context(|| format!("--authority {value:?} is not usable"))
+        }
     }
 }
 
@@ -66,9 +65,12 @@ fn app_credential(args: &TokenArgs, authority: Authority) -> anyhow::Result<AppC
     let client_id: Option<ClientId> = args
         .client_id
         .as_deref()
-        .map(|id| id.parse().with_context(|| format!("--client-id {id:?} is not usable")))
+        .map(|id| {
+            id.parse()
+                .with_context(|| format!("--client-id {id:?} is not usable"))
+        })
         .transpose()?;
-    let credential = credential(&args.credential, client_id.clone())?;
+    let credential = credential(args, client_id.clone())?;
 
     if let Credential::ManagedIdentity(identity) = credential {
         return Ok(AppCredential::managed_identity(authority, identity));
@@ -89,25 +91,31 @@ fn app_credential(args: &TokenArgs, authority: Authority) -> anyhow::Result<AppC
     })
 }
 
-fn credential(args: &CredentialArgs, client_id: Option<ClientId>) -> anyhow::Result<Credential> {
+fn credential(token_args: &TokenArgs, client_id: Option<ClientId>) -> anyhow::Result<Credential> {
+    let args = &token_args.credential;
     if let Some(var) = &args.client_secret_env {
-        return Ok(Credential::ClientSecret(secret_from_env(var, "--client-secret-env")?));
+        return Ok(Credential::ClientSecret(secret_from_env(
+            var,
+            "--client-secret-env",
+        )?));
     }
     if let Some(path) = &args.client_secret_file {
         return Ok(Credential::ClientSecret(secret_from_file(path)?));
     }
     if let Some(cert) = &args.certificate {
-        let alg = match args.assertion_alg {
+        let alg = match token_args.assertion_alg {
             AssertionAlg::Ps256 => AssertionAlgorithm::Ps256,
             AssertionAlg::Rs256 => AssertionAlgorithm::Rs256,
         };
-        let key = args.certificate_key.as_deref().unwrap_or(cert);
+        let key = token_args.certificate_key.as_deref().unwrap_or(cert);
         let certificate = CertificateCredential::from_files(cert, key, alg)
             .with_context(|| format!("--certificate {} is not usable", cert.display()))?;
         return Ok(Credential::Certificate(certificate));
     }
     if let Some(path) = &args.federated_token_file {
-        return Ok(Credential::Federated(FederatedTokenSource::File(path.clone())));
+        return Ok(Credential::Federated(FederatedTokenSource::File(
+            path.clone(),
+        )));
     }
     if args.workload_identity {
         let path = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
@@ -116,7 +124,9 @@ fn credential(args: &CredentialArgs, client_id: Option<ClientId>) -> anyhow::Res
                  enabled for this pod or service account?"
             )
         })?;
-        return Ok(Credential::Federated(FederatedTokenSource::File(path.into())));
+        return Ok(Credential::Federated(FederatedTokenSource::File(
+            path.into(),
+        )));
     }
     if let Some(var) = &args.federated_token_env {
         if std::env::var_os(var).is_none() {
@@ -124,7 +134,9 @@ fn credential(args: &CredentialArgs, client_id: Option<ClientId>) -> anyhow::Res
                 "environment variable {var} (named by --federated-token-env) is not set"
             ));
         }
-        return Ok(Credential::Federated(FederatedTokenSource::Env(var.clone())));
+        return Ok(Credential::Federated(FederatedTokenSource::Env(
+            var.clone(),
+        )));
     }
     if args.github_oidc {
         let source = FederatedTokenSource::github_actions_from_env().context(
@@ -133,7 +145,9 @@ fn credential(args: &CredentialArgs, client_id: Option<ClientId>) -> anyhow::Res
         return Ok(Credential::Federated(source));
     }
     if args.managed_identity {
-        return Ok(Credential::ManagedIdentity(ManagedIdentity::from_env(client_id)));
+        return Ok(Credential::ManagedIdentity(ManagedIdentity::from_env(
+            client_id,
+        )));
     }
     // clap's required group makes this unreachable from the command line.
     Err(anyhow!("no credential given"))
@@ -144,7 +158,9 @@ fn secret_from_env(var: &str, flag: &str) -> anyhow::Result<SecretString> {
         .map_err(|_| anyhow!("environment variable {var} (named by {flag}) is not set"))?;
     let value = SecretString::from(value);
     if value.expose_secret().trim().is_empty() {
-        return Err(anyhow!("environment variable {var} (named by {flag}) is empty"));
+        return Err(anyhow!(
+            "environment variable {var} (named by {flag}) is empty"
+        ));
     }
     Ok(value)
 }
