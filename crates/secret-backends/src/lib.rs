@@ -8,7 +8,7 @@
 //! flows, config files or environment variables.
 //!
 //! The reference syntax users type (`vault://secret/apps/graph#client_secret`, ...) is in
-//! [`reference`]. With the `conformance` feature, the `conformance` module holds the test suite every
+//! [`mod@reference`]. With the `conformance` feature, the `conformance` module holds the test suite every
 //! backend must pass against its real server.
 
 use std::fmt;

@@ -9,7 +9,10 @@
 //! A written token is a KV map `{access_token, token_type, expires_on, expires_at, managed_by}`
 //! (`expires_on` in Unix seconds as a string, `expires_at` RFC 3339). On KV v2 the expiry and
 //! managed-by marker are also stored as the secret's `custom_metadata`, so `metadata()` reads
-//! them without the value. Reading without a `#field` returns the whole map as compact JSON.
+//! them without the value; the custom metadata records the version it describes, so a version
+//! written by hand later is judged by its own data. The payload's [`Format`](crate::Format)
+//! does not matter here: the map is the native form. Reading without a `#field` returns the
+//! whole map as compact JSON; with `#field`, that field.
 //!
 //! Auth methods: a token ([`VaultAuth::Token`]), AppRole, JWT/OIDC (e.g. a CI job's OIDC token)
 //! and Kubernetes (the pod's service-account token). Plain `http://` is refused unless the
@@ -360,11 +363,9 @@ impl VaultStore {
             if s.renewable
                 && let Ok(renewed) = self.renew(s.client.clone()).await
             {
+                let client = renewed.client.clone();
                 *session = Some(renewed);
-                return Ok(session
-                    .as_ref()
-                    .map(|s| s.client.clone())
-                    .expect("just set"));
+                return Ok(client);
             }
         }
         let fresh = self.login().await?;
