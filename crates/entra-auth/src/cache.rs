@@ -21,7 +21,8 @@ use crate::input::Scope;
 use crate::token::AccessToken;
 
 /// After a failed refresh of a still-valid token, how long to keep serving it before asking
-/// again (unless the service asked for a longer wait).
+/// again (unless the service asked for a longer wait). Without a valid token, only the
+/// service's own `Retry-After` holds further requests back, as MSAL does.
 const FAILED_REFRESH_PAUSE: Duration = Duration::from_secs(30);
 
 /// Tokens of this lifetime or more are refreshed at half their lifetime.
@@ -142,6 +143,8 @@ impl TokenCache {
     /// otherwise a new one (one request shared by all concurrent callers). While one caller
     /// refreshes, the others get the cached token at once if it is still valid. If the
     /// refresh fails while the cached token is still valid, the cached token is returned.
+    /// After the service asked to wait (`Retry-After`), calls made before the wait is over
+    /// get the same error without a request; [`TokenCache::invalidate`] lifts that.
     pub async fn get(&self, app: &AppCredential, scope: &Scope) -> Result<AccessToken, Error> {
         let slot = self.slot(app, scope);
         let now = OffsetDateTime::now_utc();
@@ -176,10 +179,15 @@ impl TokenCache {
         {
             return valid(current, now).ok_or_else(|| err.clone());
         }
-        if state.quiet_until.is_some_and(|until| now < until)
-            && let Some(token) = valid(current.clone(), now)
-        {
-            return Ok(token);
+        // After a failure, do not ask again before the pause (or the service's Retry-After)
+        // is over: serve the still-valid token, or repeat the failure.
+        if state.quiet_until.is_some_and(|until| now < until) {
+            if let Some(token) = valid(current.clone(), now) {
+                return Ok(token);
+            }
+            if let Some(err) = &state.last_error {
+                return Err(err.clone());
+            }
         }
 
         let result = self.client.acquire(app, scope).await;
@@ -210,6 +218,7 @@ impl TokenCache {
                     }
                     None => {
                         slot.set_current(None);
+                        state.quiet_until = err.retry_after().map(|wait| now + wait);
                         Err(err)
                     }
                 }

@@ -173,6 +173,8 @@ impl TokenClient {
                     ManagedIdentity::Imds { .. } => CredentialKind::Imds,
                     ManagedIdentity::AppService { .. } => CredentialKind::AppService,
                 };
+                // Managed identity endpoints take neither tenant nor app id.
+                facts.tenant = "(managed identity)".into();
                 facts.client_id = identity
                     .client_id()
                     .map(ToString::to_string)
@@ -183,11 +185,12 @@ impl TokenClient {
         match &result {
             Ok(token) => info!(
                 tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
-                expires_on = %token.expires_on(), "access token acquired"
+                credential = ?facts.credential, expires_on = %token.expires_on(),
+                "access token acquired"
             ),
             Err(err) => warn!(
                 tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
-                error = %err, "access token not acquired"
+                credential = ?facts.credential, error = %err, "access token not acquired"
             ),
         }
         result

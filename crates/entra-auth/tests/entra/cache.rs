@@ -257,3 +257,27 @@ async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
     );
     assert_eq!(entra.token_request_count(), 2);
 }
+
+#[tokio::test]
+async fn throttling_holds_back_further_requests_until_retry_after() {
+    let entra = emulator_with_secret_app(false).await;
+    let cache = cache(&entra, RefreshPolicy::default());
+    let app = secret_app(&entra);
+    entra.inject(Fault::TooManyRequests {
+        retry_after_secs: Some(120),
+    });
+    let first = cache.get(&app, &scope()).await.unwrap_err();
+    assert_eq!(first.http_status(), Some(429), "{first}");
+    let second = cache.get(&app, &scope()).await.unwrap_err();
+    assert_eq!(second.http_status(), Some(429), "{second}");
+    assert_eq!(
+        entra.token_request_count(),
+        1,
+        "no request before Retry-After is over"
+    );
+
+    // Invalidation is the caller's way to ask again anyway.
+    cache.invalidate(&app, &scope()).await;
+    assert!(cache.get(&app, &scope()).await.is_ok());
+    assert_eq!(entra.token_request_count(), 2);
+}
