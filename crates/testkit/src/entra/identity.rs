@@ -223,6 +223,6 @@ pub(super) fn github(shared: &Shared, request: &Request) -> Reply {
     let audience = query
         .get("audience")
         .map_or("https://github.com", String::as_str);
-    let value = shared.github_issuer.mint(&github.subject, audience);
+    let value = shared.github_issuer().mint(&github.subject, audience);
     Reply::json(StatusCode::OK, &serde_json::json!({"value": value}))
 }

@@ -18,7 +18,7 @@ mod identity;
 mod token;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::DecodingKey;
@@ -304,7 +304,8 @@ pub(crate) struct EntraState {
 
 struct Shared {
     state: Mutex<EntraState>,
-    github_issuer: OidcIssuer,
+    /// Created on first use: generating its RSA key is the slowest part of a start.
+    github_issuer: OnceLock<OidcIssuer>,
     scheme: &'static str,
 }
 
@@ -317,6 +318,16 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The built-in GitHub Actions issuer.
+    ///
+    /// # Panics
+    /// If RSA key generation fails, which does not happen on a working system.
+    fn github_issuer(&self) -> &OidcIssuer {
+        self.github_issuer.get_or_init(|| {
+            OidcIssuer::new(GITHUB_ACTIONS_ISSUER).expect("generating the GitHub issuer's RSA key")
+        })
+    }
+
     /// Locks the state; a panic in another test thread does not make the state unusable.
     fn lock(&self) -> MutexGuard<'_, EntraState> {
         self.state
@@ -351,15 +362,9 @@ impl EntraEmulator {
 
     /// Starts with explicit options (fixed port, a CA shared with the Key Vault emulator).
     pub async fn start_with(options: ServerOptions) -> Result<EntraEmulator, TestkitError> {
-        let github_issuer = OidcIssuer::new(GITHUB_ACTIONS_ISSUER)?;
-        let mut state = EntraState::default();
-        state.trusted_issuers.push((
-            github_issuer.issuer().to_owned(),
-            github_issuer.decoding_key().clone(),
-        ));
         let shared = Arc::new(Shared {
-            state: Mutex::new(state),
-            github_issuer,
+            state: Mutex::new(EntraState::default()),
+            github_issuer: OnceLock::new(),
             scheme: if options.ca.is_some() {
                 "https"
             } else {
@@ -443,7 +448,7 @@ impl EntraEmulator {
     /// The built-in GitHub Actions issuer (`https://token.actions.githubusercontent.com`),
     /// already trusted; it signs what the [`EntraEmulator::github_oidc_request_url`] endpoint hands out.
     pub fn github_issuer(&self) -> &OidcIssuer {
-        &self.shared.github_issuer
+        self.shared.github_issuer()
     }
 
     /// Changes how later successful answers look (lifetime, string `expires_in`, `refresh_in`).

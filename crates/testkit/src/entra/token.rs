@@ -37,6 +37,7 @@ use super::errors::{EntraRefusal, error_reply, refusal_reply, success_reply};
 use super::{AppRegistration, EntraState, IssuedToken, Shared, TokenOptions, TokenSource};
 use crate::cert::unix_now;
 use crate::fault::Fault;
+use crate::oidc::{GITHUB_ACTIONS_ISSUER, OidcIssuer};
 use crate::server::{Reply, Request};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -59,8 +60,9 @@ struct Grant {
 pub(super) fn token_endpoint(shared: &Shared, request: &Request, tenant: &str) -> Reply {
     let host = request.header("host").unwrap_or("127.0.0.1").to_owned();
     let endpoint = format!("{}://{host}{}", shared.scheme, request.path);
+    let github_key = shared.github_issuer.get().map(OidcIssuer::decoding_key);
     let mut state = shared.lock();
-    match check_request(&mut state, request, tenant, &endpoint) {
+    match check_request(&mut state, request, tenant, &endpoint, github_key) {
         Ok(grant) => {
             let token = issue(
                 &mut state,
@@ -103,6 +105,7 @@ fn check_request(
     request: &Request,
     tenant: &str,
     endpoint: &str,
+    github_key: Option<&DecodingKey>,
 ) -> Result<Grant, EntraRefusal> {
     let tenant_lower = tenant.to_ascii_lowercase();
     if tenant_lower == "common" || tenant_lower == "consumers" {
@@ -180,7 +183,7 @@ fn check_request(
                     ),
                 ));
             }
-            check_assertion(state, &app, assertion, endpoint)?
+            check_assertion(state, &app, assertion, endpoint, github_key)?
         }
         _ => {
             return Err(EntraRefusal::new(
@@ -378,6 +381,7 @@ fn check_assertion(
     app: &AppRegistration,
     assertion: &str,
     endpoint: &str,
+    github_key: Option<&DecodingKey>,
 ) -> Result<TokenSource, EntraRefusal> {
     let jwt = parse_jwt(assertion).ok_or_else(invalid_certificate)?;
     let has_thumbprint = jwt.header.x5t.is_some() || jwt.header.x5t_s256.is_some();
@@ -385,7 +389,7 @@ fn check_assertion(
         check_certificate_assertion(state, app, &jwt, endpoint)?;
         Ok(TokenSource::Certificate)
     } else {
-        check_federated_assertion(state, app, &jwt)?;
+        check_federated_assertion(state, app, &jwt, github_key)?;
         Ok(TokenSource::Federated)
     }
 }
@@ -462,6 +466,7 @@ fn check_federated_assertion(
     state: &EntraState,
     app: &AppRegistration,
     jwt: &ParsedJwt<'_>,
+    github_key: Option<&DecodingKey>,
 ) -> Result<(), EntraRefusal> {
     let issuer = jwt.claim_str("iss").unwrap_or_default();
     let for_issuer: Vec<_> = app
@@ -478,6 +483,7 @@ fn check_federated_assertion(
         .rev()
         .find(|(name, _)| name == issuer)
         .map(|(_, key)| key)
+        .or(github_key.filter(|_| issuer == GITHUB_ACTIONS_ISSUER))
         .ok_or_else(|| {
             EntraRefusal::new(
                 400,
