@@ -19,7 +19,7 @@ use crate::cert::unix_now;
 use crate::entra::{EntraEmulator, TokenValidator};
 use crate::error::TestkitError;
 use crate::fault::{Fault, FaultQueue};
-use crate::server::{Handler, Reply, Request, ServerHandle};
+use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
 /// The resource (audience) Key Vault tokens are issued for.
@@ -78,7 +78,8 @@ pub struct VaultRequest {
     pub query: BTreeMap<String, String>,
     /// Whether an `Authorization` header was sent.
     pub authorized: bool,
-    /// Status answered, `None` when the connection was dropped on purpose.
+    /// Status answered; `None` while the request is being handled, when the connection was
+    /// dropped on purpose, or when the client gave up before the answer.
     pub status: Option<u16>,
 }
 
@@ -142,7 +143,7 @@ struct VaultState {
     /// Keyed by lower-case name: Key Vault names are case-insensitive.
     secrets: BTreeMap<String, Entry>,
     faults: FaultQueue,
-    requests: Vec<VaultRequest>,
+    requests: RequestLog<VaultRequest>,
     denied_clients: HashSet<String>,
 }
 
@@ -235,7 +236,7 @@ impl KeyVaultEmulator {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<VaultRequest> {
-        self.shared.lock().requests.clone()
+        self.shared.lock().requests.to_vec()
     }
 
     /// The latest version of `name` (soft-deleted ones too), without going through HTTP.
@@ -347,15 +348,19 @@ impl Refusal {
 }
 
 async fn handle(shared: &Shared, request: Request) -> Reply {
-    let reply = authenticate_and_route(shared, &request).await;
-    let recorded = VaultRequest {
+    let id = shared.lock().requests.arrived(VaultRequest {
         method: request.method.to_string(),
         path: request.path.clone(),
         query: request.query_pairs(),
         authorized: request.headers.contains_key(http::header::AUTHORIZATION),
-        status: reply.status(),
-    };
-    shared.lock().requests.push(recorded);
+        status: None,
+    });
+    let reply = authenticate_and_route(shared, &request).await;
+    let status = reply.status();
+    shared
+        .lock()
+        .requests
+        .complete(id, |recorded| recorded.status = status);
     reply
 }
 

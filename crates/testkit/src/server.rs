@@ -206,3 +206,48 @@ where
         .serve_connection(io, service)
         .await;
 }
+
+/// The requests an emulator received, each logged on arrival and completed with its status, so a
+/// request whose client gave up (timeout during a `Delay` fault) is still counted.
+#[derive(Debug)]
+pub(crate) struct RequestLog<T> {
+    next_id: u64,
+    entries: Vec<(u64, T)>,
+}
+
+impl<T> Default for RequestLog<T> {
+    fn default() -> Self {
+        RequestLog {
+            next_id: 0,
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<T: Clone> RequestLog<T> {
+    /// Logs a request that just arrived; the id completes it later.
+    pub(crate) fn arrived(&mut self, entry: T) -> u64 {
+        self.next_id += 1;
+        self.entries.push((self.next_id, entry));
+        self.next_id
+    }
+
+    /// Updates the entry `id` (gone if the log was cleared meanwhile).
+    pub(crate) fn complete(&mut self, id: u64, update: impl FnOnce(&mut T)) {
+        if let Some((_, entry)) = self.entries.iter_mut().rev().find(|(i, _)| *i == id) {
+            update(entry);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.entries.iter().map(|(_, entry)| entry)
+    }
+
+    pub(crate) fn to_vec(&self) -> Vec<T> {
+        self.iter().cloned().collect()
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}

@@ -28,7 +28,7 @@ use crate::cert::TestCertificate;
 use crate::error::TestkitError;
 use crate::fault::{Fault, FaultQueue};
 use crate::oidc::{GITHUB_ACTIONS_ISSUER, OidcIssuer};
-use crate::server::{Handler, Reply, Request, ServerHandle};
+use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
 pub use identity::{GithubOidc, ManagedIdentity};
@@ -193,7 +193,8 @@ pub struct RecordedRequest {
     pub query: BTreeMap<String, String>,
     /// Form fields of the body, secrets redacted.
     pub form: BTreeMap<String, String>,
-    /// Status answered, `None` when the connection was dropped on purpose.
+    /// Status answered; `None` while the request is being handled, when the connection was
+    /// dropped on purpose, or when the client gave up before the answer (e.g. during a `Delay`).
     pub status: Option<u16>,
 }
 
@@ -294,7 +295,7 @@ pub(crate) struct EntraState {
     tenants: Vec<String>,
     trusted_issuers: Vec<(String, DecodingKey)>,
     faults: FaultQueue,
-    requests: Vec<RecordedRequest>,
+    requests: RequestLog<RecordedRequest>,
     issued: Vec<IssuedToken>,
     used_jtis: HashSet<String>,
     token_options: TokenOptions,
@@ -478,7 +479,7 @@ impl EntraEmulator {
 
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.shared.lock().requests.clone()
+        self.shared.lock().requests.to_vec()
     }
 
     /// The token endpoint requests received so far, in order.
@@ -567,7 +568,7 @@ impl EntraEmulator {
 /// Fields whose values never go into the request log.
 const SECRET_FIELDS: [&str; 2] = ["client_secret", "client_assertion"];
 
-fn record(request: &Request, status: Option<u16>) -> RecordedRequest {
+fn record(request: &Request) -> RecordedRequest {
     let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&request.body)
         .unwrap_or_default()
         .into_iter()
@@ -584,12 +585,18 @@ fn record(request: &Request, status: Option<u16>) -> RecordedRequest {
         path: request.path.clone(),
         query: request.query_pairs(),
         form,
-        status,
+        status: None,
     }
 }
 
 async fn handle(shared: &Shared, request: Request) -> Reply {
-    let fault = shared.lock().faults.next();
+    let (id, fault) = {
+        let mut state = shared.lock();
+        (
+            state.requests.arrived(record(&request)),
+            state.faults.next(),
+        )
+    };
     let reply = match fault {
         None => route(shared, &request),
         Some(Fault::Delay(delay)) => {
@@ -598,8 +605,11 @@ async fn handle(shared: &Shared, request: Request) -> Reply {
         }
         Some(fault) => token::fault_reply(shared, &request, fault),
     };
-    let recorded = record(&request, reply.status());
-    shared.lock().requests.push(recorded);
+    let status = reply.status();
+    shared
+        .lock()
+        .requests
+        .complete(id, |recorded| recorded.status = status);
     reply
 }
 

@@ -103,6 +103,13 @@ async fn delay_slows_the_answer_and_clients_can_time_out() {
         .send()
         .await;
     assert!(result.unwrap_err().is_timeout());
+    let recorded = entra.token_requests();
+    assert_eq!(
+        recorded.len(),
+        2,
+        "a request the client gave up on is still counted"
+    );
+    assert_eq!(recorded[1].status, None, "no answer reached the client");
 }
 
 #[tokio::test]

@@ -86,3 +86,68 @@ async fn ca_can_be_written_to_a_file() {
     );
     assert!(EntraEmulator::start().await.unwrap().ca_pem().is_none());
 }
+
+#[tokio::test]
+async fn validation_rules_hold_over_https() {
+    use testkit::{FEDERATED_AUDIENCE, FederatedCredential, OidcIssuer};
+    let entra = EntraEmulator::start_tls().await.unwrap();
+    let cert = TestCertificate::generate("tls-rules").unwrap();
+    let issuer = OidcIssuer::new("https://issuer.tls.test").unwrap();
+    entra.trust_issuer(&issuer);
+    entra.register_app(
+        AppRegistration::new(TENANT, CLIENT_ID)
+            .with_secret(SECRET)
+            .with_certificate(&cert)
+            .with_federated_credential(FederatedCredential::new(issuer.issuer(), "workload")),
+    );
+    let client = trusting_client(&entra);
+    let url = entra.token_url(TENANT);
+
+    let secret_form = |secret| {
+        [
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", secret),
+            ("scope", VAULT_SCOPE),
+        ]
+    };
+    post_form(&client, &url, &secret_form("wrong"))
+        .await
+        .assert_entra_error(401, "invalid_client", 7000215);
+
+    let once = cert.sign(&cert.assertion(CLIENT_ID, &url));
+    assert_eq!(
+        post_assertion(&client, &url, CLIENT_ID, &once).await.status,
+        200
+    );
+    post_assertion(&client, &url, CLIENT_ID, &once)
+        .await
+        .assert_entra_error(401, "invalid_client", 50027);
+
+    let other = TestCertificate::generate("tls-other").unwrap();
+    post_assertion(
+        &client,
+        &url,
+        CLIENT_ID,
+        &other.sign(&other.assertion(CLIENT_ID, &url)),
+    )
+    .await
+    .assert_entra_error(401, "invalid_client", 700027);
+
+    post_assertion(
+        &client,
+        &url,
+        CLIENT_ID,
+        &issuer.mint("other-workload", FEDERATED_AUDIENCE),
+    )
+    .await
+    .assert_entra_error(400, "invalid_client", 700213);
+    let ok = post_assertion(
+        &client,
+        &url,
+        CLIENT_ID,
+        &issuer.mint("workload", FEDERATED_AUDIENCE),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}
