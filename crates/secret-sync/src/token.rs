@@ -191,7 +191,8 @@ fn print_token(token: &AccessToken, output: OutputFormat, mask: bool) -> anyhow:
     match output {
         OutputFormat::Text => writeln!(out, "{secret}")?,
         OutputFormat::Json => {
-            let expires_on = token.expires_on();
+            // Whole seconds, so both fields name the same instant.
+            let expires_on = token.expires_on().replace_nanosecond(0)?;
             let json = serde_json::json!({
                 "access_token": secret,
                 "token_type": token.token_type(),
