@@ -58,6 +58,8 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Mutex, OnceCell};
+use tracing::instrument::{WithDispatch, WithSubscriber};
+use tracing::subscriber::NoSubscriber;
 use vaultrs::api::kv2::requests::{
     ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions,
 };
@@ -379,8 +381,7 @@ impl VaultStore {
             secret: None,
             doing: "renewing the Vault token",
         };
-        let auth = client
-            .renew(None)
+        let auth = quiet(client.renew(None))
             .await
             .map_err(|e| self.translate(e, op))?;
         tracing::debug!(backend = %self.backend, lease_s = auth.lease_duration, "renewed the Vault token");
@@ -426,7 +427,7 @@ impl VaultStore {
         };
         if let VaultAuth::Token { token } = &self.options.auth {
             let client = self.new_client(token.expose_secret())?;
-            let info = client.lookup().await.map_err(refused)?;
+            let info = quiet(client.lookup()).await.map_err(refused)?;
             return Ok(Session {
                 client: Arc::new(client),
                 refresh_at: refresh_at(info.ttl),
@@ -441,16 +442,33 @@ impl VaultStore {
                 role_id,
                 secret_id,
             } => {
-                vaultrs::auth::approle::login(&client, mount, role_id, secret_id.expose_secret())
-                    .await
+                quiet(vaultrs::auth::approle::login(
+                    &client,
+                    mount,
+                    role_id,
+                    secret_id.expose_secret(),
+                ))
+                .await
             }
             VaultAuth::Jwt { mount, role, jwt } => {
                 let jwt = self.read_jwt(jwt, op).await?;
-                vaultrs::auth::oidc::login(&client, mount, jwt.expose_secret(), role.clone()).await
+                quiet(vaultrs::auth::oidc::login(
+                    &client,
+                    mount,
+                    jwt.expose_secret(),
+                    role.clone(),
+                ))
+                .await
             }
             VaultAuth::Kubernetes { mount, role, jwt } => {
                 let jwt = self.read_jwt(jwt, op).await?;
-                vaultrs::auth::kubernetes::login(&client, mount, role, jwt.expose_secret()).await
+                quiet(vaultrs::auth::kubernetes::login(
+                    &client,
+                    mount,
+                    role,
+                    jwt.expose_secret(),
+                ))
+                .await
             }
         }
         .map_err(refused)?;
@@ -499,7 +517,7 @@ impl VaultStore {
         loop {
             // a failed login (already translated) is retried like a failed call
             let outcome = match self.client().await {
-                Ok(client) => call(client).await.map_err(|e| self.translate(e, op)),
+                Ok(client) => quiet(call(client)).await.map_err(|e| self.translate(e, op)),
                 Err(login_failed) => Err(login_failed),
             };
             let err = match outcome {
@@ -792,6 +810,13 @@ impl fmt::Display for Cause {
 }
 
 impl std::error::Error for Cause {}
+
+/// Runs a vaultrs call with tracing switched off: vaultrs reports every failed request at
+/// ERROR level (a 404 for a secret that does not exist yet, too), which would mislead whoever
+/// reads the logs. The outcome is reported once, by our own error or debug event.
+fn quiet<F: Future>(call: F) -> WithDispatch<F> {
+    call.with_subscriber(NoSubscriber::default())
+}
 
 /// When to renew a token with a lease of `lease_s` seconds: after two thirds of it.
 fn refresh_at(lease_s: u64) -> Option<Instant> {

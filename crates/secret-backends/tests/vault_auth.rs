@@ -737,3 +737,74 @@ async fn kubernetes_login_with_the_service_account_token_file() {
     );
     assert!(!format!("{err:?}").contains(&jwt), "{err:?}");
 }
+
+/// Log output captured in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn expected_failures_log_no_errors_and_logs_hold_no_secrets() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "sync", &["writer"]);
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    // a current-thread test runtime: everything below runs on this thread, under this subscriber
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
+    assert_eq!(store.metadata("absent").await.unwrap(), None);
+    assert_eq!(
+        store.read("absent", None).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    store
+        .write("logged/t", &payload("logged.token.value"))
+        .await
+        .unwrap();
+    let wrong = approle_store(
+        &bao,
+        &creds.role_id,
+        SecretString::from("wrong-secret-id-4711"),
+    );
+    wrong.read("logged/t", None).await.unwrap_err();
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("logged in to Vault"),
+        "the capture does not work: {logs}"
+    );
+    assert!(
+        !logs.contains("ERROR"),
+        "an expected outcome was logged as an error:\n{logs}"
+    );
+    for secret in [
+        "logged.token.value",
+        "wrong-secret-id-4711",
+        creds.secret_id.expose_secret(),
+        bao.root_token().expose_secret(),
+    ] {
+        assert!(!logs.contains(secret), "the logs hold a secret:\n{logs}");
+    }
+}
