@@ -128,3 +128,38 @@ pub fn assert_no_secret(text: &str, sensitive: &[(&str, &str)]) {
         }
     }
 }
+
+/// Set in the environment of a test re-run as a child process.
+const CHILD_MARKER: &str = "ENTRA_AUTH_TEST_CHILD";
+
+/// Whether this test process is the child started by [`run_in_child`].
+pub fn in_child() -> bool {
+    std::env::var_os(CHILD_MARKER).is_some()
+}
+
+/// Runs the test `name` (module path, e.g. `credentials::x`) again in a child process with
+/// `set` added to and `remove` taken from its environment, and asserts that it passed.
+/// Environment variables cannot be set in-process: the workspace forbids `unsafe`.
+pub async fn run_in_child(name: &str, set: &[(&str, String)], remove: &[&str]) {
+    let mut command = tokio::process::Command::new(std::env::current_exe().unwrap());
+    command
+        .args([name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_MARKER, "1");
+    for (key, value) in set {
+        command.env(key, value);
+    }
+    for key in remove {
+        command.env_remove(key);
+    }
+    let output = command.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child {name} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran {name}: {stdout}"
+    );
+}

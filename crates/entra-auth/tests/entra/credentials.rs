@@ -169,12 +169,12 @@ async fn federated_token_file_is_read_on_every_acquisition() {
 const CHILD_AUTHORITY: &str = "ENTRA_AUTH_TEST_CHILD_AUTHORITY";
 const CHILD_JWT: &str = "ENTRA_AUTH_TEST_FEDERATED_JWT";
 
-/// Environment variables cannot be set in-process (no `unsafe`), so this test runs itself
-/// again as a child process with the token in the environment; the child acquires a token
-/// from the parent's emulator and the parent checks what the emulator issued.
+/// The child acquires a token from the parent's emulator with the JWT from its environment;
+/// the parent checks what the emulator issued.
 #[tokio::test]
 async fn federated_token_from_an_environment_variable() {
-    if let Ok(authority) = std::env::var(CHILD_AUTHORITY) {
+    if in_child() {
+        let authority = std::env::var(CHILD_AUTHORITY).unwrap();
         let app = AppCredential {
             authority: authority.parse().unwrap(),
             tenant: TENANT.parse().unwrap(),
@@ -191,34 +191,123 @@ async fn federated_token_from_an_environment_variable() {
         AppRegistration::new(TENANT, CLIENT)
             .with_federated_credential(FederatedCredential::new(GITHUB_ACTIONS_ISSUER, SUBJECT)),
     );
-    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "credentials::federated_token_from_an_environment_variable",
-            "--exact",
-            "--nocapture",
-        ])
-        .env(CHILD_AUTHORITY, entra.base_url())
-        .env(
-            CHILD_JWT,
-            entra.github_issuer().mint(SUBJECT, FEDERATED_AUDIENCE),
-        )
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran the test: {stdout}"
-    );
+    let jwt = entra.github_issuer().mint(SUBJECT, FEDERATED_AUDIENCE);
+    run_in_child(
+        "credentials::federated_token_from_an_environment_variable",
+        &[(CHILD_AUTHORITY, entra.base_url()), (CHILD_JWT, jwt)],
+        &[],
+    )
+    .await;
     let issued = entra.issued_tokens();
     assert_eq!(issued.len(), 1);
     assert_eq!(issued[0].source, TokenSource::Federated);
     assert_eq!(issued[0].client_id, CLIENT);
+}
+
+/// `github_actions_from_env` reads the runner's two variables; the child gets a token with it.
+#[tokio::test]
+async fn github_actions_source_from_the_runner_environment() {
+    if in_child() {
+        let source = FederatedTokenSource::github_actions_from_env().unwrap();
+        assert!(!format!("{source:?}").contains("runner-request-token"));
+        let app = AppCredential {
+            authority: std::env::var(CHILD_AUTHORITY).unwrap().parse().unwrap(),
+            tenant: TENANT.parse().unwrap(),
+            client_id: CLIENT.parse().unwrap(),
+            credential: Credential::Federated(source),
+        };
+        let client = entra_auth::TokenClient::new(entra_auth::ClientOptions::default()).unwrap();
+        client.acquire(&app, &scope()).await.unwrap();
+        return;
+    }
+    let entra = emulator(false).await;
+    entra.register_app(
+        AppRegistration::new(TENANT, CLIENT)
+            .with_federated_credential(FederatedCredential::new(GITHUB_ACTIONS_ISSUER, SUBJECT)),
+    );
+    entra.enable_github_oidc(GithubOidc::new(SUBJECT, "runner-request-token"));
+    run_in_child(
+        "credentials::github_actions_source_from_the_runner_environment",
+        &[
+            (CHILD_AUTHORITY, entra.base_url()),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_URL",
+                entra.github_oidc_request_url(),
+            ),
+            (
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                "runner-request-token".into(),
+            ),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(entra.issued_tokens().len(), 1);
+}
+
+/// Outside a GitHub Actions job with `id-token: write`, the error says what is missing.
+#[tokio::test]
+async fn github_actions_source_outside_a_runner_explains() {
+    if in_child() {
+        let err = FederatedTokenSource::github_actions_from_env().unwrap_err();
+        assert_eq!(err.input(), "ACTIONS_ID_TOKEN_REQUEST_URL");
+        assert!(err.to_string().contains("id-token: write"), "{err}");
+        return;
+    }
+    run_in_child(
+        "credentials::github_actions_source_outside_a_runner_explains",
+        &[],
+        &[
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+        ],
+    )
+    .await;
+}
+
+/// `ManagedIdentity::from_env` picks App Service when IDENTITY_ENDPOINT and IDENTITY_HEADER
+/// are set (and gets a token there), IMDS otherwise.
+#[tokio::test]
+async fn managed_identity_from_the_environment() {
+    if in_child() {
+        let identity = ManagedIdentity::from_env(None);
+        if std::env::var_os("IDENTITY_ENDPOINT").is_none() {
+            match identity {
+                ManagedIdentity::Imds {
+                    endpoint,
+                    client_id,
+                } => {
+                    assert_eq!(endpoint.as_str(), entra_auth::IMDS_ENDPOINT);
+                    assert!(client_id.is_none());
+                }
+                other => panic!("expected IMDS, got {other:?}"),
+            }
+            return;
+        }
+        assert!(
+            matches!(identity, ManagedIdentity::AppService { .. }),
+            "{identity:?}"
+        );
+        let app = AppCredential::managed_identity(entra_auth::Authority::public(), identity);
+        let client = entra_auth::TokenClient::new(entra_auth::ClientOptions::default()).unwrap();
+        client.acquire(&app, &scope()).await.unwrap();
+        return;
+    }
+    let entra = emulator(false).await;
+    let identity = testkit::ManagedIdentity::new(TENANT, CLIENT);
+    entra.enable_managed_identity(identity.clone());
+    const NAME: &str = "credentials::managed_identity_from_the_environment";
+    run_in_child(
+        NAME,
+        &[
+            ("IDENTITY_ENDPOINT", entra.identity_endpoint()),
+            ("IDENTITY_HEADER", identity.identity_header.clone()),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(entra.issued_tokens().len(), 1);
+    run_in_child(NAME, &[], &["IDENTITY_ENDPOINT", "IDENTITY_HEADER"]).await;
 }
 
 #[tokio::test]

@@ -132,7 +132,7 @@ async fn elapsed_time_is_bounded() {
         .await
         .unwrap_err();
     let elapsed = start.elapsed();
-    assert!(elapsed < Duration::from_secs(2), "took {elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "took {elapsed:?}");
     assert!(err.attempts() < 100, "{err}");
     assert_eq!(err.kind(), ErrorKind::ServiceUnavailable);
 }
