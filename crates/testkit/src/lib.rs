@@ -1,18 +1,36 @@
 //! Test-only servers for secret-sync: an Entra ID emulator (token endpoint with client secrets,
 //! certificate assertions and federated credentials; managed identity and GitHub Actions OIDC
-//! endpoints), an Azure Key Vault emulator (secrets API with challenge auth), and the test credentials they need (a CA for
-//! HTTPS, RSA client certificates, an OIDC issuer). Everything runs in-process on 127.0.0.1 with an
-//! ephemeral port; dropping a server stops it.
+//! endpoints), an Azure Key Vault emulator (secrets API with challenge auth), the test credentials
+//! they need (a CA for HTTPS, RSA client certificates, an OIDC issuer), and [`real`] helpers that
+//! start real moto and OpenBao servers. Everything runs on 127.0.0.1 with an ephemeral port;
+//! dropping a server stops it.
+//!
+//! The pieces:
+//! - [`EntraEmulator`]: `start()` (HTTP) / `start_tls()` (HTTPS, [`EntraEmulator::ca_pem`]),
+//!   [`EntraEmulator::register_app`] with an [`AppRegistration`] (secrets, expired secrets,
+//!   certificates, [`FederatedCredential`]s), [`EntraEmulator::inject`] a [`Fault`],
+//!   [`EntraEmulator::token_requests`] / [`EntraEmulator::token_request_count`] ([`RecordedRequest`],
+//!   secrets redacted), [`EntraEmulator::set_token_options`] ([`TokenOptions`]),
+//!   [`EntraEmulator::issued_tokens`] and [`EntraEmulator::validate_bearer`], managed identity
+//!   ([`ManagedIdentity`], [`EntraEmulator::imds_endpoint`], [`EntraEmulator::identity_endpoint`]) and
+//!   GitHub OIDC ([`GithubOidc`], [`EntraEmulator::github_oidc_request_url`]).
+//! - [`KeyVaultEmulator`]: started with the Entra emulator's [`TokenValidator`] and
+//!   [`KeyVaultOptions`]; hooks [`KeyVaultEmulator::secret`], [`KeyVaultEmulator::requests`],
+//!   [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
+//! - [`TestCertificate`] (RSA-2048 self-signed + PKCS#8 key, thumbprints, files, [`ClientAssertion`]
+//!   builder), [`OidcIssuer`] (mints RS256 tokens), [`TestCa`].
+//! - The `testkit-server` binary serves the Entra emulator as a process (see its `--help`).
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use testkit::{AppRegistration, EntraEmulator, Fault};
+//! use testkit::{AppRegistration, EntraEmulator, Fault, KeyVaultEmulator, KeyVaultOptions};
 //!
-//! let entra = EntraEmulator::start().await?; // or start_tls() + ca_pem()
+//! let entra = EntraEmulator::start_tls().await?;
 //! entra.register_app(AppRegistration::new("contoso", "app-1").with_secret("s3cret"));
 //! entra.inject(Fault::TooManyRequests { retry_after_secs: Some(1) });
 //!
-//! let client = reqwest::Client::new();
+//! let ca = reqwest::Certificate::from_pem(entra.ca_pem().unwrap().as_bytes())?;
+//! let client = reqwest::Client::builder().tls_certs_only([ca]).build()?;
 //! let answer = client
 //!     .post(entra.token_url("contoso"))
 //!     .form(&[
@@ -25,6 +43,14 @@
 //!     .await?;
 //! assert_eq!(answer.status(), 429); // the injected fault; the next request succeeds
 //! assert_eq!(entra.token_request_count(), 1);
+//!
+//! // A vault trusting the tokens above, served with the same CA.
+//! let vault = KeyVaultEmulator::start(
+//!     entra.token_validator(),
+//!     KeyVaultOptions::for_entra(&entra, "contoso"),
+//! )
+//! .await?;
+//! println!("{}", vault.vault_url());
 //! # Ok(()) }
 //! ```
 
