@@ -808,3 +808,38 @@ async fn expected_failures_log_no_errors_and_logs_hold_no_secrets() {
         assert!(!logs.contains(secret), "the logs hold a secret:\n{logs}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_one_login() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "once", &["writer"]);
+    // a secret id that works for a single login: a second login would be refused
+    bao.api(
+        "POST",
+        "auth/approle/role/once",
+        Some(json!({"token_policies": ["writer"], "secret_id_num_uses": 1})),
+    );
+    let single_use = bao.api("POST", "auth/approle/role/once/secret-id", None)["data"]["secret_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = std::sync::Arc::new(approle_store(
+        &bao,
+        &creds.role_id,
+        SecretString::from(single_use),
+    ));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(&format!("many/t-{i}"), &payload("shared.token.value"))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), WriteOutcome::Created);
+    }
+}
