@@ -827,7 +827,7 @@ async fn concurrent_calls_share_one_login() {
     let store = std::sync::Arc::new(approle_store(
         &bao,
         &creds.role_id,
-        SecretString::from(single_use),
+        SecretString::from(single_use.clone()),
     ));
     let tasks: Vec<_> = (0..8)
         .map(|i| {
@@ -842,4 +842,8 @@ async fn concurrent_calls_share_one_login() {
     for task in tasks {
         assert_eq!(task.await.unwrap().unwrap(), WriteOutcome::Created);
     }
+    // the secret id is used up: a second store (a second login) is refused
+    let second = approle_store(&bao, &creds.role_id, SecretString::from(single_use));
+    let err = second.read("many/t-0", None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
 }
