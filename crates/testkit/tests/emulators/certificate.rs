@@ -250,3 +250,16 @@ fn certificate_files_and_thumbprints() {
         "{printed}"
     );
 }
+
+#[test]
+fn only_rsa_pem_certificates_can_be_registered() {
+    let ec = rcgen::generate_simple_self_signed(vec!["ec.test".to_owned()]).unwrap();
+    let err = AppRegistration::new(TENANT, CLIENT_ID)
+        .with_certificate_pem(&ec.cert.pem())
+        .unwrap_err();
+    assert!(err.to_string().contains("not RSA"), "{err}");
+    let err = AppRegistration::new(TENANT, CLIENT_ID)
+        .with_certificate_pem("not a pem")
+        .unwrap_err();
+    assert!(err.to_string().contains("not a PEM certificate"), "{err}");
+}

@@ -337,3 +337,19 @@ async fn shutdown_stops_the_server() {
         "server still answers after shutdown: {result:?}"
     );
 }
+
+#[test]
+fn debug_output_never_shows_credentials() {
+    let app = AppRegistration::new(TENANT, CLIENT_ID)
+        .with_secret("visible-if-leaked-1")
+        .with_expired_secret("visible-if-leaked-2");
+    let github = testkit::GithubOidc::new("repo:o/r:ref:refs/heads/main", "visible-if-leaked-3");
+    let printed = format!("{app:?} {github:?}");
+    for secret in [
+        "visible-if-leaked-1",
+        "visible-if-leaked-2",
+        "visible-if-leaked-3",
+    ] {
+        assert!(!printed.contains(secret), "{secret} in {printed}");
+    }
+}
