@@ -136,7 +136,7 @@ impl TokenClient {
         };
         let result = match &app.credential {
             Credential::ClientSecret(secret) => {
-                self.token_request(app, scope, &facts, |_| {
+                self.token_request(app, scope, &facts, || {
                     Ok(vec![("client_secret", secret.clone())])
                 })
                 .await
@@ -144,7 +144,7 @@ impl TokenClient {
             Credential::Certificate(cert) => {
                 facts.credential = CredentialKind::Certificate;
                 let audience = app.authority.token_endpoint(&app.tenant);
-                self.token_request(app, scope, &facts, |_| {
+                self.token_request(app, scope, &facts, || {
                     // A fresh assertion (new jti, new time window) for every attempt.
                     let assertion = cert
                         .assertion(audience.as_str(), app.client_id.as_str())
@@ -161,9 +161,9 @@ impl TokenClient {
             }
             Credential::Federated(source) => {
                 facts.credential = CredentialKind::Federated;
-                let assertion = self.federated_assertion(app, source).await?;
+                let assertion = self.federated_assertion(app, source, &facts).await?;
                 facts.assertion_claims = Some(claims_of(&assertion));
-                self.token_request(app, scope, &facts, |_| {
+                self.token_request(app, scope, &facts, || {
                     Ok(assertion_fields(assertion.clone()))
                 })
                 .await
@@ -196,17 +196,18 @@ impl TokenClient {
         result
     }
 
-    /// The client-credentials POST, with `credential_fields(attempt)` added to the form.
+    /// The client-credentials POST, with `credential_fields()` (called for every attempt)
+    /// added to the form.
     async fn token_request(
         &self,
         app: &AppCredential,
         scope: &Scope,
         facts: &RequestFacts,
-        credential_fields: impl Fn(u32) -> Result<Vec<(&'static str, SecretString)>, Error>,
+        credential_fields: impl Fn() -> Result<Vec<(&'static str, SecretString)>, Error>,
     ) -> Result<AccessToken, Error> {
         let url = app.authority.token_endpoint(&app.tenant);
-        self.with_retries(facts, |attempt| {
-            let fields = credential_fields(attempt);
+        self.with_retries(facts, || {
+            let fields = credential_fields();
             let url = url.clone();
             async move {
                 let fields = fields?;
@@ -231,7 +232,7 @@ impl TokenClient {
         scope: &Scope,
         facts: &RequestFacts,
     ) -> Result<AccessToken, Error> {
-        self.with_retries(facts, |_| async {
+        self.with_retries(facts, || async {
             let mut query = vec![("resource", scope.resource())];
             if let Some(id) = identity.client_id() {
                 query.push(("client_id", id.as_str()));
@@ -289,6 +290,7 @@ impl TokenClient {
         &self,
         app: &AppCredential,
         source: &FederatedTokenSource,
+        facts: &RequestFacts,
     ) -> Result<SecretString, Error> {
         let source_error = |message: String| Error::new(ErrorKind::CredentialSource, message);
         let assertion = match source {
@@ -320,6 +322,7 @@ impl TokenClient {
                     request_url,
                     request_token,
                     app.authority.federated_audience(),
+                    facts,
                 )
                 .await?
             }
@@ -345,17 +348,11 @@ impl TokenClient {
         request_url: &url::Url,
         request_token: &SecretString,
         audience: &str,
+        facts: &RequestFacts,
     ) -> Result<SecretString, Error> {
         let mut url = request_url.clone();
         url.query_pairs_mut().append_pair("audience", audience);
-        let facts = RequestFacts {
-            credential: CredentialKind::Federated,
-            tenant: String::new(),
-            client_id: String::new(),
-            scope: String::new(),
-            assertion_claims: None,
-        };
-        self.with_retries(&facts, |_| {
+        self.with_retries(facts, || {
             let url = url.clone();
             async move {
                 let response = self
@@ -416,7 +413,7 @@ impl TokenClient {
         mut attempt: F,
     ) -> Result<T, Error>
     where
-        F: FnMut(u32) -> Fut,
+        F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Error>>,
     {
         let policy = &self.options.retry;
@@ -424,7 +421,7 @@ impl TokenClient {
         let mut n = 0;
         loop {
             n += 1;
-            let err = match attempt(n).await {
+            let err = match attempt().await {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
