@@ -23,8 +23,8 @@ pub enum Fault {
     Delay(Duration),
     /// `200 OK` with a body that is not JSON.
     MalformedBody,
-    /// Token endpoints: `200 OK` with a success body whose `access_token` is empty.
-    /// Other endpoints answer normally.
+    /// Token endpoints (Entra's and the managed identity ones): `200 OK` with their usual success
+    /// body but an empty `access_token`. Other endpoints answer normally.
     EmptyAccessToken,
     /// Token endpoints: a well-formed Entra error with this status, OAuth `error` and AADSTS code
     /// (e.g. 400 `invalid_request` 70021 right after a federated credential was created).

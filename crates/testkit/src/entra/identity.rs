@@ -94,10 +94,24 @@ fn mi_token_body(shared: &Shared, identity: &ManagedIdentity, resource: &str) ->
         resource.trim_end_matches('/'),
         TokenSource::ManagedIdentity,
     );
+    mi_body(
+        &identity.client_id,
+        resource,
+        token.expose_secret(),
+        lifetime,
+    )
+}
+
+fn mi_body(
+    client_id: &str,
+    resource: &str,
+    access_token: &str,
+    lifetime: u64,
+) -> serde_json::Value {
     let now = unix_now();
     serde_json::json!({
-        "access_token": token.expose_secret(),
-        "client_id": identity.client_id,
+        "access_token": access_token,
+        "client_id": client_id,
         "expires_in": lifetime.to_string(),
         "expires_on": (now + lifetime).to_string(),
         "ext_expires_in": lifetime.to_string(),
@@ -105,6 +119,27 @@ fn mi_token_body(shared: &Shared, identity: &ManagedIdentity, resource: &str) ->
         "resource": resource,
         "token_type": "Bearer",
     })
+}
+
+/// Whether `path` is one of the managed identity endpoints.
+pub(super) fn is_identity_path(path: &str) -> bool {
+    path == "/metadata/identity/oauth2/token" || path == "/msi/token"
+}
+
+/// The `EmptyAccessToken` fault on a managed identity endpoint: its usual shape, an empty token.
+pub(super) fn empty_token_reply(shared: &Shared, request: &Request) -> Reply {
+    let (client_id, lifetime) = {
+        let state = shared.lock();
+        let client_id = state
+            .managed_identity
+            .as_ref()
+            .map(|identity| identity.client_id.clone())
+            .unwrap_or_default();
+        (client_id, state.token_options.lifetime.as_secs())
+    };
+    let query = request.query_pairs();
+    let resource = query.get("resource").map_or("", String::as_str);
+    Reply::json(StatusCode::OK, &mi_body(&client_id, resource, "", lifetime))
 }
 
 /// `GET /metadata/identity/oauth2/token?api-version=2018-02-01&resource=...` with `Metadata: true`.

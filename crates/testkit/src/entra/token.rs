@@ -606,6 +606,9 @@ pub(super) fn fault_reply(shared: &Shared, request: &Request, fault: Fault) -> R
             "text/html; charset=utf-8",
             "<html><body>Service temporarily unavailable</body></html>",
         ),
+        Fault::EmptyAccessToken if super::identity::is_identity_path(&request.path) => {
+            super::identity::empty_token_reply(shared, request)
+        }
         Fault::EmptyAccessToken => {
             let options = shared.lock().token_options.clone();
             success_reply(request, &success_body(&options, ""))

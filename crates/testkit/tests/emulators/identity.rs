@@ -168,7 +168,16 @@ async fn faults_apply_to_managed_identity_too() {
         Some("2")
     );
     assert_eq!(get(&url, &[("Metadata", "true")]).await.status, 200);
-    assert_eq!(entra.requests().len(), 2);
+    entra.inject(Fault::EmptyAccessToken);
+    let empty = get(&url, &[("Metadata", "true")]).await;
+    assert_eq!(empty.status, 200);
+    assert_eq!(empty.body["access_token"], "", "{}", empty.text);
+    assert!(
+        empty.body["expires_on"].is_string(),
+        "managed identity shape: {}",
+        empty.text
+    );
+    assert_eq!(entra.requests().len(), 3);
     assert_eq!(
         entra.token_request_count(),
         0,
