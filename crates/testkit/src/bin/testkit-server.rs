@@ -1,13 +1,16 @@
-//! `testkit-server`: the Entra ID emulator as a standalone process, for `cargo xtask demo` and
-//! manual runs. It registers one app, prints one JSON line (base URL, token URL, CA file, ...)
-//! on stdout, and serves until it receives Ctrl-C or SIGTERM.
+//! `testkit-server`: the Entra ID emulator (and optionally the Key Vault emulator) as a standalone
+//! process, for `cargo xtask demo` and manual runs. It registers one app, prints one JSON line
+//! (base URL, token URL, CA file, vault URL, ...) on stdout, and serves until Ctrl-C or SIGTERM.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use testkit::{AppRegistration, EntraEmulator, GithubOidc, ManagedIdentity, ServerOptions, TestCa};
+use testkit::{
+    AppRegistration, EntraEmulator, GithubOidc, KeyVaultEmulator, KeyVaultOptions, ManagedIdentity,
+    ServerOptions, TestCa,
+};
 
 /// Serve the Entra ID emulator on 127.0.0.1.
 #[derive(Debug, Parser)]
@@ -37,6 +40,10 @@ struct Args {
     /// Also serve the GitHub Actions OIDC endpoint minting tokens for this subject.
     #[arg(long, requires = "github_request_token")]
     github_subject: Option<String>,
+    /// Also serve a Key Vault emulator (HTTPS with the same CA; needs --tls) trusting the tokens
+    /// issued for `https://vault.azure.net/.default`.
+    #[arg(long, requires = "tls")]
+    key_vault: bool,
     /// The bearer token the GitHub OIDC endpoint requires.
     #[arg(long, env = "TESTKIT_GITHUB_REQUEST_TOKEN", hide_env_values = true)]
     github_request_token: Option<String>,
@@ -85,8 +92,21 @@ async fn main() -> anyhow::Result<()> {
         entra.enable_github_oidc(GithubOidc::new(subject, token));
         info["github_request_url"] = entra.github_oidc_request_url().into();
     }
+    let vault = if args.key_vault {
+        let options = KeyVaultOptions::for_entra(&entra, &args.tenant);
+        let vault = KeyVaultEmulator::start(entra.token_validator(), options)
+            .await
+            .context("starting the Key Vault emulator")?;
+        info["vault_url"] = vault.vault_url().into();
+        Some(vault)
+    } else {
+        None
+    };
     println!("{info}");
     wait_for_stop().await?;
+    if let Some(vault) = vault {
+        vault.shutdown().await;
+    }
     entra.shutdown().await;
     Ok(())
 }

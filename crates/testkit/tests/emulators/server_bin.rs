@@ -25,7 +25,7 @@ async fn binary_serves_the_registered_app_over_https() {
             .args(["--tls", "--tenant", TENANT, "--client-id", CLIENT_ID])
             .arg("--ca-out")
             .arg(&ca_path)
-            .args(["--managed-identity-client-id", "mi-client"])
+            .args(["--managed-identity-client-id", "mi-client", "--key-vault"])
             .env("TESTKIT_CLIENT_SECRET", SECRET)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -59,6 +59,17 @@ async fn binary_serves_the_registered_app_over_https() {
     )
     .await;
     assert_eq!(answer.status, 200, "{}", answer.text);
+
+    let vault_url = info["vault_url"].as_str().expect("vault_url printed");
+    let token = answer.body["access_token"].as_str().unwrap();
+    let put = client
+        .put(format!("{vault_url}/secrets/demo?api-version=2025-07-01"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"value": "v"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
 }
 
 #[test]
