@@ -204,11 +204,11 @@ impl TokenCache {
                 state.last_error = Some(err.clone());
                 match valid(current, now) {
                     Some(token) => {
-                        let pause = err
-                            .retry_after()
-                            .unwrap_or(FAILED_REFRESH_PAUSE)
-                            .max(FAILED_REFRESH_PAUSE);
-                        state.quiet_until = Some(now + pause);
+                        // Our own pause ends when the token expires; a wait the service
+                        // asked for is honoured in full.
+                        let own_pause = (now + FAILED_REFRESH_PAUSE).min(token.expires_on());
+                        let asked = now + err.retry_after().unwrap_or_default();
+                        state.quiet_until = Some(own_pause.max(asked));
                         warn!(
                             tenant = %app.tenant, client_id = %app.client_id, scope = %scope,
                             expires_on = %token.expires_on(), error = %err,

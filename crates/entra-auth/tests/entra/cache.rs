@@ -281,3 +281,34 @@ async fn throttling_holds_back_further_requests_until_retry_after() {
     assert!(cache.get(&app, &scope()).await.is_ok());
     assert_eq!(entra.token_request_count(), 2);
 }
+
+#[tokio::test]
+async fn the_pause_after_a_failed_refresh_ends_when_the_token_expires() {
+    let entra = emulator_with_secret_app(false).await;
+    entra.set_token_options(TokenOptions {
+        lifetime: Duration::from_secs(2),
+        refresh_in: Some(Duration::from_secs(1)),
+        ..TokenOptions::default()
+    });
+    let mut options = options(&entra);
+    options.retry = RetryPolicy::none();
+    let cache = TokenCache::new(
+        TokenClient::new(options).unwrap(),
+        RefreshPolicy {
+            refresh_before: Duration::from_millis(500),
+        },
+    );
+    let app = secret_app(&entra);
+    let first = cache.get(&app, &scope()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    entra.inject(Fault::ServerError { status: 503 });
+    let served = cache.get(&app, &scope()).await.unwrap();
+    assert!(same(&served, &first), "served the still-valid token");
+    assert_eq!(entra.token_request_count(), 2);
+
+    // Once the token has expired, the next call asks again instead of waiting out 30 s.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let fresh = cache.get(&app, &scope()).await.unwrap();
+    assert!(!same(&fresh, &first), "a new token after expiry");
+    assert_eq!(entra.token_request_count(), 3);
+}
