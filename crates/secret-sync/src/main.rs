@@ -2,6 +2,7 @@
 //! outcomes to exit codes; the work lives in the `entra-auth` and `secret-backends` crates.
 
 mod cli;
+mod config;
 mod failure;
 mod logging;
 mod token;
