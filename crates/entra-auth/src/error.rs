@@ -434,6 +434,15 @@ fn message_for(
         ErrorKind::ServiceUnavailable => {
             format!("the token service had a transient problem (HTTP {status}): try again later")
         }
+        _ if (300..400).contains(&status) => format!(
+            "the token endpoint answered with a redirect (HTTP {status}): check the authority URL \
+             (e.g. https://login.microsoftonline.com); a proxy or captive portal may be in the way"
+        ),
+        // Entra's own refusals carry AADSTS codes; a bare 404 means a wrong URL.
+        _ if status == 404 && codes.is_empty() && !mi => format!(
+            "nothing answers at the token endpoint for tenant {tenant} (HTTP 404): check the \
+             authority URL (e.g. https://login.microsoftonline.com)"
+        ),
         _ if mi => format!(
             "the managed identity endpoint refused the request for {scope:?}: check that a \
              managed identity is assigned to this resource (and the client id, for a \
@@ -562,6 +571,16 @@ mod tests {
         );
         assert!(!err.is_retryable(), "{err}");
         assert!(err.to_string().contains("managed identity"), "{err}");
+    }
+
+    #[test]
+    fn wrong_authority_urls_are_named() {
+        let facts = facts(CredentialKind::Secret);
+        let err = service_error(404, ServiceDetails::default(), None, &facts);
+        assert!(err.to_string().contains("check the authority URL"), "{err}");
+        assert!(!err.is_retryable());
+        let err = service_error(302, ServiceDetails::default(), None, &facts);
+        assert!(err.to_string().contains("redirect"), "{err}");
     }
 
     #[test]

@@ -229,3 +229,14 @@ async fn non_json_body_is_refused() {
     assert_eq!(err.kind(), ErrorKind::InvalidResponse, "{err}");
     assert!(err.to_string().contains("not Bearer"), "{err}");
 }
+
+#[tokio::test]
+async fn a_wrong_authority_path_is_named() {
+    let entra = emulator_with_secret_app(false).await;
+    let mut app = secret_app(&entra);
+    app.authority = format!("{}/not-entra", entra.base_url()).parse().unwrap();
+    let err = client(&entra).acquire(&app, &scope()).await.unwrap_err();
+    assert_eq!(err.http_status(), Some(404), "{err}");
+    assert!(err.to_string().contains("check the authority URL"), "{err}");
+    assert_eq!(entra.requests().len(), 1, "not retried");
+}
