@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use time::OffsetDateTime;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::credential::{AppCredential, Credential, FederatedTokenSource, ManagedIdentity};
 use crate::error::{AssertionClaims, CredentialKind, Error, ErrorKind, RequestFacts, redact};
@@ -188,7 +188,9 @@ impl TokenClient {
                 credential = ?facts.credential, expires_on = %token.expires_on(),
                 "access token acquired"
             ),
-            Err(err) => warn!(
+            // The error goes back to the caller, who reports it once; logging it here too
+            // would print every failure twice.
+            Err(err) => debug!(
                 tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
                 credential = ?facts.credential, error = %err, "access token not acquired"
             ),
