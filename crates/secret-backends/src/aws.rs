@@ -409,20 +409,7 @@ impl SecretStore for AwsStore {
     }
 
     fn check_name(&self, name: &str) -> Result<(), BackendError> {
-        let valid_chars = name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
-        if name.is_empty() || name.len() > MAX_NAME_CHARS || !valid_chars {
-            return Err(self.error(
-                ErrorKind::InvalidName,
-                name,
-                format!(
-                    "an AWS secret name is 1 to {MAX_NAME_CHARS} characters of A-Z a-z 0-9 / _ + = . @ -: \
-                     rename the secret (use the name, not the ARN)"
-                ),
-            ));
-        }
-        Ok(())
+        check_name(&self.backend, name)
     }
 
     fn max_value_bytes(&self) -> usize {
@@ -569,6 +556,26 @@ fn request_token() -> String {
 }
 
 /// Validates the options that can be checked without the network.
+/// The AWS Secrets Manager naming rule, without a store (e.g. to validate a config):
+/// what [`SecretStore::check_name`] of an [`AwsStore`] named `backend` checks.
+pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
+    let valid_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/_+=.@-".contains(c));
+    if name.is_empty() || name.len() > MAX_NAME_CHARS || !valid_chars {
+        return Err(BackendError::new(
+            ErrorKind::InvalidName,
+            backend,
+            format!(
+                "an AWS secret name is 1 to {MAX_NAME_CHARS} characters of A-Z a-z 0-9 / _ + = . @ -: \
+                 rename the secret (use the name, not the ARN)"
+            ),
+        )
+        .with_secret(name));
+    }
+    Ok(())
+}
+
 fn check_options(backend: &str, options: &AwsOptions) -> Result<(), BackendError> {
     let invalid = |message: String| BackendError::new(ErrorKind::InvalidConfig, backend, message);
     if options.max_attempts == 0 {

@@ -427,17 +427,7 @@ impl SecretStore for AzureKeyVaultStore {
     }
 
     fn check_name(&self, name: &str) -> Result<(), BackendError> {
-        let valid = (1..=127).contains(&name.len())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-        if valid {
-            return Ok(());
-        }
-        Err(self.error(
-            ErrorKind::InvalidName,
-            name,
-            "Key Vault secret names are 1-127 letters, digits and dashes (no \"/\", \"_\" or \".\"), \
-             e.g. \"graph-access-token\"",
-        ))
+        check_name(&self.backend, name)
     }
 
     fn max_value_bytes(&self) -> usize {
@@ -522,6 +512,23 @@ impl SecretStore for AzureKeyVaultStore {
 }
 
 /// Refuses unusable options before anything is built.
+/// The Key Vault secret naming rule, without a store (e.g. to validate a config):
+/// what [`SecretStore::check_name`] of an [`AzureKeyVaultStore`] named `backend` checks.
+pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
+    let valid = (1..=127).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        return Ok(());
+    }
+    Err(BackendError::new(
+        ErrorKind::InvalidName,
+        backend,
+        "Key Vault secret names are 1-127 letters, digits and dashes (no \"/\", \"_\" or \".\"), \
+         e.g. \"graph-access-token\"",
+    )
+    .with_secret(name))
+}
+
 fn check_options(backend: &str, options: &AzureKeyVaultOptions) -> Result<(), BackendError> {
     let invalid = |message: String| {
         Err(BackendError::new(

@@ -399,6 +399,41 @@ struct Sidecar<'a> {
     managed_by: &'a str,
 }
 
+/// The file backend's naming rule, without a store (e.g. to validate a config):
+/// what [`SecretStore::check_name`] of a [`FileStore`] named `backend` checks.
+pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
+    let refuse = |why: &str| {
+        Err(BackendError::new(
+            ErrorKind::InvalidName,
+            backend,
+            format!("{why}: use a relative path inside the backend's directory, e.g. \"graph.json\" or \"apps/graph-token\""),
+        )
+        .with_secret(name))
+    };
+    if name.is_empty() {
+        return refuse("the name is empty");
+    }
+    if name.len() > 1024 {
+        return refuse("the name is longer than 1024 bytes");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return refuse("the name contains control characters");
+    }
+    if name.starts_with('/') {
+        return refuse("the name is an absolute path");
+    }
+    if name.split('/').any(|part| part.is_empty()) {
+        return refuse("the name has an empty path segment");
+    }
+    if name.split('/').any(|part| part == "." || part == "..") {
+        return refuse("the name contains \".\" or \"..\"");
+    }
+    if name.ends_with(SIDECAR_SUFFIX) {
+        return refuse("names ending in \".meta.json\" are reserved for sidecar files");
+    }
+    Ok(())
+}
+
 fn sidecar_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()
@@ -415,35 +450,7 @@ impl SecretStore for FileStore {
     }
 
     fn check_name(&self, name: &str) -> Result<(), BackendError> {
-        let refuse = |why: &str| {
-            Err(self.error(
-                ErrorKind::InvalidName,
-                name,
-                format!("{why}: use a relative path inside the backend's directory, e.g. \"graph.json\" or \"apps/graph-token\""),
-            ))
-        };
-        if name.is_empty() {
-            return refuse("the name is empty");
-        }
-        if name.len() > 1024 {
-            return refuse("the name is longer than 1024 bytes");
-        }
-        if name.chars().any(|c| c.is_control()) {
-            return refuse("the name contains control characters");
-        }
-        if name.starts_with('/') {
-            return refuse("the name is an absolute path");
-        }
-        if name.split('/').any(|part| part.is_empty()) {
-            return refuse("the name has an empty path segment");
-        }
-        if name.split('/').any(|part| part == "." || part == "..") {
-            return refuse("the name contains \".\" or \"..\"");
-        }
-        if name.ends_with(SIDECAR_SUFFIX) {
-            return refuse("names ending in \".meta.json\" are reserved for sidecar files");
-        }
-        Ok(())
+        check_name(&self.backend, name)
     }
 
     fn max_value_bytes(&self) -> usize {

@@ -833,6 +833,21 @@ fn is_loopback(url: &url::Url) -> bool {
 }
 
 /// Path segments of letters, digits and `-_.@=+,:~`, none empty, `.` or `..`.
+/// The Vault path rule, without a store (e.g. to validate a config): what
+/// [`SecretStore::check_name`] of a [`VaultStore`] named `backend` checks.
+pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
+    if name.len() <= 512 && valid_path(name) {
+        return Ok(());
+    }
+    Err(BackendError::new(
+        ErrorKind::InvalidName,
+        backend,
+        "the path must be 1-512 characters of letters, digits and -_.@=+,:~ in segments separated by \"/\", \
+         without empty, \".\" or \"..\" segments, e.g. \"apps/graph\" (give it without the mount and without \"data/\")",
+    )
+    .with_secret(name))
+}
+
 fn valid_path(path: &str) -> bool {
     path.split('/').all(|segment| {
         !segment.is_empty()
@@ -868,16 +883,7 @@ impl SecretStore for VaultStore {
     }
 
     fn check_name(&self, name: &str) -> Result<(), BackendError> {
-        if name.len() <= 512 && valid_path(name) {
-            return Ok(());
-        }
-        Err(BackendError::new(
-            ErrorKind::InvalidName,
-            &self.backend,
-            "the path must be 1-512 characters of letters, digits and -_.@=+,:~ in segments separated by \"/\", \
-             without empty, \".\" or \"..\" segments, e.g. \"apps/graph\" (give it without the mount and without \"data/\")",
-        )
-        .with_secret(name))
+        check_name(&self.backend, name)
     }
 
     fn max_value_bytes(&self) -> usize {
