@@ -511,7 +511,6 @@ impl SecretStore for AzureKeyVaultStore {
     }
 }
 
-/// Refuses unusable options before anything is built.
 /// The Key Vault secret naming rule, without a store (e.g. to validate a config):
 /// what [`SecretStore::check_name`] of an [`AzureKeyVaultStore`] named `backend` checks.
 pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
@@ -529,6 +528,7 @@ pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
     .with_secret(name))
 }
 
+/// Refuses unusable options before anything is built.
 fn check_options(backend: &str, options: &AzureKeyVaultOptions) -> Result<(), BackendError> {
     let invalid = |message: String| {
         Err(BackendError::new(

@@ -1,0 +1,517 @@
+//! The Azure Key Vault backend against the testkit Key Vault emulator, over HTTPS.
+//!
+//! No public Key Vault emulator exists, so `testkit` serves the secrets API with a CA generated
+//! at test time, the service's challenge authentication, and bearer tokens checked against
+//! those the testkit Entra emulator issued. The store authenticates the way the binary does:
+//! `entra_auth::EntraTokenCredential` over a client secret registered in the Entra emulator,
+//! handed to the Azure SDK. On top of the shared conformance suite: the challenge flow, the
+//! native `exp` attribute, content type and tags, a deleted-but-recoverable name explained and
+//! (opted in) recovered, RBAC refusal, throttling with `Retry-After`, and an untrusted CA.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entra_auth::{
+    AppCredential, Authority, ClientOptions, Credential, EntraTokenCredential, RefreshPolicy,
+    TokenCache, TokenClient,
+};
+use secrecy::{ExposeSecret, SecretString};
+use secret_backends::azure_kv::{
+    AzureKeyVaultOptions, AzureKeyVaultStore, EXPIRES_AT_TAG, MANAGED_BY_TAG, RetrySettings,
+};
+use secret_backends::conformance::{self, Harness, MANAGED_BY};
+use secret_backends::{ErrorKind, Format, SecretStore, WriteOutcome};
+use testkit::{AppRegistration, EntraEmulator, Fault, KeyVaultEmulator, KeyVaultOptions};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT_ID: &str = "3c9a6e0c-5a7e-4d5b-9f6d-0c1e2f3a4b5c";
+const CLIENT_SECRET: &str = "kv-test-Cl1ent~Secret.value";
+
+/// Both emulators, the CA file, and a store built against them.
+struct Fixture {
+    entra: EntraEmulator,
+    vault: KeyVaultEmulator,
+    ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let entra = EntraEmulator::start().await.unwrap();
+        entra.register_app(AppRegistration::new(TENANT, CLIENT_ID).with_secret(CLIENT_SECRET));
+        let vault = KeyVaultEmulator::start(
+            entra.token_validator(),
+            KeyVaultOptions::for_entra(&entra, TENANT),
+        )
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("vault-ca.pem");
+        std::fs::write(&ca_file, vault.ca_pem()).unwrap();
+        Fixture {
+            entra,
+            vault,
+            ca_file,
+            _dir: dir,
+        }
+    }
+
+    /// Options for the emulated vault: its CA trusted, retries fast enough for tests.
+    fn options(&self) -> AzureKeyVaultOptions {
+        let mut options = AzureKeyVaultOptions::new(self.vault.vault_url().parse().unwrap());
+        options.ca_file = Some(self.ca_file.clone());
+        options.retry = RetrySettings {
+            first_delay: Duration::from_millis(10),
+            max_retries: 3,
+            max_delay: Duration::from_millis(100),
+        };
+        options.recovery_timeout = Duration::from_secs(5);
+        options
+    }
+
+    /// A credential for the registered app with `secret`, as the binary would build it.
+    fn credential(&self, secret: &str) -> Arc<dyn azure_core::credentials::TokenCredential> {
+        let client = TokenClient::new(ClientOptions::default()).unwrap();
+        let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
+        let app = AppCredential {
+            authority: Authority::parse(&self.entra.base_url()).unwrap(),
+            tenant: TENANT.parse().unwrap(),
+            client_id: CLIENT_ID.parse().unwrap(),
+            credential: Credential::ClientSecret(SecretString::from(secret)),
+        };
+        EntraTokenCredential::new(cache, app).into_shared()
+    }
+
+    fn store_with(&self, options: AzureKeyVaultOptions) -> AzureKeyVaultStore {
+        AzureKeyVaultStore::new("kv-test", options, self.credential(CLIENT_SECRET)).unwrap()
+    }
+
+    fn store(&self) -> AzureKeyVaultStore {
+        self.store_with(self.options())
+    }
+
+    fn harness(&self) -> Harness {
+        Harness {
+            store: Box::new(self.store()),
+            fresh_name: Box::new(fresh_name),
+            formats: vec![Format::Raw, Format::Json],
+            read_back: conformance::default_read_back,
+            invalid_name: "graph/access_token".to_owned(),
+        }
+    }
+}
+
+fn fresh_name() -> String {
+    format!("token-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A loopback https URL where nothing listens.
+fn closed_url() -> url::Url {
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("https://127.0.0.1:{port}").parse().unwrap()
+}
+
+#[tokio::test]
+async fn missing_secret_is_not_found() {
+    conformance::missing_secret_is_not_found(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn write_then_read_back() {
+    conformance::write_then_read_back(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn overwrite() {
+    conformance::overwrite(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn metadata_round_trip() {
+    conformance::metadata_round_trip(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn unchanged_write() {
+    conformance::unchanged_write(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn missing_field() {
+    conformance::missing_field(&Fixture::start().await.harness()).await;
+}
+
+#[tokio::test]
+async fn refused_before_network() {
+    let f = Fixture::start().await;
+    let offline = f.store_with(AzureKeyVaultOptions {
+        vault_url: closed_url(),
+        ..f.options()
+    });
+    conformance::refused_before_network(&f.harness(), &offline).await;
+}
+
+#[tokio::test]
+async fn server_unreachable() {
+    let f = Fixture::start().await;
+    let unreachable = f.store_with(AzureKeyVaultOptions {
+        vault_url: closed_url(),
+        ..f.options()
+    });
+    conformance::server_unreachable(&f.harness(), &unreachable).await;
+}
+
+#[tokio::test]
+async fn authentication_refused() {
+    let f = Fixture::start().await;
+    let wrong = "kv-test-Wrong~Secret.value";
+    let bad_auth = AzureKeyVaultStore::new("kv-test", f.options(), f.credential(wrong)).unwrap();
+    conformance::authentication_refused(&f.harness(), &bad_auth, wrong).await;
+}
+
+#[tokio::test]
+async fn throttling_retried() {
+    let f = Fixture::start().await;
+    f.vault.inject_times(
+        Fault::TooManyRequests {
+            retry_after_secs: None,
+        },
+        2,
+    );
+    let throttled = f.store();
+    conformance::throttling_retried(&f.harness(), &throttled).await;
+    let throttled_answers = f
+        .vault
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(429))
+        .count();
+    assert_eq!(throttled_answers, 2, "the vault answered 429 twice");
+}
+
+#[tokio::test]
+async fn the_first_request_meets_the_challenge_then_carries_a_vault_token() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    assert_eq!(store.metadata(&name).await.unwrap(), None);
+    let seen: Vec<(bool, Option<u16>)> = f
+        .vault
+        .requests()
+        .iter()
+        .map(|r| (r.authorized, r.status))
+        .collect();
+    assert_eq!(
+        seen,
+        [(false, Some(401)), (true, Some(404))],
+        "(authorized, status) of the requests the vault saw"
+    );
+    let scopes: Vec<String> = f
+        .entra
+        .token_requests()
+        .iter()
+        .filter_map(|r| r.form.get("scope").cloned())
+        .collect();
+    assert_eq!(scopes, ["https://vault.azure.net/.default"]);
+
+    // The scope is remembered: the next call goes out with a token at once.
+    store.metadata(&name).await.unwrap();
+    let last = f.vault.requests().last().cloned().unwrap();
+    assert!(
+        last.authorized && last.status == Some(404),
+        "second call: {last:?}"
+    );
+}
+
+#[tokio::test]
+async fn write_sets_exp_content_type_and_tags() {
+    let f = Fixture::start().await;
+    let mut options = f.options();
+    options
+        .tags
+        .insert("owner".to_owned(), "platform-team".to_owned());
+    let store = f.store_with(options);
+
+    let raw_name = fresh_name();
+    let token = conformance::unique_token();
+    let raw = conformance::payload(&token, 60, Format::Raw);
+    assert_eq!(
+        store.write(&raw_name, &raw).await.unwrap(),
+        WriteOutcome::Created
+    );
+    let stored = f.vault.secret(&raw_name).expect("the secret was written");
+    assert_eq!(stored.value.expose_secret(), token.expose_secret());
+    assert_eq!(stored.expires, Some(raw.expires_on().unix_timestamp()));
+    assert!(stored.enabled, "the written version is enabled");
+    assert_eq!(stored.content_type.as_deref(), Some("application/jwt"));
+    assert_eq!(
+        stored.tags.get(MANAGED_BY_TAG).map(String::as_str),
+        Some(MANAGED_BY)
+    );
+    assert_eq!(
+        stored.tags.get(EXPIRES_AT_TAG),
+        Some(&raw.expires_at_rfc3339())
+    );
+    assert_eq!(
+        stored.tags.get("owner").map(String::as_str),
+        Some("platform-team")
+    );
+
+    let json_name = fresh_name();
+    let json = conformance::payload(&token, 60, Format::Json);
+    store.write(&json_name, &json).await.unwrap();
+    let stored = f.vault.secret(&json_name).unwrap();
+    assert_eq!(stored.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        stored.value.expose_secret(),
+        json.json_document().expose_secret()
+    );
+    assert_eq!(stored.expires, Some(json.expires_on().unix_timestamp()));
+
+    let meta = store.metadata(&json_name).await.unwrap().unwrap();
+    assert_eq!(meta.version.as_deref(), Some(stored.version.as_str()));
+    assert_eq!(
+        meta.updated_on.map(|t| t.unix_timestamp()),
+        Some(stored.updated)
+    );
+}
+
+#[tokio::test]
+async fn a_new_expiry_alone_makes_a_new_version() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    let token = conformance::unique_token();
+    store
+        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .await
+        .unwrap();
+    let later = conformance::payload(&token, 90, Format::Raw);
+    assert_eq!(
+        store.write(&name, &later).await.unwrap(),
+        WriteOutcome::Updated
+    );
+    assert_eq!(f.vault.version_count(&name), 2);
+    assert_eq!(
+        f.vault.secret(&name).unwrap().expires,
+        Some(later.expires_on().unix_timestamp())
+    );
+}
+
+#[tokio::test]
+async fn a_secret_not_written_by_secret_sync_has_no_marker() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    f.vault
+        .set_secret(
+            &name,
+            r#"{"client_id":"app-1","client_secret":"hand-made-s3cret"}"#,
+        )
+        .unwrap();
+    let meta = store.metadata(&name).await.unwrap().unwrap();
+    assert_eq!(meta.managed_by, None);
+    assert_eq!(meta.expires_on, None);
+    let secret = store.read(&name, Some("client_secret")).await.unwrap();
+    assert_eq!(secret.expose_secret(), "hand-made-s3cret");
+}
+
+#[tokio::test]
+async fn deleted_but_recoverable_is_explained() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    let token = conformance::unique_token();
+    store
+        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .await
+        .unwrap();
+    assert!(f.vault.soft_delete(&name));
+
+    let newer = conformance::unique_token();
+    let err = store
+        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .await
+        .expect_err("writing over a soft-deleted name must fail without recover_deleted");
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    let expected = format!(
+        "the secret {name} is deleted but recoverable: recover it (`az keyvault secret recover`), \
+         purge it, or set recover_deleted = true"
+    );
+    assert!(
+        err.to_string().ends_with(&expected),
+        "expected the message to end with {expected:?}, got {err}"
+    );
+    conformance::assert_no_leak(&err, &[token.expose_secret(), newer.expose_secret()]);
+    assert!(
+        f.vault.secret(&name).unwrap().deleted,
+        "nothing was recovered"
+    );
+}
+
+#[tokio::test]
+async fn recover_deleted_recovers_then_writes() {
+    let f = Fixture::start().await;
+    let name = fresh_name();
+    f.store()
+        .write(
+            &name,
+            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+        )
+        .await
+        .unwrap();
+    assert!(f.vault.soft_delete(&name));
+
+    let store = f.store_with(AzureKeyVaultOptions {
+        recover_deleted: true,
+        ..f.options()
+    });
+    let newer = conformance::unique_token();
+    let outcome = store
+        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    let stored = f.vault.secret(&name).unwrap();
+    assert!(!stored.deleted, "the secret was recovered");
+    assert_eq!(stored.value.expose_secret(), newer.expose_secret());
+    assert_eq!(
+        stored.version_count, 2,
+        "the recovered version plus the new one"
+    );
+    let recovers = f
+        .vault
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == format!("/deletedsecrets/{name}/recover"))
+        .count();
+    assert_eq!(recovers, 1, "one recover call");
+}
+
+#[tokio::test]
+async fn an_identity_without_access_is_told_which_role_to_grant() {
+    let f = Fixture::start().await;
+    f.vault.deny_client(CLIENT_ID);
+    let store = f.store();
+    let name = fresh_name();
+    let token = conformance::unique_token();
+    let errors = [
+        store.read(&name, None).await.unwrap_err(),
+        store.metadata(&name).await.unwrap_err(),
+        store
+            .write(&name, &conformance::payload(&token, 60, Format::Raw))
+            .await
+            .unwrap_err(),
+    ];
+    for err in &errors {
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        assert!(
+            err.to_string().contains(
+                "the identity has no access to secrets in this vault (Forbidden/ForbiddenByRbac: "
+            ) && err.to_string().contains(
+                "grant it the 'Key Vault Secrets Officer' role or an access policy with get/set"
+            ),
+            "{err}"
+        );
+        conformance::assert_no_leak(err, &[CLIENT_SECRET, token.expose_secret()]);
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let f = Fixture::start().await;
+    let store = f.store_with(AzureKeyVaultOptions {
+        retry: RetrySettings {
+            first_delay: Duration::from_millis(10),
+            max_retries: 3,
+            max_delay: Duration::from_secs(5),
+        },
+        ..f.options()
+    });
+    let name = fresh_name();
+    f.vault.inject(Fault::TooManyRequests {
+        retry_after_secs: Some(1),
+    });
+    let started = Instant::now();
+    let outcome = store
+        .write(
+            &name,
+            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the retry came after {:?}, before the 1 s the vault asked for",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn throttling_that_outlasts_the_retries_is_reported() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    f.vault.inject_times(
+        Fault::TooManyRequests {
+            retry_after_secs: Some(0),
+        },
+        10,
+    );
+    let err = store.metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(Duration::ZERO));
+    assert!(err.to_string().contains("kept throttling"), "{err}");
+    let throttled = f
+        .vault
+        .requests()
+        .iter()
+        .filter(|r| r.status == Some(429))
+        .count();
+    assert_eq!(throttled, 4, "the first attempt and 3 retries");
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried() {
+    let f = Fixture::start().await;
+    f.vault.inject(Fault::ServerError { status: 503 });
+    let store = f.store();
+    let name = fresh_name();
+    let token = conformance::unique_token();
+    store
+        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read(&name, None).await.unwrap().expose_secret(),
+        token.expose_secret()
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_unreachable_and_says_so() {
+    let f = Fixture::start().await;
+    let store = f.store_with(AzureKeyVaultOptions {
+        ca_file: None,
+        ..f.options()
+    });
+    let err = store.metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("UnknownIssuer") && text.contains("ca_file"),
+        "{text}"
+    );
+    assert!(
+        f.vault.requests().is_empty(),
+        "no request got through the TLS handshake"
+    );
+}
