@@ -1116,7 +1116,7 @@ mod tests {
     }
 
     #[test]
-    fn translate_keeps_retry_after_and_source_and_leaks_nothing() {
+    fn translate_keeps_retry_after_and_source() {
         let kv = store(options("https://contoso.vault.azure.net")).unwrap();
         let err = kv.translate(
             "graph-token",

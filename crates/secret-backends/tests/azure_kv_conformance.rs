@@ -515,3 +515,78 @@ async fn an_untrusted_certificate_is_unreachable_and_says_so() {
         "no request got through the TLS handshake"
     );
 }
+
+/// Disables the latest version of `name` through the vault's HTTP API, as the portal would.
+async fn disable(f: &Fixture, name: &str) {
+    let token = f
+        .credential(CLIENT_SECRET)
+        .get_token(&["https://vault.azure.net/.default"], None)
+        .await
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(f.vault.ca_pem().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap();
+    let answer = client
+        .patch(format!(
+            "{}/secrets/{name}?api-version=2025-07-01",
+            f.vault.vault_url()
+        ))
+        .bearer_auth(token.token.secret())
+        .json(&serde_json::json!({"attributes": {"enabled": false}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "disabling {name}");
+}
+
+#[tokio::test]
+async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    store
+        .write(
+            &name,
+            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+        )
+        .await
+        .unwrap();
+    disable(&f, &name).await;
+
+    let err = store.read(&name, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("the secret is disabled"), "{err}");
+
+    let newer = conformance::unique_token();
+    let outcome = store
+        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    let stored = f.vault.secret(&name).unwrap();
+    assert!(stored.enabled, "the new version is enabled");
+    assert_eq!(
+        store.read(&name, None).await.unwrap().expose_secret(),
+        newer.expose_secret()
+    );
+}
+
+#[tokio::test]
+async fn a_token_the_vault_refuses_is_unauthorized() {
+    let f = Fixture::start().await;
+    let store = f.store();
+    let name = fresh_name();
+    assert_eq!(store.metadata(&name).await.unwrap(), None);
+    // The vault now refuses the token the credential still caches (as after a revocation).
+    f.entra.expire_issued_tokens();
+    let err = store.metadata(&name).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!err.is_retryable());
+    assert!(
+        err.to_string()
+            .contains("refused the access token (Unauthorized: AKV10032"),
+        "{err}"
+    );
+}
