@@ -30,7 +30,8 @@
 //! deleted but recoverable (`409 ObjectIsDeletedButRecoverable`) says how to recover or purge
 //! it, or with [`AzureKeyVaultOptions::recover_deleted`] is recovered and then written; `429`
 //! and `5xx` are retried with backoff (1, 2, 4, 8, 16 s by default, at least the server's
-//! `Retry-After`, see [`RetrySettings`]); transport errors are [`ErrorKind::Unreachable`].
+//! `Retry-After`, see [`RetrySettings`]); transport errors are [`ErrorKind::Unreachable`]
+//! (connection failures after the same retries; a refused TLS certificate at once, naming `ca_file`).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -65,7 +66,9 @@ use std::time::Duration;
 
 use azure_core::http::headers::{RETRY_AFTER, RETRY_AFTER_MS, X_MS_RETRY_AFTER_MS};
 use azure_core::http::policies::{RetryHeaders, RetryPolicy};
-use azure_core::http::{ClientOptions, RetryOptions, StatusCode, Transport, Url};
+use azure_core::http::{
+    AsyncRawResponse, ClientOptions, HttpClient, Request, RetryOptions, StatusCode, Transport, Url,
+};
 use azure_security_keyvault_secrets::models::{
     Secret, SecretAttributes, SecretClientGetSecretOptions, SetSecretParameters,
 };
@@ -217,7 +220,7 @@ impl AzureKeyVaultStore {
         let http = http_client(&backend, &options)?;
         let client_options = SecretClientOptions {
             client_options: ClientOptions {
-                transport: Some(Transport::new(Arc::new(http))),
+                transport: Some(Transport::new(Arc::new(Http(http)))),
                 retry: RetryOptions::custom(Arc::new(BackoffPolicy::new(options.retry))),
                 ..ClientOptions::default()
             },
@@ -348,12 +351,24 @@ impl AzureKeyVaultStore {
             azure_core::error::ErrorKind::Connection | azure_core::error::ErrorKind::Io => (
                 ErrorKind::Unreachable,
                 format!(
-                    "cannot reach the vault {vault}: {}: check the URL, DNS and network (firewall, private endpoint); \
-                     for a certificate error, trust the vault's CA with ca_file or SSL_CERT_FILE",
+                    "cannot reach the vault {vault}: {}: check the URL, DNS and network (firewall, private endpoint)",
                     root_cause(&err)
                 ),
                 None,
             ),
+            azure_core::error::ErrorKind::Other
+                if causes(&err).any(|c| c.downcast_ref::<TlsRefused>().is_some()) =>
+            {
+                (
+                    ErrorKind::Unreachable,
+                    format!(
+                        "cannot reach the vault {vault}: its TLS certificate was refused ({}): trust the CA that \
+                     signed it with ca_file or SSL_CERT_FILE (e.g. a TLS-inspecting proxy's CA), or fix vault_url",
+                        root_cause(&err)
+                    ),
+                    None,
+                )
+            }
             azure_core::error::ErrorKind::Credential => (
                 ErrorKind::Unauthorized,
                 format!(
@@ -643,6 +658,49 @@ fn http_client(
     })
 }
 
+/// The HTTP client the SDK sends through: reqwest, except that a refused TLS handshake (an
+/// untrusted or mismatched certificate) is not reported as a connection error, which the SDK
+/// would retry for half a minute although retrying cannot help.
+#[derive(Debug)]
+struct Http(reqwest::Client);
+
+#[async_trait::async_trait]
+impl HttpClient for Http {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        self.0.execute_request(request).await.map_err(|err| {
+            if is_tls_refusal(&err) {
+                azure_core::Error::new(azure_core::error::ErrorKind::Other, TlsRefused(err))
+            } else {
+                err
+            }
+        })
+    }
+}
+
+/// A TLS handshake this client refused; the cause chain says why (e.g. `UnknownIssuer`).
+#[derive(Debug, thiserror::Error)]
+#[error("the vault's TLS certificate was refused")]
+struct TlsRefused(#[source] azure_core::Error);
+
+/// rustls reports a refused handshake as an I/O error of kind `InvalidData`, which the
+/// connector wraps in another I/O error (whose `source()` skips it, hence `get_ref`).
+fn is_tls_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    fn invalid_data(err: &(dyn std::error::Error + 'static)) -> bool {
+        err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::InvalidData
+                || io.get_ref().is_some_and(|inner| invalid_data(inner))
+        })
+    }
+    causes(err).any(invalid_data)
+}
+
+/// `err` and its sources, outermost first.
+fn causes<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
+}
+
 /// Whether the vault is on this machine (an emulator): only then is the challenge's resource
 /// allowed not to match the vault's domain.
 fn is_loopback(url: &Url) -> bool {
@@ -843,11 +901,10 @@ fn is_deleted_but_recoverable(err: &azure_core::Error) -> bool {
 
 /// The innermost cause's text ("Connection refused", "invalid peer certificate: UnknownIssuer").
 fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
+    causes(err)
+        .last()
+        .map(ToString::to_string)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -1159,6 +1216,39 @@ mod tests {
         let err = kv.translate("graph-token", credential);
         assert_eq!(err.kind(), ErrorKind::Unauthorized);
         assert!(err.to_string().contains("AADSTS7000215"), "{err}");
+    }
+
+    #[test]
+    fn a_refused_handshake_is_told_from_a_refused_connection() {
+        use std::io;
+        // As the rustls connector reports it: InvalidData wrapped in Other.
+        let handshake = io::Error::other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        let tls = azure_core::Error::with_error(
+            azure_core::error::ErrorKind::Connection,
+            handshake,
+            "failed to execute `reqwest` request",
+        );
+        assert!(is_tls_refusal(&tls));
+        let refused = azure_core::Error::with_error(
+            azure_core::error::ErrorKind::Connection,
+            io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused"),
+            "failed to execute `reqwest` request",
+        );
+        assert!(!is_tls_refusal(&refused));
+
+        let kv = store(options("https://contoso.vault.azure.net")).unwrap();
+        let wrapped = azure_core::Error::new(azure_core::error::ErrorKind::Other, TlsRefused(tls));
+        let err = kv.translate("graph-token", wrapped);
+        assert_eq!(err.kind(), ErrorKind::Unreachable);
+        assert!(
+            err.to_string().contains(
+                "its TLS certificate was refused (invalid peer certificate: UnknownIssuer)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

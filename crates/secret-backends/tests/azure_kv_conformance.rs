@@ -497,18 +497,32 @@ async fn a_server_error_is_retried() {
 }
 
 #[tokio::test]
-async fn an_untrusted_certificate_is_unreachable_and_says_so() {
+async fn an_untrusted_certificate_is_unreachable_at_once_and_says_so() {
     let f = Fixture::start().await;
+    let slow_retries = RetrySettings {
+        first_delay: Duration::from_secs(2),
+        max_retries: 3,
+        max_delay: Duration::from_secs(2),
+    };
     let store = f.store_with(AzureKeyVaultOptions {
         ca_file: None,
+        retry: slow_retries,
         ..f.options()
     });
+    let started = Instant::now();
     let err = store.metadata(&fresh_name()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
     let text = err.to_string();
     assert!(
-        text.contains("UnknownIssuer") && text.contains("ca_file"),
+        text.contains("its TLS certificate was refused")
+            && text.contains("UnknownIssuer")
+            && text.contains("ca_file"),
         "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a refused certificate was retried: it took {:?}",
+        started.elapsed()
     );
     assert!(
         f.vault.requests().is_empty(),
