@@ -6,7 +6,8 @@
 //! `entra_auth::EntraTokenCredential` over a client secret registered in the Entra emulator,
 //! handed to the Azure SDK. On top of the shared conformance suite: the challenge flow, the
 //! native `exp` attribute, content type and tags, a deleted-but-recoverable name explained and
-//! (opted in) recovered, RBAC refusal, throttling with `Retry-After`, and an untrusted CA.
+//! (opted in) recovered, a disabled secret, RBAC refusal, a refused token, throttling with
+//! `Retry-After`, an untrusted CA, and a CA trusted through `SSL_CERT_FILE` instead of `ca_file`.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -73,15 +74,7 @@ impl Fixture {
 
     /// A credential for the registered app with `secret`, as the binary would build it.
     fn credential(&self, secret: &str) -> Arc<dyn azure_core::credentials::TokenCredential> {
-        let client = TokenClient::new(ClientOptions::default()).unwrap();
-        let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
-        let app = AppCredential {
-            authority: Authority::parse(&self.entra.base_url()).unwrap(),
-            tenant: TENANT.parse().unwrap(),
-            client_id: CLIENT_ID.parse().unwrap(),
-            credential: Credential::ClientSecret(SecretString::from(secret)),
-        };
-        EntraTokenCredential::new(cache, app).into_shared()
+        credential_at(&self.entra.base_url(), secret)
     }
 
     fn store_with(&self, options: AzureKeyVaultOptions) -> AzureKeyVaultStore {
@@ -101,6 +94,22 @@ impl Fixture {
             invalid_name: "graph/access_token".to_owned(),
         }
     }
+}
+
+/// A credential for the registered app at the Entra emulator `authority`, with `secret`.
+fn credential_at(
+    authority: &str,
+    secret: &str,
+) -> Arc<dyn azure_core::credentials::TokenCredential> {
+    let client = TokenClient::new(ClientOptions::default()).unwrap();
+    let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
+    let app = AppCredential {
+        authority: Authority::parse(authority).unwrap(),
+        tenant: TENANT.parse().unwrap(),
+        client_id: CLIENT_ID.parse().unwrap(),
+        credential: Credential::ClientSecret(SecretString::from(secret)),
+    };
+    EntraTokenCredential::new(cache, app).into_shared()
 }
 
 fn fresh_name() -> String {
@@ -602,5 +611,59 @@ async fn a_token_the_vault_refuses_is_unauthorized() {
         err.to_string()
             .contains("refused the access token (Unauthorized: AKV10032"),
         "{err}"
+    );
+}
+
+const CHILD_VAULT_URL: &str = "SECRET_SYNC_TEST_KV_CHILD_VAULT_URL";
+const CHILD_ENTRA_URL: &str = "SECRET_SYNC_TEST_KV_CHILD_ENTRA_URL";
+const CHILD_MARKER: &str = "child: written and read back through SSL_CERT_FILE";
+
+/// `SSL_CERT_FILE` is process-wide, so this test runs itself again as a child process with it
+/// set to the vault's CA (and no `ca_file`), against the emulators this process serves.
+#[tokio::test]
+async fn ssl_cert_file_is_honoured() {
+    if let (Ok(vault_url), Ok(entra_url)) = (
+        std::env::var(CHILD_VAULT_URL),
+        std::env::var(CHILD_ENTRA_URL),
+    ) {
+        let options = AzureKeyVaultOptions::new(vault_url.parse().unwrap());
+        let store =
+            AzureKeyVaultStore::new("kv-test", options, credential_at(&entra_url, CLIENT_SECRET))
+                .unwrap();
+        let name = fresh_name();
+        let token = conformance::unique_token();
+        store
+            .write(&name, &conformance::payload(&token, 60, Format::Raw))
+            .await
+            .unwrap();
+        let read = store.read(&name, None).await.unwrap();
+        assert_eq!(read.expose_secret(), token.expose_secret());
+        println!("{CHILD_MARKER}");
+        return;
+    }
+    let f = Fixture::start().await;
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "ssl_cert_file_is_honoured", "--nocapture"])
+        .env("SSL_CERT_FILE", &f.ca_file)
+        .env(CHILD_VAULT_URL, f.vault.vault_url())
+        .env(CHILD_ENTRA_URL, f.entra.base_url())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&child.stdout);
+    assert!(
+        child.status.success() && stdout.contains(CHILD_MARKER),
+        "the child failed ({}):\n{stdout}\n{}",
+        child.status,
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert_eq!(
+        f.vault
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PUT")
+            .count(),
+        1,
+        "the child's write reached the vault"
     );
 }
