@@ -98,6 +98,7 @@ const MAX_EXTRA_TAGS: usize = 13;
 const MAX_TAG_CHARS: usize = 256;
 const MAX_CONTENT_TYPE_CHARS: usize = 255;
 const RECOVERABLE_CODE: &str = "ObjectIsDeletedButRecoverable";
+const NOT_FOUND_CODE: &str = "SecretNotFound";
 
 /// Options of the Azure Key Vault backend. The credential is passed to
 /// [`AzureKeyVaultStore::new`] beside them.
@@ -261,7 +262,9 @@ impl AzureKeyVaultStore {
             .await;
         let secret = match response.and_then(|r| r.into_model()) {
             Ok(secret) => secret,
-            Err(err) if err.http_status() == Some(StatusCode::NotFound) => return Ok(None),
+            Err(err) if has_service_code(&err, StatusCode::NotFound, NOT_FOUND_CODE) => {
+                return Ok(None);
+            }
             Err(err) => return Err(self.translate(name, err)),
         };
         Ok(Some(Current::from(secret)))
@@ -508,7 +511,10 @@ impl SecretStore for AzureKeyVaultStore {
         };
         match self.set(name, payload).await {
             Ok(()) => {}
-            Err(err) if is_deleted_but_recoverable(&err) && self.options.recover_deleted => {
+            Err(err)
+                if self.options.recover_deleted
+                    && has_service_code(&err, StatusCode::Conflict, RECOVERABLE_CODE) =>
+            {
                 self.recover(name).await?;
                 self.set(name, payload)
                     .await
@@ -853,9 +859,16 @@ fn http_error(
                  'Key Vault Secrets Officer' role or an access policy with get/set"
             ),
         ),
-        404 => (
+        404 if body.has_code(NOT_FOUND_CODE) => (
             ErrorKind::NotFound,
             format!("the secret does not exist in {vault}: create it or fix the name"),
+        ),
+        404 => (
+            ErrorKind::InvalidConfig,
+            format!(
+                "{vault} answered 404 ({said}), not as a Key Vault does: check that vault_url is the vault's \
+                 address, e.g. https://contoso-kv.vault.azure.net"
+            ),
         ),
         409 if body.has_code(RECOVERABLE_CODE) => (
             ErrorKind::Conflict,
@@ -888,13 +901,14 @@ fn http_error(
     }
 }
 
-fn is_deleted_but_recoverable(err: &azure_core::Error) -> bool {
+/// Whether `err` is an HTTP `status` whose error document carries `code`.
+fn has_service_code(err: &azure_core::Error, status: StatusCode, code: &str) -> bool {
     match err.kind() {
         azure_core::error::ErrorKind::HttpResponse {
-            status: StatusCode::Conflict,
+            status: got,
             raw_response: Some(raw),
             ..
-        } => ServiceError::parse(raw.body()).has_code(RECOVERABLE_CODE),
+        } if *got == status => ServiceError::parse(raw.body()).has_code(code),
         _ => false,
     }
 }
@@ -1170,6 +1184,16 @@ mod tests {
             http_error("s", vault, StatusCode::from(418), &none).0,
             ErrorKind::Protocol
         );
+        let (kind, message) = http_error("s", vault, StatusCode::NotFound, &none);
+        assert_eq!(
+            kind,
+            ErrorKind::InvalidConfig,
+            "a 404 that is not SecretNotFound"
+        );
+        assert!(
+            message.contains("check that vault_url is the vault's address"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1197,8 +1221,21 @@ mod tests {
             &[],
             r#"{"error":{"code":"Conflict","innererror":{"code":"ObjectIsDeletedButRecoverable"}}}"#,
         );
-        assert!(is_deleted_but_recoverable(&recoverable));
-        assert!(!is_deleted_but_recoverable(&http_failure(409, &[], "{}")));
+        assert!(has_service_code(
+            &recoverable,
+            StatusCode::Conflict,
+            RECOVERABLE_CODE
+        ));
+        assert!(!has_service_code(
+            &recoverable,
+            StatusCode::NotFound,
+            RECOVERABLE_CODE
+        ));
+        assert!(!has_service_code(
+            &http_failure(409, &[], "{}"),
+            StatusCode::Conflict,
+            RECOVERABLE_CODE
+        ));
 
         let io = azure_core::Error::with_error(
             azure_core::error::ErrorKind::Connection,

@@ -667,3 +667,25 @@ async fn ssl_cert_file_is_honoured() {
         "the child's write reached the vault"
     );
 }
+
+#[tokio::test]
+async fn a_url_that_is_not_a_key_vault_is_a_configuration_error() {
+    let f = Fixture::start().await;
+    // An HTTPS server trusted through the same CA, which is not a vault.
+    let other = EntraEmulator::start_with(testkit::ServerOptions {
+        port: 0,
+        ca: Some(f.vault.ca()),
+    })
+    .await
+    .unwrap();
+    let store = f.store_with(AzureKeyVaultOptions {
+        vault_url: other.base_url().parse().unwrap(),
+        ..f.options()
+    });
+    let err = store.metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(
+        err.to_string().contains("answered 404") && err.to_string().contains("vault_url"),
+        "{err}"
+    );
+}
