@@ -1,8 +1,14 @@
-//! The config file: its typed model ([`model`]), loading and validation.
+//! The config file: its typed model ([`model`]), loading and validation ([`load`]), errors.
 //!
 //! This is the only place in the workspace that knows the config format (ARCHITECTURE.md):
 //! the library crates take typed options, and the engine takes a [`SyncConfig`].
 
+mod error;
+pub mod load;
 pub mod model;
+#[cfg(test)]
+mod tests;
 
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load, parse};
 pub use model::*;
