@@ -285,6 +285,18 @@ async fn write_sets_exp_content_type_and_tags() {
 
     let meta = store.metadata(&json_name).await.unwrap().unwrap();
     assert_eq!(meta.version.as_deref(), Some(stored.version.as_str()));
+
+    let chosen = f.store_with(AzureKeyVaultOptions {
+        content_type: Some("text/plain".to_owned()),
+        ..f.options()
+    });
+    let plain_name = fresh_name();
+    chosen.write(&plain_name, &raw).await.unwrap();
+    assert_eq!(
+        f.vault.secret(&plain_name).unwrap().content_type.as_deref(),
+        Some("text/plain"),
+        "the configured content type wins"
+    );
     assert_eq!(
         meta.updated_on.map(|t| t.unix_timestamp()),
         Some(stored.updated)
