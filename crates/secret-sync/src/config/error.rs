@@ -51,7 +51,7 @@ impl fmt::Display for ConfigErrors {
         let count = self.errors.len();
         write!(
             f,
-            "{} has {count} configuration {}; nothing was run",
+            "{} has {count} configuration {}:",
             self.file.display(),
             if count == 1 { "error" } else { "errors" }
         )?;

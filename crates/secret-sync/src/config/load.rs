@@ -549,11 +549,18 @@ impl Loader<'_> {
         };
         match parsed {
             Ok(authority) => Some(authority),
-            Err(err) => {
+            Err(err) if text.contains("://") => {
+                self.error(&span, &path, err.to_string());
+                None
+            }
+            Err(_) => {
                 self.error(
                     &span,
                     &path,
-                    format!("{err} (or one of public, usgov, china)"),
+                    format!(
+                        "\"{text}\" is not an authority: use public, usgov, china or the authority's \
+                         https URL, e.g. https://login.microsoftonline.com"
+                    ),
                 );
                 None
             }
