@@ -67,6 +67,33 @@ pub enum Command {
     /// The token goes to stdout and nothing else does; errors go to stderr.
     #[command(after_help = EXIT_CODES_HELP)]
     Token(TokenArgs),
+
+    /// Print a shell completion script on stdout.
+    ///
+    /// bash: `secret-sync completions bash > ~/.local/share/bash-completion/completions/secret-sync`;
+    /// zsh: `secret-sync completions zsh > "${fpath[1]}/_secret-sync"`;
+    /// fish: `secret-sync completions fish > ~/.config/fish/completions/secret-sync.fish`;
+    /// PowerShell: `secret-sync completions powershell | Out-String | Invoke-Expression`;
+    /// elvish: `eval (secret-sync completions elvish | slurp)`.
+    Completions(CompletionsArgs),
+
+    /// Print the man page (roff), or write one page per command into a directory.
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write secret-sync.1 and secret-sync-COMMAND.1 here instead of printing secret-sync.1.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

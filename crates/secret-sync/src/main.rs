@@ -2,9 +2,11 @@
 //! outcomes to exit codes; the work lives in the `entra-auth` and `secret-backends` crates.
 
 mod cli;
+mod completions;
 mod config;
 mod failure;
 mod logging;
+mod manpage;
 mod token;
 
 use std::process::ExitCode;
@@ -31,6 +33,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Token(args) => token::run(args).await,
+            Command::Completions(args) => completions::run(args),
+            Command::Man(args) => manpage::run(args),
         }
     });
     match result {
