@@ -35,12 +35,8 @@ impl ConfigErrors {
         }
     }
 
-    /// The file these errors are about.
-    pub fn file(&self) -> &Path {
-        &self.file
-    }
-
     /// The errors, in file order.
+    #[cfg(test)]
     pub fn errors(&self) -> &[ConfigError] {
         &self.errors
     }

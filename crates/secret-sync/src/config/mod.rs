@@ -3,12 +3,11 @@
 //! This is the only place in the workspace that knows the config format (ARCHITECTURE.md):
 //! the library crates take typed options, and the engine takes a [`SyncConfig`].
 
-mod error;
+pub mod error;
 pub mod load;
 pub mod model;
 #[cfg(test)]
 mod tests;
 
-pub use error::{ConfigError, ConfigErrors};
-pub use load::{load, parse};
+pub use load::load;
 pub use model::*;

@@ -107,18 +107,6 @@ pub enum BackendSpec {
     AzureKeyVault(AzureKeyVaultSpec),
 }
 
-impl BackendSpec {
-    /// The `kind` as written in the file.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            BackendSpec::File(_) => "file",
-            BackendSpec::Vault(_) => "vault",
-            BackendSpec::Aws(_) => "aws-secrets-manager",
-            BackendSpec::AzureKeyVault(_) => "azure-key-vault",
-        }
-    }
-}
-
 /// A Vault/OpenBao backend: `secret_backends::VaultOptions` without the login secret, which
 /// is read at run time from [`VaultAuthSpec`].
 #[derive(Debug, Clone)]

@@ -8,6 +8,8 @@ use entra_auth::AssertionAlgorithm;
 use secret_backends::Format;
 use secret_backends::vault::KvVersion;
 
+use super::error::ConfigErrors;
+use super::load::parse;
 use super::*;
 
 const FILE: &str = "/etc/secret-sync/secret-sync.toml";
