@@ -2,7 +2,9 @@
 //! against servers on 127.0.0.1 (the testkit emulators, a server replaying recorded Entra
 //! traffic, and in later modules the real moto and OpenBao servers). One module per topic.
 
+mod config;
 mod conventions;
+mod run;
 mod support;
 mod token;
 mod token_emulator;

@@ -52,12 +52,14 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// For people (`token`: the bare token, nothing else).
+    /// For people (`token`: the bare token, nothing else; `run`, `plan`: a table).
     Text,
     /// For programs.
     Json,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print an access token for scripts, like `az account get-access-token`.
@@ -67,6 +69,33 @@ pub enum Command {
     /// The token goes to stdout and nothing else does; errors go to stderr.
     #[command(after_help = EXIT_CODES_HELP)]
     Token(TokenArgs),
+
+    /// One pass: for each job, keep every target's token fresh.
+    ///
+    /// A job whose targets all hold a token valid for longer than `refresh_before` is skipped
+    /// without reading its credentials or asking for a token. Otherwise one token is obtained
+    /// and written to every target that needs it; a failing target does not stop the others.
+    /// Prints a per-target summary on stdout (never a secret or token value); logs go to stderr.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(RunArgs),
+
+    /// What `run` would do to each target, and why, reading metadata only.
+    ///
+    /// Reads no credential, asks for no token and writes nothing. Exits 1 when `run` would fail
+    /// on a target (unreadable, or not managed by secret-sync without `adopt = true`).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Plan(PlanArgs),
+
+    /// Check a config file without running it: every mistake at once, each with its file,
+    /// line, column and key.
+    ///
+    /// Reads no secret and contacts no server. Prints one OK line (jobs, targets, backends)
+    /// and exits 0, or lists the errors on stderr and exits 2.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Validate(ValidateArgs),
+
+    /// Print a JSON Schema of the config file, for editor completion and checks.
+    Schema,
 
     /// Print a shell completion script on stdout.
     ///
@@ -94,6 +123,67 @@ pub struct ManArgs {
     /// Write secret-sync.1 and secret-sync-COMMAND.1 here instead of printing secret-sync.1.
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Where the config file is.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The config file (TOML).
+    #[arg(
+        long,
+        short = 'c',
+        env = "SECRET_SYNC_CONFIG",
+        default_value = "secret-sync.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Run only this job (repeat for several). Default: every job.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+
+    /// Rewrite tokens that are still fresh (never a secret secret-sync does not manage).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Read metadata only and report what would be written: no credential read, no token
+    /// request, no write.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Summary format on stdout.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Plan only this job (repeat for several). Default: every job.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+
+    /// Plan what `run --force` would do.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Plan format on stdout.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
 
 #[derive(Debug, Args)]

@@ -4,10 +4,16 @@
 mod cli;
 mod completions;
 mod config;
+mod engine;
 mod failure;
 mod logging;
 mod manpage;
+mod output;
+mod plan;
+mod run;
+mod schema;
 mod token;
+mod validate;
 
 use std::process::ExitCode;
 
@@ -33,6 +39,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Token(args) => token::run(args).await,
+            Command::Run(args) => run::run(args).await,
+            Command::Plan(args) => plan::run(args).await,
+            Command::Validate(args) => validate::run(args),
+            Command::Schema => schema::run(),
             Command::Completions(args) => completions::run(args),
             Command::Man(args) => manpage::run(args),
         }

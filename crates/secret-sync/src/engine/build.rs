@@ -1,0 +1,264 @@
+//! From a loaded config to what the engine runs: the shared token cache, one store per
+//! backend the selected jobs use, and the jobs with their targets bound to those stores.
+//!
+//! No request is sent here. A backend that cannot be set up (an unset login variable, no AWS
+//! region, an unreadable CA file) does not stop the others: it becomes a store whose every call
+//! fails with that reason, so its targets are reported as failed and the rest of the run goes on.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use entra_auth::{ClientOptions, EntraTokenCredential, RefreshPolicy, TokenCache, TokenClient};
+use secrecy::SecretString;
+use secret_backends::vault::{JwtSource, VaultAuth, VaultOptions};
+use secret_backends::{
+    AwsStore, AzureKeyVaultOptions, AzureKeyVaultStore, BackendError, ErrorKind, FileStore,
+    SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
+};
+use tracing::warn;
+
+use super::source::{self, Stores};
+use super::{Engine, Job, Target};
+use crate::config::{
+    AzureKeyVaultSpec, BackendSpec, CredentialSpec, SecretSource, SyncConfig, Value, VaultAuthSpec,
+    VaultSpec,
+};
+
+/// The engine and the jobs to run. `jobs` selects by name (empty: every job, in file order);
+/// the caller has checked that each name exists.
+pub async fn build(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<(Engine, Vec<Job>)> {
+    let settings = &config.settings;
+    let mut options = ClientOptions::default();
+    if let Some(ca_file) = &settings.ca_file {
+        let pem = std::fs::read(ca_file)
+            .with_context(|| format!("settings.ca_file: cannot read {}", ca_file.display()))?;
+        options.extra_root_certificates.push(pem);
+    }
+    let client =
+        TokenClient::new(options).context("cannot set up the HTTPS client for Entra ID")?;
+    let cache = Arc::new(TokenCache::new(
+        client,
+        RefreshPolicy {
+            refresh_before: settings.refresh_before,
+        },
+    ));
+
+    let selected: Vec<_> = config
+        .jobs
+        .iter()
+        .filter(|job| jobs.is_empty() || jobs.contains(&job.name))
+        .collect();
+    let mut needed = BTreeSet::new();
+    for job in &selected {
+        needed.extend(job.targets.iter().map(|t| t.backend.clone()));
+        needed.extend(backends_read_by(&job.identity.credential));
+        needed.extend(backend_of(&job.identity.tenant_id));
+        needed.extend(backend_of(&job.identity.client_id));
+    }
+
+    let mut stores = Stores::new();
+    for name in needed {
+        let Some(spec) = config.backends.get(&name) else {
+            // The loader checks every reference; an unknown name here is a bug upstream.
+            anyhow::bail!("backend {name:?} is used but not defined");
+        };
+        let store = match store(&name, spec, &cache).await {
+            Ok(store) => store,
+            Err(err) => {
+                let reason = format!("{err:#}");
+                warn!(backend = %name, error = %reason, "backend cannot be set up; its targets fail");
+                Arc::new(Unusable {
+                    backend: name.clone(),
+                    reason,
+                })
+            }
+        };
+        stores.insert(name, store);
+    }
+
+    let jobs = selected
+        .into_iter()
+        .map(|spec| Job {
+            name: spec.name.clone(),
+            identity: spec.identity.clone(),
+            scope: spec.scope.clone(),
+            targets: spec
+                .targets
+                .iter()
+                .map(|t| Target {
+                    store: Arc::clone(&stores[&t.backend]),
+                    name: t.name.clone(),
+                    format: t.format,
+                    adopt: t.adopt,
+                })
+                .collect(),
+        })
+        .collect();
+    let engine = Engine::new(cache, stores, settings.refresh_before, settings.concurrency);
+    Ok((engine, jobs))
+}
+
+/// The backends a credential reads `from`.
+fn backends_read_by(credential: &CredentialSpec) -> Vec<String> {
+    let sources: Vec<&SecretSource> = match credential {
+        CredentialSpec::ClientSecret(source) => vec![source],
+        CredentialSpec::Certificate {
+            certificate, key, ..
+        } => [Some(certificate), key.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        _ => Vec::new(),
+    };
+    sources
+        .into_iter()
+        .filter_map(|source| match source {
+            SecretSource::From(reference) => Some(reference.backend.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The backend a value is read `from`, if any.
+fn backend_of<T>(value: &Option<Value<T>>) -> Option<String> {
+    match value {
+        Some(Value::From(reference)) => Some(reference.backend.clone()),
+        _ => None,
+    }
+}
+
+async fn store(
+    name: &str,
+    spec: &BackendSpec,
+    cache: &Arc<TokenCache>,
+) -> anyhow::Result<Arc<dyn SecretStore>> {
+    Ok(match spec {
+        BackendSpec::File(options) => Arc::new(FileStore::new(name, options.clone())),
+        BackendSpec::Vault(spec) => Arc::new(secret_backends::vault::VaultStore::new(
+            name,
+            vault_options(spec).await?,
+        )?),
+        BackendSpec::Aws(options) => Arc::new(AwsStore::new(name, options.clone()).await?),
+        BackendSpec::AzureKeyVault(spec) => Arc::new(azure_key_vault(name, spec, cache).await?),
+    })
+}
+
+async fn vault_options(spec: &VaultSpec) -> anyhow::Result<VaultOptions> {
+    let none = Stores::new();
+    let auth = match &spec.auth {
+        VaultAuthSpec::Token { token } => VaultAuth::Token {
+            token: source::read_secret(token, &none, "auth token").await?,
+        },
+        VaultAuthSpec::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } => VaultAuth::AppRole {
+            mount: mount.clone(),
+            role_id: role_id.clone(),
+            secret_id: source::read_secret(secret_id, &none, "auth secret_id").await?,
+        },
+        VaultAuthSpec::Jwt { mount, role, jwt } => VaultAuth::Jwt {
+            mount: mount.clone(),
+            role: role.clone(),
+            jwt: match jwt {
+                // A file is read again at every login (projected tokens rotate).
+                SecretSource::File(path) => JwtSource::File(path.clone()),
+                other => JwtSource::Value(source::read_secret(other, &none, "auth jwt").await?),
+            },
+        },
+        VaultAuthSpec::Kubernetes {
+            mount,
+            role,
+            jwt_file,
+        } => VaultAuth::Kubernetes {
+            mount: mount.clone(),
+            role: role.clone(),
+            jwt: JwtSource::File(jwt_file.clone()),
+        },
+    };
+    let mut options = VaultOptions::new(
+        spec.address.as_str().trim_end_matches('/'),
+        spec.mount.clone(),
+        auth,
+    );
+    options.kv_version = spec.kv_version;
+    options.namespace = spec.namespace.clone();
+    options.allow_insecure_http = spec.allow_insecure_http;
+    options.ca_file = spec.ca_file.clone();
+    options.timeout = spec.timeout;
+    Ok(options)
+}
+
+async fn azure_key_vault(
+    name: &str,
+    spec: &AzureKeyVaultSpec,
+    cache: &Arc<TokenCache>,
+) -> anyhow::Result<AzureKeyVaultStore> {
+    let app = source::app_credential(&spec.auth, &Stores::new())
+        .await
+        .context("auth: cannot set up the Key Vault login")?;
+    let credential = EntraTokenCredential::new(Arc::clone(cache), app).into_shared();
+    let mut options = AzureKeyVaultOptions::new(spec.vault_url.clone());
+    options.ca_file = spec.ca_file.clone();
+    options.recover_deleted = spec.recover_deleted;
+    Ok(AzureKeyVaultStore::new(name, options, credential)?)
+}
+
+/// A backend that could not be set up: every call fails with the reason, so the targets on it
+/// fail and the others run.
+pub(super) struct Unusable {
+    pub(super) backend: String,
+    pub(super) reason: String,
+}
+
+impl fmt::Debug for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unusable")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Unusable {
+    fn error(&self) -> BackendError {
+        BackendError::new(
+            ErrorKind::InvalidConfig,
+            &self.backend,
+            format!("the backend could not be set up: {}", self.reason),
+        )
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for Unusable {
+    fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    fn check_name(&self, _name: &str) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn max_value_bytes(&self) -> usize {
+        0
+    }
+
+    async fn read(&self, name: &str, _field: Option<&str>) -> Result<SecretString, BackendError> {
+        Err(self.error().with_secret(name))
+    }
+
+    async fn metadata(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        Err(self.error().with_secret(name))
+    }
+
+    async fn write(
+        &self,
+        name: &str,
+        _payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        Err(self.error().with_secret(name))
+    }
+}

@@ -1,0 +1,550 @@
+//! The sync engine: one pass over a set of jobs, as `run` does it (and `plan` without writing).
+//!
+//! Per job: read every target's metadata (concurrently, never a value); when every target holds
+//! a token that stays valid longer than `refresh_before` (and no `--force`), the job is done
+//! with no credential read, no token request and no write. Otherwise the job's credentials are
+//! read, one token is obtained through the shared [`TokenCache`] (jobs with the same app and
+//! scope share one request), and the token is written to every target that needs it,
+//! concurrently. A failing target never stops the others, and jobs run concurrently too; every
+//! store call takes a permit of one semaphore, so at most `concurrency` calls are in flight.
+//!
+//! Invariants: the engine never holds a token outside `SecretString`/`TokenPayload`, never
+//! puts one in a report or a log event, and never writes to a target whose metadata says it
+//! was not written by secret-sync unless that target says `adopt = true` ([`decide`]).
+
+pub mod build;
+pub mod decide;
+pub mod source;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use entra_auth::{Scope, TokenCache};
+use futures::future::join_all;
+use secret_backends::{Format, SecretStore, TokenPayload, WriteOutcome};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use self::decide::{Action, TargetState};
+use self::source::Stores;
+use crate::config::EntraIdentity;
+
+/// The managed-by marker secret-sync writes beside every token, and looks for before overwriting.
+pub const MANAGED_BY: &str = "secret-sync";
+
+/// One job: where its credentials come from, the scope, and the targets to keep fresh.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub name: String,
+    /// Who the token is for; read (through [`source`]) only when a target needs a write.
+    pub identity: EntraIdentity,
+    pub scope: Scope,
+    pub targets: Vec<Target>,
+}
+
+/// One place a job's token is written to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub store: Arc<dyn SecretStore>,
+    pub name: String,
+    pub format: Format,
+    pub adopt: bool,
+}
+
+impl Target {
+    /// The configured backend's name.
+    pub fn backend(&self) -> &str {
+        self.store.backend()
+    }
+}
+
+/// How a pass behaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassOptions {
+    /// Rewrite targets whose token is still fresh (never one that secret-sync does not manage).
+    pub force: bool,
+    /// Read metadata only: no credential read, no token request, no write.
+    pub dry_run: bool,
+}
+
+/// What happened to one target in a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The secret did not exist and now holds the token.
+    Created,
+    /// The secret now holds the new token.
+    Updated,
+    /// The secret already held exactly this token; nothing was written.
+    Unchanged,
+    /// The secret's token is fresh; it was not touched.
+    Fresh,
+    /// A write was needed but not done (`--dry-run`).
+    Skipped,
+    /// Something failed; see the detail.
+    Failed,
+}
+
+impl Outcome {
+    /// Every outcome, in the order summaries list them.
+    pub const ALL: [Outcome; 6] = [
+        Outcome::Created,
+        Outcome::Updated,
+        Outcome::Unchanged,
+        Outcome::Fresh,
+        Outcome::Skipped,
+        Outcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Fresh => "fresh",
+            Outcome::Skipped => "skipped",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl From<WriteOutcome> for Outcome {
+    fn from(outcome: WriteOutcome) -> Self {
+        match outcome {
+            WriteOutcome::Created => Outcome::Created,
+            WriteOutcome::Updated => Outcome::Updated,
+            WriteOutcome::Unchanged => Outcome::Unchanged,
+        }
+    }
+}
+
+/// One line of the summary: a target and what happened to it, without any value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetReport {
+    pub job: String,
+    pub backend: String,
+    pub name: String,
+    pub outcome: Outcome,
+    /// Expiry of the token the target holds after the pass, when known.
+    pub expires_on: Option<OffsetDateTime>,
+    /// Why (for fresh, skipped and written targets) or what went wrong (failed).
+    pub detail: String,
+}
+
+/// One line of a plan: what `run` would do to a target, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanEntry {
+    pub job: String,
+    pub backend: String,
+    pub name: String,
+    /// `None` when the metadata could not be read (the reason says why).
+    pub action: Option<Action>,
+    /// Expiry of the token the target holds now, when known.
+    pub expires_on: Option<OffsetDateTime>,
+    pub reason: String,
+}
+
+impl PlanEntry {
+    /// Whether `run` would fail on this target (unreadable, or not managed without adopt).
+    pub fn is_failure(&self) -> bool {
+        matches!(self.action, None | Some(Action::Refuse))
+    }
+}
+
+/// Runs passes over jobs; holds what jobs share (the token cache, the concurrency bound).
+#[derive(Debug)]
+pub struct Engine {
+    cache: Arc<TokenCache>,
+    stores: Stores,
+    refresh_before: Duration,
+    permits: Semaphore,
+}
+
+impl Engine {
+    /// An engine over `cache` (shared with the Key Vault backends' credentials) and `stores`
+    /// (for credentials read `from` a backend), keeping tokens valid for at least
+    /// `refresh_before`, with at most `concurrency` store calls at once.
+    pub fn new(
+        cache: Arc<TokenCache>,
+        stores: Stores,
+        refresh_before: Duration,
+        concurrency: usize,
+    ) -> Self {
+        Engine {
+            cache,
+            stores,
+            refresh_before,
+            permits: Semaphore::new(concurrency.max(1)),
+        }
+    }
+
+    /// One pass over `jobs`, concurrently; a report per target, in job and target order.
+    pub async fn run(&self, jobs: &[Job], options: PassOptions) -> Vec<TargetReport> {
+        join_all(jobs.iter().map(|job| self.run_job(job, options)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// What `run` would do, reading metadata only; an entry per target.
+    pub async fn plan(&self, jobs: &[Job], force: bool) -> Vec<PlanEntry> {
+        let now = OffsetDateTime::now_utc();
+        let per_job = join_all(jobs.iter().map(|job| async move {
+            let states = self.inspect(job).await;
+            job.targets
+                .iter()
+                .zip(states)
+                .map(|(target, state)| {
+                    let (action, expires_on, reason) = match state {
+                        Ok(state) => (
+                            Some(state.action(force)),
+                            state.expires_on(),
+                            state.reason(force, self.refresh_before, now),
+                        ),
+                        Err(err) => (None, None, format!("{err:#}")),
+                    };
+                    PlanEntry {
+                        job: job.name.clone(),
+                        backend: target.backend().to_owned(),
+                        name: target.name.clone(),
+                        action,
+                        expires_on,
+                        reason,
+                    }
+                })
+                .collect::<Vec<_>>()
+        }))
+        .await;
+        per_job.into_iter().flatten().collect()
+    }
+
+    /// Reads every target's metadata, concurrently, and classifies it.
+    async fn inspect(&self, job: &Job) -> Vec<anyhow::Result<TargetState>> {
+        join_all(job.targets.iter().map(|target| async move {
+            let metadata = {
+                let _permit = self.permit().await;
+                target.store.metadata(&target.name).await
+            }
+            .context("cannot read the target's metadata")?;
+            Ok(TargetState::classify(
+                metadata.as_ref(),
+                target.adopt,
+                self.refresh_before,
+                OffsetDateTime::now_utc(),
+            ))
+        }))
+        .await
+    }
+
+    async fn run_job(&self, job: &Job, options: PassOptions) -> Vec<TargetReport> {
+        let states = self.inspect(job).await;
+        let now = OffsetDateTime::now_utc();
+        let report = |target: &Target, outcome, expires_on, detail: String| TargetReport {
+            job: job.name.clone(),
+            backend: target.backend().to_owned(),
+            name: target.name.clone(),
+            outcome,
+            expires_on,
+            detail,
+        };
+
+        // First the targets that need no token; remember the ones that need a write.
+        let mut reports: Vec<Option<TargetReport>> = Vec::with_capacity(job.targets.len());
+        let mut writes: Vec<(usize, TargetState)> = Vec::new();
+        for (i, (target, state)) in job.targets.iter().zip(states).enumerate() {
+            let state = match state {
+                Ok(state) => state,
+                Err(err) => {
+                    warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
+                        error = format!("{err:#}"), "target failed");
+                    reports.push(Some(report(
+                        target,
+                        Outcome::Failed,
+                        None,
+                        format!("{err:#}"),
+                    )));
+                    continue;
+                }
+            };
+            let reason = state.reason(options.force, self.refresh_before, now);
+            let line = match state.action(options.force) {
+                Action::Keep => Some(report(target, Outcome::Fresh, state.expires_on(), reason)),
+                Action::Refuse => {
+                    warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
+                        "target not managed by secret-sync; not overwritten");
+                    Some(report(target, Outcome::Failed, state.expires_on(), reason))
+                }
+                action if options.dry_run => Some(report(
+                    target,
+                    Outcome::Skipped,
+                    state.expires_on(),
+                    format!("dry run: would {}: {reason}", action.as_str()),
+                )),
+                _ => {
+                    writes.push((i, state));
+                    None
+                }
+            };
+            reports.push(line);
+        }
+
+        if writes.is_empty() {
+            info!(job = %job.name, "nothing to write: no credential read, no token request");
+        } else {
+            for (i, line) in self.write_job(job, &writes, options.force, now).await {
+                reports[i] = Some(line);
+            }
+        }
+        reports.into_iter().flatten().collect()
+    }
+
+    /// Gets the job's token and writes it to the targets in `writes` (index, state).
+    async fn write_job(
+        &self,
+        job: &Job,
+        writes: &[(usize, TargetState)],
+        force: bool,
+        now: OffsetDateTime,
+    ) -> Vec<(usize, TargetReport)> {
+        let line = |i: usize, outcome, expires_on, detail: String| {
+            let target = &job.targets[i];
+            (
+                i,
+                TargetReport {
+                    job: job.name.clone(),
+                    backend: target.backend().to_owned(),
+                    name: target.name.clone(),
+                    outcome,
+                    expires_on,
+                    detail,
+                },
+            )
+        };
+        info!(job = %job.name, targets = writes.len(), "reading credentials and getting a token");
+        let token = async {
+            let app = source::app_credential(&job.identity, &self.stores)
+                .await
+                .context("cannot read the job's credentials")?;
+            self.cache
+                .get(&app, &job.scope)
+                .await
+                .with_context(|| format!("cannot get a token for {}", job.scope))
+        }
+        .await;
+        let token = match token {
+            Ok(token) => token,
+            Err(err) => {
+                warn!(job = %job.name, error = format!("{err:#}"), "job failed");
+                return writes
+                    .iter()
+                    .map(|(i, state)| {
+                        line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"))
+                    })
+                    .collect();
+            }
+        };
+
+        join_all(writes.iter().map(|(i, state)| {
+            let target = &job.targets[*i];
+            let token = &token;
+            async move {
+                let reason = state.reason(force, self.refresh_before, now);
+                let written = async {
+                    let payload = TokenPayload::new(
+                        token.secret().clone(),
+                        token.token_type(),
+                        token.expires_on(),
+                        MANAGED_BY,
+                        target.format,
+                    )
+                    .context("refusing to write the token Entra ID returned")?;
+                    let _permit = self.permit().await;
+                    let outcome = target
+                        .store
+                        .write(&target.name, &payload)
+                        .await
+                        .context("cannot write the token")?;
+                    anyhow::Ok((outcome, payload.expires_on()))
+                }
+                .await;
+                match written {
+                    Ok((outcome, expires_on)) => {
+                        info!(job = %job.name, backend = %target.backend(), secret = %target.name,
+                            outcome = %outcome, "token written");
+                        line(*i, outcome.into(), Some(expires_on), reason)
+                    }
+                    Err(err) => {
+                        warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
+                            error = format!("{err:#}"), "target failed");
+                        line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"))
+                    }
+                }
+            }
+        }))
+        .await
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits
+            .acquire()
+            .await
+            .expect("the engine never closes its semaphore")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CredentialSpec, SecretSource, Value};
+    use entra_auth::{Authority, ClientOptions, RefreshPolicy, TokenClient};
+    use secret_backends::{FileOptions, FileStore};
+    use testkit::{AppRegistration, EntraEmulator};
+
+    const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+    const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
+    const SECRET: &str = "Zq8~engine.unit.secret";
+
+    struct Fixture {
+        entra: EntraEmulator,
+        dir: tempfile::TempDir,
+        engine: Engine,
+        job: Job,
+    }
+
+    async fn fixture(concurrency: usize) -> Fixture {
+        let entra = EntraEmulator::start().await.unwrap();
+        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, SECRET).unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        let local: Arc<dyn SecretStore> = Arc::new(FileStore::new(
+            "local",
+            FileOptions::new(dir.path().join("out")),
+        ));
+        let down: Arc<dyn SecretStore> = Arc::new(build::Unusable {
+            backend: "down".to_owned(),
+            reason: "VAULT_TOKEN is not set".to_owned(),
+        });
+        let target = |store: &Arc<dyn SecretStore>, name: &str, format| Target {
+            store: Arc::clone(store),
+            name: name.to_owned(),
+            format,
+            adopt: false,
+        };
+        let job = Job {
+            name: "graph".to_owned(),
+            identity: EntraIdentity {
+                authority: Authority::parse(&entra.base_url()).unwrap(),
+                tenant_id: Some(Value::Literal(TENANT.parse().unwrap())),
+                client_id: Some(Value::Literal(CLIENT.parse().unwrap())),
+                credential: CredentialSpec::ClientSecret(SecretSource::File(secret_file)),
+            },
+            scope: "https://graph.microsoft.com/.default".parse().unwrap(),
+            targets: vec![
+                target(&local, "a.json", Format::Json),
+                target(&down, "tokens/graph", Format::Raw),
+                target(&local, "b", Format::Raw),
+            ],
+        };
+        let client = TokenClient::new(ClientOptions::default()).unwrap();
+        let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
+        let engine = Engine::new(cache, Stores::new(), Duration::from_secs(900), concurrency);
+        Fixture {
+            entra,
+            dir,
+            engine,
+            job,
+        }
+    }
+
+    fn outcomes(reports: &[TargetReport]) -> Vec<(&str, Outcome)> {
+        reports
+            .iter()
+            .map(|r| (r.name.as_str(), r.outcome))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_failing_target_never_stops_the_others_and_fresh_jobs_ask_nothing() {
+        let f = fixture(1).await;
+        let jobs = [f.job.clone()];
+        let reports = f.engine.run(&jobs, PassOptions::default()).await;
+        assert_eq!(
+            outcomes(&reports),
+            [
+                ("a.json", Outcome::Created),
+                ("tokens/graph", Outcome::Failed),
+                ("b", Outcome::Created)
+            ],
+            "{reports:#?}"
+        );
+        assert!(
+            reports[1].detail.contains("VAULT_TOKEN is not set"),
+            "{}",
+            reports[1].detail
+        );
+        assert_eq!(f.entra.token_request_count(), 1);
+        let token = std::fs::read_to_string(f.dir.path().join("out/b")).unwrap();
+        for r in &reports {
+            assert!(!r.detail.contains(&token) && !r.detail.contains(SECRET));
+        }
+
+        // Fresh now: no token request (the unusable target keeps failing on its own).
+        let again = f.engine.run(&jobs, PassOptions::default()).await;
+        assert_eq!(
+            outcomes(&again),
+            [
+                ("a.json", Outcome::Fresh),
+                ("tokens/graph", Outcome::Failed),
+                ("b", Outcome::Fresh)
+            ]
+        );
+        assert_eq!(f.entra.token_request_count(), 1);
+
+        // --dry-run with --force: would update, but writes and asks nothing.
+        let dry = f
+            .engine
+            .run(
+                &jobs,
+                PassOptions {
+                    force: true,
+                    dry_run: true,
+                },
+            )
+            .await;
+        assert_eq!(dry[0].outcome, Outcome::Skipped);
+        assert!(
+            dry[0].detail.starts_with("dry run: would update: --force"),
+            "{}",
+            dry[0].detail
+        );
+        assert_eq!(f.entra.token_request_count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(f.dir.path().join("out/b")).unwrap(),
+            token
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_token_request_fails_every_target_that_needed_it() {
+        let f = fixture(4).await;
+        f.entra
+            .register_app(AppRegistration::new(TENANT, CLIENT).with_secret("another"));
+        let reports = f
+            .engine
+            .run(std::slice::from_ref(&f.job), PassOptions::default())
+            .await;
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Failed));
+        assert!(
+            reports[0]
+                .detail
+                .contains("cannot get a token for https://graph.microsoft.com/.default"),
+            "{}",
+            reports[0].detail
+        );
+        assert!(!f.dir.path().join("out/a.json").exists());
+    }
+}

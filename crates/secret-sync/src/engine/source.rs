@@ -1,0 +1,281 @@
+//! Reading what the config only points at: environment variables, files and secrets in
+//! configured backends, turned into an `entra_auth::AppCredential` when a job needs a token.
+//!
+//! Nothing here runs while the engine decides whether a job can be skipped: a job's
+//! credentials are read only when at least one of its targets needs a write. Secret values go
+//! straight into `SecretString`; errors name the key and where its value was to come from,
+//! never the value.
+
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use entra_auth::{
+    AppCredential, CertificateCredential, Credential, FederatedTokenSource, ManagedIdentity,
+};
+use secrecy::{ExposeSecret, SecretString};
+use secret_backends::SecretStore;
+
+use crate::config::{BackendRef, CredentialSpec, EntraIdentity, SecretSource, Value};
+
+/// The configured stores by backend name, for `{ from = "BACKEND", ref = "..." }`.
+pub type Stores = BTreeMap<String, Arc<dyn SecretStore>>;
+
+/// Reads a secret; `what` names its key in errors (e.g. `client_secret`). An empty secret is
+/// an error, never a credential.
+pub async fn read_secret(
+    source: &SecretSource,
+    stores: &Stores,
+    what: &str,
+) -> anyhow::Result<SecretString> {
+    let value = match source {
+        SecretSource::Env(var) => env(var, what)?,
+        SecretSource::File(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{what}: cannot read the file {}", path.display()))?;
+            let text = SecretString::from(text);
+            let trimmed = text
+                .expose_secret()
+                .strip_suffix('\n')
+                .unwrap_or(text.expose_secret());
+            SecretString::from(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_owned())
+        }
+        SecretSource::From(reference) => from_backend(reference, stores, what).await?,
+    };
+    if value.expose_secret().trim().is_empty() {
+        return Err(anyhow!(
+            "{what} is empty ({}): give it a value",
+            describe(source)
+        ));
+    }
+    Ok(value)
+}
+
+/// Reads and validates a non-secret value (a tenant or client id).
+pub async fn read_value<T>(value: &Value<T>, stores: &Stores, what: &str) -> anyhow::Result<T>
+where
+    T: Clone + FromStr,
+    T::Err: Display,
+{
+    let (text, from) = match value {
+        Value::Literal(literal) => return Ok(literal.clone()),
+        Value::Env(var) => (env(var, what)?, format!("environment variable {var}")),
+        Value::From(reference) => (
+            from_backend(reference, stores, what).await?,
+            format!("backend {:?}, {}", reference.backend, reference.reference),
+        ),
+    };
+    text.expose_secret()
+        .trim()
+        .parse()
+        .map_err(|err| anyhow!("{what} read from {from} is not usable: {err}"))
+}
+
+/// Builds the app credential of `identity`, reading what it points at.
+pub async fn app_credential(
+    identity: &EntraIdentity,
+    stores: &Stores,
+) -> anyhow::Result<AppCredential> {
+    let client_id = match &identity.client_id {
+        Some(value) => Some(read_value(value, stores, "client_id").await?),
+        None => None,
+    };
+    let credential = match &identity.credential {
+        CredentialSpec::ManagedIdentity => {
+            return Ok(AppCredential::managed_identity(
+                identity.authority.clone(),
+                ManagedIdentity::from_env(client_id),
+            ));
+        }
+        CredentialSpec::ClientSecret(source) => {
+            Credential::ClientSecret(read_secret(source, stores, "client_secret").await?)
+        }
+        CredentialSpec::Certificate {
+            certificate,
+            key,
+            algorithm,
+        } => {
+            let cert = read_secret(certificate, stores, "certificate").await?;
+            let key = match key {
+                Some(key) => read_secret(key, stores, "certificate_key").await?,
+                None => cert.clone(),
+            };
+            Credential::Certificate(
+                CertificateCredential::from_pem(
+                    cert.expose_secret().as_bytes(),
+                    key.expose_secret().as_bytes(),
+                    *algorithm,
+                )
+                .with_context(|| {
+                    format!("certificate ({}) is not usable", describe(certificate))
+                })?,
+            )
+        }
+        CredentialSpec::FederatedTokenFile(path) => {
+            Credential::Federated(FederatedTokenSource::File(path.clone()))
+        }
+        CredentialSpec::FederatedTokenEnv(var) => {
+            Credential::Federated(FederatedTokenSource::Env(var.clone()))
+        }
+        CredentialSpec::WorkloadIdentity => {
+            let path = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
+                anyhow!(
+                    "workload_identity = true needs AZURE_FEDERATED_TOKEN_FILE: is workload \
+                     identity enabled for this pod or service account?"
+                )
+            })?;
+            Credential::Federated(FederatedTokenSource::File(path.into()))
+        }
+        CredentialSpec::GithubOidc => Credential::Federated(
+            FederatedTokenSource::github_actions_from_env()
+                .context("github_oidc = true works inside a GitHub Actions job")?,
+        ),
+    };
+    let tenant = identity
+        .tenant_id
+        .as_ref()
+        .ok_or_else(|| anyhow!("tenant_id is missing: set it"))?;
+    let tenant = read_value(tenant, stores, "tenant_id").await?;
+    let client_id = client_id.ok_or_else(|| anyhow!("client_id is missing: set it"))?;
+    Ok(AppCredential {
+        authority: identity.authority.clone(),
+        tenant,
+        client_id,
+        credential,
+    })
+}
+
+fn env(var: &str, what: &str) -> anyhow::Result<SecretString> {
+    std::env::var(var).map(SecretString::from).map_err(|_| {
+        anyhow!("{what}: environment variable {var} is not set (or not UTF-8): export it")
+    })
+}
+
+async fn from_backend(
+    reference: &BackendRef,
+    stores: &Stores,
+    what: &str,
+) -> anyhow::Result<SecretString> {
+    let store = stores.get(&reference.backend).ok_or_else(|| {
+        anyhow!(
+            "{what}: backend {:?} is not available here (backend logins cannot read from other backends)",
+            reference.backend
+        )
+    })?;
+    let name = &reference.reference;
+    store
+        .read(&name.name, name.field.as_deref())
+        .await
+        .with_context(|| {
+            format!(
+                "{what}: cannot read {name} from backend {:?}",
+                reference.backend
+            )
+        })
+}
+
+/// Where a secret comes from, for messages.
+fn describe(source: &SecretSource) -> String {
+    match source {
+        SecretSource::Env(var) => format!("environment variable {var}"),
+        SecretSource::File(path) => format!("file {}", path.display()),
+        SecretSource::From(reference) => {
+            format!("backend {:?}, {}", reference.backend, reference.reference)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secret_backends::{FileOptions, FileStore, NameRef};
+
+    const SECRET: &str = "Zq8~unit.client.secret";
+
+    fn stores(dir: &std::path::Path) -> Stores {
+        let store: Arc<dyn SecretStore> = Arc::new(FileStore::new("local", FileOptions::new(dir)));
+        Stores::from([("local".to_owned(), store)])
+    }
+
+    fn from(reference: &str) -> SecretSource {
+        SecretSource::From(BackendRef {
+            backend: "local".to_owned(),
+            reference: NameRef::parse(reference).unwrap(),
+        })
+    }
+
+    #[tokio::test]
+    async fn reads_a_field_from_a_backend_and_refuses_empty_values_without_leaking() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("creds.json"),
+            format!(
+                r#"{{"client_secret":"{SECRET}","empty":"","tenant":"contoso.onmicrosoft.com"}}"#
+            ),
+        )
+        .unwrap();
+        let stores = stores(dir.path());
+        let got = read_secret(&from("creds.json#client_secret"), &stores, "client_secret")
+            .await
+            .unwrap();
+        assert_eq!(got.expose_secret(), SECRET);
+
+        let empty = read_secret(&from("creds.json#empty"), &stores, "client_secret")
+            .await
+            .unwrap_err();
+        let text = format!("{empty:#} {empty:?}");
+        assert!(
+            text.contains("client_secret is empty (backend \"local\", creds.json#empty)"),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET), "a value leaked: {text}");
+
+        let missing = read_secret(&from("creds.json#nope"), &stores, "client_secret")
+            .await
+            .unwrap_err();
+        let text = format!("{missing:#}");
+        assert!(
+            text.starts_with("client_secret: cannot read creds.json#nope from backend \"local\""),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET), "a value leaked: {text}");
+
+        let tenant: entra_auth::TenantId = read_value(
+            &Value::From(BackendRef {
+                backend: "local".to_owned(),
+                reference: NameRef::parse("creds.json#tenant").unwrap(),
+            }),
+            &stores,
+            "tenant_id",
+        )
+        .await
+        .unwrap();
+        assert_eq!(tenant.as_str(), "contoso.onmicrosoft.com");
+    }
+
+    #[tokio::test]
+    async fn a_file_loses_one_trailing_newline_and_an_unset_variable_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+        let got = read_secret(&SecretSource::File(path), &Stores::new(), "client_secret")
+            .await
+            .unwrap();
+        assert_eq!(got.expose_secret(), SECRET);
+
+        let err = read_secret(
+            &SecretSource::Env("SECRET_SYNC_UNIT_TEST_SURELY_UNSET".to_owned()),
+            &Stores::new(),
+            "client_secret",
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "client_secret: environment variable SECRET_SYNC_UNIT_TEST_SURELY_UNSET is not set \
+             (or not UTF-8): export it"
+        );
+    }
+}
