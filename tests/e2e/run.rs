@@ -237,17 +237,26 @@ fn all(outcome: &str) -> Vec<(String, String)> {
 
 /// Reads a secret back with boto3 (the reference client): value and version count.
 fn boto3(moto: &Moto, name: &str) -> Value {
-    let script = format!(
+    boto3_script(
+        moto,
+        name,
+        "d = sm.describe_secret(SecretId=sys.argv[2])\n\
+         v = sm.get_secret_value(SecretId=sys.argv[2])\n\
+         print(json.dumps({'value': v['SecretString'], 'versions': len(d['VersionIdsToStages'])}))\n",
+    )
+}
+
+/// Runs `script` with `sm` (a boto3 Secrets Manager client on moto) and `sys.argv[2]` = `name`;
+/// returns what it printed, as JSON.
+fn boto3_script(moto: &Moto, name: &str, script: &str) -> Value {
+    let prelude = format!(
         "import sys, json, boto3\n\
          sm = boto3.client('secretsmanager', endpoint_url=sys.argv[1], region_name='eu-west-1', \
-         aws_access_key_id='{AWS_KEY}', aws_secret_access_key='{AWS_SECRET_KEY}')\n\
-         d = sm.describe_secret(SecretId=sys.argv[2])\n\
-         v = sm.get_secret_value(SecretId=sys.argv[2])\n\
-         print(json.dumps({{'value': v['SecretString'], 'versions': len(d['VersionIdsToStages'])}}))\n"
+         aws_access_key_id='{AWS_KEY}', aws_secret_access_key='{AWS_SECRET_KEY}')\n"
     );
     let out = Command::new(python())
         .arg("-c")
-        .arg(script)
+        .arg(prelude + script)
         .arg(moto.endpoint_url())
         .arg(name)
         .output()
@@ -550,6 +559,7 @@ async fn jobs_sharing_an_app_and_scope_share_one_token_request() {
         one.stdout
     );
     let unknown = secret_sync(&["run", "--config", &config, "--job", "three"], &env).await;
+    e.assert_no_leak(&unknown, &[]);
     unknown.assert_code(2);
     assert!(
         unknown.stderr.contains("--job three: no such job") && unknown.stderr.contains("one, two"),
@@ -609,4 +619,69 @@ async fn a_token_expiring_within_refresh_before_is_refreshed_and_failures_exit_1
         std::fs::read_to_string(e.out().join("graph.json")).unwrap(),
         before
     );
+}
+
+#[tokio::test]
+async fn secrets_written_by_others_are_refused_on_every_backend_until_adopted() {
+    let w = World::start().await;
+    // The same four names, written by people or other tools: no managed-by marker anywhere.
+    const BY_HAND: &str = "written-by-hand";
+    std::fs::write(w.entra.out().join("graph.json"), BY_HAND).unwrap();
+    w.bao.api(
+        "POST",
+        "secret/data/tokens/graph",
+        Some(json!({"data": {"access_token": BY_HAND}})),
+    );
+    boto3_script(
+        &w.moto,
+        "graph/access-token",
+        &format!("sm.create_secret(Name=sys.argv[2], SecretString='{BY_HAND}')\nprint('{{}}')\n"),
+    );
+    w.kv.set_secret("graph-access-token", BY_HAND).unwrap();
+    let by_hand = || {
+        [
+            std::fs::read_to_string(w.entra.out().join("graph.json")).unwrap(),
+            w.bao.api("GET", "secret/data/tokens/graph", None)["data"]["data"]["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            boto3(&w.moto, "graph/access-token")["value"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            w.kv.secret("graph-access-token")
+                .unwrap()
+                .value
+                .expose_secret()
+                .to_owned(),
+        ]
+    };
+    let config = w.entra.write_config(&w.config(&w.bao.address()));
+
+    let refused = w
+        .run(&config, &["run", "--force", "--output", "json"])
+        .await;
+    refused.assert_code(1);
+    assert_eq!(outcomes(&refused), all("failed"), "{}", refused.stdout);
+    let doc: Value = serde_json::from_str(refused.stdout.trim()).unwrap();
+    for target in doc["targets"].as_array().unwrap() {
+        let error = target["error"].as_str().unwrap();
+        assert!(error.contains("set `adopt = true`"), "{error}");
+    }
+    assert_eq!(w.entra.graph_requests(), 0, "nothing to write, so no token");
+    assert_eq!(by_hand(), [BY_HAND; 4].map(str::to_owned), "all untouched");
+
+    // adopt = true on every target: taken over, and managed from then on.
+    let adopting = w
+        .config(&w.bao.address())
+        .replace("\" },\n", "\", adopt = true },\n");
+    let config = w.entra.write_config(&adopting);
+    let adopted = w.run(&config, &["run", "--output", "json"]).await;
+    adopted.assert_code(0);
+    assert_eq!(outcomes(&adopted), all("updated"), "{}", adopted.stdout);
+    let token = &w.entra.graph_tokens()[0];
+    assert_eq!(w.stored_tokens(), [0, 1, 2, 3].map(|_| token.clone()));
+    let again = w.run(&config, &["run", "--output", "json"]).await;
+    again.assert_code(0);
+    assert_eq!(outcomes(&again), all("fresh"));
 }
