@@ -594,6 +594,13 @@ async fn a_token_expiring_within_refresh_before_is_refreshed_and_failures_exit_1
         "{doc}"
     );
     assert_eq!(e.graph_requests(), 2);
+    assert!(
+        second
+            .stderr
+            .contains("lower refresh_before below the token lifetime"),
+        "a warning says why every run writes: {}",
+        second.stderr
+    );
 
     // A wrong secret: the job fails (exit 1) with Entra's reason, and nothing is written.
     let before = std::fs::read_to_string(e.out().join("graph.json")).unwrap();

@@ -6,7 +6,8 @@
 //! read, one token is obtained through the shared [`TokenCache`] (jobs with the same app and
 //! scope share one request), and the token is written to every target that needs it,
 //! concurrently. A failing target never stops the others, and jobs run concurrently too; every
-//! store call takes a permit of one semaphore, so at most `concurrency` calls are in flight.
+//! store call and every job's credential read + token request takes a permit of one semaphore,
+//! so at most `concurrency` of them are in flight (a permit is never held while taking another).
 //!
 //! Invariants: the engine never holds a token outside `SecretString`/`TokenPayload`, never
 //! puts one in a report or a log event, and never writes to a target whose metadata says it
@@ -132,6 +133,25 @@ pub struct TargetReport {
     pub detail: String,
 }
 
+impl TargetReport {
+    fn new(
+        job: &Job,
+        target: &Target,
+        outcome: Outcome,
+        expires_on: Option<OffsetDateTime>,
+        detail: String,
+    ) -> Self {
+        TargetReport {
+            job: job.name.clone(),
+            backend: target.backend().to_owned(),
+            name: target.name.clone(),
+            outcome,
+            expires_on,
+            detail,
+        }
+    }
+}
+
 /// One line of a plan: what `run` would do to a target, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanEntry {
@@ -241,13 +261,8 @@ impl Engine {
     async fn run_job(&self, job: &Job, options: PassOptions) -> Vec<TargetReport> {
         let states = self.inspect(job).await;
         let now = OffsetDateTime::now_utc();
-        let report = |target: &Target, outcome, expires_on, detail: String| TargetReport {
-            job: job.name.clone(),
-            backend: target.backend().to_owned(),
-            name: target.name.clone(),
-            outcome,
-            expires_on,
-            detail,
+        let report = |target, outcome, expires_on, detail| {
+            TargetReport::new(job, target, outcome, expires_on, detail)
         };
 
         // First the targets that need no token; remember the ones that need a write.
@@ -308,22 +323,13 @@ impl Engine {
         force: bool,
         now: OffsetDateTime,
     ) -> Vec<(usize, TargetReport)> {
-        let line = |i: usize, outcome, expires_on, detail: String| {
-            let target = &job.targets[i];
-            (
-                i,
-                TargetReport {
-                    job: job.name.clone(),
-                    backend: target.backend().to_owned(),
-                    name: target.name.clone(),
-                    outcome,
-                    expires_on,
-                    detail,
-                },
-            )
+        let line = |i: usize, outcome, expires_on, detail| {
+            let report = TargetReport::new(job, &job.targets[i], outcome, expires_on, detail);
+            (i, report)
         };
         info!(job = %job.name, targets = writes.len(), "reading credentials and getting a token");
         let token = async {
+            let _permit = self.permit().await;
             let app = source::app_credential(&job.identity, &self.stores)
                 .await
                 .context("cannot read the job's credentials")?;
@@ -345,6 +351,12 @@ impl Engine {
                     .collect();
             }
         };
+        if token.expires_on() - OffsetDateTime::now_utc() <= self.refresh_before {
+            warn!(job = %job.name, expires_on = %token.expires_on(),
+                refresh_before = %humantime::format_duration(self.refresh_before),
+                "the new token is valid for less than refresh_before, so every run will rewrite it: \
+                 lower refresh_before below the token lifetime (Entra ID: 60-90 minutes)");
+        }
 
         join_all(writes.iter().map(|(i, state)| {
             let target = &job.targets[*i];
