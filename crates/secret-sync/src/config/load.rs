@@ -541,6 +541,10 @@ impl Loader<'_> {
                 return None;
             }
         };
+        if text.contains('@') {
+            self.error(&span, &path, USERINFO);
+            return None;
+        }
         let parsed = match text.trim().to_ascii_lowercase().as_str() {
             "public" => Ok(Authority::public()),
             "usgov" => Ok(Authority::us_government()),
@@ -944,7 +948,10 @@ impl Loader<'_> {
                 self.error(
                     &span,
                     &path,
-                    format!("\"{text}\" is not a URL ({err}): write e.g. \"https://contoso-tokens.vault.azure.net\""),
+                    format!(
+                        "{} is not a URL ({err}): write e.g. \"https://contoso-tokens.vault.azure.net\"",
+                        shown(&text)
+                    ),
                 );
                 return None;
             }
@@ -975,13 +982,18 @@ impl Loader<'_> {
         };
         let path = table.path_of(key);
         let url = match Url::parse(&text) {
+            Ok(url) if has_userinfo(&url) => {
+                self.error(&span, &path, USERINFO);
+                return None;
+            }
             Ok(url) if url.host_str().is_some_and(|h| !h.is_empty()) => url,
             _ => {
                 self.error(
                     &span,
                     &path,
                     format!(
-                        "\"{text}\" is not a URL: write e.g. \"https://host.example.com:8200\""
+                        "{} is not a URL: write e.g. \"https://host.example.com:8200\"",
+                        shown(&text)
                     ),
                 );
                 return None;
@@ -1612,6 +1624,22 @@ impl Loader<'_> {
                 ),
             );
         }
+    }
+}
+
+const USERINFO: &str = "must not contain user information (user:password@): remove it; \
+                        logins go in the backend's auth settings";
+
+fn has_userinfo(url: &Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// A URL as typed, for a message; not shown when it may hold a `user:password@` part.
+fn shown(text: &str) -> String {
+    if text.contains('@') {
+        "the value".to_owned()
+    } else {
+        format!("\"{text}\"")
     }
 }
 

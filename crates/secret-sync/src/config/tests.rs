@@ -639,3 +639,27 @@ fn suggestions_are_only_for_close_words() {
         Some("token_env")
     );
 }
+
+#[test]
+fn credentials_in_urls_are_refused_without_being_repeated() {
+    let text = format!(
+        "[settings]\nauthority = \"https://admin:hunter2@login.example.com\"\n\n[backends.v]\nkind = \"vault\"\naddress = \"https://admin:hunter2@vault.example.com\"\nauth = {{ method = \"token\", token_env = \"VAULT_TOKEN\" }}\n\n[backends.a]\nkind = \"aws-secrets-manager\"\nendpoint_url = \"https://admin:hunter2@@\"\n{MINIMAL}"
+    );
+    let errors = errors(&text);
+    let shown = format!("{errors}\n{errors:?}");
+    assert!(!shown.contains("hunter2"), "a password leaked: {shown}");
+    let lines = lines(&errors);
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("2:13 settings.authority: must not contain user information"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].starts_with("6:11 backends.v.address: must not contain user information"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[2].starts_with("11:16 backends.a.endpoint_url: the value is not a URL"),
+        "{lines:#?}"
+    );
+}
