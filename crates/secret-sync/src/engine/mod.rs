@@ -184,7 +184,7 @@ pub struct Engine {
 impl Engine {
     /// An engine over `cache` (shared with the Key Vault backends' credentials) and `stores`
     /// (for credentials read `from` a backend), keeping tokens valid for at least
-    /// `refresh_before`, with at most `concurrency` store calls at once.
+    /// `refresh_before`, with at most `concurrency` store calls and token requests at once.
     pub fn new(
         cache: Arc<TokenCache>,
         stores: Stores,
