@@ -194,3 +194,61 @@ async fn schema_prints_a_json_schema_of_the_config() {
         );
     }
 }
+
+/// config/demo.toml does what `cargo xtask demo` shows: against the Entra emulator it writes
+/// the token to ../demo-out (relative to the config file), and a second run skips the job.
+#[tokio::test]
+async fn the_demo_config_syncs_into_demo_out_and_then_skips() {
+    use secrecy::ExposeSecret;
+    use testkit::{AppRegistration, EntraEmulator};
+
+    let secret = "demo-e2e-client-secret";
+    let entra = EntraEmulator::start().await.unwrap();
+    entra.register_app(
+        AppRegistration::new(
+            "11111111-2222-3333-4444-555555555555",
+            "66666666-7777-8888-9999-000000000000",
+        )
+        .with_secret(secret),
+    );
+    // A copy of the repository layout: <dir>/config/demo.toml writes to <dir>/demo-out.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("config")).unwrap();
+    let config = dir.path().join("config/demo.toml");
+    std::fs::copy(repo_root().join("config/demo.toml"), &config).unwrap();
+    // The file backend writes into an existing directory (the demo creates it).
+    std::fs::create_dir(dir.path().join("demo-out")).unwrap();
+    let authority = entra.base_url();
+    let env = [
+        ("AZURE_AUTHORITY_HOST", authority.as_str()),
+        ("DEMO_CLIENT_SECRET", secret),
+    ];
+    let args = ["run", "--config", config.to_str().unwrap()];
+
+    let first = secret_sync(&args, &env).await;
+    first.assert_code(0);
+    assert_eq!(entra.token_request_count(), 1, "one token for the job");
+    let out = dir.path().join("demo-out");
+    let raw = std::fs::read_to_string(out.join("graph-token")).expect("graph-token written");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("graph.json")).unwrap()).unwrap();
+    let issued = entra.issued_tokens();
+    let token = issued
+        .last()
+        .expect("a token was issued")
+        .access_token
+        .expose_secret();
+    assert_eq!(raw.trim_end(), token, "graph-token holds the bare token");
+    assert_eq!(json["access_token"], token, "graph.json holds the token");
+
+    let second = secret_sync(&args, &env).await;
+    second.assert_code(0);
+    assert_eq!(
+        entra.token_request_count(),
+        1,
+        "the second run asks for no token"
+    );
+    for run in [&first, &second] {
+        run.assert_no_leak(&[secret, token]);
+    }
+}
