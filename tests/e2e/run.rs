@@ -692,3 +692,66 @@ async fn secrets_written_by_others_are_refused_on_every_backend_until_adopted() 
     again.assert_code(0);
     assert_eq!(outcomes(&again), all("fresh"));
 }
+
+#[tokio::test]
+async fn a_failing_job_or_backend_never_stops_the_others() {
+    let e = Entra::start().await;
+    let kv = KeyVaultEmulator::start(
+        e.entra.token_validator(),
+        KeyVaultOptions::for_entra(&e.entra, TENANT),
+    )
+    .await
+    .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let down = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let config = e.write_config(&format!(
+        "{settings}\
+         [backends.down-vault]\nkind = \"vault\"\naddress = \"{down}\"\n\
+         auth = {{ method = \"token\", token_env = \"BAO_TOKEN\" }}\n\n\
+         [backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"{kv}\"\nca_file = \"{ca}\"\n\
+         auth = {{ method = \"client-secret\", tenant_id = \"{TENANT}\", client_id = \"{KV_CLIENT}\", \
+         client_secret = {{ env = \"KV_SECRET\" }} }}\n\n\
+         [jobs.a]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret = {{ from = \"down-vault\", ref = \"apps/graph#client_secret\" }}\n\
+         scope = \"{GRAPH}\"\ntargets = [{{ to = \"local\", name = \"a.token\" }}]\n\n\
+         [jobs.b]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
+         targets = [{{ to = \"local\", name = \"b.token\" }}, {{ to = \"kv\", name = \"b-token\" }}]\n",
+        settings = e.settings("15m"),
+        kv = kv.vault_url(),
+        ca = e.ca.display(),
+    ));
+    // KV_SECRET is not set: the Key Vault backend cannot log in, its targets fail.
+    let run = secret_sync(
+        &["run", "--config", &config, "--output", "json"],
+        &[("APP_SECRET", SECRET), ("BAO_TOKEN", "bao-token-e2e")],
+    )
+    .await;
+    e.assert_no_leak(&run, &["bao-token-e2e"]);
+    run.assert_code(1);
+    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let targets = doc["targets"].as_array().unwrap();
+    let outcome = |i: usize| targets[i]["outcome"].as_str().unwrap();
+    assert_eq!(
+        [outcome(0), outcome(1), outcome(2)],
+        ["failed", "created", "failed"],
+        "{doc}"
+    );
+    let job_a = targets[0]["error"].as_str().unwrap();
+    assert!(
+        job_a.contains("cannot read the job's credentials") && job_a.contains("down-vault"),
+        "{job_a}"
+    );
+    let kv_error = targets[2]["error"].as_str().unwrap();
+    assert!(
+        kv_error.contains("backend \"kv\"") && kv_error.contains("KV_SECRET is not set"),
+        "{kv_error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(e.out().join("b.token")).unwrap(),
+        e.graph_tokens()[0]
+    );
+    assert!(!e.out().join("a.token").exists());
+    assert!(kv.secret("b-token").is_none());
+}
