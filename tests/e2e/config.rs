@@ -252,3 +252,28 @@ async fn the_demo_config_syncs_into_demo_out_and_then_skips() {
         run.assert_no_leak(&[secret, token]);
     }
 }
+
+/// `run` and `plan` load the config the same way: a broken file stops them before anything
+/// happens, with the same errors and exit code 2.
+#[tokio::test]
+async fn run_and_plan_refuse_a_broken_config_with_every_error() {
+    let path = repo_root().join("tests/fixtures/configs/bad/many-mistakes.toml");
+    let path = path.to_str().unwrap();
+    for command in ["run", "plan"] {
+        let run = secret_sync(&[command, "--config", path], &[]).await;
+        run.assert_code(2);
+        assert_eq!(run.stdout, "", "{command}: no summary");
+        assert!(
+            run.stderr
+                .starts_with(&format!("error: {path} has 5 configuration errors:")),
+            "{command}: stderr was:\n{}",
+            run.stderr
+        );
+        let located = run
+            .stderr
+            .lines()
+            .filter(|line| line.starts_with(&format!("{path}:")))
+            .count();
+        assert_eq!(located, 5, "{command}: stderr was:\n{}", run.stderr);
+    }
+}

@@ -144,7 +144,7 @@ fn definitions() -> Value {
                     "$ref": "#/definitions/path"
                 },
                 "listen": {
-                    "description": "Address for /healthz, /readyz and /metrics in daemon mode, e.g. \"127.0.0.1:9090\".",
+                    "description": "Reserved for the daemon mode's /healthz, /readyz and /metrics (not in this version), e.g. \"127.0.0.1:9090\".",
                     "type": "string"
                 }
             }
