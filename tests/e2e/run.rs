@@ -11,7 +11,7 @@ use std::process::Command;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao, python};
-use testkit::{AppRegistration, EntraEmulator, KeyVaultEmulator, KeyVaultOptions};
+use testkit::{AppRegistration, EntraEmulator, Fault, KeyVaultEmulator, KeyVaultOptions};
 
 use crate::support::{Run, secret_sync};
 
@@ -754,4 +754,69 @@ async fn a_failing_job_or_backend_never_stops_the_others() {
     );
     assert!(!e.out().join("a.token").exists());
     assert!(kv.secret("b-token").is_none());
+}
+
+#[tokio::test]
+async fn only_targets_that_need_it_are_written_and_an_empty_token_is_never_written() {
+    let e = Entra::start().await;
+    let config = e.write_config(&format!(
+        "{}[jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
+         targets = [{{ to = \"local\", name = \"kept\" }}, {{ to = \"local\", name = \"lost\" }}]\n",
+        e.settings("15m")
+    ));
+    let env = [("APP_SECRET", SECRET)];
+    secret_sync(&["run", "--config", &config], &env)
+        .await
+        .assert_code(0);
+    let first = e.graph_tokens()[0].clone();
+    let kept_time = modified(&e.out().join("kept"));
+
+    // One target lost its secret: only that one is written, the fresh one keeps its token.
+    std::fs::remove_file(e.out().join("lost")).unwrap();
+    std::fs::remove_file(e.out().join("lost.meta.json")).unwrap();
+    let run = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
+    run.assert_code(0);
+    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    assert_eq!(doc["counts"], json!({"fresh": 1, "created": 1}), "{doc}");
+    assert_eq!(modified(&e.out().join("kept")), kept_time);
+    assert_eq!(
+        std::fs::read_to_string(e.out().join("kept")).unwrap(),
+        first
+    );
+    let second = e.graph_tokens()[1].clone();
+    assert_eq!(
+        std::fs::read_to_string(e.out().join("lost")).unwrap(),
+        second
+    );
+
+    // Entra answers 200 with an empty access_token: refused, nothing is written, exit 1.
+    std::fs::remove_file(e.out().join("lost")).unwrap();
+    std::fs::remove_file(e.out().join("lost.meta.json")).unwrap();
+    e.entra.inject(Fault::EmptyAccessToken);
+    let empty = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
+    e.assert_no_leak(&run, &[]);
+    e.assert_no_leak(&empty, &[]);
+    empty.assert_code(1);
+    let doc: Value = serde_json::from_str(empty.stdout.trim()).unwrap();
+    assert_eq!(doc["targets"][1]["outcome"], "failed", "{doc}");
+    assert!(
+        doc["targets"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("empty"),
+        "{doc}"
+    );
+    assert!(!e.out().join("lost").exists(), "no empty token was written");
+    assert_eq!(
+        std::fs::read_to_string(e.out().join("kept")).unwrap(),
+        first
+    );
+
+    // A config that cannot be loaded is a usage error.
+    let missing = e.dir.path().join("nowhere.toml");
+    let bad = secret_sync(&["run", "--config", missing.to_str().unwrap()], &env).await;
+    bad.assert_code(2);
+    let plan = secret_sync(&["plan", "--config", missing.to_str().unwrap()], &env).await;
+    plan.assert_code(2);
 }
