@@ -3,10 +3,14 @@
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
 //! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests.
 //! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
+//! - `bench`: time `secret-sync run` against local servers, beside a curl script (docs/performance.md).
+//! - `man`: write the man pages generated from the CLI definitions to `target/man/`.
 //!
 //! This crate keeps few dependencies on purpose: it must build fast on a fresh machine.
 
+mod bench;
 mod demo;
+mod man;
 mod servers;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +25,9 @@ tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
   ci      setup, then cargo fmt --check, clippy -D warnings, and every test
   demo    start the Entra ID emulator and run secret-sync against it
+  bench   time secret-sync run against local servers, beside a curl script
+          (--iterations N, --dev); writes target/bench/run.json
+  man     write the man pages to target/man/
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +36,8 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("ci") => ci(),
         Some("demo") => demo::run(&workspace_root()),
+        Some("bench") => bench::run(&workspace_root(), &args[1..]),
+        Some("man") => man::run(&workspace_root()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
