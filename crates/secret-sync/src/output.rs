@@ -10,6 +10,15 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::engine::{Outcome, PlanEntry, TargetReport};
 
+/// Writes a summary to stdout; a closed stdout (`| head`) is an error, not a panic.
+pub fn print(summary: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(summary.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|err| anyhow::anyhow!("cannot write the summary to stdout: {err}"))
+}
+
 /// The `run` summary as a table, with a closing count line.
 pub fn run_table(reports: &[TargetReport]) -> String {
     let rows: Vec<[String; 5]> = reports

@@ -13,10 +13,11 @@ use crate::run::prepare;
 pub async fn run(args: PlanArgs) -> Result<(), Failure> {
     let (engine, jobs) = prepare(&args.config, &args.jobs).await?;
     let entries = engine.plan(&jobs, args.force).await;
-    match args.output {
-        OutputFormat::Text => print!("{}", output::plan_table(&entries)),
-        OutputFormat::Json => println!("{}", output::plan_json(&entries)),
-    }
+    let summary = match args.output {
+        OutputFormat::Text => output::plan_table(&entries),
+        OutputFormat::Json => format!("{}\n", output::plan_json(&entries)),
+    };
+    output::print(&summary).map_err(Failure::failed)?;
     let failing = entries.iter().filter(|e| e.is_failure()).count();
     if failing > 0 {
         return Err(Failure::failed(anyhow!(

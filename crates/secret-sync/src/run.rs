@@ -19,10 +19,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         dry_run: args.dry_run,
     };
     let reports = engine.run(&jobs, options).await;
-    match args.output {
-        OutputFormat::Text => print!("{}", output::run_table(&reports)),
-        OutputFormat::Json => println!("{}", output::run_json(&reports, args.dry_run)),
-    }
+    let summary = match args.output {
+        OutputFormat::Text => output::run_table(&reports),
+        OutputFormat::Json => format!("{}\n", output::run_json(&reports, args.dry_run)),
+    };
+    output::print(&summary).map_err(Failure::failed)?;
     let failed = reports
         .iter()
         .filter(|r| r.outcome == Outcome::Failed)
