@@ -368,7 +368,11 @@ impl Loader<'_> {
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => Some((n, item.span())),
                 Err(_) => {
-                    self.error(&item.span(), &table.path_of(key), "is too large");
+                    self.error(
+                        &item.span(),
+                        &table.path_of(key),
+                        "is too large: give a smaller number",
+                    );
                     None
                 }
             },
