@@ -4,6 +4,7 @@
 
 mod config;
 mod conventions;
+mod docs;
 mod run;
 mod support;
 mod token;
