@@ -1,8 +1,9 @@
 //! `cargo xtask demo`: see secret-sync work on a fresh machine, with nothing to configure.
 //!
-//! Starts the testkit Entra ID emulator (`testkit-server`) on 127.0.0.1 with a demo app
-//! registration, then runs the real `secret-sync token` binary against it, first as a script
-//! would (`--output json`) and then with a wrong secret to show what an error looks like.
+//! Starts the testkit Entra ID emulator (`testkit-server`) on 127.0.0.1 with the demo app
+//! registration, then runs the real binary on `config/demo.toml`: `secret-sync run` syncs a
+//! token into two files under `demo-out/`, a second `run` finds them fresh and skips the job
+//! (no token request, no write), and `secret-sync token` shows what an error looks like.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -68,47 +69,54 @@ pub fn run(root: &Path) -> Result<()> {
     println!("Entra ID emulator listening on {authority}");
     println!("tenant {TENANT}, app {CLIENT}\n");
 
-    let token_args = |secret_var: &str| {
-        vec![
-            "token".to_owned(),
-            "--tenant-id".to_owned(),
-            TENANT.to_owned(),
-            "--client-id".to_owned(),
-            CLIENT.to_owned(),
-            "--client-secret-env".to_owned(),
-            secret_var.to_owned(),
-            "--scope".to_owned(),
-            SCOPE.to_owned(),
-            "--authority".to_owned(),
-            authority.clone(),
-            "--output".to_owned(),
-            "json".to_owned(),
-        ]
+    let config = root.join("config").join("demo.toml");
+    let out_dir = root.join("demo-out");
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let secret_sync_cmd = |args: &[&str]| {
+        let mut command = Command::new(&secret_sync);
+        command
+            .args(args)
+            .env("AZURE_AUTHORITY_HOST", &authority)
+            .env("DEMO_CLIENT_SECRET", DEMO_SECRET);
+        command
     };
+    let config_arg = config.to_str().context("the config path is UTF-8")?;
 
-    println!("$ secret-sync token ... --client-secret-env DEMO_SECRET --output json");
-    let ok = Command::new(&secret_sync)
-        .args(token_args("DEMO_SECRET"))
-        .env("DEMO_SECRET", DEMO_SECRET)
-        .output()
-        .context("running secret-sync")?;
-    if !ok.status.success() {
-        bail!(
-            "secret-sync token failed ({}): {}",
-            ok.status,
-            String::from_utf8_lossy(&ok.stderr)
-        );
+    for (what, args) in [
+        (
+            "first run: the files are missing, so a token is requested and written",
+            vec!["run", "--config", config_arg],
+        ),
+        (
+            "second run: both files hold a fresh token, so nothing is requested or written",
+            vec!["run", "--config", config_arg],
+        ),
+    ] {
+        println!("$ secret-sync run --config config/demo.toml    # {what}");
+        let status = secret_sync_cmd(&args)
+            .status()
+            .context("running secret-sync")?;
+        if !status.success() {
+            bail!("secret-sync run failed ({status})");
+        }
+        println!();
     }
-    let mut printed: serde_json::Value =
-        serde_json::from_slice(&ok.stdout).context("secret-sync printed JSON")?;
-    // A demo should not teach people to paste tokens around: show its shape, not its value.
-    let token_len = printed["access_token"].as_str().map_or(0, str::len);
-    printed["access_token"] = format!("<{token_len} characters>").into();
-    println!("{}\n", serde_json::to_string_pretty(&printed)?);
 
-    println!("$ secret-sync token ... with a wrong client secret");
+    println!("$ secret-sync token ... with a wrong client secret    # what an error looks like");
     let refused = Command::new(&secret_sync)
-        .args(token_args("WRONG_SECRET"))
+        .args([
+            "token",
+            "--tenant-id",
+            TENANT,
+            "--client-id",
+            CLIENT,
+            "--client-secret-env",
+            "WRONG_SECRET",
+            "--scope",
+            SCOPE,
+            "--authority",
+            &authority,
+        ])
         .env("WRONG_SECRET", "not-the-secret")
         .output()
         .context("running secret-sync")?;
@@ -122,6 +130,11 @@ pub fn run(root: &Path) -> Result<()> {
     }
 
     drop(server);
-    println!("Try it yourself: target/debug/secret-sync token --help");
+    println!("Look at the synced token files in {}:", out_dir.display());
+    println!("  graph-token (the bare token) with graph-token.meta.json (its expiry),");
+    println!("  graph.json (token, type and expiry as JSON).");
+    println!(
+        "Next: target/debug/secret-sync plan --config config/demo.toml, and --help on any command."
+    );
     Ok(())
 }
