@@ -1,7 +1,12 @@
 //! The conventions users expect of a command-line tool, checked on the built binary: shell
 //! completions for every supported shell, a man page generated from the same definitions as
 //! `--help`, and the environment fallbacks of the common flags (`SECRET_SYNC_CONFIG`,
-//! `SECRET_SYNC_LOG_FORMAT`) taking effect.
+//! `SECRET_SYNC_LOG_FORMAT`) taking effect. Also the CI recipes of docs/recipes.md: each shows
+//! a config file of config/ verbatim (which `every_example_config_validates` loads), and its
+//! YAML parses and wires up the OIDC token the config expects.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
@@ -190,4 +195,182 @@ async fn secret_sync_log_format_json_makes_json_log_lines() {
         "a bad SECRET_SYNC_LOG_FORMAT is refused by name: {}",
         run.stderr
     );
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The fenced block that follows each `<!-- MARKER: NAME -->` line of docs/recipes.md, by NAME.
+fn marked_blocks(marker: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(repo_root().join("docs/recipes.md")).unwrap();
+    let prefix = format!("<!-- {marker}: ");
+    let mut blocks = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(name) = line
+            .strip_prefix(&prefix)
+            .and_then(|l| l.strip_suffix(" -->"))
+        else {
+            continue;
+        };
+        let fence = lines.next().unwrap_or_default();
+        assert!(
+            fence.starts_with("```"),
+            "docs/recipes.md: `{line}` must be followed by a code fence, not {fence:?}"
+        );
+        let mut body = String::new();
+        for line in lines.by_ref().take_while(|l| !l.starts_with("```")) {
+            body.push_str(line);
+            body.push('\n');
+        }
+        blocks.push((name.to_owned(), body));
+    }
+    blocks
+}
+
+#[test]
+fn recipes_show_the_tested_config_files_verbatim() {
+    let blocks = marked_blocks("recipe-config");
+    let names: Vec<&str> = blocks.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "config/github-actions.toml",
+            "config/gitlab-ci.toml",
+            "config/kubernetes-cronjob.toml"
+        ],
+        "the recipes and their configs"
+    );
+    for (name, shown) in blocks {
+        let file = std::fs::read_to_string(repo_root().join(&name))
+            .unwrap_or_else(|e| panic!("{name} (shown in docs/recipes.md) cannot be read: {e}"));
+        assert_eq!(
+            shown, file,
+            "docs/recipes.md shows {name} differently from the file: copy the file into the page"
+        );
+    }
+}
+
+/// Each recipe's YAML, parsed by PyYAML (from the test servers' venv) into JSON documents.
+fn recipe_yaml(name: &str) -> Vec<Value> {
+    let (_, yaml) = marked_blocks("recipe-yaml")
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("docs/recipes.md has no `recipe-yaml: {name}` block"));
+    let script = "import json, sys, yaml\n\
+                  print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    let mut child = Command::new(testkit::real::python())
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the venv's python runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), yaml.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the {name} YAML in docs/recipes.md does not parse: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+}
+
+/// The config a recipe points SECRET_SYNC_CONFIG at, checked to exist and to say `key`.
+fn assert_config_has(path: &str, key: &str) {
+    let text = std::fs::read_to_string(repo_root().join(path))
+        .unwrap_or_else(|e| panic!("the recipe's SECRET_SYNC_CONFIG {path} cannot be read: {e}"));
+    assert!(text.contains(key), "{path} should use `{key}`");
+}
+
+#[test]
+fn github_recipe_grants_the_oidc_token_the_config_uses() {
+    let docs = recipe_yaml("github");
+    let workflow = &docs[0];
+    assert_eq!(workflow["permissions"]["id-token"], "write", "{workflow:#}");
+    let steps = workflow["jobs"]["sync"]["steps"].as_array().unwrap();
+    let sync = steps
+        .iter()
+        .find(|step| {
+            step["run"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("secret-sync run"))
+        })
+        .expect("a step runs secret-sync run");
+    let env = &sync["env"];
+    let config = env["SECRET_SYNC_CONFIG"].as_str().unwrap();
+    assert_config_has(config, "github_oidc = true");
+    for var in ["AZURE_TENANT_ID", "AZURE_CLIENT_ID"] {
+        assert_config_has(config, &format!("{{ env = \"{var}\" }}"));
+        let value = env[var].as_str().unwrap_or_default();
+        assert!(
+            value.contains("vars."),
+            "{var} comes from a variable, not a secret: {value}"
+        );
+    }
+}
+
+#[test]
+fn gitlab_recipe_mints_both_id_tokens_the_config_reads() {
+    let docs = recipe_yaml("gitlab");
+    let job = &docs[0]["secret-sync"];
+    let tokens = &job["id_tokens"];
+    assert_eq!(
+        tokens["AZURE_FEDERATED_TOKEN"]["aud"], "api://AzureADTokenExchange",
+        "{job:#}"
+    );
+    assert!(tokens["VAULT_ID_TOKEN"]["aud"].is_string(), "{job:#}");
+    let config = job["variables"]["SECRET_SYNC_CONFIG"].as_str().unwrap();
+    assert_config_has(config, "federated_token_env = \"AZURE_FEDERATED_TOKEN\"");
+    assert_config_has(config, "jwt_env = \"VAULT_ID_TOKEN\"");
+}
+
+#[test]
+fn kubernetes_recipe_sets_up_workload_identity_and_mounts_the_config() {
+    let docs = recipe_yaml("kubernetes");
+    let account = docs
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .expect("a ServiceAccount");
+    assert!(
+        account["metadata"]["annotations"]["azure.workload.identity/client-id"].is_string(),
+        "{account:#}"
+    );
+    let cron = docs
+        .iter()
+        .find(|d| d["kind"] == "CronJob")
+        .expect("a CronJob");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["labels"]["azure.workload.identity/use"],
+        "true"
+    );
+    assert_eq!(
+        pod["spec"]["serviceAccountName"],
+        account["metadata"]["name"]
+    );
+    let container = &pod["spec"]["containers"][0];
+    let config_path = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SECRET_SYNC_CONFIG")
+        .and_then(|e| e["value"].as_str())
+        .expect("SECRET_SYNC_CONFIG is set");
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+    assert_eq!(config_path, format!("{mount}/secret-sync.toml"));
+    assert_eq!(
+        pod["spec"]["volumes"][0]["configMap"]["name"],
+        "secret-sync-config"
+    );
+    let page = std::fs::read_to_string(repo_root().join("docs/recipes.md")).unwrap();
+    assert!(
+        page.contains(
+            "create configmap secret-sync-config \\\n  --from-file=secret-sync.toml=config/kubernetes-cronjob.toml"
+        ),
+        "the ConfigMap is made from the tested file under the key the pod reads"
+    );
+    assert_config_has("config/kubernetes-cronjob.toml", "workload_identity = true");
 }
