@@ -545,31 +545,10 @@ impl Loader<'_> {
                 return None;
             }
         };
-        if text.contains('@') {
-            self.error(&span, &path, USERINFO);
-            return None;
-        }
-        let parsed = match text.trim().to_ascii_lowercase().as_str() {
-            "public" => Ok(Authority::public()),
-            "usgov" => Ok(Authority::us_government()),
-            "china" => Ok(Authority::china()),
-            _ => Authority::parse(&text),
-        };
-        match parsed {
+        match authority_from_text(&text) {
             Ok(authority) => Some(authority),
-            Err(err) if text.contains("://") => {
-                self.error(&span, &path, err.to_string());
-                None
-            }
-            Err(_) => {
-                self.error(
-                    &span,
-                    &path,
-                    format!(
-                        "\"{text}\" is not an authority: use public, usgov, china or the authority's \
-                         https URL, e.g. https://login.microsoftonline.com"
-                    ),
-                );
+            Err(message) => {
+                self.error(&span, &path, message);
                 None
             }
         }
@@ -579,6 +558,20 @@ impl Loader<'_> {
 
     fn settings(&mut self, root: &Tbl<'_, '_>) -> Settings {
         let mut settings = Settings::default();
+        // Like the Azure SDKs and `secret-sync token`, the default authority is the one
+        // AZURE_AUTHORITY_HOST names (AKS workload identity sets it, sovereign clouds need it).
+        if let Some(host) = (self.env)("AZURE_AUTHORITY_HOST").filter(|h| !h.trim().is_empty()) {
+            match authority_from_text(&host) {
+                Ok(authority) => settings.authority = authority,
+                Err(message) => self.error(
+                    &(0..0),
+                    "settings.authority",
+                    format!(
+                        "the default authority from AZURE_AUTHORITY_HOST is not usable: {message}"
+                    ),
+                ),
+            }
+        }
         let Some(table) = self.sub_table(root, "settings") else {
             return settings;
         };
@@ -1741,4 +1734,28 @@ fn edit_distance(a: &str, b: &str) -> usize {
         }
     }
     row[b.len()]
+}
+
+/// `public`, `usgov`, `china` or an authority URL, as written in the file or in
+/// `AZURE_AUTHORITY_HOST`; the error says what to write instead.
+fn authority_from_text(text: &str) -> Result<Authority, String> {
+    if text.contains('@') {
+        return Err(USERINFO.to_owned());
+    }
+    let parsed = match text.trim().to_ascii_lowercase().as_str() {
+        "public" => Ok(Authority::public()),
+        "usgov" => Ok(Authority::us_government()),
+        "china" => Ok(Authority::china()),
+        _ => Authority::parse(text.trim()),
+    };
+    parsed.map_err(|err| {
+        if text.contains("://") {
+            err.to_string()
+        } else {
+            format!(
+                "\"{text}\" is not an authority: use public, usgov, china or the authority's \
+                 https URL, e.g. https://login.microsoftonline.com"
+            )
+        }
+    })
 }

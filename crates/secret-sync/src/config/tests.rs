@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use entra_auth::AssertionAlgorithm;
+use entra_auth::{AssertionAlgorithm, Authority};
 use secret_backends::Format;
 use secret_backends::vault::KvVersion;
 
@@ -424,6 +424,54 @@ fn authority_rules_and_env() {
         config.jobs[0].identity.authority.as_str(),
         "http://127.0.0.1:4567",
         "jobs inherit the settings' authority"
+    );
+}
+
+#[test]
+fn azure_authority_host_is_the_default_authority() {
+    let host = |value: &'static str| {
+        move |var: &str| (var == "AZURE_AUTHORITY_HOST").then(|| value.to_owned())
+    };
+    let config = parse(
+        MINIMAL,
+        Path::new(FILE),
+        &host("https://login.microsoftonline.us/"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.settings.authority.as_str(),
+        Authority::us_government().as_str()
+    );
+    assert_eq!(
+        config.jobs[0].identity.authority.as_str(),
+        Authority::us_government().as_str()
+    );
+
+    // The file wins over the environment.
+    let text = format!("[settings]\nauthority = \"china\"\n{MINIMAL}");
+    let config = parse(
+        &text,
+        Path::new(FILE),
+        &host("https://login.microsoftonline.us/"),
+    )
+    .unwrap();
+    assert_eq!(
+        config.settings.authority.as_str(),
+        Authority::china().as_str()
+    );
+
+    // A bad value is a config error that names the variable.
+    let errors = parse(MINIMAL, Path::new(FILE), &host("http://login.example.com")).unwrap_err();
+    let lines = lines(&errors);
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("settings.authority") && lines[0].contains("AZURE_AUTHORITY_HOST"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        ok(MINIMAL).settings.authority.as_str(),
+        Authority::public().as_str()
     );
 }
 
