@@ -5,6 +5,7 @@
 mod config;
 mod conventions;
 mod docs;
+mod readme;
 mod run;
 mod support;
 mod token;

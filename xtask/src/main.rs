@@ -1,7 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
 //!
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
-//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests.
+//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests, the demo.
 //! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
 //! - `bench`: time `secret-sync run` against local servers, beside a curl script (docs/performance.md).
 //! - `man`: write the man pages generated from the CLI definitions to `target/man/`.
@@ -23,7 +23,7 @@ usage: cargo xtask <task>
 
 tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
-  ci      setup, then cargo fmt --check, clippy -D warnings, and every test
+  ci      setup, then cargo fmt --check, clippy -D warnings, every test, and the demo
   demo    start the Entra ID emulator and run secret-sync against it
   bench   time secret-sync run against local servers, beside a curl script
           (--iterations N, --dev); writes target/bench/run.json
@@ -91,6 +91,8 @@ fn ci() -> Result<()> {
     cargo(&root, &["test", "--workspace", "--all-targets", "--locked"])?;
     // Doc tests are not part of --all-targets.
     cargo(&root, &["test", "--workspace", "--doc", "--locked"])?;
+    // README's first command must keep working on a fresh clone too.
+    demo::run(&root)?;
     Ok(())
 }
 
