@@ -1,0 +1,550 @@
+//! The daemon's metrics and readiness, in one small registry: what `/metrics` renders in the
+//! Prometheus text format and what `/readyz` decides from.
+//!
+//! Why its own registry and not a metrics crate: four counters and a gauge over a few fixed
+//! label sets do not need one, and keeping the rendering here makes the invariant easy to see:
+//! every label value is a job or target name from the config, or one word from a fixed outcome
+//! set ([`Status`], [`Outcome`]); nothing read from a store or Entra ID ever becomes a label.
+//!
+//! Names follow `secret_sync_<what>_<unit>_total` for counters. The registry is shared as
+//! `Arc<Metrics>`; every method takes `&self` and holds one `Mutex` only while it copies numbers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::{Mutex, MutexGuard};
+
+use time::OffsetDateTime;
+
+use crate::engine::Outcome;
+
+/// How a token request, a job run or a config reload ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    Success,
+    Failure,
+}
+
+impl Status {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+        }
+    }
+}
+
+impl<T, E> From<&Result<T, E>> for Status {
+    fn from(result: &Result<T, E>) -> Self {
+        if result.is_ok() {
+            Status::Success
+        } else {
+            Status::Failure
+        }
+    }
+}
+
+/// Whether `/readyz` answers 200.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Why not, in one line that names the jobs (never a value).
+    NotReady(String),
+}
+
+/// The registry. Create one per process, share it as `Arc<Metrics>`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    token_requests: BTreeMap<(String, Status), u64>,
+    target_writes: BTreeMap<(String, String, &'static str), u64>,
+    /// Unix seconds at which the token last written to (job, target) expires.
+    token_expiry: BTreeMap<(String, String), i64>,
+    job_runs: BTreeMap<(String, Status), u64>,
+    config_reloads: BTreeMap<Status, u64>,
+    config_loaded: bool,
+    /// Jobs whose last run failed.
+    failing: BTreeSet<String>,
+}
+
+const TOKEN_REQUESTS: &str = "secret_sync_token_requests_total";
+const TARGET_WRITES: &str = "secret_sync_target_writes_total";
+const TOKEN_EXPIRY: &str = "secret_sync_token_expiry_seconds";
+const JOB_RUNS: &str = "secret_sync_job_runs_total";
+const CONFIG_RELOADS: &str = "secret_sync_config_reloads_total";
+const CONFIG_LOADED: &str = "secret_sync_config_loaded";
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves only numbers behind; they stay usable.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One token request made for `job` (a coalesced request counts once, for the job that sent it).
+    pub fn record_token_request(&self, job: &str, outcome: Status) {
+        *self
+            .state()
+            .token_requests
+            .entry((job.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    /// One target of `job` handled in a pass, with what happened to it.
+    pub fn record_target_write(&self, job: &str, target: &str, outcome: Outcome) {
+        *self
+            .state()
+            .target_writes
+            .entry((job.to_owned(), target.to_owned(), outcome.as_str()))
+            .or_default() += 1;
+    }
+
+    /// The token `target` of `job` now holds expires at `expires_on`.
+    pub fn set_token_expiry(&self, job: &str, target: &str, expires_on: OffsetDateTime) {
+        self.state().token_expiry.insert(
+            (job.to_owned(), target.to_owned()),
+            expires_on.unix_timestamp(),
+        );
+    }
+
+    /// One pass of `job` ended; a failed one makes the daemon not ready once the job's
+    /// earliest token expiry has passed (or when no token of it is known).
+    pub fn record_job_run(&self, job: &str, outcome: Status) {
+        let mut state = self.state();
+        *state.job_runs.entry((job.to_owned(), outcome)).or_default() += 1;
+        match outcome {
+            Status::Success => state.failing.remove(job),
+            Status::Failure => state.failing.insert(job.to_owned()),
+        };
+    }
+
+    /// A SIGHUP reload ended (the first load is not a reload: call [`Metrics::set_config_loaded`]).
+    pub fn record_reload(&self, outcome: Status) {
+        *self.state().config_reloads.entry(outcome).or_default() += 1;
+    }
+
+    /// Whether a config is loaded and scheduled; `/readyz` fails until it is.
+    pub fn set_config_loaded(&self, loaded: bool) {
+        self.state().config_loaded = loaded;
+    }
+
+    /// Drop every series and the readiness state of `job` (a reload removed it).
+    pub fn forget_job(&self, job: &str) {
+        let mut state = self.state();
+        state.token_requests.retain(|(name, _), _| name != job);
+        state.target_writes.retain(|(name, _, _), _| name != job);
+        state.token_expiry.retain(|(name, _), _| name != job);
+        state.job_runs.retain(|(name, _), _| name != job);
+        state.failing.remove(job);
+    }
+
+    /// Ready when a config is loaded and no job whose last run failed has a token past
+    /// expiry (at `now`) or no token at all.
+    pub fn readiness(&self, now: OffsetDateTime) -> Readiness {
+        let state = self.state();
+        if !state.config_loaded {
+            return Readiness::NotReady("no config loaded yet".to_owned());
+        }
+        let now = now.unix_timestamp();
+        let expired: Vec<&str> = state
+            .failing
+            .iter()
+            .filter(|job| {
+                let earliest = state
+                    .token_expiry
+                    .iter()
+                    .filter(|((name, _), _)| name == *job)
+                    .map(|(_, expiry)| *expiry)
+                    .min();
+                earliest.is_none_or(|expiry| expiry <= now)
+            })
+            .map(String::as_str)
+            .collect();
+        if expired.is_empty() {
+            Readiness::Ready
+        } else {
+            Readiness::NotReady(format!(
+                "{} job(s) failed and hold no valid token: {}",
+                expired.len(),
+                expired.join(", ")
+            ))
+        }
+    }
+
+    /// Every series in the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let state = self.state();
+        let mut out = String::new();
+        header(
+            &mut out,
+            TOKEN_REQUESTS,
+            "counter",
+            "Token requests sent to Entra ID, by job and outcome.",
+        );
+        for ((job, outcome), value) in &state.token_requests {
+            sample(
+                &mut out,
+                TOKEN_REQUESTS,
+                &[("job", job), ("outcome", outcome.as_str())],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            TARGET_WRITES,
+            "counter",
+            "Targets handled in a pass, by job, target and outcome.",
+        );
+        for ((job, target, outcome), value) in &state.target_writes {
+            sample(
+                &mut out,
+                TARGET_WRITES,
+                &[("job", job), ("target", target), ("outcome", outcome)],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            TOKEN_EXPIRY,
+            "gauge",
+            "Unix time at which the token a target holds expires.",
+        );
+        for ((job, target), value) in &state.token_expiry {
+            sample(
+                &mut out,
+                TOKEN_EXPIRY,
+                &[("job", job), ("target", target)],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            JOB_RUNS,
+            "counter",
+            "Passes of a job, by outcome.",
+        );
+        for ((job, outcome), value) in &state.job_runs {
+            sample(
+                &mut out,
+                JOB_RUNS,
+                &[("job", job), ("outcome", outcome.as_str())],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            CONFIG_RELOADS,
+            "counter",
+            "Config reloads (SIGHUP), by outcome.",
+        );
+        for (outcome, value) in &state.config_reloads {
+            sample(
+                &mut out,
+                CONFIG_RELOADS,
+                &[("outcome", outcome.as_str())],
+                *value,
+            );
+        }
+        header(
+            &mut out,
+            CONFIG_LOADED,
+            "gauge",
+            "1 when a config is loaded and scheduled.",
+        );
+        sample(&mut out, CONFIG_LOADED, &[], i64::from(state.config_loaded));
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    // The help texts are constants without `\` or newlines, so they need no escaping.
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (label, value)) in labels.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(label);
+            out.push_str("=\"");
+            escape_label_value(out, value);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
+}
+
+/// Label values escape `\`, `"` and line feeds, as the text format requires.
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use time::macros::datetime;
+
+    use super::*;
+
+    /// One parsed sample line: name, labels, value.
+    type Sample = (String, BTreeMap<String, String>, f64);
+
+    /// Parse the text format strictly: every line is a `# HELP`/`# TYPE` comment or
+    /// `name{label="value",...} value`; every sample's name was declared by a TYPE line.
+    fn parse(text: &str) -> Vec<Sample> {
+        let mut declared = Vec::new();
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE has a name and a kind");
+                assert!(
+                    ["counter", "gauge"].contains(&kind),
+                    "type {kind} in {line}"
+                );
+                declared.push(name.to_owned());
+                continue;
+            }
+            if line.starts_with("# HELP ") {
+                continue;
+            }
+            assert!(!line.starts_with('#'), "unexpected comment: {line}");
+            let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+            let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}').expect("}"))),
+                None => (series, BTreeMap::new()),
+            };
+            assert!(
+                name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "metric name {name:?}"
+            );
+            assert!(
+                declared.iter().any(|d| d == name),
+                "{name} has no TYPE line"
+            );
+            samples.push((name.to_owned(), labels, value));
+        }
+        samples
+    }
+
+    fn parse_labels(mut text: &str) -> BTreeMap<String, String> {
+        let mut labels = BTreeMap::new();
+        while !text.is_empty() {
+            let (name, rest) = text.split_once("=\"").expect("label=\"");
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                match chars.next().expect("closing quote") {
+                    (_, '\\') => match chars.next().expect("escaped char") {
+                        (_, '\\') => value.push('\\'),
+                        (_, '"') => value.push('"'),
+                        (_, 'n') => value.push('\n'),
+                        (_, other) => panic!("bad escape \\{other}"),
+                    },
+                    (i, '"') => break i,
+                    (_, c) => value.push(c),
+                }
+            };
+            labels.insert(name.to_owned(), value);
+            text = rest[end + 1..]
+                .strip_prefix(',')
+                .unwrap_or(&rest[end + 1..]);
+        }
+        labels
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn value(samples: &[Sample], name: &str, pairs: &[(&str, &str)]) -> Option<f64> {
+        let wanted = labels(pairs);
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && *l == wanted)
+            .map(|(_, _, v)| *v)
+    }
+
+    #[test]
+    fn renders_every_series_with_help_type_and_counts() {
+        let metrics = Metrics::new();
+        metrics.set_config_loaded(true);
+        metrics.record_token_request("app", Status::Success);
+        metrics.record_token_request("app", Status::Success);
+        metrics.record_token_request("app", Status::Failure);
+        metrics.record_target_write("app", "vault-kv", Outcome::Updated);
+        metrics.record_target_write("app", "vault-kv", Outcome::Failed);
+        metrics.set_token_expiry("app", "vault-kv", datetime!(2030-01-01 00:00 UTC));
+        metrics.record_job_run("app", Status::Success);
+        metrics.record_reload(Status::Failure);
+
+        let text = metrics.render();
+        let samples = parse(&text);
+        for name in [
+            TOKEN_REQUESTS,
+            TARGET_WRITES,
+            TOKEN_EXPIRY,
+            JOB_RUNS,
+            CONFIG_RELOADS,
+            CONFIG_LOADED,
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "HELP for {name} in:\n{text}"
+            );
+        }
+        let requests = |outcome| {
+            value(
+                &samples,
+                TOKEN_REQUESTS,
+                &[("job", "app"), ("outcome", outcome)],
+            )
+        };
+        assert_eq!(requests("success"), Some(2.0));
+        assert_eq!(requests("failure"), Some(1.0));
+        let writes = [
+            ("job", "app"),
+            ("target", "vault-kv"),
+            ("outcome", "updated"),
+        ];
+        assert_eq!(value(&samples, TARGET_WRITES, &writes), Some(1.0));
+        assert_eq!(
+            value(
+                &samples,
+                TOKEN_EXPIRY,
+                &[("job", "app"), ("target", "vault-kv")]
+            ),
+            Some(1_893_456_000.0)
+        );
+        let runs = [("job", "app"), ("outcome", "success")];
+        assert_eq!(value(&samples, JOB_RUNS, &runs), Some(1.0));
+        assert_eq!(
+            value(&samples, CONFIG_RELOADS, &[("outcome", "failure")]),
+            Some(1.0)
+        );
+        assert_eq!(value(&samples, CONFIG_LOADED, &[]), Some(1.0));
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_parse_back() {
+        let metrics = Metrics::new();
+        let job = "we\"ird\\job\nname";
+        metrics.record_target_write(job, "t{a,b}=\"x\"", Outcome::Created);
+
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"job="we\"ird\\job\nname""#),
+            "escaped job label in:\n{text}"
+        );
+        let samples = parse(&text);
+        let wanted = [
+            ("job", job),
+            ("target", "t{a,b}=\"x\""),
+            ("outcome", "created"),
+        ];
+        assert_eq!(value(&samples, TARGET_WRITES, &wanted), Some(1.0), "{text}");
+    }
+
+    #[test]
+    fn forget_job_drops_its_series_and_keeps_the_others() {
+        let metrics = Metrics::new();
+        for job in ["gone", "kept"] {
+            metrics.record_token_request(job, Status::Success);
+            metrics.record_target_write(job, "t", Outcome::Updated);
+            metrics.set_token_expiry(job, "t", datetime!(2030-01-01 00:00 UTC));
+            metrics.record_job_run(job, Status::Failure);
+        }
+        metrics.forget_job("gone");
+
+        let samples = parse(&metrics.render());
+        let jobs: Vec<&str> = samples
+            .iter()
+            .filter_map(|(_, labels, _)| labels.get("job").map(String::as_str))
+            .collect();
+        assert_eq!(jobs, ["kept"; 4], "{samples:?}");
+    }
+
+    #[test]
+    fn not_ready_until_a_config_is_loaded() {
+        let metrics = Metrics::new();
+        let now = datetime!(2030-01-01 00:00 UTC);
+        assert_eq!(
+            metrics.readiness(now),
+            Readiness::NotReady("no config loaded yet".to_owned())
+        );
+        metrics.set_config_loaded(true);
+        assert_eq!(metrics.readiness(now), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_failed_job_is_tolerated_until_its_earliest_token_expires() {
+        let metrics = Metrics::new();
+        metrics.set_config_loaded(true);
+        metrics.set_token_expiry("app", "late", datetime!(2030-01-01 02:00 UTC));
+        metrics.set_token_expiry("app", "early", datetime!(2030-01-01 01:00 UTC));
+        metrics.record_job_run("app", Status::Failure);
+
+        assert_eq!(
+            metrics.readiness(datetime!(2030-01-01 00:59 UTC)),
+            Readiness::Ready,
+            "the tokens are still valid"
+        );
+        assert_eq!(
+            metrics.readiness(datetime!(2030-01-01 01:00 UTC)),
+            Readiness::NotReady("1 job(s) failed and hold no valid token: app".to_owned())
+        );
+
+        metrics.record_job_run("app", Status::Success);
+        assert_eq!(
+            metrics.readiness(datetime!(2030-01-01 03:00 UTC)),
+            Readiness::Ready,
+            "a successful pass clears the failure"
+        );
+    }
+
+    #[test]
+    fn a_failed_job_without_any_token_is_not_ready_and_named() {
+        let metrics = Metrics::new();
+        metrics.set_config_loaded(true);
+        metrics.record_job_run("b-job", Status::Failure);
+        metrics.record_job_run("a-job", Status::Failure);
+        metrics.record_job_run("fine", Status::Success);
+
+        assert_eq!(
+            metrics.readiness(datetime!(2030-01-01 00:00 UTC)),
+            Readiness::NotReady("2 job(s) failed and hold no valid token: a-job, b-job".to_owned())
+        );
+        metrics.forget_job("a-job");
+        metrics.forget_job("b-job");
+        assert_eq!(
+            metrics.readiness(datetime!(2030-01-01 00:00 UTC)),
+            Readiness::Ready
+        );
+    }
+}
