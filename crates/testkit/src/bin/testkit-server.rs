@@ -1,15 +1,19 @@
 //! `testkit-server`: the Entra ID emulator (and optionally the Key Vault emulator) as a standalone
-//! process, for `cargo xtask demo` and manual runs. It registers one app, prints one JSON line
-//! (base URL, token URL, CA file, vault URL, ...) on stdout, and serves until Ctrl-C or SIGTERM.
+//! process, for `cargo xtask demo`, `cargo xtask bench-daemon` and manual runs. It registers one
+//! app (and any `--extra-client-id` with the same secret), prints one JSON line (base URL, token
+//! URL, CA file, vault URL, ...) on stdout, and serves until Ctrl-C or SIGTERM; then it prints a
+//! second JSON line, `{"token_requests": N}`, the number of token requests it received.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use testkit::{
     AppRegistration, EntraEmulator, GithubOidc, KeyVaultEmulator, KeyVaultOptions, ManagedIdentity,
-    ServerOptions, TestCa,
+    ServerOptions, TestCa, TokenOptions,
 };
 
 /// Serve the Entra ID emulator on 127.0.0.1.
@@ -34,6 +38,13 @@ struct Args {
     /// Client secret of the registered app (prefer the environment variable).
     #[arg(long, env = "TESTKIT_CLIENT_SECRET", hide_env_values = true)]
     client_secret: String,
+    /// Register one more app with this client id, in the same tenant and with the same secret
+    /// (repeatable).
+    #[arg(long)]
+    extra_client_id: Vec<String>,
+    /// Lifetime of the tokens issued, in seconds (`expires_in`).
+    #[arg(long, default_value_t = 3599)]
+    token_lifetime_secs: u64,
     /// Also serve a managed identity with this client id (IMDS and App Service endpoints).
     #[arg(long)]
     managed_identity_client_id: Option<String>,
@@ -71,9 +82,15 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the Entra emulator")?;
-    entra.register_app(
-        AppRegistration::new(&args.tenant, &args.client_id).with_secret(&args.client_secret),
-    );
+    for client_id in std::iter::once(&args.client_id).chain(&args.extra_client_id) {
+        entra.register_app(
+            AppRegistration::new(&args.tenant, client_id).with_secret(&args.client_secret),
+        );
+    }
+    entra.set_token_options(TokenOptions {
+        lifetime: Duration::from_secs(args.token_lifetime_secs),
+        ..TokenOptions::default()
+    });
     let mut info = serde_json::json!({
         "base_url": entra.base_url(),
         "token_url": entra.token_url(&args.tenant),
@@ -104,6 +121,9 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("{info}");
     wait_for_stop().await?;
+    // The reader may have gone (it only wanted the first line): a closed stdout is no error here.
+    let count = serde_json::json!({ "token_requests": entra.token_request_count() });
+    let _ = writeln!(std::io::stdout(), "{count}");
     if let Some(vault) = vault {
         vault.shutdown().await;
     }

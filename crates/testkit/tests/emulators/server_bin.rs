@@ -90,3 +90,50 @@ fn ca_out_without_tls_is_a_usage_error() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-out needs --tls"));
 }
+
+#[tokio::test]
+async fn extra_apps_and_token_lifetime_and_the_request_count_at_exit() {
+    const EXTRA: &str = "00000000-0000-4000-8000-000000000002";
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_testkit-server"))
+            .args(["--tenant", TENANT, "--client-id", CLIENT_ID])
+            .args(["--extra-client-id", EXTRA, "--token-lifetime-secs", "60"])
+            .env("TESTKIT_CLIENT_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("testkit-server starts"),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let token_url = info["token_url"].as_str().unwrap();
+
+    let client = reqwest::Client::new();
+    for client_id in [CLIENT_ID, EXTRA] {
+        let answer = post_form(
+            &client,
+            token_url,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client_id),
+                ("client_secret", SECRET),
+                ("scope", VAULT_SCOPE),
+            ],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{client_id}: {}", answer.text);
+        assert_eq!(answer.body["expires_in"], 60, "{}", answer.text);
+    }
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut last = String::new();
+    stdout.read_line(&mut last).unwrap();
+    let count: serde_json::Value = serde_json::from_str(&last).expect("a JSON line at exit");
+    assert_eq!(count, serde_json::json!({ "token_requests": 2 }));
+}
