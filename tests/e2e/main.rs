@@ -4,6 +4,7 @@
 
 mod config;
 mod conventions;
+mod daemon;
 mod docs;
 mod readme;
 mod run;

@@ -79,6 +79,17 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
 
+    /// Keep every job's targets fresh until stopped (the same as `run --watch`).
+    ///
+    /// Each job runs again at its refresh point (its earliest token expiry minus
+    /// `refresh_before`, plus a little jitter); a failed job backs off exponentially but retries
+    /// well before its tokens expire. Jobs with the same credentials and scope share one token.
+    /// SIGHUP reloads the config (a config that does not load keeps the running one); SIGTERM or
+    /// SIGINT lets in-flight writes finish (at most 30 s) and exits 0. With `[settings] listen`,
+    /// serves /healthz, /readyz and /metrics. Logs one info line per job pass (RUST_LOG=info).
+    #[command(after_help = DAEMON_EXIT_CODES_HELP)]
+    Daemon(DaemonArgs),
+
     /// What `run` would do to each target, and why, reading metadata only.
     ///
     /// Reads no credential, asks for no token and writes nothing. Exits 1 when `run` would fail
@@ -145,10 +156,30 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
+/// Exit codes of the daemon, in its `--help` and docs/cli.md.
+pub const DAEMON_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  stopped by SIGTERM or SIGINT
+  2  the config did not load at start-up, or the listen address is taken";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Keep only this job fresh (repeat for several). Default: every job.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+
+    /// Do not stop after one pass: keep the targets fresh until stopped, as `secret-sync daemon`.
+    #[arg(long, conflicts_with_all = ["force", "dry_run", "output"])]
+    pub watch: bool,
 
     /// Run only this job (repeat for several). Default: every job.
     #[arg(long = "job", value_name = "NAME")]
@@ -279,6 +310,25 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn watch_refuses_the_one_pass_flags() {
+        for flag in ["--force", "--dry-run", "--output=json"] {
+            let err = Cli::try_parse_from(["secret-sync", "run", "--watch", flag]).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flag}: {err}"
+            );
+        }
+        let cli = Cli::try_parse_from(["secret-sync", "run", "--watch", "--job", "a"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Run(RunArgs { watch: true, .. })
+        ));
+        let cli = Cli::try_parse_from(["secret-sync", "daemon", "-c", "x.toml"]).unwrap();
+        assert!(matches!(cli.command, Command::Daemon(_)));
     }
 
     #[test]

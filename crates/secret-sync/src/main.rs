@@ -4,6 +4,7 @@
 mod cli;
 mod completions;
 mod config;
+mod daemon;
 mod engine;
 mod failure;
 mod logging;
@@ -39,7 +40,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Token(args) => token::run(args).await,
+            Command::Run(args) if args.watch => daemon::run(args.into()).await,
             Command::Run(args) => run::run(args).await,
+            Command::Daemon(args) => daemon::run(args).await,
             Command::Plan(args) => plan::run(args).await,
             Command::Validate(args) => validate::run(args),
             Command::Schema => schema::run(),

@@ -44,7 +44,7 @@ pub async fn prepare(config: &ConfigArgs, jobs: &[String]) -> Result<(Engine, Ve
     build(&config, jobs).await.map_err(Failure::usage)
 }
 
-fn check_job_names(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<()> {
+pub fn check_job_names(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<()> {
     let unknown: Vec<&str> = jobs
         .iter()
         .filter(|name| config.job(name).is_none())

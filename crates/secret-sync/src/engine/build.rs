@@ -22,14 +22,20 @@ use tracing::warn;
 use super::source::{self, Stores};
 use super::{Engine, Job, Target};
 use crate::config::{
-    AzureKeyVaultSpec, BackendSpec, CredentialSpec, SecretSource, SyncConfig, Value, VaultAuthSpec,
-    VaultSpec,
+    AzureKeyVaultSpec, BackendSpec, CredentialSpec, SecretSource, Settings, SyncConfig, Value,
+    VaultAuthSpec, VaultSpec,
 };
 
 /// The engine and the jobs to run. `jobs` selects by name (empty: every job, in file order);
 /// the caller has checked that each name exists.
 pub async fn build(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<(Engine, Vec<Job>)> {
-    let settings = &config.settings;
+    let cache = token_cache(&config.settings)?;
+    build_with_cache(config, jobs, cache).await
+}
+
+/// The token cache for `settings` (its `ca_file` and `refresh_before`). The daemon keeps one
+/// for its whole life, across reloads that do not change those two settings.
+pub fn token_cache(settings: &Settings) -> anyhow::Result<Arc<TokenCache>> {
     let mut options = ClientOptions::default();
     if let Some(ca_file) = &settings.ca_file {
         let pem = std::fs::read(ca_file)
@@ -38,13 +44,21 @@ pub async fn build(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<(Engi
     }
     let client =
         TokenClient::new(options).context("cannot set up the HTTPS client for Entra ID")?;
-    let cache = Arc::new(TokenCache::new(
+    Ok(Arc::new(TokenCache::new(
         client,
         RefreshPolicy {
             refresh_before: settings.refresh_before,
         },
-    ));
+    )))
+}
 
+/// [`build`] over an existing token cache (made by [`token_cache`] for the same settings).
+pub async fn build_with_cache(
+    config: &SyncConfig,
+    jobs: &[String],
+    cache: Arc<TokenCache>,
+) -> anyhow::Result<(Engine, Vec<Job>)> {
+    let settings = &config.settings;
     let selected: Vec<_> = config
         .jobs
         .iter()

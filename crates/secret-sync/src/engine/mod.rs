@@ -17,6 +17,7 @@ pub mod build;
 pub mod decide;
 pub mod source;
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,6 +173,23 @@ impl PlanEntry {
     }
 }
 
+/// How a job's token step ended, for an observer (the daemon's metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStep {
+    /// The cache held a token: no request was sent for this job.
+    Cached,
+    /// A token obtained at `obtained_at` by a request made while this job waited for it (jobs
+    /// that shared one request see the same `obtained_at`).
+    Requested { obtained_at: OffsetDateTime },
+    /// No token: the credentials could not be read or the request failed.
+    Failed,
+}
+
+/// Told about every job's token step; the daemon counts token requests with it.
+pub trait TokenObserver: fmt::Debug + Send + Sync {
+    fn token_step(&self, job: &str, step: TokenStep);
+}
+
 /// Runs passes over jobs; holds what jobs share (the token cache, the concurrency bound).
 #[derive(Debug)]
 pub struct Engine {
@@ -179,6 +197,7 @@ pub struct Engine {
     stores: Stores,
     refresh_before: Duration,
     permits: Semaphore,
+    observer: Option<Arc<dyn TokenObserver>>,
 }
 
 impl Engine {
@@ -196,7 +215,13 @@ impl Engine {
             stores,
             refresh_before,
             permits: Semaphore::new(concurrency.max(1)),
+            observer: None,
         }
+    }
+
+    /// Reports every job's token step to `observer` from now on.
+    pub fn observe_tokens(&mut self, observer: Arc<dyn TokenObserver>) {
+        self.observer = Some(observer);
     }
 
     /// One pass over `jobs`, concurrently; a report per target, in job and target order.
@@ -328,6 +353,7 @@ impl Engine {
             (i, report)
         };
         info!(job = %job.name, targets = writes.len(), "reading credentials and getting a token");
+        let started = OffsetDateTime::now_utc();
         let token = async {
             let _permit = self.permit().await;
             let app = source::app_credential(&job.identity, &self.stores)
@@ -339,6 +365,16 @@ impl Engine {
                 .with_context(|| format!("cannot get a token for {}", job.scope))
         }
         .await;
+        if let Some(observer) = &self.observer {
+            let step = match &token {
+                Ok(token) if token.obtained_at() >= started => TokenStep::Requested {
+                    obtained_at: token.obtained_at(),
+                },
+                Ok(_) => TokenStep::Cached,
+                Err(_) => TokenStep::Failed,
+            };
+            observer.token_step(&job.name, step);
+        }
         let token = match token {
             Ok(token) => token,
             Err(err) => {

@@ -1,0 +1,540 @@
+//! Daemon mode (`run --watch`, `daemon`): keeps every job's targets fresh for as long as the
+//! process lives, and reports how that goes on `[settings] listen`.
+//!
+//! One loop owns everything that changes: the schedule ([`scheduler::Queue`]), each job's
+//! failure count, the passes in flight (a `JoinSet`, at most `concurrency` of them) and the
+//! signals. A pass is [`Engine::run`] over one job, so the skip rule, the adopt rule and the
+//! concurrency bound are the engine's, exactly as for `run`. When a pass ends the loop
+//! reschedules its job from the expiries the pass reports ([`scheduler::Timing`]).
+//!
+//! Invariants:
+//! - One token cache for the daemon's life: passes share it, so jobs with the same credentials
+//!   and scope share one token request, across passes too. A reload keeps it unless
+//!   `ca_file` or `refresh_before` changed.
+//! - Stores and clients are built once per config, never per pass.
+//! - A reload that fails (load, validation, `--job` names, set-up) changes nothing: the running
+//!   config keeps running and the errors are logged. A reload that succeeds waits for the
+//!   passes in flight, then runs every job of the new config at once (fresh ones cost a
+//!   metadata read each) and schedules them from there.
+//! - SIGTERM/SIGINT: no new pass starts; passes in flight get [`SHUTDOWN_GRACE`] to finish;
+//!   exit 0.
+//! - Logs and metrics carry job, backend and target names and outcomes, never a value.
+
+pub mod http;
+pub mod metrics;
+pub mod scheduler;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use entra_auth::TokenCache;
+use time::OffsetDateTime;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::task::{Id, JoinError, JoinSet};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use self::http::Listener;
+use self::metrics::{Metrics, Status};
+use self::scheduler::{Queue, Timing, random_sample};
+use crate::cli::{DaemonArgs, RunArgs};
+use crate::config::SyncConfig;
+use crate::engine::build::{build_with_cache, token_cache};
+use crate::engine::{Engine, Job, Outcome, PassOptions, TargetReport, TokenObserver, TokenStep};
+use crate::failure::Failure;
+use crate::run::check_job_names;
+
+/// How long passes in flight may take to finish after SIGTERM/SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+impl From<RunArgs> for DaemonArgs {
+    fn from(args: RunArgs) -> Self {
+        DaemonArgs {
+            config: args.config,
+            jobs: args.jobs,
+        }
+    }
+}
+
+/// Runs until SIGTERM or SIGINT (exit 0). A config that does not load at start-up, unknown
+/// `--job` names or a listen address that is taken are usage errors (exit 2).
+pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
+    // Listen for signals first, so one sent during start-up is not fatal.
+    let signals = Signals::new().map_err(Failure::failed)?;
+    let metrics = Arc::new(Metrics::new());
+    let observer = Arc::new(TokenRequests::new(Arc::clone(&metrics)));
+    let path = args.config.config.clone();
+    let config = load(&path, &args.jobs).map_err(Failure::usage)?;
+    let cache = token_cache(&config.settings).map_err(Failure::usage)?;
+    let generation = Generation::build(config, &args.jobs, cache, &observer)
+        .await
+        .map_err(Failure::usage)?;
+
+    let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = match generation.config.settings.listen {
+        Some(addr) => {
+            let listener = Listener::bind(addr).await.map_err(Failure::usage)?;
+            info!(listen = %listener.local_addr(), "health and metrics listener bound");
+            let served = listener.serve(Arc::clone(&metrics), async {
+                let _ = stopped.await;
+            });
+            Some(tokio::spawn(served))
+        }
+        None => None,
+    };
+    metrics.set_config_loaded(true);
+    info!(config = %path.display(), jobs = generation.jobs.len(),
+        "daemon started: every job runs a pass now");
+
+    let mut daemon = Daemon {
+        path,
+        job_filter: args.jobs,
+        metrics,
+        observer,
+        generation,
+        in_flight: JoinSet::new(),
+        running: HashMap::new(),
+    };
+    daemon.run_until_stopped(signals).await;
+
+    let _ = stop_listener.send(());
+    if let Some(listener) = listener {
+        let _ = listener.await;
+    }
+    info!("daemon stopped");
+    Ok(())
+}
+
+/// The signals the daemon acts on.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        let listen = |kind| signal(kind).context("cannot listen for signals");
+        Ok(Signals {
+            hangup: listen(SignalKind::hangup())?,
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Loads and validates the config and checks the `--job` names.
+fn load(path: &std::path::Path, jobs: &[String]) -> anyhow::Result<SyncConfig> {
+    let config = crate::config::load(path)?;
+    check_job_names(&config, jobs)?;
+    Ok(config)
+}
+
+/// One loaded config: its engine, its jobs and their schedule.
+struct Generation {
+    config: SyncConfig,
+    cache: Arc<TokenCache>,
+    engine: Arc<Engine>,
+    jobs: Arc<[Job]>,
+    /// Failed passes in a row, by job index.
+    failures: Vec<u32>,
+    queue: Queue,
+    timing: Timing,
+    /// At most this many passes at once.
+    limit: usize,
+}
+
+impl Generation {
+    /// Builds the engine over `cache` and schedules every job at once.
+    async fn build(
+        config: SyncConfig,
+        job_filter: &[String],
+        cache: Arc<TokenCache>,
+        observer: &Arc<TokenRequests>,
+    ) -> anyhow::Result<Self> {
+        let (mut engine, jobs) = build_with_cache(&config, job_filter, Arc::clone(&cache)).await?;
+        engine.observe_tokens(Arc::clone(observer) as Arc<dyn TokenObserver>);
+        let mut queue = Queue::new();
+        let now = Instant::now();
+        for job in 0..jobs.len() {
+            queue.push(job, now);
+        }
+        Ok(Generation {
+            timing: Timing {
+                refresh_before: config.settings.refresh_before,
+            },
+            limit: config.settings.concurrency.max(1),
+            failures: vec![0; jobs.len()],
+            jobs: jobs.into(),
+            engine: Arc::new(engine),
+            cache,
+            config,
+            queue,
+        })
+    }
+}
+
+struct Daemon {
+    path: PathBuf,
+    job_filter: Vec<String>,
+    metrics: Arc<Metrics>,
+    observer: Arc<TokenRequests>,
+    generation: Generation,
+    /// Passes in flight; each yields its job index and reports.
+    in_flight: JoinSet<(usize, Vec<TargetReport>)>,
+    /// The job index of each pass in flight, to reschedule a pass that panicked.
+    running: HashMap<Id, usize>,
+}
+
+impl Daemon {
+    async fn run_until_stopped(&mut self, mut signals: Signals) {
+        loop {
+            let room = self.in_flight.len() < self.generation.limit;
+            let next = self.generation.queue.next_due().filter(|_| room);
+            // Never polled when there is no next due time (the branch is disabled).
+            let deadline = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = signals.terminate.recv() => {
+                    info!("SIGTERM: stopping");
+                    break;
+                }
+                _ = signals.interrupt.recv() => {
+                    info!("SIGINT: stopping");
+                    break;
+                }
+                _ = signals.hangup.recv() => self.reload().await,
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    self.finished(joined);
+                }
+                () = tokio::time::sleep_until(deadline), if next.is_some() => self.start_due(),
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Starts every due job there is room for.
+    fn start_due(&mut self) {
+        let now = Instant::now();
+        while self.in_flight.len() < self.generation.limit {
+            let Some(job) = self.generation.queue.pop_due(now) else {
+                break;
+            };
+            let engine = Arc::clone(&self.generation.engine);
+            let jobs = Arc::clone(&self.generation.jobs);
+            let handle = self.in_flight.spawn(async move {
+                let reports = engine
+                    .run(std::slice::from_ref(&jobs[job]), PassOptions::default())
+                    .await;
+                (job, reports)
+            });
+            self.running.insert(handle.id(), job);
+        }
+    }
+
+    /// Records a finished pass and schedules the job's next one.
+    fn finished(&mut self, joined: Result<(Id, (usize, Vec<TargetReport>)), JoinError>) {
+        let (job, reports) = match joined {
+            Ok((id, (job, reports))) => {
+                self.running.remove(&id);
+                (job, reports)
+            }
+            Err(err) => {
+                let Some(job) = self.running.remove(&err.id()) else {
+                    return;
+                };
+                error!(job = %self.generation.jobs[job].name, error = %err,
+                    "a job pass ended abnormally; it is retried with backoff");
+                (job, Vec::new())
+            }
+        };
+        let generation = &mut self.generation;
+        let name = &generation.jobs[job].name;
+        let now = OffsetDateTime::now_utc();
+        for report in &reports {
+            let target = target_label(report);
+            self.metrics
+                .record_target_write(name, &target, report.outcome);
+            if let Some(expires_on) = report.expires_on {
+                self.metrics.set_token_expiry(name, &target, expires_on);
+            }
+        }
+        let pass = Pass::judge(&reports, generation.timing.refresh_before, now);
+        let wait = match pass {
+            Pass::Renewed { earliest_expiry } => {
+                generation.failures[job] = 0;
+                generation
+                    .timing
+                    .after_success(earliest_expiry, now, random_sample())
+            }
+            Pass::Failed { earliest_expiry } | Pass::Stale { earliest_expiry } => {
+                generation.failures[job] = generation.failures[job].saturating_add(1);
+                generation.timing.after_failure(
+                    generation.failures[job],
+                    earliest_expiry,
+                    now,
+                    random_sample(),
+                )
+            }
+        };
+        generation.queue.push(job, Instant::now() + wait);
+        let next_in = humantime::format_duration(Duration::from_secs(wait.as_secs()));
+        let next_at = now + wait;
+        match pass {
+            Pass::Renewed { earliest_expiry } => {
+                self.metrics.record_job_run(name, Status::Success);
+                info!(job = %name, outcome = "ok", written = written(&reports),
+                    expires_on = %earliest_expiry, next_in = %next_in, next_at = %next_at,
+                    "job pass");
+            }
+            Pass::Failed { .. } => {
+                self.metrics.record_job_run(name, Status::Failure);
+                let failed = reports
+                    .iter()
+                    .filter(|r| r.outcome == Outcome::Failed)
+                    .count();
+                warn!(job = %name, outcome = "failed", failed_targets = failed,
+                    failures_in_a_row = generation.failures[job], next_in = %next_in,
+                    next_at = %next_at, "job pass failed; backing off");
+            }
+            Pass::Stale { .. } => {
+                self.metrics.record_job_run(name, Status::Failure);
+                warn!(job = %name, outcome = "stale", failures_in_a_row = generation.failures[job],
+                    next_in = %next_in, next_at = %next_at,
+                    "job pass could not get a newer token (see the token refresh warning); backing off");
+            }
+        }
+    }
+
+    /// SIGHUP: swap in the config as it is now on disk, or keep the running one.
+    async fn reload(&mut self) {
+        info!(config = %self.path.display(), "SIGHUP: reloading the config");
+        let next = match self.next_generation().await {
+            Ok(next) => next,
+            Err(err) => {
+                self.metrics.record_reload(Status::Failure);
+                error!(config = %self.path.display(), error = format!("{err:#}"),
+                    "reload failed; the running config stays in use");
+                return;
+            }
+        };
+        if next.config.settings.listen != self.generation.config.settings.listen {
+            warn!("[settings] listen changed: the listener keeps its address until a restart");
+        }
+        // Finish the passes of the old config, so no job runs twice at once.
+        while let Some(joined) = self.in_flight.join_next_with_id().await {
+            self.finished(joined);
+        }
+        for job in self.generation.jobs.iter() {
+            if !next.jobs.iter().any(|j| j.name == job.name) {
+                self.metrics.forget_job(&job.name);
+            }
+        }
+        info!(
+            jobs = next.jobs.len(),
+            "config reloaded: every job runs a pass now"
+        );
+        self.generation = next;
+        self.metrics.record_reload(Status::Success);
+    }
+
+    async fn next_generation(&self) -> anyhow::Result<Generation> {
+        let config = load(&self.path, &self.job_filter)?;
+        let old = &self.generation.config.settings;
+        let cache = if config.settings.ca_file == old.ca_file
+            && config.settings.refresh_before == old.refresh_before
+        {
+            Arc::clone(&self.generation.cache)
+        } else {
+            token_cache(&config.settings)?
+        };
+        Generation::build(config, &self.job_filter, cache, &self.observer).await
+    }
+
+    /// Lets the passes in flight finish, for at most [`SHUTDOWN_GRACE`].
+    async fn shutdown(&mut self) {
+        if self.in_flight.is_empty() {
+            return;
+        }
+        info!(passes = self.in_flight.len(), grace = %humantime::format_duration(SHUTDOWN_GRACE),
+            "waiting for the passes in flight to finish");
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while let Some(joined) = self.in_flight.join_next_with_id().await {
+                self.finished(joined);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            warn!(
+                passes = self.in_flight.len(),
+                "passes still running after the grace period are abandoned; their targets keep \
+                 what they held (a write is atomic or not done)"
+            );
+            self.in_flight.abort_all();
+        }
+    }
+}
+
+/// What a pass achieved, for scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Every target holds a token valid beyond `refresh_before`.
+    Renewed { earliest_expiry: OffsetDateTime },
+    /// A target failed.
+    Failed {
+        earliest_expiry: Option<OffsetDateTime>,
+    },
+    /// No target failed but one still holds a token within `refresh_before`: the token cache
+    /// could not get a newer one and served the old one.
+    Stale {
+        earliest_expiry: Option<OffsetDateTime>,
+    },
+}
+
+impl Pass {
+    fn judge(reports: &[TargetReport], refresh_before: Duration, now: OffsetDateTime) -> Pass {
+        let earliest_expiry = reports.iter().filter_map(|r| r.expires_on).min();
+        let failed = reports.is_empty() || reports.iter().any(|r| r.outcome == Outcome::Failed);
+        match earliest_expiry {
+            _ if failed => Pass::Failed { earliest_expiry },
+            Some(earliest) if earliest - now > refresh_before => Pass::Renewed {
+                earliest_expiry: earliest,
+            },
+            _ => Pass::Stale { earliest_expiry },
+        }
+    }
+}
+
+/// How many targets a pass wrote.
+fn written(reports: &[TargetReport]) -> usize {
+    reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Created | Outcome::Updated))
+        .count()
+}
+
+/// The `target` label of a target: `BACKEND:NAME`, both from the config.
+fn target_label(report: &TargetReport) -> String {
+    format!("{}:{}", report.backend, report.name)
+}
+
+/// Counts token requests per job for the metrics. Jobs that shared one request see the same
+/// token (same `obtained_at`); it is counted once, for the first job that reports it.
+#[derive(Debug)]
+struct TokenRequests {
+    metrics: Arc<Metrics>,
+    recent: Mutex<VecDeque<OffsetDateTime>>,
+}
+
+impl TokenRequests {
+    /// How many recent requests are remembered to recognise shared ones.
+    const REMEMBERED: usize = 1024;
+
+    fn new(metrics: Arc<Metrics>) -> Self {
+        TokenRequests {
+            metrics,
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl TokenObserver for TokenRequests {
+    fn token_step(&self, job: &str, step: TokenStep) {
+        match step {
+            TokenStep::Cached => {}
+            TokenStep::Failed => self.metrics.record_token_request(job, Status::Failure),
+            TokenStep::Requested { obtained_at } => {
+                let mut recent = self
+                    .recent
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if recent.contains(&obtained_at) {
+                    return;
+                }
+                if recent.len() == Self::REMEMBERED {
+                    recent.pop_front();
+                }
+                recent.push_back(obtained_at);
+                drop(recent);
+                self.metrics.record_token_request(job, Status::Success);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-24 06:00 UTC);
+    const WINDOW: Duration = Duration::from_secs(20);
+
+    fn report(outcome: Outcome, expires_in: Option<i64>) -> TargetReport {
+        TargetReport {
+            job: "graph".to_owned(),
+            backend: "local".to_owned(),
+            name: "graph.json".to_owned(),
+            outcome,
+            expires_on: expires_in.map(|s| NOW + time::Duration::seconds(s)),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_pass_is_judged_by_its_failures_and_earliest_expiry() {
+        let fresh = |s| report(Outcome::Updated, Some(s));
+        assert_eq!(
+            Pass::judge(&[fresh(60), fresh(50)], WINDOW, NOW),
+            Pass::Renewed {
+                earliest_expiry: NOW + time::Duration::seconds(50)
+            }
+        );
+        assert_eq!(
+            Pass::judge(&[fresh(60), report(Outcome::Failed, None)], WINDOW, NOW),
+            Pass::Failed {
+                earliest_expiry: Some(NOW + time::Duration::seconds(60))
+            }
+        );
+        // The cache served the old token after a failed refresh: written unchanged, still
+        // within refresh_before.
+        assert_eq!(
+            Pass::judge(&[report(Outcome::Unchanged, Some(15))], WINDOW, NOW),
+            Pass::Stale {
+                earliest_expiry: Some(NOW + time::Duration::seconds(15))
+            }
+        );
+        assert_eq!(
+            Pass::judge(&[], WINDOW, NOW),
+            Pass::Failed {
+                earliest_expiry: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_shared_token_request_is_counted_once_for_the_job_that_reported_it_first() {
+        let metrics = Arc::new(Metrics::new());
+        let requests = TokenRequests::new(Arc::clone(&metrics));
+        let obtained_at = NOW;
+        requests.token_step("a", TokenStep::Requested { obtained_at });
+        requests.token_step("b", TokenStep::Requested { obtained_at });
+        requests.token_step("b", TokenStep::Cached);
+        requests.token_step("b", TokenStep::Failed);
+        let text = metrics.render();
+        assert!(
+            text.contains("secret_sync_token_requests_total{job=\"a\",outcome=\"success\"} 1"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("secret_sync_token_requests_total{job=\"b\",outcome=\"success\"}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret_sync_token_requests_total{job=\"b\",outcome=\"failure\"} 1"),
+            "{text}"
+        );
+    }
+}

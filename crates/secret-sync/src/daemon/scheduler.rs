@@ -1,0 +1,271 @@
+//! When each job runs next, in daemon mode: the timing rules and the one queue of due times.
+//!
+//! A job runs at its refresh point: the earliest expiry among its targets minus
+//! `refresh_before` (the moment the engine stops calling those targets fresh), plus a little
+//! slack and a random jitter so that jobs written together do not all fire in the same
+//! instant. A pass that failed, or that could not get a newer token, backs off exponentially
+//! with jitter, but never waits longer than a quarter of the time its tokens still have, so a
+//! retry always comes well before they expire.
+//!
+//! The queue is a binary heap of (due instant, job index) read by the daemon's single loop with
+//! `tokio::time::sleep_until`: 10,000 jobs are 10,000 small heap entries, not 10,000 tasks.
+//! A job is in the queue or running, never both, so entries need no cancellation.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, Hasher};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// After the refresh point, wait this much more so the engine sees the target as expiring
+/// (expiries are recorded to the second).
+pub const SLACK: Duration = Duration::from_secs(1);
+/// The largest jitter added after a refresh point (it is also at most 10% of `refresh_before`).
+pub const JITTER_MAX: Duration = Duration::from_secs(60);
+/// The first wait after a failure; each further failure doubles it.
+pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
+/// The longest wait after failures.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
+/// The shortest wait after a failure, however close the expiry.
+pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+
+/// The timing rules for one config (they depend on its `refresh_before`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub refresh_before: Duration,
+}
+
+impl Timing {
+    /// How long to wait after a pass that left every target with a token valid beyond
+    /// `refresh_before`, the earliest expiring at `earliest_expiry`. `sample` is a random number
+    /// ([`random_sample`]) that picks the jitter.
+    pub fn after_success(
+        &self,
+        earliest_expiry: OffsetDateTime,
+        now: OffsetDateTime,
+        sample: u64,
+    ) -> Duration {
+        let refresh_at = earliest_expiry - self.refresh_before;
+        let jitter_max = (self.refresh_before / 10).min(JITTER_MAX);
+        non_negative(refresh_at - now) + SLACK + jitter_max.mul_f64(fraction(sample))
+    }
+
+    /// How long to wait after the `failures`-th pass in a row that failed or could not renew
+    /// the tokens; `earliest_expiry` is that of the tokens the targets still hold, if known.
+    /// The wait doubles from [`BACKOFF_FIRST`] up to [`BACKOFF_MAX`], each one drawn between
+    /// half and all of it, and is at most a quarter of the time left before `earliest_expiry`.
+    pub fn after_failure(
+        &self,
+        failures: u32,
+        earliest_expiry: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+        sample: u64,
+    ) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        let full = BACKOFF_FIRST
+            .saturating_mul(1 << doublings)
+            .min(BACKOFF_MAX);
+        let mut wait = full / 2 + (full / 2).mul_f64(fraction(sample));
+        if let Some(expiry) = earliest_expiry
+            && expiry > now
+        {
+            wait = wait.min(non_negative(expiry - now) / 4);
+        }
+        wait.max(BACKOFF_MIN)
+    }
+}
+
+/// A random number for jitter, from the standard library's randomly keyed hasher.
+pub fn random_sample() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(Instant::now().elapsed().as_nanos());
+    hasher.finish()
+}
+
+/// `sample` as a number in [0, 1].
+fn fraction(sample: u64) -> f64 {
+    // Precision loss is fine: this only spreads waits.
+    #[allow(clippy::cast_precision_loss)]
+    let f = sample as f64 / u64::MAX as f64;
+    f.clamp(0.0, 1.0)
+}
+
+fn non_negative(d: time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::ZERO)
+}
+
+/// The due times of the jobs that are waiting, by job index.
+#[derive(Debug, Default)]
+pub struct Queue {
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Queue::default()
+    }
+
+    /// Job `job` is due at `at`. The caller keeps each job in the queue at most once.
+    pub fn push(&mut self, job: usize, at: Instant) {
+        self.heap.push(Reverse((at, job)));
+    }
+
+    /// When the next job is due, if any is waiting.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next job due at or before `now`, removed from the queue.
+    pub fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        match self.heap.peek() {
+            Some(Reverse((at, _))) if *at <= now => self.heap.pop().map(|Reverse((_, job))| job),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-24 06:00 UTC);
+    const TIMING: Timing = Timing {
+        refresh_before: Duration::from_secs(15 * 60),
+    };
+
+    fn secs(s: i64) -> time::Duration {
+        time::Duration::seconds(s)
+    }
+
+    #[test]
+    fn a_fresh_job_runs_after_its_refresh_point_with_bounded_jitter() {
+        // A token valid 60 more minutes: refresh point in 45 minutes.
+        let expiry = NOW + secs(3600);
+        let earliest = TIMING.after_success(expiry, NOW, 0);
+        let latest = TIMING.after_success(expiry, NOW, u64::MAX);
+        assert_eq!(earliest, Duration::from_secs(45 * 60) + SLACK);
+        // 10% of 15 minutes is 90 s, capped at 60 s.
+        assert_eq!(latest, Duration::from_secs(45 * 60) + SLACK + JITTER_MAX);
+
+        // A short refresh_before: jitter is at most 10% of it.
+        let short = Timing {
+            refresh_before: Duration::from_secs(20),
+        };
+        let wait = short.after_success(NOW + secs(60), NOW, u64::MAX);
+        assert_eq!(
+            wait,
+            Duration::from_secs(40) + SLACK + Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn a_refresh_point_in_the_past_runs_almost_at_once() {
+        let wait = TIMING.after_success(NOW + secs(60), NOW, 0);
+        assert_eq!(wait, SLACK);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_cap() {
+        let waits: Vec<Duration> = (1..=9)
+            .map(|n| TIMING.after_failure(n, None, NOW, u64::MAX))
+            .collect();
+        let expected: Vec<Duration> = [5, 10, 20, 40, 80, 160, 300, 300, 300]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        assert_eq!(waits, expected);
+        // The jitter draws between half and all of the wait.
+        assert_eq!(
+            TIMING.after_failure(3, None, NOW, 0),
+            Duration::from_secs(10)
+        );
+        // Huge failure counts do not overflow.
+        assert_eq!(
+            TIMING.after_failure(u32::MAX, None, NOW, u64::MAX),
+            BACKOFF_MAX
+        );
+    }
+
+    #[test]
+    fn backoff_always_retries_well_before_the_tokens_expire() {
+        // 5 minutes of backoff, but the token expires in 2 minutes: retry within 30 s.
+        let wait = TIMING.after_failure(7, Some(NOW + secs(120)), NOW, u64::MAX);
+        assert_eq!(wait, Duration::from_secs(30));
+        // Very close to expiry (or past it): never a busy loop.
+        let wait = TIMING.after_failure(7, Some(NOW + secs(2)), NOW, u64::MAX);
+        assert_eq!(wait, BACKOFF_MIN);
+        let wait = TIMING.after_failure(2, Some(NOW - secs(10)), NOW, u64::MAX);
+        assert_eq!(wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn random_samples_differ() {
+        let samples: std::collections::BTreeSet<u64> = (0..20).map(|_| random_sample()).collect();
+        assert!(samples.len() > 10, "{samples:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_hands_out_jobs_in_due_order_as_time_passes() {
+        let start = Instant::now();
+        let mut queue = Queue::new();
+        queue.push(2, start + Duration::from_secs(30));
+        queue.push(0, start + Duration::from_secs(10));
+        queue.push(1, start + Duration::from_secs(10));
+        assert_eq!(queue.pop_due(Instant::now()), None, "nothing is due yet");
+
+        let mut fired = Vec::new();
+        while let Some(at) = queue.next_due() {
+            tokio::time::sleep_until(at).await;
+            while let Some(job) = queue.pop_due(Instant::now()) {
+                fired.push((job, Instant::now() - start));
+            }
+        }
+        assert_eq!(
+            fired,
+            [
+                (0, Duration::from_secs(10)),
+                (1, Duration::from_secs(10)),
+                (2, Duration::from_secs(30))
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ten_thousand_jittered_jobs_spread_over_the_jitter_window_and_all_run_on_time() {
+        // Every job's token expires at the same moment; jitter spreads the refreshes.
+        let timing = Timing {
+            refresh_before: Duration::from_secs(20),
+        };
+        let start = Instant::now();
+        let mut queue = Queue::new();
+        for job in 0..10_000 {
+            let wait = timing.after_success(NOW + secs(60), NOW, random_sample());
+            queue.push(job, start + wait);
+        }
+        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        let mut ran = 0;
+        while let Some(at) = queue.next_due() {
+            tokio::time::sleep_until(at).await;
+            while queue.pop_due(Instant::now()).is_some() {
+                ran += 1;
+                *per_second
+                    .entry((Instant::now() - start).as_secs())
+                    .or_default() += 1;
+            }
+        }
+        assert_eq!(ran, 10_000);
+        // Refresh point 40 s, +1 s slack, +0..2 s jitter: all within 41-43 s, none after.
+        assert!(
+            per_second.keys().all(|s| (41..=43).contains(s)),
+            "{per_second:?}"
+        );
+        assert!(
+            per_second.values().all(|n| *n < 7_000),
+            "not spread: {per_second:?}"
+        );
+    }
+}

@@ -1,0 +1,523 @@
+//! Daemon mode end to end: the built binary running `daemon` / `run --watch` as a process,
+//! against the Entra emulator issuing short-lived tokens (20 s) and, for Vault logins that
+//! expire while the daemon runs, real OpenBao. What operators rely on: targets are rewritten
+//! before their tokens expire, again and again; jobs with the same credentials share one token
+//! request; failures back off and recover; SIGHUP with a broken config keeps the running one
+//! (and serving), a good one is picked up; SIGTERM/SIGINT exit 0 promptly; nothing secret is
+//! ever logged.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use testkit::real::OpenBao;
+use testkit::{AppRegistration, EntraEmulator, Fault, TokenOptions};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
+const SECRET: &str = "Zq8~e2e.daemon.client.secret-value";
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+const LIFETIME: Duration = Duration::from_secs(20);
+
+/// The Entra emulator issuing 20 s tokens, and a temp dir with the config and the file targets.
+struct World {
+    entra: EntraEmulator,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let entra = EntraEmulator::start().await.unwrap();
+        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
+        entra.set_token_options(TokenOptions {
+            lifetime: LIFETIME,
+            ..TokenOptions::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        World { entra, dir }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("secret-sync.toml")
+    }
+
+    /// Settings (refresh_before 10 s, a listener on a free port) and the file backend.
+    fn settings(&self) -> String {
+        format!(
+            "[settings]\nrefresh_before = \"10s\"\nconcurrency = 4\nauthority = \"{}\"\n\
+             listen = \"127.0.0.1:0\"\n\n\
+             [backends.local]\nkind = \"file\"\ndir = \"{}\"\n\n",
+            self.entra.base_url(),
+            self.out().display()
+        )
+    }
+
+    /// A job syncing the Graph token of the one app into `targets` (TOML inline tables).
+    fn job(name: &str, targets: &[&str]) -> String {
+        format!(
+            "[jobs.{name}]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
+             targets = [{}]\n\n",
+            targets.join(", ")
+        )
+    }
+
+    fn file_target(name: &str) -> String {
+        format!("{{ to = \"local\", name = \"{name}\", format = \"json\" }}")
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// The token a json file target holds, if it exists.
+    fn file_token(&self, name: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.out().join(name)).ok()?;
+        let doc: Value = serde_json::from_str(&text).ok()?;
+        doc["access_token"].as_str().map(str::to_owned)
+    }
+
+    /// Every token the emulator issued, for leak scans.
+    fn issued(&self) -> Vec<String> {
+        self.entra
+            .issued_tokens()
+            .into_iter()
+            .map(|t| t.access_token.expose_secret().to_owned())
+            .collect()
+    }
+
+    fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn(self.dir.path(), &self.config_path(), args, env)
+    }
+}
+
+/// A running `secret-sync` process, its output going to a file that the test reads as it grows.
+struct Daemon {
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn spawn(dir: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let log = dir.join("daemon.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("APP_SECRET", SECRET)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the secret-sync binary starts");
+        Daemon { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the daemon is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits until the output contains `needle`, and panics with the output if it does not.
+    async fn wait_for_output(&mut self, needle: &str, within: Duration) -> String {
+        let found = wait_until(within, || self.output().contains(needle)).await;
+        let output = self.output();
+        assert!(found, "no {needle:?} within {within:?}; output:\n{output}");
+        output
+    }
+
+    /// The listener's address, from the start-up log line.
+    async fn listen_addr(&mut self) -> String {
+        let output = self
+            .wait_for_output("listener bound", Duration::from_secs(10))
+            .await;
+        let line = output
+            .lines()
+            .find(|l| l.contains("listener bound"))
+            .unwrap();
+        let at = line.find("listen=").expect("the line names the address") + "listen=".len();
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Sends `signal` and waits for the exit; returns the exit code and how long it took.
+    async fn stop(mut self, signal: &str) -> (i32, Duration, String) {
+        let started = Instant::now();
+        self.signal(signal);
+        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .expect("the daemon exits after the signal")
+            .unwrap();
+        let output = self.output();
+        let code = status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal, not exited; output:\n{output}"));
+        (code, started.elapsed(), output)
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds or `within` is over.
+async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1; returns the status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn assert_no_leak(output: &str, secrets: &[String]) {
+    assert!(
+        !output.contains(SECRET),
+        "the client secret leaked:\n{output}"
+    );
+    for secret in secrets {
+        assert!(
+            !output.contains(secret.as_str()),
+            "a token leaked:\n{output}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_refreshes_short_lived_tokens_and_two_jobs_share_one_request_per_refresh() {
+    let w = World::start().await;
+    w.write_config(&format!(
+        "{}{}{}",
+        w.settings(),
+        World::job("a", &[&World::file_target("a.json")]),
+        World::job("b", &[&World::file_target("b.json")]),
+    ));
+    let daemon = w.spawn(&["run", "--watch"], &[]);
+
+    // Watch both targets for 32 s: with 20 s tokens and refresh_before 10 s, a pass rewrites
+    // them about every 11 s (refresh point + 1 s slack + up to 1 s jitter).
+    let started = Instant::now();
+    let mut seen_a: Vec<String> = Vec::new();
+    let mut seen_b: Vec<String> = Vec::new();
+    let mut late = Vec::new();
+    while started.elapsed() < Duration::from_secs(32) {
+        for (name, seen) in [("a.json", &mut seen_a), ("b.json", &mut seen_b)] {
+            if let Some(token) = w.file_token(name)
+                && seen.last() != Some(&token)
+            {
+                seen.push(token);
+            }
+        }
+        // Every token a target holds must still be valid: the refresh comes before expiry.
+        for token in w.entra.issued_tokens() {
+            let held = [seen_a.last(), seen_b.last()]
+                .into_iter()
+                .flatten()
+                .any(|t| t == token.access_token.expose_secret());
+            if held && token.expires_at <= std::time::SystemTime::now() {
+                late.push(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, took, output) = daemon.stop("TERM").await;
+    code_is(0, code, &output);
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+
+    assert!(
+        late.is_empty(),
+        "a target held an expired token at {late:?}"
+    );
+    assert!(
+        seen_a.len() >= 3,
+        "a.json was written {} time(s) in 32 s, expected at least 3 (start, ~11 s, ~22 s):\n{output}",
+        seen_a.len()
+    );
+    // Coalescing: the two jobs' targets always got the same tokens, each from one request.
+    assert_eq!(seen_a, seen_b, "the jobs did not share their tokens");
+    let distinct: BTreeSet<&String> = seen_a.iter().collect();
+    assert_eq!(
+        w.entra.token_request_count(),
+        distinct.len(),
+        "one token request per refresh for both jobs; output:\n{output}"
+    );
+    assert!(
+        output.matches("job pass").count() >= 6,
+        "one info line per job pass:\n{output}"
+    );
+    assert!(output.contains("next_in="), "{output}");
+    assert_no_leak(&output, &w.issued());
+}
+
+fn code_is(expected: i32, code: i32, output: &str) {
+    assert_eq!(code, expected, "exit code; output:\n{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failures_back_off_then_the_job_recovers() {
+    let w = World::start().await;
+    w.write_config(&format!(
+        "{}{}",
+        w.settings(),
+        World::job("a", &[&World::file_target("a.json")])
+    ));
+    // Two refusals that are not retried inside one request, then normal answers.
+    w.entra.inject_times(
+        Fault::EntraError {
+            status: 401,
+            error: "invalid_client".to_owned(),
+            code: 7_000_215,
+            message: "Invalid client secret provided.".to_owned(),
+        },
+        2,
+    );
+    let started = Instant::now();
+    let mut daemon = w.spawn(&["daemon"], &[]);
+    let mut requests_at = Vec::new();
+    let recovered = wait_until(Duration::from_secs(25), || {
+        let count = w.entra.token_request_count();
+        while requests_at.len() < count {
+            requests_at.push(started.elapsed());
+        }
+        w.file_token("a.json").is_some()
+    })
+    .await;
+    let output = daemon.output();
+    assert!(recovered, "the job never recovered; output:\n{output}");
+    assert!(daemon.is_running());
+    assert_eq!(
+        requests_at.len(),
+        3,
+        "two failures then one success: {requests_at:?}; output:\n{output}"
+    );
+    // Backoff: 2.5-5 s after the first failure, 5-10 s after the second.
+    let first_wait = requests_at[1] - requests_at[0];
+    let second_wait = requests_at[2] - requests_at[1];
+    assert!(
+        first_wait >= Duration::from_secs(2) && first_wait <= Duration::from_secs(6),
+        "first backoff {first_wait:?}: requests at {requests_at:?}; output:\n{output}"
+    );
+    assert!(
+        second_wait >= Duration::from_millis(4500) && second_wait <= Duration::from_secs(11),
+        "second backoff {second_wait:?}: requests at {requests_at:?}; output:\n{output}"
+    );
+    assert_eq!(
+        output.matches("job pass failed; backing off").count(),
+        2,
+        "{output}"
+    );
+
+    let (code, took, output) = daemon.stop("INT").await;
+    code_is(0, code, &output);
+    assert!(took < Duration::from_secs(5), "SIGINT took {took:?}");
+    assert_no_leak(&output, &w.issued());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_with_a_broken_config_keeps_the_running_one_and_a_good_one_is_picked_up() {
+    let w = World::start().await;
+    let good = format!(
+        "{}{}",
+        w.settings(),
+        World::job("a", &[&World::file_target("a.json")])
+    );
+    w.write_config(&good);
+    let mut daemon = w.spawn(&["daemon"], &[]);
+    let addr = daemon.listen_addr().await;
+    assert!(
+        wait_until(Duration::from_secs(10), || w.file_token("a.json").is_some()).await,
+        "a.json was not written; output:\n{}",
+        daemon.output()
+    );
+
+    // A broken file: unknown key and a bad duration. The daemon keeps running and serving.
+    w.write_config(&good.replace(
+        "refresh_before = \"10s\"",
+        "refresh_before = \"soon\"\ncolour = \"blue\"",
+    ));
+    daemon.signal("HUP");
+    let output = daemon
+        .wait_for_output("reload failed", Duration::from_secs(10))
+        .await;
+    assert!(
+        output.contains("refresh_before"),
+        "the config errors are logged:\n{output}"
+    );
+    assert!(
+        output.contains("colour"),
+        "every config error is logged:\n{output}"
+    );
+    assert!(
+        daemon.is_running(),
+        "the daemon died on a bad reload:\n{output}"
+    );
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let (status, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (status, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("secret_sync_job_runs_total{job=\"a\",outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("secret_sync_config_reloads_total{outcome=\"failure\"} 1"),
+        "{metrics}"
+    );
+
+    // A good file with a second job: picked up, and the first job's token is not requested
+    // again (it is fresh; the token cache outlives the reload).
+    let requests = w.entra.token_request_count();
+    w.write_config(&format!(
+        "{good}{}",
+        World::job("b", &[&World::file_target("b.json")])
+    ));
+    daemon.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || w.file_token("b.json").is_some()).await,
+        "the reloaded job b never ran; output:\n{}",
+        daemon.output()
+    );
+    assert_eq!(
+        w.file_token("b.json"),
+        w.file_token("a.json"),
+        "job b reuses the token job a got before the reload"
+    );
+    assert_eq!(w.entra.token_request_count(), requests);
+    let (_, metrics) = http_get(&addr, "/metrics");
+    assert!(
+        metrics.contains("secret_sync_config_reloads_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+
+    let (code, took, output) = daemon.stop("TERM").await;
+    code_is(0, code, &output);
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
+    assert_no_leak(&output, &w.issued());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_that_does_not_load_at_start_up_exits_2() {
+    let w = World::start().await;
+    w.write_config("[settings]\nrefresh_before = \"soon\"\n");
+    let mut daemon = w.spawn(&["daemon"], &[]);
+    let status = tokio::time::timeout(Duration::from_secs(10), daemon.child.wait())
+        .await
+        .expect("the daemon exits")
+        .unwrap();
+    let output = daemon.output();
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(output.contains("refresh_before"), "{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vault_logins_that_expire_while_the_daemon_runs_are_renewed() {
+    let w = World::start().await;
+    let bao = OpenBao::start();
+    bao.put_policy(
+        "writer",
+        "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }",
+    );
+    let creds = bao.enable_approle("approle", "daemon", &["writer"]);
+    // Every Vault token lives 3 s at most: each pass needs a new login.
+    bao.api(
+        "POST",
+        "auth/approle/role/daemon",
+        Some(json!({"token_policies": ["writer"], "token_ttl": "3s", "token_max_ttl": "3s"})),
+    );
+    w.write_config(&format!(
+        "{}[backends.bao]\nkind = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nkv_version = 2\n\
+         auth = {{ method = \"approle\", role_id = \"{}\", secret_id_env = \"BAO_SECRET_ID\" }}\n\n{}",
+        w.settings(),
+        bao.address(),
+        creds.role_id,
+        World::job("a", &["{ to = \"bao\", name = \"tokens/a\" }"]),
+    ));
+    let mut daemon = w.spawn(
+        &["daemon"],
+        &[("BAO_SECRET_ID", creds.secret_id.expose_secret())],
+    );
+
+    let read = || {
+        let (status, text) = bao.api_raw("GET", "secret/data/tokens/a", None);
+        let doc: Value = serde_json::from_str(&text).ok().filter(|_| status == 200)?;
+        doc["data"]["data"]["access_token"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(25) {
+        if let Some(token) = read()
+            && seen.last() != Some(&token)
+        {
+            seen.push(token);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let output = daemon.output();
+    assert!(daemon.is_running(), "{output}");
+    assert!(
+        seen.len() >= 3,
+        "OpenBao got {} token(s) in 25 s, expected a rewrite every ~11 s:\n{output}",
+        seen.len()
+    );
+    assert!(!output.contains("failed"), "a pass failed:\n{output}");
+    let (code, _, output) = daemon.stop("TERM").await;
+    code_is(0, code, &output);
+    let mut secrets = w.issued();
+    secrets.push(creds.secret_id.expose_secret().to_owned());
+    secrets.push(bao.root_token().expose_secret().to_owned());
+    assert_no_leak(&output, &secrets);
+}
