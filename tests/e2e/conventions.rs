@@ -13,11 +13,34 @@ use testkit::{AppRegistration, EntraEmulator};
 
 use crate::support::secret_sync;
 
-/// The commands a user can type; each must be completed and documented.
-const SUBCOMMANDS: &[&str] = &["token", "run", "plan", "validate", "schema", "completions"];
+/// The commands a user can type, as `--help` lists them; each must be completed and documented.
+async fn subcommands() -> Vec<String> {
+    let run = secret_sync(&["--help"], &[]).await;
+    run.assert_code(0);
+    let commands: Vec<String> = run
+        .stdout
+        .lines()
+        .skip_while(|line| !line.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter(|line| line.starts_with("  ") && !line.starts_with("   "))
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_owned)
+        .collect();
+    for known in ["token", "run", "plan", "validate", "schema", "completions"] {
+        assert!(
+            commands.iter().any(|c| c == known),
+            "`{known}` missing from the commands read off --help: {commands:?}\n{}",
+            run.stdout
+        );
+    }
+    commands
+}
 
 #[tokio::test]
 async fn completions_for_every_shell_name_every_subcommand() {
+    let subcommands = subcommands().await;
     for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
         let run = secret_sync(&["completions", shell], &[]).await;
         run.assert_code(0);
@@ -27,7 +50,7 @@ async fn completions_for_every_shell_name_every_subcommand() {
             run.stdout
         );
         assert!(run.stderr.is_empty(), "{shell}: stderr: {}", run.stderr);
-        for sub in SUBCOMMANDS {
+        for sub in &subcommands {
             assert!(
                 run.stdout.contains(sub),
                 "{shell}: the completion script does not name `{sub}`"
@@ -57,6 +80,7 @@ async fn completions_for_an_unknown_shell_is_a_usage_error() {
 
 #[tokio::test]
 async fn man_page_documents_every_subcommand_and_the_exit_codes() {
+    let subcommands = subcommands().await;
     let run = secret_sync(&["man"], &[]).await;
     run.assert_code(0);
     let page = &run.stdout;
@@ -65,7 +89,7 @@ async fn man_page_documents_every_subcommand_and_the_exit_codes() {
         "not roff:\n{page}"
     );
     assert!(page.contains(".TH secret-sync 1"), "page:\n{page}");
-    for sub in SUBCOMMANDS {
+    for sub in &subcommands {
         let name = format!("secret\\-sync\\-{sub}(1)");
         assert!(page.contains(&name), "{name} missing from:\n{page}");
     }
@@ -79,12 +103,13 @@ async fn man_page_documents_every_subcommand_and_the_exit_codes() {
 
 #[tokio::test]
 async fn man_out_dir_writes_a_page_per_command() {
+    let subcommands = subcommands().await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("man");
     let run = secret_sync(&["man", "--out-dir", out.to_str().unwrap()], &[]).await;
     run.assert_code(0);
     for page in std::iter::once("secret-sync.1".to_owned())
-        .chain(SUBCOMMANDS.iter().map(|sub| format!("secret-sync-{sub}.1")))
+        .chain(subcommands.iter().map(|sub| format!("secret-sync-{sub}.1")))
     {
         let text = std::fs::read_to_string(out.join(&page))
             .unwrap_or_else(|e| panic!("{page} was not written: {e}; stdout: {}", run.stdout));
