@@ -4,11 +4,14 @@
 //! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests, the demo.
 //! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
 //! - `bench`: time `secret-sync run` against local servers, beside a curl script (docs/performance.md).
+//! - `bench-daemon`: run `secret-sync daemon` with 10,000 jobs for 3 minutes; memory, CPU, token
+//!   requests and on-time refreshes (docs/performance.md).
 //! - `man`: write the man pages generated from the CLI definitions to `target/man/`.
 //!
 //! This crate keeps few dependencies on purpose: it must build fast on a fresh machine.
 
 mod bench;
+mod bench_daemon;
 mod demo;
 mod man;
 mod servers;
@@ -27,6 +30,8 @@ tasks:
   demo    start the Entra ID emulator and run secret-sync against it
   bench   time secret-sync run against local servers, beside a curl script
           (--iterations N, --dev); writes target/bench/run.json
+  bench-daemon  run secret-sync daemon with 10,000 jobs on 60 s tokens for 3 minutes
+          (--jobs N, --apps N, --duration SECS, --dev); writes target/bench/daemon.json
   man     write the man pages to target/man/
 ";
 
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("demo") => demo::run(&workspace_root()),
         Some("bench") => bench::run(&workspace_root(), &args[1..]),
+        Some("bench-daemon") => bench_daemon::run(&workspace_root(), &args[1..]),
         Some("man") => man::run(&workspace_root()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
