@@ -144,7 +144,7 @@ fn definitions() -> Value {
                     "$ref": "#/definitions/path"
                 },
                 "listen": {
-                    "description": "Reserved for the daemon mode's /healthz, /readyz and /metrics (not in this version), e.g. \"127.0.0.1:9090\".",
+                    "description": "Where daemon mode (secret-sync daemon, run --watch) serves /healthz, /readyz and /metrics, e.g. \"127.0.0.1:9090\".",
                     "type": "string"
                 }
             }

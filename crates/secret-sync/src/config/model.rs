@@ -68,8 +68,8 @@ pub struct Settings {
     /// An extra PEM CA bundle to trust when talking to the authority (a private authority,
     /// a TLS-inspecting proxy, an emulator).
     pub ca_file: Option<PathBuf>,
-    /// Address for `/healthz`, `/readyz` and `/metrics` in daemon mode (not built yet: checked,
-    /// unused); `None`: no listener.
+    /// Address for `/healthz`, `/readyz` and `/metrics` in daemon mode (`secret-sync daemon`,
+    /// `run --watch`); `None`: no listener. Unused by one-pass commands.
     pub listen: Option<SocketAddr>,
 }
 
