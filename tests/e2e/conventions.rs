@@ -67,6 +67,58 @@ async fn completions_for_every_shell_name_every_subcommand() {
     }
 }
 
+/// Sources the bash script in a real bash and asks it to complete `words` (the last one being
+/// the word under the cursor), as bash does on TAB.
+fn bash_complete(script: &str, words: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret-sync.bash");
+    std::fs::write(&path, script).unwrap();
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "source '{}'\n\
+         COMP_WORDS=({})\n\
+         COMP_CWORD={}\n\
+         COMP_LINE=\"${{COMP_WORDS[*]}}\"\n\
+         COMP_POINT=${{#COMP_LINE}}\n\
+         _secret__sync secret-sync '{}' '{}'\n\
+         printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
+        path.display(),
+        quoted.join(" "),
+        words.len() - 1,
+        words[words.len() - 1],
+        words[words.len() - 2],
+    );
+    let out = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &program])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "bash failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn bash_completes_subcommands_and_their_flags() {
+    let run = secret_sync(&["completions", "bash"], &[]).await;
+    run.assert_code(0);
+    assert_eq!(bash_complete(&run.stdout, &["secret-sync", "ru"]), ["run"]);
+    assert_eq!(
+        bash_complete(&run.stdout, &["secret-sync", "run", "--fo"]),
+        ["--force"]
+    );
+    assert_eq!(
+        bash_complete(&run.stdout, &["secret-sync", "completions", "po"]),
+        ["powershell"]
+    );
+}
+
 #[tokio::test]
 async fn completions_for_an_unknown_shell_is_a_usage_error() {
     let run = secret_sync(&["completions", "tcsh"], &[]).await;

@@ -5,20 +5,60 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::CommandFactory;
+use clap_complete::Shell;
 
 use crate::cli::{Cli, CompletionsArgs};
 use crate::failure::Failure;
 
 /// Writes the completion script for `args.shell` to stdout.
 pub fn run(args: CompletionsArgs) -> Result<(), Failure> {
-    let mut script = Vec::new();
-    let mut command = Cli::command();
-    let name = command.get_name().to_owned();
-    clap_complete::generate(args.shell, &mut command, name, &mut script);
+    let script = script(args.shell);
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(&script)
+        .write_all(script.as_bytes())
         .and_then(|()| stdout.flush())
         .context("could not write the completion script to stdout")
         .map_err(Failure::failed)
+}
+
+fn script(shell: Shell) -> String {
+    let mut command = Cli::command();
+    let name = command.get_name().to_owned();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, &name, &mut script);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    if shell == Shell::Bash {
+        fix_bash_hyphenated_name(&script, &name)
+    } else {
+        script
+    }
+}
+
+/// clap_complete's bash script (4.6) spells a subcommand's state `secret__sync__subcmd__run`
+/// where it is computed but `secret__subcmd__sync__subcmd__run` in the `case` arms, so for a
+/// binary with a hyphen in its name no subcommand flag would ever complete (clap issue 6421).
+/// Spelling the arms like the computed state fixes it.
+fn fix_bash_hyphenated_name(script: &str, name: &str) -> String {
+    let wrong = format!("{}__subcmd__", name.replace('-', "__subcmd__"));
+    let right = format!("{}__subcmd__", name.replace('-', "__"));
+    script.replace(&wrong, &right)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bash_case_arms_match_the_computed_subcommand_state() {
+        let script = script(Shell::Bash);
+        assert!(
+            script.contains("cmd=\"secret__sync__subcmd__run\""),
+            "the state the script computes for `run` changed:\n{script}"
+        );
+        assert!(
+            script.contains("\n        secret__sync__subcmd__run)"),
+            "no case arm for the `run` state:\n{script}"
+        );
+        assert!(!script.contains("secret__subcmd__sync"), "{script}");
+    }
 }
