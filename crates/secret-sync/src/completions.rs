@@ -27,10 +27,10 @@ fn script(shell: Shell) -> String {
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, &name, &mut script);
     let script = String::from_utf8_lossy(&script).into_owned();
-    if shell == Shell::Bash {
-        fix_bash_hyphenated_name(&script, &name)
-    } else {
-        script
+    match shell {
+        Shell::Bash => fix_bash_hyphenated_name(&script, &name),
+        Shell::Fish => script + &fish_positional_values(&command, &name),
+        _ => script,
     }
 }
 
@@ -42,6 +42,32 @@ fn fix_bash_hyphenated_name(script: &str, name: &str) -> String {
     let wrong = format!("{}__subcmd__", name.replace('-', "__subcmd__"));
     let right = format!("{}__subcmd__", name.replace('-', "__"));
     script.replace(&wrong, &right)
+}
+
+/// clap_complete's fish script (4.6) offers no values for positional arguments, so
+/// `secret-sync completions <TAB>` would list files. One `complete` line per subcommand
+/// positional with fixed values (only `completions SHELL` today) adds them.
+fn fish_positional_values(command: &clap::Command, name: &str) -> String {
+    let condition = format!("__fish_{}_using_subcommand", name.replace('-', "_"));
+    let mut lines = String::new();
+    for sub in command.get_subcommands() {
+        for arg in sub.get_positionals() {
+            let possible = arg.get_possible_values();
+            let values: Vec<&str> = possible
+                .iter()
+                .filter(|value| !value.is_hide_set())
+                .map(|value| value.get_name())
+                .collect();
+            if !values.is_empty() {
+                lines.push_str(&format!(
+                    "complete -c {name} -n \"{condition} {}\" -f -a \"{}\"\n",
+                    sub.get_name(),
+                    values.join(" ")
+                ));
+            }
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -60,5 +86,21 @@ mod tests {
             "no case arm for the `run` state:\n{script}"
         );
         assert!(!script.contains("secret__subcmd__sync"), "{script}");
+    }
+
+    #[test]
+    fn fish_offers_the_shells_after_completions() {
+        let script = script(Shell::Fish);
+        assert!(
+            script.contains("function __fish_secret_sync_using_subcommand"),
+            "the condition function's name changed:\n{script}"
+        );
+        assert!(
+            script.ends_with(
+                "complete -c secret-sync -n \"__fish_secret_sync_using_subcommand completions\" \
+                 -f -a \"bash elvish fish powershell zsh\"\n"
+            ),
+            "{script}"
+        );
     }
 }
