@@ -3,8 +3,8 @@
 //! to write `target/man/`.
 //!
 //! Besides what clap_mangen renders (synopsis, description, options, subcommands), every page
-//! gets an EXIT STATUS section taken from [`EXIT_CODES_HELP`], and the main page an ENVIRONMENT
-//! section listing every environment variable a flag falls back to.
+//! gets an EXIT STATUS section taken from [`EXIT_CODES_HELP`] and an ENVIRONMENT section listing
+//! the environment variables its flags (and its subcommands' flags) fall back to.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -65,7 +65,8 @@ fn write_pages(dir: &Path) -> anyhow::Result<()> {
 /// One page: clap_mangen's sections, then EXIT STATUS, ENVIRONMENT (when any flag has an
 /// environment fallback) and VERSION.
 fn render(command: &clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
-    let man = Man::new(command.clone());
+    // Every page's footer names the program, not the subcommand ("run 0.1.0").
+    let man = Man::new(command.clone()).source(concat!("secret-sync ", env!("CARGO_PKG_VERSION")));
     man.render_title(out)?;
     man.render_name_section(out)?;
     man.render_synopsis_section(out)?;
