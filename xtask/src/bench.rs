@@ -639,6 +639,7 @@ impl Report {
     fn json(&self, profile: &str, iterations: usize, versions: &Value) -> Result<Value> {
         Ok(json!({
             "date": command_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])?,
+            "commit": command_text("git", &["describe", "--always", "--dirty"])?,
             "machine": machine()?,
             "build_profile": profile,
             "iterations": iterations,
