@@ -329,7 +329,8 @@ fn recipes_show_the_tested_config_files_verbatim() {
     }
 }
 
-/// Each recipe's YAML, parsed by PyYAML (from the test servers' venv) into JSON documents.
+/// Each recipe's YAML, parsed by PyYAML into JSON documents (PyYAML is in the test servers'
+/// venv as a dependency of moto's `responses`).
 fn recipe_yaml(name: &str) -> Vec<Value> {
     let (_, yaml) = marked_blocks("recipe-yaml")
         .into_iter()
