@@ -448,6 +448,51 @@ async fn sighup_with_a_broken_config_keeps_the_running_one_and_a_good_one_is_pic
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_pass_in_flight_finish_its_write_then_exits_0() {
+    let w = World::start().await;
+    w.write_config(&format!(
+        "{}{}",
+        w.settings(),
+        World::job("a", &[&World::file_target("a.json")])
+    ));
+    // Entra ID answers the first token request after 3 s: the pass is in flight meanwhile.
+    w.entra.inject(Fault::Delay(Duration::from_secs(3)));
+    let mut daemon = w.spawn(&["daemon"], &[]);
+    assert!(
+        wait_until(Duration::from_secs(10), || w.entra.token_request_count()
+            == 1)
+        .await,
+        "no token request; output:\n{}",
+        daemon.output()
+    );
+    daemon
+        .wait_for_output(
+            "reading credentials and getting a token",
+            Duration::from_secs(5),
+        )
+        .await;
+    assert!(
+        w.file_token("a.json").is_none(),
+        "written before the answer came"
+    );
+    let (code, took, output) = daemon.stop("TERM").await;
+    code_is(0, code, &output);
+    assert!(
+        w.file_token("a.json").is_some(),
+        "the pass in flight did not finish its write:\n{output}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "SIGTERM with a pass in flight took {took:?}"
+    );
+    assert!(
+        output.contains("waiting for the passes in flight"),
+        "{output}"
+    );
+    assert_no_leak(&output, &w.issued());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_config_that_does_not_load_at_start_up_exits_2() {
     let w = World::start().await;
     w.write_config("[settings]\nrefresh_before = \"soon\"\n");

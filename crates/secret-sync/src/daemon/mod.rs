@@ -299,6 +299,12 @@ impl Daemon {
                     failures_in_a_row = generation.failures[job], next_in = %next_in,
                     next_at = %next_at, "job pass failed; backing off");
             }
+            // Once: most likely another job's request for the same credentials was in flight
+            // and the cache served the previous token meanwhile; the retry gets the new one.
+            Pass::Stale { .. } if generation.failures[job] == 1 => {
+                info!(job = %name, outcome = "stale", next_in = %next_in, next_at = %next_at,
+                    "job pass got the previous token (a request for it was in flight); retrying");
+            }
             Pass::Stale { .. } => {
                 self.metrics.record_job_run(name, Status::Failure);
                 warn!(job = %name, outcome = "stale", failures_in_a_row = generation.failures[job],

@@ -387,7 +387,12 @@ impl Engine {
                     .collect();
             }
         };
-        if token.expires_on() - OffsetDateTime::now_utc() <= self.refresh_before {
+        // Only a token obtained just now says that the lifetime is shorter than refresh_before:
+        // a cached one may be the previous token, served while another job's request for the
+        // same credentials is in flight.
+        if token.obtained_at() >= started
+            && token.expires_on() - OffsetDateTime::now_utc() <= self.refresh_before
+        {
             warn!(job = %job.name, expires_on = %token.expires_on(),
                 refresh_before = %humantime::format_duration(self.refresh_before),
                 "the new token is valid for less than refresh_before, so every run will rewrite it: \
