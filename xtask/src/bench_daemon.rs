@@ -264,9 +264,9 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
         apps: options.apps,
         elapsed,
         peak_rss_kib,
-        cpu_seconds: cpu,
+        cpu,
         first_pass_time,
-        steady_cpu_seconds: cpu - first_pass_cpu,
+        steady_cpu: cpu.since(first_pass_cpu),
         token_requests,
         metrics_token_requests: sum_series(&metrics, "secret_sync_token_requests_total", "success"),
         refreshes: targets.refreshes,
@@ -406,7 +406,7 @@ fn sum_series(text: &str, name: &str, outcome: &str) -> u64 {
 struct Samples {
     rss_kib: u64,
     /// When every target had been written once, and the CPU seconds used by then.
-    first_pass: Option<(Duration, f64)>,
+    first_pass: Option<(Duration, Cpu)>,
     most_expired: usize,
 }
 
@@ -521,24 +521,48 @@ fn status_kib(pid: u32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// utime + stime of `/proc/PID/stat`, in seconds.
-fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Result<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    cpu_ticks(&stat)
-        .map(|ticks| ticks as f64 / ticks_per_second)
-        .with_context(|| format!("/proc/{pid}/stat has no utime/stime: {stat:?}"))
+/// CPU time used, in seconds: in the program (user) and in the kernel on its behalf (system:
+/// for file targets mostly the fsyncs and renames of atomic writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Cpu {
+    user: f64,
+    system: f64,
 }
 
-/// utime + stime from a `/proc/PID/stat` line: fields 14 and 15, counted after the `)` that
+impl Cpu {
+    fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    fn since(self, earlier: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+        }
+    }
+}
+
+/// utime and stime of `/proc/PID/stat`.
+fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Result<Cpu> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let (utime, stime) = cpu_ticks(&stat)
+        .with_context(|| format!("/proc/{pid}/stat has no utime/stime: {stat:?}"))?;
+    Ok(Cpu {
+        user: utime as f64 / ticks_per_second,
+        system: stime as f64 / ticks_per_second,
+    })
+}
+
+/// utime and stime from a `/proc/PID/stat` line: fields 14 and 15, counted after the `)` that
 /// ends the command name (which may hold spaces).
-fn cpu_ticks(stat: &str) -> Option<u64> {
+fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
     let (_, rest) = stat.rsplit_once(')')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // `rest` starts at field 3 (state), so field N is at index N - 3.
     let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
     let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    Some((utime, stime))
 }
 
 fn clock_ticks() -> Result<f64> {
@@ -563,9 +587,9 @@ struct Report {
     apps: usize,
     elapsed: Duration,
     peak_rss_kib: u64,
-    cpu_seconds: f64,
+    cpu: Cpu,
     first_pass_time: Duration,
-    steady_cpu_seconds: f64,
+    steady_cpu: Cpu,
     token_requests: u64,
     metrics_token_requests: u64,
     refreshes: Vec<Refresh>,
@@ -580,12 +604,12 @@ impl Report {
     }
 
     fn cpu_percent(&self) -> f64 {
-        100.0 * self.cpu_seconds / self.elapsed.as_secs_f64()
+        100.0 * self.cpu.total() / self.elapsed.as_secs_f64()
     }
 
     fn steady_cpu_percent(&self) -> f64 {
         let steady = self.elapsed.saturating_sub(self.first_pass_time);
-        100.0 * self.steady_cpu_seconds / steady.as_secs_f64().max(1.0)
+        100.0 * self.steady_cpu.total() / steady.as_secs_f64().max(1.0)
     }
 
     fn on_time(&self) -> usize {
@@ -646,17 +670,21 @@ impl Report {
             (
                 "CPU, whole run",
                 format!(
-                    "{:.1} s ({:.1}% of one core)",
-                    self.cpu_seconds,
-                    self.cpu_percent()
+                    "{:.1} s ({:.1}% of one core; user {:.1} s, system {:.1} s)",
+                    self.cpu.total(),
+                    self.cpu_percent(),
+                    self.cpu.user,
+                    self.cpu.system
                 ),
             ),
             (
                 "CPU, after the first pass",
                 format!(
-                    "{:.1} s ({:.1}% of one core)",
-                    self.steady_cpu_seconds,
-                    self.steady_cpu_percent()
+                    "{:.1} s ({:.1}% of one core; user {:.1} s, system {:.1} s)",
+                    self.steady_cpu.total(),
+                    self.steady_cpu_percent(),
+                    self.steady_cpu.user,
+                    self.steady_cpu.system
                 ),
             ),
             (
@@ -723,10 +751,14 @@ impl Report {
             "requested_duration_s": options.duration.as_secs(),
             "run_time_s": round2(self.elapsed.as_secs_f64()),
             "peak_rss_mib": round2(self.peak_rss_mib()),
-            "cpu_seconds": round2(self.cpu_seconds),
+            "cpu_seconds": round2(self.cpu.total()),
+            "cpu_user_seconds": round2(self.cpu.user),
+            "cpu_system_seconds": round2(self.cpu.system),
             "cpu_percent_of_one_core": round2(self.cpu_percent()),
             "first_pass_s": round2(self.first_pass_time.as_secs_f64()),
-            "cpu_seconds_after_first_pass": round2(self.steady_cpu_seconds),
+            "cpu_seconds_after_first_pass": round2(self.steady_cpu.total()),
+            "cpu_user_seconds_after_first_pass": round2(self.steady_cpu.user),
+            "cpu_system_seconds_after_first_pass": round2(self.steady_cpu.system),
             "cpu_percent_after_first_pass": round2(self.steady_cpu_percent()),
             "token_requests": self.token_requests,
             "token_requests_in_metrics": self.metrics_token_requests,
@@ -862,7 +894,7 @@ mod tests {
     #[test]
     fn cpu_ticks_skip_a_command_name_with_spaces() {
         let stat = "4242 (secret sync) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0";
-        assert_eq!(cpu_ticks(stat), Some(325));
+        assert_eq!(cpu_ticks(stat), Some((250, 75)));
         assert_eq!(cpu_ticks("4242 (x) S 1"), None);
     }
 
@@ -902,9 +934,15 @@ mod tests {
             apps: 2,
             elapsed: Duration::from_secs(100),
             peak_rss_kib: 50 * 1024,
-            cpu_seconds: 5.0,
+            cpu: Cpu {
+                user: 1.0,
+                system: 4.0,
+            },
             first_pass_time: Duration::from_secs(10),
-            steady_cpu_seconds: 4.5,
+            steady_cpu: Cpu {
+                user: 0.5,
+                system: 4.0,
+            },
             token_requests: 8,
             metrics_token_requests: 8,
             refreshes: vec![
