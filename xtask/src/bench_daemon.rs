@@ -974,5 +974,6 @@ mod tests {
             table.contains("2 of 2 (100.00%)") && !table.contains("NOT met"),
             "{table}"
         );
+        assert!(table.contains("user 1.0 s, system 4.0 s"), "{table}");
     }
 }
