@@ -27,10 +27,20 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.global.log_format);
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The daemon waits on timers and I/O almost all the time: one thread spares it the
+    // cross-thread wake-ups of a multi-threaded runtime (blocking file I/O still runs on
+    // tokio's blocking pool).
+    let daemon = match &cli.command {
+        Command::Daemon(_) => true,
+        Command::Run(args) => args.watch,
+        _ => false,
+    };
+    let mut builder = if daemon {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: could not start the async runtime: {err}");
