@@ -3,13 +3,16 @@
 //!
 //! It starts the testkit Entra ID emulator (`testkit-server`, plain HTTP on 127.0.0.1) with
 //! `--apps` registered apps (default 100) issuing tokens of 60 s, writes a config with `--jobs`
-//! jobs (default 10,000) spread over those apps, each with one raw file target in a temporary
+//! jobs (default 10,000) spread over those apps, each with one file target in a temporary
 //! directory and `refresh_before = "20s"`, and runs `secret-sync daemon` on it for `--duration`
-//! (default 3 minutes). Meanwhile, once a second, it reads the daemon's `/proc/PID/status` and
-//! `/proc/PID/stat`, and every target's sidecar (`NAME.meta.json`: the expiry, never the token).
-//! A sidecar whose modification time changed is a write; a write of a target that already held
-//! a token is a refresh, and it was on time when it happened before that token expired. Its lag
-//! is how long after the refresh point (the old expiry minus `refresh_before`) it came.
+//! (default 3 minutes). Targets are `--format raw` (the default: the bare token, its expiry in a
+//! sidecar `NAME.meta.json`, so two files per write) or `--format json` (one file).
+//! Meanwhile, once a second, it reads the daemon's `/proc/PID/status` and `/proc/PID/stat`, and
+//! stats every file that records a target's expiry (the sidecar, or the JSON document). A file
+//! whose modification time changed is a write, and only its `expires_on` is read (the token is
+//! never kept or printed); a write of a target that already held a token is a refresh, and it
+//! was on time when it happened before that token expired. Its lag is how long after the
+//! refresh point (the old expiry minus `refresh_before`) it came.
 //!
 //! Reported: peak RSS (VmHWM), CPU seconds (utime + stime) and their average share of one core,
 //! over the whole run and after the first pass; token requests (the emulator's count, printed
@@ -35,6 +38,7 @@ const USAGE: &str =
   --jobs N        jobs in the generated config, one file target each (default 10000)
   --apps N        distinct apps (credential sets) the jobs share (default 100)
   --duration S    how long the daemon runs, in seconds, or with a suffix: 90s, 3m (default 3m)
+  --format F      file target format: raw (token + sidecar, the default) or json (one file)
   --dev           use the debug build instead of the release build";
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -58,6 +62,8 @@ struct Options {
     jobs: usize,
     apps: usize,
     duration: Duration,
+    /// `format = "json"` targets instead of raw ones.
+    json: bool,
     release: bool,
 }
 
@@ -66,6 +72,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         jobs: 10_000,
         apps: 100,
         duration: Duration::from_secs(180),
+        json: false,
         release: true,
     };
     let mut args = args.iter();
@@ -78,6 +85,13 @@ fn parse_args(args: &[String]) -> Result<Options> {
             "--jobs" => options.jobs = positive(arg, value("a number")?)?,
             "--apps" => options.apps = positive(arg, value("a number")?)?,
             "--duration" => options.duration = duration(value("a duration")?)?,
+            "--format" => {
+                options.json = match value("raw or json")?.as_str() {
+                    "raw" => false,
+                    "json" => true,
+                    other => bail!("--format {other}: give raw or json"),
+                }
+            }
             "--dev" => options.release = false,
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
@@ -219,7 +233,7 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
     wait_healthy(&mut daemon, &listen)?;
 
     let ticks_per_second = clock_ticks()?;
-    let mut targets = Targets::new(out, options.jobs);
+    let mut targets = Targets::new(out, options);
     let mut samples = Samples::default();
     let deadline = started + options.duration;
     while Instant::now() < deadline {
@@ -340,7 +354,7 @@ fn job_name(n: usize) -> String {
     format!("job-{n:05}")
 }
 
-/// The config: `jobs` jobs, job `n` using app `n % apps`, each with one raw file target.
+/// The config: `jobs` jobs, job `n` using app `n % apps`, each with one file target.
 fn config_text(options: &Options, authority: &str, listen: &str, out: &Path) -> String {
     let mut text = format!(
         "# Written by `cargo xtask bench-daemon`: {} jobs over {} apps, file targets.\n\
@@ -355,9 +369,14 @@ fn config_text(options: &Options, authority: &str, listen: &str, out: &Path) -> 
         text.push_str(&format!(
             "\n[jobs.{job}]\ntenant_id = \"{TENANT}\"\nclient_id = \"{client}\"\n\
              client_secret = {{ env = \"BENCH_CLIENT_SECRET\" }}\nscope = \"{SCOPE}\"\n\
-             targets = [{{ to = \"out\", name = \"{job}\" }}]\n",
+             targets = [{{ to = \"out\", name = \"{job}\"{format} }}]\n",
             job = job_name(n),
             client = client_id(n % options.apps),
+            format = if options.json {
+                ", format = \"json\""
+            } else {
+                ""
+            },
         ));
     }
     text
@@ -437,27 +456,28 @@ impl Refresh {
     }
 }
 
-/// The targets' sidecars, as last seen.
+/// The files holding the targets' expiries, as last seen.
 struct Targets {
-    sidecars: Vec<PathBuf>,
+    files: Vec<PathBuf>,
     seen: HashMap<usize, Seen>,
     refreshes: Vec<Refresh>,
 }
 
 impl Targets {
-    fn new(out: &Path, jobs: usize) -> Self {
+    fn new(out: &Path, options: &Options) -> Self {
+        let suffix = if options.json { "" } else { ".meta.json" };
         Targets {
-            sidecars: (0..jobs)
-                .map(|n| out.join(format!("{}.meta.json", job_name(n))))
+            files: (0..options.jobs)
+                .map(|n| out.join(format!("{}{suffix}", job_name(n))))
                 .collect(),
-            seen: HashMap::with_capacity(jobs),
+            seen: HashMap::with_capacity(options.jobs),
             refreshes: Vec::new(),
         }
     }
 
-    /// Stat every sidecar; read the ones written since the last scan.
+    /// Stat every file; read the expiry of the ones written since the last scan.
     fn scan(&mut self) -> Result<()> {
-        for (n, path) in self.sidecars.iter().enumerate() {
+        for (n, path) in self.files.iter().enumerate() {
             let modified = match fs::metadata(path) {
                 Ok(meta) => meta.modified()?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -468,10 +488,9 @@ impl Targets {
             }
             let text =
                 fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let sidecar: Value = serde_json::from_str(&text)
-                .with_context(|| format!("{} is not JSON", path.display()))?;
-            let expires_on = sidecar["expires_on"]
-                .as_i64()
+            let expires_on = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|doc| doc["expires_on"].as_i64())
                 .with_context(|| format!("{} has no expires_on", path.display()))?;
             if let Some(previous) = self.seen.get(&n) {
                 self.refreshes.push(Refresh {
@@ -746,6 +765,7 @@ impl Report {
             "build_profile": profile,
             "jobs": self.jobs,
             "credential_sets": self.apps,
+            "target_format": if options.json { "json" } else { "raw (token + sidecar)" },
             "token_lifetime_s": TOKEN_LIFETIME.as_secs(),
             "refresh_before_s": REFRESH_BEFORE.as_secs(),
             "requested_duration_s": options.duration.as_secs(),
@@ -834,6 +854,7 @@ mod tests {
                 jobs: 10_000,
                 apps: 100,
                 duration: Duration::from_secs(180),
+                json: false,
                 release: true
             }
         );
@@ -844,12 +865,14 @@ mod tests {
             "5",
             "--duration",
             "90s",
+            "--format",
+            "json",
             "--dev",
         ]))
         .unwrap();
         assert_eq!(
-            (o.jobs, o.apps, o.duration, o.release),
-            (50, 5, Duration::from_secs(90), false)
+            (o.jobs, o.apps, o.duration, o.json, o.release),
+            (50, 5, Duration::from_secs(90), true, false)
         );
         assert_eq!(
             parse_args(&args(&["--duration", "4m"])).unwrap().duration,
@@ -861,6 +884,7 @@ mod tests {
         assert!(err(&["--jobs", "3", "--apps", "4"]).contains("every app needs a job"));
         assert!(err(&["--apps"]).contains("--apps needs a number"));
         assert!(err(&["--fast"]).contains("unknown option `--fast`"));
+        assert!(err(&["--format", "yaml"]).contains("give raw or json"));
     }
 
     #[test]
@@ -889,6 +913,13 @@ mod tests {
             !text.contains(CLIENT_SECRET),
             "the secret comes from the environment"
         );
+        assert!(!text.contains("format ="), "raw by default: {text}");
+        let json = Options {
+            json: true,
+            ..options
+        };
+        let text = config_text(&json, "http://127.0.0.1:1", "127.0.0.1:2", Path::new("/o"));
+        assert_eq!(text.matches("format = \"json\" }]").count(), 4, "{text}");
     }
 
     #[test]
