@@ -155,7 +155,7 @@ fn expiry(at: Option<OffsetDateTime>) -> String {
     at.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
-fn rfc3339(at: OffsetDateTime) -> String {
+pub fn rfc3339(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC)
         .replace_nanosecond(0)
         .unwrap_or(at)

@@ -45,6 +45,7 @@ use crate::config::SyncConfig;
 use crate::engine::build::{build_with_cache, token_cache};
 use crate::engine::{Engine, Job, Outcome, PassOptions, TargetReport, TokenObserver, TokenStep};
 use crate::failure::Failure;
+use crate::output::rfc3339;
 use crate::run::check_job_names;
 
 /// How long passes in flight may take to finish after SIGTERM/SIGINT.
@@ -281,12 +282,12 @@ impl Daemon {
         };
         generation.queue.push(job, Instant::now() + wait);
         let next_in = humantime::format_duration(Duration::from_secs(wait.as_secs()));
-        let next_at = now + wait;
+        let next_at = rfc3339(now + wait);
         match pass {
             Pass::Renewed { earliest_expiry } => {
                 self.metrics.record_job_run(name, Status::Success);
                 info!(job = %name, outcome = "ok", written = written(&reports),
-                    expires_on = %earliest_expiry, next_in = %next_in, next_at = %next_at,
+                    expires_on = %rfc3339(earliest_expiry), next_in = %next_in, next_at = %next_at,
                     "job pass");
             }
             Pass::Failed { .. } => {
