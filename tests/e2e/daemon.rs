@@ -506,34 +506,18 @@ async fn a_config_that_does_not_load_at_start_up_exits_2() {
     assert!(output.contains("refresh_before"), "{output}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn vault_logins_that_expire_while_the_daemon_runs_are_renewed() {
+/// Runs the daemon for 25 s with one job writing to OpenBao through `auth` (the TOML of the
+/// backend's `auth`), and returns how many different tokens OpenBao got and the output.
+async fn vault_daemon(bao: &OpenBao, auth: &str, env: &[(&str, &str)]) -> (usize, String) {
     let w = World::start().await;
-    let bao = OpenBao::start();
-    bao.put_policy(
-        "writer",
-        "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }",
-    );
-    let creds = bao.enable_approle("approle", "daemon", &["writer"]);
-    // Every Vault token lives 3 s at most: each pass needs a new login.
-    bao.api(
-        "POST",
-        "auth/approle/role/daemon",
-        Some(json!({"token_policies": ["writer"], "token_ttl": "3s", "token_max_ttl": "3s"})),
-    );
     w.write_config(&format!(
         "{}[backends.bao]\nkind = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nkv_version = 2\n\
-         auth = {{ method = \"approle\", role_id = \"{}\", secret_id_env = \"BAO_SECRET_ID\" }}\n\n{}",
+         auth = {auth}\n\n{}",
         w.settings(),
         bao.address(),
-        creds.role_id,
         World::job("a", &["{ to = \"bao\", name = \"tokens/a\" }"]),
     ));
-    let mut daemon = w.spawn(
-        &["daemon"],
-        &[("BAO_SECRET_ID", creds.secret_id.expose_secret())],
-    );
-
+    let mut daemon = w.spawn(&["daemon"], env);
     let read = || {
         let (status, text) = bao.api_raw("GET", "secret/data/tokens/a", None);
         let doc: Value = serde_json::from_str(&text).ok().filter(|_| status == 200)?;
@@ -551,18 +535,68 @@ async fn vault_logins_that_expire_while_the_daemon_runs_are_renewed() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let output = daemon.output();
-    assert!(daemon.is_running(), "{output}");
-    assert!(
-        seen.len() >= 3,
-        "OpenBao got {} token(s) in 25 s, expected a rewrite every ~11 s:\n{output}",
-        seen.len()
-    );
-    assert!(!output.contains("failed"), "a pass failed:\n{output}");
+    assert!(daemon.is_running(), "{}", daemon.output());
     let (code, _, output) = daemon.stop("TERM").await;
     code_is(0, code, &output);
     let mut secrets = w.issued();
-    secrets.push(creds.secret_id.expose_secret().to_owned());
     secrets.push(bao.root_token().expose_secret().to_owned());
+    secrets.extend(env.iter().map(|(_, v)| (*v).to_owned()));
     assert_no_leak(&output, &secrets);
+    (seen.len(), output)
+}
+
+const WRITER: &str =
+    "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approle_logins_that_expire_between_passes_are_made_again() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER);
+    let creds = bao.enable_approle("approle", "daemon", &["writer"]);
+    // Every Vault token lives 3 s at most: each pass needs a new login.
+    bao.api(
+        "POST",
+        "auth/approle/role/daemon",
+        Some(json!({"token_policies": ["writer"], "token_ttl": "3s", "token_max_ttl": "3s"})),
+    );
+    let auth = format!(
+        "{{ method = \"approle\", role_id = \"{}\", secret_id_env = \"BAO_SECRET_ID\" }}",
+        creds.role_id
+    );
+    let (written, output) = vault_daemon(
+        &bao,
+        &auth,
+        &[("BAO_SECRET_ID", creds.secret_id.expose_secret())],
+    )
+    .await;
+    assert!(
+        written >= 3,
+        "OpenBao got {written} token(s) in 25 s, expected a rewrite every ~11 s:\n{output}"
+    );
+    assert!(!output.contains("failed"), "a pass failed:\n{output}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewable_vault_token_shorter_lived_than_the_time_between_passes_is_kept_alive() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER);
+    // A 9 s token, renewable: passes come every ~11 s, so only the keep-alive reads between
+    // them (every 2.5 s with refresh_before 10 s) keep it alive.
+    let created = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["writer"], "ttl": "9s", "renewable": true})),
+    );
+    let token = created["auth"]["client_token"].as_str().unwrap().to_owned();
+    let (written, output) = vault_daemon(
+        &bao,
+        "{ method = \"token\", token_env = \"BAO_TOKEN\" }",
+        &[("BAO_TOKEN", token.as_str())],
+    )
+    .await;
+    assert!(
+        written >= 3,
+        "OpenBao got {written} token(s) in 25 s, expected a rewrite every ~11 s:\n{output}"
+    );
+    assert!(!output.contains("failed"), "a pass failed:\n{output}");
 }

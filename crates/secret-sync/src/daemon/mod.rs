@@ -18,30 +18,33 @@
 //!   metadata read each) and schedules them from there.
 //! - SIGTERM/SIGINT: no new pass starts; passes in flight get [`SHUTDOWN_GRACE`] to finish;
 //!   exit 0.
+//! - Vault logins stay alive between passes: every [`keepalive_period`] each Vault backend
+//!   with a target gets one metadata read, which renews its token or logs in again when due.
 //! - Logs and metrics carry job, backend and target names and outcomes, never a value.
 
 pub mod http;
 pub mod metrics;
 pub mod scheduler;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use entra_auth::TokenCache;
+use secret_backends::SecretStore;
 use time::OffsetDateTime;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::{Id, JoinError, JoinSet};
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use self::http::Listener;
 use self::metrics::{Metrics, Status};
 use self::scheduler::{Queue, Timing, random_sample};
 use crate::cli::{DaemonArgs, RunArgs};
-use crate::config::SyncConfig;
+use crate::config::{BackendSpec, SyncConfig};
 use crate::engine::build::{build_with_cache, token_cache};
 use crate::engine::{Engine, Job, Outcome, PassOptions, TargetReport, TokenObserver, TokenStep};
 use crate::failure::Failure;
@@ -50,6 +53,17 @@ use crate::run::check_job_names;
 
 /// How long passes in flight may take to finish after SIGTERM/SIGINT.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The longest time between two uses of a Vault backend's login (see [`keepalive_period`]).
+pub const VAULT_KEEPALIVE_MAX: Duration = Duration::from_secs(60);
+
+/// How often each Vault backend with a target is used (one metadata read) between passes, so
+/// its token is renewed after two thirds of its lease (or a new login made) even when passes
+/// are further apart than the token's TTL: a minute, or a quarter of `refresh_before` if that
+/// is shorter. A token whose TTL or period is at least three times this stays alive.
+pub fn keepalive_period(refresh_before: Duration) -> Duration {
+    (refresh_before / 4).clamp(Duration::from_secs(1), VAULT_KEEPALIVE_MAX)
+}
 
 impl From<RunArgs> for DaemonArgs {
     fn from(args: RunArgs) -> Self {
@@ -109,6 +123,12 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn keepalive_interval(refresh_before: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(keepalive_period(refresh_before));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// The signals the daemon acts on.
 struct Signals {
     hangup: Signal,
@@ -146,6 +166,9 @@ struct Generation {
     timing: Timing,
     /// At most this many passes at once.
     limit: usize,
+    /// One (store, target name) per Vault backend that has targets, used between passes to
+    /// keep its login alive.
+    vault_keepalive: Vec<(Arc<dyn SecretStore>, String)>,
 }
 
 impl Generation {
@@ -163,7 +186,20 @@ impl Generation {
         for job in 0..jobs.len() {
             queue.push(job, now);
         }
+        let mut vault_backends = BTreeSet::new();
+        let vault_keepalive = jobs
+            .iter()
+            .flat_map(|job| &job.targets)
+            .filter(|target| {
+                matches!(
+                    config.backends.get(target.backend()),
+                    Some(BackendSpec::Vault(_))
+                ) && vault_backends.insert(target.backend().to_owned())
+            })
+            .map(|target| (Arc::clone(&target.store), target.name.clone()))
+            .collect();
         Ok(Generation {
+            vault_keepalive,
             timing: Timing {
                 refresh_before: config.settings.refresh_before,
             },
@@ -192,6 +228,7 @@ struct Daemon {
 
 impl Daemon {
     async fn run_until_stopped(&mut self, mut signals: Signals) {
+        let mut keepalive = keepalive_interval(self.generation.timing.refresh_before);
         loop {
             let room = self.in_flight.len() < self.generation.limit;
             let next = self.generation.queue.next_due().filter(|_| room);
@@ -206,11 +243,20 @@ impl Daemon {
                     info!("SIGINT: stopping");
                     break;
                 }
-                _ = signals.hangup.recv() => self.reload().await,
+                _ = signals.hangup.recv() => {
+                    self.reload().await;
+                    let period = keepalive_period(self.generation.timing.refresh_before);
+                    if keepalive.period() != period {
+                        keepalive = keepalive_interval(self.generation.timing.refresh_before);
+                    }
+                }
                 Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     self.finished(joined);
                 }
                 () = tokio::time::sleep_until(deadline), if next.is_some() => self.start_due(),
+                _ = keepalive.tick(), if !self.generation.vault_keepalive.is_empty() => {
+                    self.keep_vault_logins_alive();
+                }
             }
         }
         self.shutdown().await;
@@ -232,6 +278,21 @@ impl Daemon {
                 (job, reports)
             });
             self.running.insert(handle.id(), job);
+        }
+    }
+
+    /// One metadata read per Vault backend, in the background: the store renews its token
+    /// (or logs in again) first when it is due. The result does not matter here; a backend
+    /// that fails shows in the next pass of its jobs.
+    fn keep_vault_logins_alive(&self) {
+        for (store, name) in &self.generation.vault_keepalive {
+            let (store, name) = (Arc::clone(store), name.clone());
+            tokio::spawn(async move {
+                if let Err(err) = store.metadata(&name).await {
+                    debug!(backend = %store.backend(), error = %err,
+                        "Vault keep-alive read failed; the next pass reports it");
+                }
+            });
         }
     }
 
@@ -519,6 +580,19 @@ mod tests {
                 earliest_expiry: None
             }
         );
+    }
+
+    #[test]
+    fn vault_logins_are_used_every_minute_or_quarter_of_refresh_before() {
+        assert_eq!(
+            keepalive_period(Duration::from_secs(15 * 60)),
+            VAULT_KEEPALIVE_MAX
+        );
+        assert_eq!(
+            keepalive_period(Duration::from_secs(10)),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(keepalive_period(Duration::ZERO), Duration::from_secs(1));
     }
 
     #[test]
