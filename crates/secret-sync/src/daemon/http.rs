@@ -221,6 +221,21 @@ mod tests {
         let (status, _, body) = get(&format!("{base}/other")).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
+        let client = reqwest::Client::new();
+        let head = client
+            .head(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("HEAD");
+        assert_eq!(head.status(), StatusCode::OK);
+        assert_eq!(head.text().await.expect("no body"), "", "HEAD has no body");
+        let post = client
+            .post(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+
         stop.send(()).expect("server still running");
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
