@@ -39,6 +39,8 @@ const USAGE: &str =
   --apps N        distinct apps (credential sets) the jobs share (default 100)
   --duration S    how long the daemon runs, in seconds, or with a suffix: 90s, 3m (default 3m)
   --format F      file target format: raw (token + sidecar, the default) or json (one file)
+  --rust-log L    the daemon's RUST_LOG, e.g. info for one log line per job pass
+                  (default: unset, so the binary's default, warn)
   --dev           use the debug build instead of the release build";
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -64,6 +66,8 @@ struct Options {
     duration: Duration,
     /// `format = "json"` targets instead of raw ones.
     json: bool,
+    /// The daemon's `RUST_LOG`, if set.
+    rust_log: Option<String>,
     release: bool,
 }
 
@@ -73,6 +77,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
         apps: 100,
         duration: Duration::from_secs(180),
         json: false,
+        rust_log: None,
         release: true,
     };
     let mut args = args.iter();
@@ -92,6 +97,7 @@ fn parse_args(args: &[String]) -> Result<Options> {
                     other => bail!("--format {other}: give raw or json"),
                 }
             }
+            "--rust-log" => options.rust_log = Some(value("a level")?.clone()),
             "--dev" => options.release = false,
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
@@ -224,6 +230,8 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
             .arg(&config)
             .env("BENCH_CLIENT_SECRET", CLIENT_SECRET)
             .env_remove("SECRET_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .envs(options.rust_log.as_ref().map(|level| ("RUST_LOG", level)))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -766,6 +774,7 @@ impl Report {
             "jobs": self.jobs,
             "credential_sets": self.apps,
             "target_format": if options.json { "json" } else { "raw (token + sidecar)" },
+            "rust_log": options.rust_log,
             "token_lifetime_s": TOKEN_LIFETIME.as_secs(),
             "refresh_before_s": REFRESH_BEFORE.as_secs(),
             "requested_duration_s": options.duration.as_secs(),
@@ -855,6 +864,7 @@ mod tests {
                 apps: 100,
                 duration: Duration::from_secs(180),
                 json: false,
+                rust_log: None,
                 release: true
             }
         );
@@ -867,6 +877,8 @@ mod tests {
             "90s",
             "--format",
             "json",
+            "--rust-log",
+            "info",
             "--dev",
         ]))
         .unwrap();
@@ -874,6 +886,7 @@ mod tests {
             (o.jobs, o.apps, o.duration, o.json, o.release),
             (50, 5, Duration::from_secs(90), true, false)
         );
+        assert_eq!(o.rust_log.as_deref(), Some("info"));
         assert_eq!(
             parse_args(&args(&["--duration", "4m"])).unwrap().duration,
             Duration::from_secs(240)
