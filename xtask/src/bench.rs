@@ -582,7 +582,8 @@ impl Stats {
     }
 }
 
-fn round2(ms: f64) -> f64 {
+/// Rounded to two decimals, for reports.
+pub(crate) fn round2(ms: f64) -> f64 {
     (ms * 100.0).round() / 100.0
 }
 
@@ -662,7 +663,7 @@ impl Report {
 }
 
 /// `nproc`, the CPU model and the memory, from /proc.
-fn machine() -> Result<Value> {
+pub(crate) fn machine() -> Result<Value> {
     let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -685,7 +686,7 @@ fn machine() -> Result<Value> {
     }))
 }
 
-fn command_text(program: &str, args: &[&str]) -> Result<String> {
+pub(crate) fn command_text(program: &str, args: &[&str]) -> Result<String> {
     let out = Command::new(program)
         .args(args)
         .output()

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
+use crate::bench::{command_text, machine, round2};
 use crate::cargo;
 
 const USAGE: &str =
@@ -806,44 +807,6 @@ impl Report {
             "goals": self.goals().iter().map(|(goal, met)| ((*goal).to_owned(), json!(met))).collect::<serde_json::Map<_, _>>(),
         }))
     }
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
-}
-
-/// `nproc`, the CPU model and the memory, from /proc.
-fn machine() -> Result<Value> {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown", |(_, m)| m.trim())
-        .to_owned();
-    Ok(json!({
-        "nproc": command_text("nproc", &[])?.parse::<u32>().unwrap_or(0),
-        "cpu_model": model,
-        "memory_gib": round2(status_total_kib() as f64 / 1024.0 / 1024.0),
-        "kernel": command_text("uname", &["-sr"])?,
-    }))
-}
-
-fn status_total_kib() -> u64 {
-    fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn command_text(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("could not run {program}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 #[cfg(test)]
