@@ -7,15 +7,15 @@
 //! ever logged.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::OpenBao;
 use testkit::{AppRegistration, EntraEmulator, Fault, TokenOptions};
+
+use crate::support::{Daemon, http_get, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -96,129 +96,15 @@ impl World {
     }
 
     fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn(self.dir.path(), &self.config_path(), args, env)
+        let mut vars = vec![("APP_SECRET", SECRET)];
+        vars.extend_from_slice(env);
+        Daemon::spawn(
+            self.dir.path().join("daemon.log"),
+            &self.config_path(),
+            args,
+            &vars,
+        )
     }
-}
-
-/// A running `secret-sync` process, its output going to a file that the test reads as it grows.
-struct Daemon {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(dir: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let log = dir.join("daemon.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-sync"))
-            .args(args)
-            .arg("--config")
-            .arg(config)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("APP_SECRET", SECRET)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the secret-sync binary starts");
-        Daemon { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, name: &str) {
-        let pid = self.child.id().expect("the daemon is running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), pid.as_str()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} {pid} failed");
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits until the output contains `needle`, and panics with the output if it does not.
-    async fn wait_for_output(&mut self, needle: &str, within: Duration) -> String {
-        let found = wait_until(within, || self.output().contains(needle)).await;
-        let output = self.output();
-        assert!(found, "no {needle:?} within {within:?}; output:\n{output}");
-        output
-    }
-
-    /// The listener's address, from the start-up log line.
-    async fn listen_addr(&mut self) -> String {
-        let output = self
-            .wait_for_output("listener bound", Duration::from_secs(10))
-            .await;
-        let line = output
-            .lines()
-            .find(|l| l.contains("listener bound"))
-            .unwrap();
-        let at = line.find("listen=").expect("the line names the address") + "listen=".len();
-        line[at..].split_whitespace().next().unwrap().to_owned()
-    }
-
-    /// Sends `signal` and waits for the exit; returns the exit code and how long it took.
-    async fn stop(mut self, signal: &str) -> (i32, Duration, String) {
-        let started = Instant::now();
-        self.signal(signal);
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .expect("the daemon exits after the signal")
-            .unwrap();
-        let output = self.output();
-        let code = status
-            .code()
-            .unwrap_or_else(|| panic!("killed by a signal, not exited; output:\n{output}"));
-        (code, started.elapsed(), output)
-    }
-}
-
-/// Polls `condition` every 100 ms until it holds or `within` is over.
-async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A plain HTTP/1.1 GET on 127.0.0.1; returns the status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn assert_no_leak(output: &str, secrets: &[String]) {
@@ -403,9 +289,9 @@ async fn sighup_with_a_broken_config_keeps_the_running_one_and_a_good_one_is_pic
         "the daemon died on a bad reload:\n{output}"
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
-    let (status, body) = http_get(&addr, "/readyz");
+    let (status, _, body) = http_get(&addr, "/readyz");
     assert_eq!(status, 200, "{body}");
-    let (status, metrics) = http_get(&addr, "/metrics");
+    let (status, _, metrics) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
     assert!(
         metrics.contains("secret_sync_job_runs_total{job=\"a\",outcome=\"success\"} 1"),
@@ -435,7 +321,7 @@ async fn sighup_with_a_broken_config_keeps_the_running_one_and_a_good_one_is_pic
         "job b reuses the token job a got before the reload"
     );
     assert_eq!(w.entra.token_request_count(), requests);
-    let (_, metrics) = http_get(&addr, "/metrics");
+    let (_, _, metrics) = http_get(&addr, "/metrics");
     assert!(
         metrics.contains("secret_sync_config_reloads_total{outcome=\"success\"} 1"),
         "{metrics}"
@@ -457,7 +343,7 @@ async fn sigterm_lets_the_pass_in_flight_finish_its_write_then_exits_0() {
     ));
     // Entra ID answers the first token request after 3 s: the pass is in flight meanwhile.
     w.entra.inject(Fault::Delay(Duration::from_secs(3)));
-    let mut daemon = w.spawn(&["daemon"], &[]);
+    let daemon = w.spawn(&["daemon"], &[]);
     assert!(
         wait_until(Duration::from_secs(10), || w.entra.token_request_count()
             == 1)
@@ -497,12 +383,9 @@ async fn a_config_that_does_not_load_at_start_up_exits_2() {
     let w = World::start().await;
     w.write_config("[settings]\nrefresh_before = \"soon\"\n");
     let mut daemon = w.spawn(&["daemon"], &[]);
-    let status = tokio::time::timeout(Duration::from_secs(10), daemon.child.wait())
-        .await
-        .expect("the daemon exits")
-        .unwrap();
+    let code = daemon.exit_code(Duration::from_secs(10)).await;
     let output = daemon.output();
-    assert_eq!(status.code(), Some(2), "{output}");
+    assert_eq!(code, 2, "{output}");
     assert!(output.contains("refresh_before"), "{output}");
 }
 

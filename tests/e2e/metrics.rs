@@ -5,16 +5,16 @@
 //! config agree with those configs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::secret_sync;
+use crate::support::{Daemon, http_get, secret_sync, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -92,110 +92,6 @@ fn parse_labels(mut body: &str, line: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// A plain HTTP/1.1 GET on 127.0.0.1: status code, headers, body.
-fn http_get(addr: &str, path: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head}"));
-    (status, head.to_owned(), body.to_owned())
-}
-
-/// A `secret-sync daemon` process with its output in a file.
-struct Daemon {
-    child: tokio::process::Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(dir: &Path, config: &Path, log_name: &str) -> Daemon {
-        let log = dir.join(log_name);
-        let out = std::fs::File::create(&log).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-sync"))
-            .arg("daemon")
-            .arg("--config")
-            .arg(config)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("GOOD_SECRET", SECRET)
-            .env("BAD_SECRET", WRONG_SECRET)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the secret-sync binary starts");
-        Daemon { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The listener's address, from the start-up log line (`listen=ADDR`).
-    async fn listen_addr(&self) -> String {
-        let output = wait_for(Duration::from_secs(20), || {
-            let output = self.output();
-            output.contains("listener bound").then_some(output)
-        })
-        .await
-        .unwrap_or_else(|| panic!("no listener bound; output:\n{}", self.output()));
-        let line = output
-            .lines()
-            .find(|l| l.contains("listener bound"))
-            .unwrap();
-        let at = line.find("listen=").expect("the line names the address") + "listen=".len();
-        line[at..].split_whitespace().next().unwrap().to_owned()
-    }
-
-    async fn exit_code(&mut self, within: Duration) -> i32 {
-        let status = tokio::time::timeout(within, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("still running after {within:?}:\n{}", self.output()))
-            .unwrap();
-        status.code().expect("exited with a code")
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-/// Polls `probe` every 100 ms until it gives a value or `within` is over.
-async fn wait_for<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = probe() {
-            return Some(value);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn job(name: &str, secret_env: &str, target: &str) -> String {
     format!(
         "[jobs.{name}]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
@@ -225,19 +121,25 @@ async fn metrics_carry_every_series_and_readyz_names_the_job_that_failed() {
     )
     .unwrap();
 
-    let mut daemon = Daemon::spawn(dir.path(), &config, "daemon.log");
+    let secrets = [("GOOD_SECRET", SECRET), ("BAD_SECRET", WRONG_SECRET)];
+    let mut daemon = Daemon::spawn(
+        dir.path().join("daemon.log"),
+        &config,
+        &["daemon"],
+        &secrets,
+    );
     let addr = daemon.listen_addr().await;
     assert_eq!(http_get(&addr, "/healthz").0, 200);
 
     // Both jobs have run a pass once the failure counter of the bad one shows.
-    let metrics = wait_for(Duration::from_secs(20), || {
-        let (_, _, body) = http_get(&addr, "/metrics");
-        (body.contains("job=\"good\",outcome=\"success\"")
-            && body.contains("secret_sync_job_runs_total{job=\"bad\",outcome=\"failure\"}"))
-        .then_some(body)
+    let mut metrics = String::new();
+    let ran = wait_until(Duration::from_secs(20), || {
+        metrics = http_get(&addr, "/metrics").2;
+        metrics.contains("job=\"good\",outcome=\"success\"")
+            && metrics.contains("secret_sync_job_runs_total{job=\"bad\",outcome=\"failure\"}")
     })
-    .await
-    .unwrap_or_else(|| panic!("both jobs never ran; output:\n{}", daemon.output()));
+    .await;
+    assert!(ran, "both jobs never ran; output:\n{}", daemon.output());
 
     let (status, head, _) = http_get(&addr, "/metrics");
     assert_eq!(status, 200);
@@ -339,7 +241,7 @@ async fn metrics_carry_every_series_and_readyz_names_the_job_that_failed() {
             .replace("127.0.0.1:0", &addr),
     )
     .unwrap();
-    let mut second = Daemon::spawn(dir.path(), &taken, "second.log");
+    let mut second = Daemon::spawn(dir.path().join("second.log"), &taken, &["daemon"], &secrets);
     let code = second.exit_code(Duration::from_secs(20)).await;
     let second_output = second.output();
     assert_eq!(code, 2, "{second_output}");
@@ -348,7 +250,7 @@ async fn metrics_carry_every_series_and_readyz_names_the_job_that_failed() {
         "{second_output}"
     );
 
-    daemon.terminate();
+    daemon.signal("TERM");
     assert_eq!(daemon.exit_code(Duration::from_secs(40)).await, 0);
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::process::Output;
+use std::time::Duration;
 
 /// What one run of the binary produced.
 #[derive(Debug)]
@@ -60,4 +61,139 @@ pub async fn secret_sync(args: &[&str], env: &[(&str, &str)]) -> Run {
 
 pub fn now_unix() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A long-running `secret-sync` process (`daemon`, `run --watch`) whose stdout and stderr go
+/// to a log file that the test reads as it grows. Killed when dropped.
+#[derive(Debug)]
+pub struct Daemon {
+    child: tokio::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    /// Starts `secret-sync ARGS --config CONFIG` with `RUST_LOG=info`, only PATH and `env` set,
+    /// logging to `log`.
+    pub fn spawn(
+        log: std::path::PathBuf,
+        config: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the secret-sync binary starts");
+        Daemon { child, log }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("the daemon is running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits until the output contains `needle`, and panics with the output if it does not.
+    pub async fn wait_for_output(&self, needle: &str, within: Duration) -> String {
+        let found = wait_until(within, || self.output().contains(needle)).await;
+        let output = self.output();
+        assert!(found, "no {needle:?} within {within:?}; output:\n{output}");
+        output
+    }
+
+    /// The listener's address, from the start-up log line (`listen=ADDR`).
+    pub async fn listen_addr(&self) -> String {
+        let output = self
+            .wait_for_output("listener bound", Duration::from_secs(20))
+            .await;
+        let line = output
+            .lines()
+            .find(|l| l.contains("listener bound"))
+            .unwrap();
+        let at = line.find("listen=").expect("the line names the address") + "listen=".len();
+        line[at..].split_whitespace().next().unwrap().to_owned()
+    }
+
+    /// Waits for the exit (panicking after `within`) and returns the exit code.
+    pub async fn exit_code(&mut self, within: Duration) -> i32 {
+        let status = tokio::time::timeout(within, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running after {within:?}:\n{}", self.output()))
+            .unwrap();
+        status
+            .code()
+            .unwrap_or_else(|| panic!("killed by a signal, not exited:\n{}", self.output()))
+    }
+
+    /// Sends `signal` and waits for the exit; returns the exit code, how long it took and the
+    /// whole output.
+    pub async fn stop(mut self, signal: &str) -> (i32, Duration, String) {
+        let started = std::time::Instant::now();
+        self.signal(signal);
+        let code = self.exit_code(Duration::from_secs(40)).await;
+        (code, started.elapsed(), self.output())
+    }
+}
+
+/// Polls `condition` every 100 ms until it holds or `within` is over.
+pub async fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET on 127.0.0.1; returns the status code, the head and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head}"));
+    (status, head.to_owned(), body.to_owned())
 }
