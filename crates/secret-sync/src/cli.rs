@@ -81,8 +81,9 @@ pub enum Command {
 
     /// Keep every job's targets fresh until stopped (the same as `run --watch`).
     ///
-    /// Each job runs again at its refresh point (its earliest token expiry minus
-    /// `refresh_before`, plus a little jitter); a failed job backs off exponentially but retries
+    /// Each job runs again shortly before its refresh point (its earliest token expiry minus
+    /// `refresh_before`, with jitter), so targets always hold a token valid for at least
+    /// `refresh_before`; a failed job backs off exponentially but retries
     /// well before its tokens expire. Jobs with the same credentials and scope share one token.
     /// SIGHUP reloads the config (a config that does not load keeps the running one); SIGTERM or
     /// SIGINT lets in-flight writes finish (at most 30 s) and exits 0. With `[settings] listen`,

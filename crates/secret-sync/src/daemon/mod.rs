@@ -83,7 +83,11 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     let observer = Arc::new(TokenRequests::new(Arc::clone(&metrics)));
     let path = args.config.config.clone();
     let config = load(&path, &args.jobs).map_err(Failure::usage)?;
-    let cache = token_cache(&config.settings).map_err(Failure::usage)?;
+    let cache = token_cache(
+        &config.settings,
+        scheduler::lead(config.settings.refresh_before),
+    )
+    .map_err(Failure::usage)?;
     let generation = Generation::build(config, &args.jobs, cache, &observer)
         .await
         .map_err(Failure::usage)?;
@@ -179,7 +183,11 @@ impl Generation {
         cache: Arc<TokenCache>,
         observer: &Arc<TokenRequests>,
     ) -> anyhow::Result<Self> {
+        let timing = Timing {
+            refresh_before: config.settings.refresh_before,
+        };
         let (mut engine, jobs) = build_with_cache(&config, job_filter, Arc::clone(&cache)).await?;
+        engine.refresh_ahead(timing.lead());
         engine.observe_tokens(Arc::clone(observer) as Arc<dyn TokenObserver>);
         let mut queue = Queue::new();
         let now = Instant::now();
@@ -200,9 +208,7 @@ impl Generation {
             .collect();
         Ok(Generation {
             vault_keepalive,
-            timing: Timing {
-                refresh_before: config.settings.refresh_before,
-            },
+            timing,
             limit: config.settings.concurrency.max(1),
             failures: vec![0; jobs.len()],
             jobs: jobs.into(),
@@ -323,7 +329,7 @@ impl Daemon {
                 self.metrics.set_token_expiry(name, &target, expires_on);
             }
         }
-        let pass = Pass::judge(&reports, generation.timing.refresh_before, now);
+        let pass = Pass::judge(&reports, generation.timing.renew_within(), now);
         let wait = match pass {
             Pass::Renewed { earliest_expiry } => {
                 generation.failures[job] = 0;
@@ -416,7 +422,10 @@ impl Daemon {
         {
             Arc::clone(&self.generation.cache)
         } else {
-            token_cache(&config.settings)?
+            token_cache(
+                &config.settings,
+                scheduler::lead(config.settings.refresh_before),
+            )?
         };
         Generation::build(config, &self.job_filter, cache, &self.observer).await
     }
@@ -448,13 +457,13 @@ impl Daemon {
 /// What a pass achieved, for scheduling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    /// Every target holds a token valid beyond `refresh_before`.
+    /// Every target holds a token valid beyond `refresh_before` plus the lead.
     Renewed { earliest_expiry: OffsetDateTime },
     /// A target failed.
     Failed {
         earliest_expiry: Option<OffsetDateTime>,
     },
-    /// No target failed but one still holds a token within `refresh_before`: the token cache
+    /// No target failed but one still holds a token within `refresh_before` plus the lead: the token cache
     /// could not get a newer one and served the old one.
     Stale {
         earliest_expiry: Option<OffsetDateTime>,
@@ -462,12 +471,12 @@ enum Pass {
 }
 
 impl Pass {
-    fn judge(reports: &[TargetReport], refresh_before: Duration, now: OffsetDateTime) -> Pass {
+    fn judge(reports: &[TargetReport], renew_within: Duration, now: OffsetDateTime) -> Pass {
         let earliest_expiry = reports.iter().filter_map(|r| r.expires_on).min();
         let failed = reports.is_empty() || reports.iter().any(|r| r.outcome == Outcome::Failed);
         match earliest_expiry {
             _ if failed => Pass::Failed { earliest_expiry },
-            Some(earliest) if earliest - now > refresh_before => Pass::Renewed {
+            Some(earliest) if earliest - now > renew_within => Pass::Renewed {
                 earliest_expiry: earliest,
             },
             _ => Pass::Stale { earliest_expiry },

@@ -1,11 +1,14 @@
 //! When each job runs next, in daemon mode: the timing rules and the one queue of due times.
 //!
-//! A job runs at its refresh point: the earliest expiry among its targets minus
-//! `refresh_before` (the moment the engine stops calling those targets fresh), plus a little
-//! slack and a random jitter so that jobs written together do not all fire in the same
-//! instant. A pass that failed, or that could not get a newer token, backs off exponentially
-//! with jitter, but never waits longer than a quarter of the time its tokens still have, so a
-//! retry always comes well before they expire.
+//! `refresh_before` is a promise about what a target holds: a token valid for at least that
+//! long. So the daemon refreshes a job *ahead* of its refresh point (the earliest expiry among
+//! its targets minus `refresh_before`): it renews what expires within `refresh_before` plus a
+//! [`lead`] (a quarter of `refresh_before`, at most [`LEAD_MAX`]), and fires each job at a random
+//! moment in the first half of that lead, so jobs written together do not all fire in the same
+//! instant and the second half is left for queueing and slow backends. A pass that failed, or
+//! that could not get a newer token, backs off exponentially with jitter, but never waits
+//! longer than a quarter of the time its tokens still have, so a retry always comes well
+//! before they expire.
 //!
 //! The queue is a binary heap of (due instant, job index) read by the daemon's single loop with
 //! `tokio::time::sleep_until`: 10,000 jobs are 10,000 small heap entries, not 10,000 tasks.
@@ -19,17 +22,23 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 
-/// After the refresh point, wait this much more so the engine sees the target as expiring
-/// (expiries are recorded to the second).
+/// The longest lead: however long `refresh_before`, the daemon renews at most this much earlier.
+pub const LEAD_MAX: Duration = Duration::from_secs(5 * 60);
+/// The most a job waits after the start of its lead window, so that the engine sees its targets
+/// as due (expiries are recorded to the second); it is also at most a tenth of the lead.
 pub const SLACK: Duration = Duration::from_secs(1);
-/// The largest jitter added after a refresh point (it is also at most 10% of `refresh_before`).
-pub const JITTER_MAX: Duration = Duration::from_secs(60);
 /// The first wait after a failure; each further failure doubles it.
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 /// The longest wait after failures.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// The shortest wait after a failure, however close the expiry.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+
+/// How far ahead of its refresh point the daemon renews a job: a quarter of `refresh_before`,
+/// at most [`LEAD_MAX`].
+pub fn lead(refresh_before: Duration) -> Duration {
+    (refresh_before / 4).min(LEAD_MAX)
+}
 
 /// The timing rules for one config (they depend on its `refresh_before`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,18 +47,33 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// How far ahead of the refresh point jobs are renewed ([`lead`]).
+    pub fn lead(&self) -> Duration {
+        lead(self.refresh_before)
+    }
+
+    /// What the daemon renews: targets whose token expires within this (`refresh_before` plus
+    /// the lead). The daemon's engine and token cache use it as their `refresh_before`.
+    pub fn renew_within(&self) -> Duration {
+        self.refresh_before + self.lead()
+    }
+
     /// How long to wait after a pass that left every target with a token valid beyond
-    /// `refresh_before`, the earliest expiring at `earliest_expiry`. `sample` is a random number
-    /// ([`random_sample`]) that picks the jitter.
+    /// [`Timing::renew_within`], the earliest expiring at `earliest_expiry`. `sample` is a
+    /// random number ([`random_sample`]) that picks the moment: between the start of the lead
+    /// window (plus a little slack) and its middle, so never later than `earliest_expiry -
+    /// refresh_before - lead / 2`.
     pub fn after_success(
         &self,
         earliest_expiry: OffsetDateTime,
         now: OffsetDateTime,
         sample: u64,
     ) -> Duration {
-        let refresh_at = earliest_expiry - self.refresh_before;
-        let jitter_max = (self.refresh_before / 10).min(JITTER_MAX);
-        non_negative(refresh_at - now) + SLACK + jitter_max.mul_f64(fraction(sample))
+        let lead = self.lead();
+        let window_start = earliest_expiry - self.renew_within();
+        let slack = SLACK.min(lead / 10);
+        let spread = (lead / 2).saturating_sub(slack);
+        non_negative(window_start - now) + slack + spread.mul_f64(fraction(sample))
     }
 
     /// How long to wait after the `failures`-th pass in a row that failed or could not renew
@@ -143,28 +167,42 @@ mod tests {
     }
 
     #[test]
-    fn a_fresh_job_runs_after_its_refresh_point_with_bounded_jitter() {
-        // A token valid 60 more minutes: refresh point in 45 minutes.
+    fn a_fresh_job_runs_in_the_first_half_of_the_lead_before_its_refresh_point() {
+        // refresh_before 15 min: lead 3m45s, renew within 18m45s.
+        assert_eq!(TIMING.lead(), Duration::from_secs(225));
+        assert_eq!(TIMING.renew_within(), Duration::from_secs(1125));
+        // A token valid 60 more minutes: refresh point in 45 minutes, lead window from 41m15s.
         let expiry = NOW + secs(3600);
         let earliest = TIMING.after_success(expiry, NOW, 0);
         let latest = TIMING.after_success(expiry, NOW, u64::MAX);
-        assert_eq!(earliest, Duration::from_secs(45 * 60) + SLACK);
-        // 10% of 15 minutes is 90 s, capped at 60 s.
-        assert_eq!(latest, Duration::from_secs(45 * 60) + SLACK + JITTER_MAX);
+        assert_eq!(earliest, Duration::from_secs(2475) + SLACK);
+        // The latest moment is the middle of the lead: 45m - 1m52.5s.
+        assert_eq!(latest, Duration::from_millis(2_587_500));
+        assert!(latest < Duration::from_secs(45 * 60));
 
-        // A short refresh_before: jitter is at most 10% of it.
+        // A short refresh_before (the bench's 20 s): lead 5 s, slack 0.5 s, fire between 24.5 s
+        // and 22.5 s before expiry, so at least 2.5 s before the refresh point.
         let short = Timing {
             refresh_before: Duration::from_secs(20),
         };
-        let wait = short.after_success(NOW + secs(60), NOW, u64::MAX);
         assert_eq!(
-            wait,
-            Duration::from_secs(40) + SLACK + Duration::from_secs(2)
+            short.after_success(NOW + secs(60), NOW, 0),
+            Duration::from_millis(35_500)
         );
+        assert_eq!(
+            short.after_success(NOW + secs(60), NOW, u64::MAX),
+            Duration::from_millis(37_500)
+        );
+
+        // A very long refresh_before: the lead is capped.
+        let long = Timing {
+            refresh_before: Duration::from_secs(4 * 3600),
+        };
+        assert_eq!(long.lead(), LEAD_MAX);
     }
 
     #[test]
-    fn a_refresh_point_in_the_past_runs_almost_at_once() {
+    fn a_lead_window_in_the_past_runs_almost_at_once() {
         let wait = TIMING.after_success(NOW + secs(60), NOW, 0);
         assert_eq!(wait, SLACK);
     }
@@ -236,7 +274,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ten_thousand_jittered_jobs_spread_over_the_jitter_window_and_all_run_on_time() {
+    async fn ten_thousand_jittered_jobs_spread_over_the_lead_and_all_run_before_the_refresh_point()
+    {
         // Every job's token expires at the same moment; jitter spreads the refreshes.
         let timing = Timing {
             refresh_before: Duration::from_secs(20),
@@ -247,26 +286,27 @@ mod tests {
             let wait = timing.after_success(NOW + secs(60), NOW, random_sample());
             queue.push(job, start + wait);
         }
-        let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+        let mut per_half_second = std::collections::BTreeMap::<u128, usize>::new();
         let mut ran = 0;
         while let Some(at) = queue.next_due() {
             tokio::time::sleep_until(at).await;
             while queue.pop_due(Instant::now()).is_some() {
                 ran += 1;
-                *per_second
-                    .entry((Instant::now() - start).as_secs())
+                *per_half_second
+                    .entry((Instant::now() - start).as_millis() / 500)
                     .or_default() += 1;
             }
         }
         assert_eq!(ran, 10_000);
-        // Refresh point 40 s, +1 s slack, +0..2 s jitter: all within 41-43 s, none after.
+        // Refresh point 40 s; lead window from 35 s; +0.5 s slack; spread over 2 s: every job
+        // fires within 35.5-37.5 s, at least 2.5 s before the refresh point.
         assert!(
-            per_second.keys().all(|s| (41..=43).contains(s)),
-            "{per_second:?}"
+            per_half_second.keys().all(|h| (71..=75).contains(h)),
+            "{per_half_second:?}"
         );
         assert!(
-            per_second.values().all(|n| *n < 7_000),
-            "not spread: {per_second:?}"
+            per_half_second.values().all(|n| *n < 4_000),
+            "not spread: {per_half_second:?}"
         );
     }
 }

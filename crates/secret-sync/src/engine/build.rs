@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use entra_auth::{ClientOptions, EntraTokenCredential, RefreshPolicy, TokenCache, TokenClient};
@@ -29,13 +30,15 @@ use crate::config::{
 /// The engine and the jobs to run. `jobs` selects by name (empty: every job, in file order);
 /// the caller has checked that each name exists.
 pub async fn build(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<(Engine, Vec<Job>)> {
-    let cache = token_cache(&config.settings)?;
+    let cache = token_cache(&config.settings, Duration::ZERO)?;
     build_with_cache(config, jobs, cache).await
 }
 
-/// The token cache for `settings` (its `ca_file` and `refresh_before`). The daemon keeps one
-/// for its whole life, across reloads that do not change those two settings.
-pub fn token_cache(settings: &Settings) -> anyhow::Result<Arc<TokenCache>> {
+/// The token cache for `settings` (its `ca_file` and `refresh_before`), renewing tokens `lead`
+/// earlier than `refresh_before` (the daemon's lead, see [`Engine::refresh_ahead`]; zero for
+/// `run`). The daemon keeps one for its whole life, across reloads that do not change those
+/// two settings.
+pub fn token_cache(settings: &Settings, lead: Duration) -> anyhow::Result<Arc<TokenCache>> {
     let mut options = ClientOptions::default();
     if let Some(ca_file) = &settings.ca_file {
         let pem = std::fs::read(ca_file)
@@ -47,7 +50,7 @@ pub fn token_cache(settings: &Settings) -> anyhow::Result<Arc<TokenCache>> {
     Ok(Arc::new(TokenCache::new(
         client,
         RefreshPolicy {
-            refresh_before: settings.refresh_before,
+            refresh_before: settings.refresh_before + lead,
         },
     )))
 }

@@ -109,9 +109,28 @@ impl TargetState {
         }
     }
 
-    /// Why: one line for people, e.g. "expires in 3m, within refresh_before (15m)".
-    pub fn reason(&self, force: bool, refresh_before: Duration, now: OffsetDateTime) -> String {
-        let window = humantime::format_duration(refresh_before);
+    /// Why: one line for people, e.g. "expires in 3m, within refresh_before (15m)". `lead` is
+    /// how much earlier the caller renews (the daemon's lead, zero for `run`); it is named
+    /// when not zero.
+    pub fn reason(
+        &self,
+        force: bool,
+        refresh_before: Duration,
+        lead: Duration,
+        now: OffsetDateTime,
+    ) -> String {
+        let window = if lead.is_zero() {
+            format!(
+                "refresh_before ({})",
+                humantime::format_duration(refresh_before)
+            )
+        } else {
+            format!(
+                "refresh_before ({}) plus the daemon's lead ({})",
+                humantime::format_duration(refresh_before),
+                humantime::format_duration(lead)
+            )
+        };
         match self {
             TargetState::Missing => "the secret does not exist".to_owned(),
             TargetState::Fresh { expires_on } if force => format!(
@@ -119,7 +138,7 @@ impl TargetState {
                 remaining(*expires_on, now)
             ),
             TargetState::Fresh { expires_on } => format!(
-                "fresh: valid for {}, longer than refresh_before ({window})",
+                "fresh: valid for {}, longer than {window}",
                 remaining(*expires_on, now)
             ),
             TargetState::Expiring { expires_on } if *expires_on <= now => format!(
@@ -127,7 +146,7 @@ impl TargetState {
                 humantime::format_duration(whole_seconds(now - *expires_on))
             ),
             TargetState::Expiring { expires_on } => format!(
-                "expires in {}, within refresh_before ({window})",
+                "expires in {}, within {window}",
                 remaining(*expires_on, now)
             ),
             TargetState::NoExpiry => "no expiry is recorded beside the token".to_owned(),
@@ -176,8 +195,14 @@ mod tests {
         }
     }
 
+    const LEAD: Duration = Duration::from_secs(3 * 60);
+
     fn classify(meta: Option<&SecretMetadata>, adopt: bool) -> TargetState {
         TargetState::classify(meta, adopt, WINDOW, NOW)
+    }
+
+    fn classify_within(meta: Option<&SecretMetadata>, within: Duration) -> TargetState {
+        TargetState::classify(meta, false, within, NOW)
     }
 
     #[test]
@@ -195,7 +220,7 @@ mod tests {
         assert_eq!(state.action(false), Action::Keep);
         assert_eq!(state.action(true), Action::Update);
         assert_eq!(
-            state.reason(false, WINDOW, NOW),
+            state.reason(false, WINDOW, Duration::ZERO, NOW),
             "fresh: valid for 50m, longer than refresh_before (15m)"
         );
     }
@@ -207,13 +232,30 @@ mod tests {
         assert_eq!(state, TargetState::Expiring { expires_on: soon });
         assert_eq!(state.action(false), Action::Update);
         assert_eq!(
-            state.reason(false, WINDOW, NOW),
+            state.reason(false, WINDOW, Duration::ZERO, NOW),
             "expires in 15m, within refresh_before (15m)"
         );
         let past = NOW - time::Duration::minutes(2);
         let state = classify(Some(&managed(Some(past))), false);
         assert_eq!(state.action(false), Action::Update);
-        assert_eq!(state.reason(false, WINDOW, NOW), "expired 2m ago");
+        assert_eq!(
+            state.reason(false, WINDOW, Duration::ZERO, NOW),
+            "expired 2m ago"
+        );
+    }
+
+    #[test]
+    fn the_daemons_lead_is_named_in_the_reason() {
+        let soon = NOW + time::Duration::minutes(17);
+        let state = classify_within(Some(&managed(Some(soon))), WINDOW + LEAD);
+        assert_eq!(state, TargetState::Expiring { expires_on: soon });
+        assert_eq!(
+            state.reason(false, WINDOW, LEAD, NOW),
+            "expires in 17m, within refresh_before (15m) plus the daemon's lead (3m)"
+        );
+        // Without the lead the same token is fresh.
+        let state = classify_within(Some(&managed(Some(soon))), WINDOW);
+        assert_eq!(state.action(false), Action::Keep);
     }
 
     #[test]
@@ -238,7 +280,7 @@ mod tests {
             }
         );
         assert_eq!(state.action(true), Action::Refuse);
-        let reason = state.reason(false, WINDOW, NOW);
+        let reason = state.reason(false, WINDOW, Duration::ZERO, NOW);
         assert!(
             reason.contains("adopt = true") && reason.contains("terraform"),
             "{reason}"

@@ -196,6 +196,9 @@ pub struct Engine {
     cache: Arc<TokenCache>,
     stores: Stores,
     refresh_before: Duration,
+    /// How much earlier than `refresh_before` targets count as due (the daemon's lead; zero
+    /// for `run` and `plan`).
+    lead: Duration,
     permits: Semaphore,
     observer: Option<Arc<dyn TokenObserver>>,
 }
@@ -214,9 +217,22 @@ impl Engine {
             cache,
             stores,
             refresh_before,
+            lead: Duration::ZERO,
             permits: Semaphore::new(concurrency.max(1)),
             observer: None,
         }
+    }
+
+    /// Renews targets `lead` earlier than `refresh_before`: a target counts as due when its
+    /// token expires within `refresh_before + lead`. The daemon sets it so that it can refresh
+    /// ahead of the refresh point; its token cache must use the same sum.
+    pub fn refresh_ahead(&mut self, lead: Duration) {
+        self.lead = lead;
+    }
+
+    /// What counts as due: tokens that expire within this.
+    fn renew_within(&self) -> Duration {
+        self.refresh_before + self.lead
     }
 
     /// Reports every job's token step to `observer` from now on.
@@ -246,7 +262,7 @@ impl Engine {
                         Ok(state) => (
                             Some(state.action(force)),
                             state.expires_on(),
-                            state.reason(force, self.refresh_before, now),
+                            state.reason(force, self.refresh_before, self.lead, now),
                         ),
                         Err(err) => (None, None, format!("{err:#}")),
                     };
@@ -276,7 +292,7 @@ impl Engine {
             Ok(TargetState::classify(
                 metadata.as_ref(),
                 target.adopt,
-                self.refresh_before,
+                self.renew_within(),
                 OffsetDateTime::now_utc(),
             ))
         }))
@@ -308,7 +324,7 @@ impl Engine {
                     continue;
                 }
             };
-            let reason = state.reason(options.force, self.refresh_before, now);
+            let reason = state.reason(options.force, self.refresh_before, self.lead, now);
             let line = match state.action(options.force) {
                 Action::Keep => Some(report(target, Outcome::Fresh, state.expires_on(), reason)),
                 Action::Refuse => {
@@ -391,10 +407,11 @@ impl Engine {
         // a cached one may be the previous token, served while another job's request for the
         // same credentials is in flight.
         if token.obtained_at() >= started
-            && token.expires_on() - OffsetDateTime::now_utc() <= self.refresh_before
+            && token.expires_on() - OffsetDateTime::now_utc() <= self.renew_within()
         {
             warn!(job = %job.name, expires_on = %token.expires_on(),
                 refresh_before = %humantime::format_duration(self.refresh_before),
+                lead = %humantime::format_duration(self.lead),
                 "the new token is valid for less than refresh_before, so every run will rewrite it: \
                  lower refresh_before below the token lifetime (Entra ID: 60-90 minutes)");
         }
@@ -403,7 +420,7 @@ impl Engine {
             let target = &job.targets[*i];
             let token = &token;
             async move {
-                let reason = state.reason(force, self.refresh_before, now);
+                let reason = state.reason(force, self.refresh_before, self.lead, now);
                 let written = async {
                     let payload = TokenPayload::new(
                         token.secret().clone(),
