@@ -1,4 +1,5 @@
-//! `cargo xtask bench`: how fast one `secret-sync run` is, against local servers.
+//! `cargo xtask bench run`: how fast one `secret-sync run` is, against local servers.
+//! `cargo xtask bench` runs it and then the daemon bench twice ([`all`]).
 //!
 //! Issue 4 sets two goals, measured here rather than in a timed test (timings on a shared CI
 //! machine make flaky tests):
@@ -29,11 +30,35 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
-use crate::{cargo, servers};
+use crate::{bench_daemon, cargo, servers};
 
-const USAGE: &str = "usage: cargo xtask bench [--iterations N] [--dev]
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask bench run [--iterations N] [--dev]
+Times a cold secret-sync run --force and a fresh run against local servers (Entra ID emulator,
+OpenBao, moto), beside bench/curl-sync.sh; writes target/bench/run.json.
   --iterations N  timed runs of each measurement, after one warm-up (default 10)
   --dev           use the debug build instead of the release build";
+
+pub(crate) const ALL_USAGE: &str = "\
+usage: cargo xtask bench [--iterations N] [--jobs N] [--apps N] [--duration S] [--format F]
+                         [--rust-log L] [--dev]
+       cargo xtask bench run [OPTIONS]      the run bench only (bench run --help)
+       cargo xtask bench daemon [OPTIONS]   one daemon bench only (bench daemon --help;
+                                            cargo xtask bench-daemon is the same)
+
+Without a subcommand, every benchmark in turn:
+  1. run            secret-sync run beside a curl script        -> target/bench/run.json
+  2. daemon tmpfs   the daemon bench with its targets in /dev/shm (tmpfs), 3 minutes
+                                                                -> target/bench/daemon-tmpfs.json
+                    (skipped, with a note, when /dev/shm is missing or not tmpfs)
+  3. daemon disk    the daemon bench with its targets in a temp dir under target/bench/,
+                    3 minutes                                   -> target/bench/daemon-disk.json
+Both daemon benches use raw targets by default. Every part runs even when one before it failed;
+the command then fails (non-zero) and names the parts that failed.
+  --iterations N  for the run bench (default 10)
+  --jobs N, --apps N, --duration S, --format F, --rust-log L
+                  for both daemon benches (defaults 10000, 100, 3m, raw, unset)
+  --dev           debug builds for all of them";
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -83,8 +108,138 @@ fn parse_args(args: &[String]) -> Result<Options> {
     Ok(options)
 }
 
+/// `cargo xtask bench` with no subcommand: the run bench, then the daemon bench on tmpfs and on
+/// disk. Every part runs; the result names the ones that failed.
+pub fn all(root: &Path, args: &[String]) -> Result<()> {
+    let (run_args, daemon_args) = split_all_args(args)?;
+    // Both parsed before anything runs: a typo should not cost minutes.
+    let run_options = parse_args(&run_args)?;
+    let daemon_options = bench_daemon::parse_args(&daemon_args)?;
+    let bench = root.join("target").join("bench");
+    let mut parts: Vec<(&str, Part)> = Vec::new();
+
+    println!("== bench 1 of 3: run ==");
+    parts.push(("run", Part::from(run_with(root, &run_options))));
+
+    println!("\n== bench 2 of 3: daemon, targets on tmpfs ==");
+    let tmpfs = match bench_daemon::tmpfs_dir() {
+        Some(dir) => Part::from(bench_daemon::run_with(
+            root,
+            &placed(&daemon_options, dir, bench.join("daemon-tmpfs.json")),
+        )),
+        None => Part::Skipped("/dev/shm is missing or not a tmpfs mount".to_owned()),
+    };
+    if let Part::Skipped(why) = &tmpfs {
+        println!("skipped: {why}");
+    }
+    parts.push(("daemon tmpfs", tmpfs));
+
+    println!("\n== bench 3 of 3: daemon, targets on disk ==");
+    let disk = fs::create_dir_all(&bench)
+        .with_context(|| format!("creating {}", bench.display()))
+        .and_then(|()| {
+            if let Some(fstype) = bench_daemon::filesystem_of(&bench)
+                .filter(|fstype| matches!(fstype.as_str(), "tmpfs" | "ramfs"))
+            {
+                eprintln!(
+                    "bench: warning: {} is on {fstype}, not a disk; measuring it anyway",
+                    bench.display()
+                );
+            }
+            bench_daemon::run_with(
+                root,
+                &placed(
+                    &daemon_options,
+                    bench.clone(),
+                    bench.join("daemon-disk.json"),
+                ),
+            )
+        });
+    parts.push(("daemon disk", Part::from(disk)));
+
+    println!("\n== bench: summary ==");
+    let mut failed = Vec::new();
+    for (name, part) in &parts {
+        match part {
+            Part::Done => println!("{name:<13} done"),
+            Part::Skipped(why) => println!("{name:<13} skipped: {why}"),
+            Part::Failed(err) => {
+                println!("{name:<13} FAILED: {err:#}");
+                failed.push(*name);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of the {} benchmarks failed: {} (errors above)",
+            failed.len(),
+            parts.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The daemon bench's options with the targets in `dir` and the figures in `out`.
+fn placed(options: &bench_daemon::Options, dir: PathBuf, out: PathBuf) -> bench_daemon::Options {
+    let mut options = options.clone();
+    options.dir = Some(dir);
+    options.out = Some(out);
+    options
+}
+
+/// How one part of [`all`] went.
+#[derive(Debug)]
+enum Part {
+    Done,
+    Skipped(String),
+    Failed(anyhow::Error),
+}
+
+impl From<Result<()>> for Part {
+    fn from(result: Result<()>) -> Self {
+        match result {
+            Ok(()) => Part::Done,
+            Err(err) => {
+                eprintln!("bench: this part failed: {err:#}");
+                Part::Failed(err)
+            }
+        }
+    }
+}
+
+/// The options of `cargo xtask bench` split into the run bench's and the daemon bench's;
+/// `--dev` goes to both. `--dir` and `--out` are the parts' own.
+fn split_all_args(args: &[String]) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut run, mut daemon) = (Vec::new(), Vec::new());
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let to = match arg.as_str() {
+            "--dev" => {
+                run.push(arg.clone());
+                daemon.push(arg.clone());
+                continue;
+            }
+            "--iterations" => &mut run,
+            "--jobs" | "--apps" | "--duration" | "--format" | "--rust-log" => &mut daemon,
+            "--dir" | "--out" => bail!(
+                "{arg}: `cargo xtask bench` sets it for each daemon bench; \
+                 use `cargo xtask bench daemon {arg} ...` for one run\n{ALL_USAGE}"
+            ),
+            other => bail!("unknown option `{other}`\n{ALL_USAGE}"),
+        };
+        to.push(arg.clone());
+        // The value, if any: the part's own parser says when it is missing.
+        to.extend(args.next().cloned());
+    }
+    Ok((run, daemon))
+}
+
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let options = parse_args(args)?;
+    run_with(root, &parse_args(args)?)
+}
+
+fn run_with(root: &Path, options: &Options) -> Result<()> {
     check_curl()?;
     servers::install(root)?;
     let profile = if options.release { "release" } else { "debug" };
@@ -725,6 +880,45 @@ mod tests {
         assert!(err.to_string().contains("above 0"), "{err}");
         let err = parse_args(&args(&["--fast"])).err().unwrap();
         assert!(err.to_string().contains("--fast"), "{err}");
+    }
+
+    #[test]
+    fn bench_options_go_to_the_parts_they_belong_to() {
+        let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (run, daemon) = split_all_args(&args(&[
+            "--iterations",
+            "3",
+            "--duration",
+            "60s",
+            "--jobs",
+            "500",
+            "--dev",
+            "--format",
+            "json",
+        ]))
+        .unwrap();
+        assert_eq!(run, args(&["--iterations", "3", "--dev"]));
+        assert_eq!(
+            daemon,
+            args(&[
+                "--duration",
+                "60s",
+                "--jobs",
+                "500",
+                "--dev",
+                "--format",
+                "json"
+            ])
+        );
+        assert_eq!(split_all_args(&[]).unwrap(), (vec![], vec![]));
+        // A missing value is left for the part's parser to name.
+        let (_, daemon) = split_all_args(&args(&["--apps"])).unwrap();
+        let err = bench_daemon::parse_args(&daemon).unwrap_err().to_string();
+        assert!(err.contains("--apps needs a number"), "{err}");
+        let err = split_all_args(&args(&["--dir", "/dev/shm"])).unwrap_err();
+        assert!(err.to_string().contains("bench daemon --dir"), "{err}");
+        let err = split_all_args(&args(&["--fast"])).unwrap_err();
+        assert!(err.to_string().contains("unknown option `--fast`"), "{err}");
     }
 
     #[test]

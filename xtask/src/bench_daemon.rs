@@ -1,24 +1,34 @@
-//! `cargo xtask bench-daemon`: the daemon at scale, as issue 5 asks, measured rather than
-//! asserted in a timed test.
+//! `cargo xtask bench daemon` (also `cargo xtask bench-daemon`): the daemon at scale, as issue 5
+//! asks, measured rather than asserted in a timed test. `cargo xtask bench` runs it twice, with the
+//! targets on tmpfs and on disk (see `bench::all`).
 //!
 //! It starts the testkit Entra ID emulator (`testkit-server`, plain HTTP on 127.0.0.1) with
 //! `--apps` registered apps (default 100) issuing tokens of 60 s, writes a config with `--jobs`
 //! jobs (default 10,000) spread over those apps, each with one file target in a temporary
-//! directory and `refresh_before = "20s"`, and runs `secret-sync daemon` on it for `--duration`
-//! (default 3 minutes). Targets are `--format raw` (the default: the bare token, its expiry in a
-//! sidecar `NAME.meta.json`, so two files per write) or `--format json` (one file).
+//! directory created in `--dir` and `refresh_before = "20s"`, and runs `secret-sync daemon` on it
+//! for `--duration` (default 3 minutes). Targets are `--format raw` (the default: the bare token,
+//! its expiry in a sidecar `NAME.meta.json`, so two files per write) or `--format json` (one file).
+//! The filesystem of the targets' directory (the `/proc/mounts` entry with the longest mount point
+//! that holds its canonical path) is recorded: fsync and rename cost differ a lot between tmpfs
+//! and a disk.
+//!
 //! Meanwhile, once a second, it reads the daemon's `/proc/PID/status` and `/proc/PID/stat`, and
 //! stats every file that records a target's expiry (the sidecar, or the JSON document). A file
-//! whose modification time changed is a write, and only its `expires_on` is read (the token is
-//! never kept or printed); a write of a target that already held a token is a refresh, and it
-//! was on time when it happened before that token expired. Its lag is how long after the
-//! refresh point (the old expiry minus `refresh_before`) it came.
+//! whose modification time changed is a write, and only its `expires_on` (whole Unix seconds) is
+//! read (the token is never kept or printed); a write of a target that already held a token with
+//! another expiry is a refresh. As issue 5 defines it, a refresh is on time when it happened
+//! before the old token's expiry minus `refresh_before`: here, when the new file's modification
+//! time (nanoseconds) is at or before that refresh point. Its lead is how long before the refresh
+//! point it came (negative: late). The daemon may refresh ahead of the refresh point, so leads are
+//! expected to be positive. Each second it also counts the targets holding an expired token and
+//! those holding one within `refresh_before` of its expiry (past its refresh point).
 //!
 //! Reported: peak RSS (VmHWM), CPU seconds (utime + stime) and their average share of one core,
 //! over the whole run and after the first pass; token requests (the emulator's count, printed
-//! when it stops) against the distinct credential sets; refreshes on time and their lag; the
-//! most targets ever seen holding an expired token. The table goes to stdout, the figures with
-//! the machine and the date to `target/bench/daemon.json`; docs/performance.md quotes them.
+//! when it stops) against the distinct credential sets; refreshes on time, late, and their lead;
+//! the most targets ever seen expired and past their refresh point. The table goes to stdout, the
+//! figures with the machine and the date to `target/bench/daemon.json` (or `--out`);
+//! docs/performance.md quotes them.
 
 use std::collections::HashMap;
 use std::fs;
@@ -34,12 +44,22 @@ use serde_json::{Value, json};
 use crate::bench::{command_text, machine, round2};
 use crate::cargo;
 
-const USAGE: &str =
-    "usage: cargo xtask bench-daemon [--jobs N] [--apps N] [--duration SECS] [--dev]
+pub(crate) const USAGE: &str = "\
+usage: cargo xtask bench daemon [--jobs N] [--apps N] [--duration S] [--format F] [--dir DIR]
+                                [--out FILE] [--rust-log L] [--dev]
+       (cargo xtask bench-daemon is the same)
+Runs secret-sync daemon on a generated config against the testkit Entra ID emulator (tokens of
+60 s, refresh_before 20 s) and prints memory, CPU, token requests and on-time refreshes.
   --jobs N        jobs in the generated config, one file target each (default 10000)
   --apps N        distinct apps (credential sets) the jobs share (default 100)
   --duration S    how long the daemon runs, in seconds, or with a suffix: 90s, 3m (default 3m)
   --format F      file target format: raw (token + sidecar, the default) or json (one file)
+  --dir DIR       an existing directory in which the targets' temporary directory is created
+                  (removed at the end); e.g. /dev/shm for tmpfs. Default: the system temp dir,
+                  or target/bench/ when the temp dir is on tmpfs or ramfs (so: on disk). Its
+                  filesystem type and mount options are printed and recorded
+  --out FILE      where the JSON figures go (default target/bench/daemon.json); the config and
+                  the daemon's log go to target/bench/NAME/, NAME being FILE's name without .json
   --rust-log L    the daemon's RUST_LOG, e.g. info for one log line per job pass
                   (default: unset, so the binary's default, warn)
   --dev           use the debug build instead of the release build";
@@ -61,7 +81,7 @@ const RSS_GOAL_MIB: f64 = 100.0;
 const CPU_GOAL_PERCENT: f64 = 10.0;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Options {
+pub(crate) struct Options {
     jobs: usize,
     apps: usize,
     duration: Duration,
@@ -70,9 +90,13 @@ struct Options {
     /// The daemon's `RUST_LOG`, if set.
     rust_log: Option<String>,
     release: bool,
+    /// Where the targets' temporary directory is created; `None`: [`default_dir`].
+    pub(crate) dir: Option<PathBuf>,
+    /// The JSON file; `None`: `target/bench/daemon.json`.
+    pub(crate) out: Option<PathBuf>,
 }
 
-fn parse_args(args: &[String]) -> Result<Options> {
+pub(crate) fn parse_args(args: &[String]) -> Result<Options> {
     let mut options = Options {
         jobs: 10_000,
         apps: 100,
@@ -80,6 +104,8 @@ fn parse_args(args: &[String]) -> Result<Options> {
         json: false,
         rust_log: None,
         release: true,
+        dir: None,
+        out: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -99,6 +125,16 @@ fn parse_args(args: &[String]) -> Result<Options> {
                 }
             }
             "--rust-log" => options.rust_log = Some(value("a level")?.clone()),
+            "--dir" => options.dir = Some(PathBuf::from(value("a directory")?)),
+            "--out" => {
+                let file = PathBuf::from(value("a file")?);
+                ensure!(
+                    file.file_stem().is_some_and(|stem| !stem.is_empty()),
+                    "--out {}: give a file name, e.g. target/bench/mine.json",
+                    file.display()
+                );
+                options.out = Some(file);
+            }
             "--dev" => options.release = false,
             other => bail!("unknown option `{other}`\n{USAGE}"),
         }
@@ -134,7 +170,18 @@ fn duration(text: &str) -> Result<Duration> {
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
-    let options = parse_args(args)?;
+    run_with(root, &parse_args(args)?)
+}
+
+/// One daemon bench with these options: build, measure, print the table, write the JSON.
+pub(crate) fn run_with(root: &Path, options: &Options) -> Result<()> {
+    if let Some(dir) = &options.dir {
+        ensure!(
+            dir.is_dir(),
+            "--dir {}: not an existing directory",
+            dir.display()
+        );
+    }
     let profile = if options.release { "release" } else { "debug" };
     let mut build = vec![
         "build",
@@ -151,23 +198,168 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     cargo(root, &build)?;
     let bin = root.join("target").join(profile);
 
-    let work = root.join("target").join("bench").join("daemon");
-    let out = std::env::temp_dir().join(format!("secret-sync-bench-daemon-{}", std::process::id()));
-    for dir in [&work, &out] {
+    let bench = root.join("target").join("bench");
+    let json_path = options
+        .out
+        .clone()
+        .unwrap_or_else(|| bench.join("daemon.json"));
+    let name = json_path
+        .file_stem()
+        .map_or_else(|| "daemon".into(), |stem| stem.to_string_lossy());
+    let work = bench.join(name.as_ref());
+    let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
+    let dir = match &options.dir {
+        Some(dir) => dir.clone(),
+        None => default_dir(root, &mounts)?,
+    };
+    let targets = dir.join(format!("secret-sync-bench-daemon-{}", std::process::id()));
+    for dir in [&work, &targets] {
         let _ = fs::remove_dir_all(dir);
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let result = measure(&options, &bin, &work, &out);
-    let _ = fs::remove_dir_all(&out);
+    let place = fs::canonicalize(&targets)
+        .with_context(|| format!("resolving {}", targets.display()))
+        .and_then(|canonical| {
+            let mount = mount_of(&mounts, &canonical)
+                .with_context(|| format!("no /proc/mounts entry holds {}", canonical.display()))?;
+            Ok(Place {
+                dir: canonical.parent().unwrap_or(&canonical).to_path_buf(),
+                mount,
+            })
+        });
+    let result = place.and_then(|place| {
+        eprintln!(
+            "bench-daemon: targets in {} ({} at {}, {})",
+            targets.display(),
+            place.mount.fstype,
+            place.mount.point.display(),
+            place.mount.options
+        );
+        measure(options, &bin, &work, &targets, place)
+    });
+    let _ = fs::remove_dir_all(&targets);
     let report = result?;
 
     print!("{}", report.table());
-    let json = report.json(&options, profile)?;
-    let path = root.join("target").join("bench").join("daemon.json");
-    fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("figures written to {}", path.display());
+    let json = report.json(options, profile)?;
+    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    fs::write(&json_path, serde_json::to_string_pretty(&json)? + "\n")
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    println!("figures written to {}", json_path.display());
     Ok(())
+}
+
+/// The system temp dir, unless it is on tmpfs or ramfs: then `target/bench/`, so that a bare
+/// `bench daemon` measures a disk.
+fn default_dir(root: &Path, mounts: &str) -> Result<PathBuf> {
+    let temp = std::env::temp_dir();
+    let in_memory = fs::canonicalize(&temp)
+        .ok()
+        .and_then(|canonical| mount_of(mounts, &canonical))
+        .is_some_and(|mount| mount.in_memory());
+    if !in_memory {
+        return Ok(temp);
+    }
+    let bench = root.join("target").join("bench");
+    fs::create_dir_all(&bench).with_context(|| format!("creating {}", bench.display()))?;
+    eprintln!(
+        "bench-daemon: {} is in memory; the targets go under {} instead",
+        temp.display(),
+        bench.display()
+    );
+    Ok(bench)
+}
+
+/// `/dev/shm` when it is a tmpfs mount, for the in-memory run of `cargo xtask bench`.
+pub(crate) fn tmpfs_dir() -> Option<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let canonical = fs::canonicalize(shm).ok().filter(|p| p.is_dir())?;
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    (mount_of(&mounts, &canonical)?.fstype == "tmpfs").then(|| shm.to_path_buf())
+}
+
+/// The filesystem type of `dir`'s mount, if /proc/mounts says.
+pub(crate) fn filesystem_of(dir: &Path) -> Option<String> {
+    let canonical = fs::canonicalize(dir).ok()?;
+    let mounts = fs::read_to_string("/proc/mounts").ok()?;
+    Some(mount_of(&mounts, &canonical)?.fstype)
+}
+
+/// One line of `/proc/mounts`: where, what type, with which options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mount {
+    point: PathBuf,
+    fstype: String,
+    options: String,
+}
+
+impl Mount {
+    pub(crate) fn in_memory(&self) -> bool {
+        matches!(self.fstype.as_str(), "tmpfs" | "ramfs")
+    }
+}
+
+/// The mount holding `path` (canonical): the entry with the longest mount point that is a
+/// prefix of it, by whole components; of equal ones the last listed (mounted over the others).
+fn mount_of(mounts: &str, path: &Path) -> Option<Mount> {
+    let mut best: Option<Mount> = None;
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_device), Some(point), Some(fstype), Some(options)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let point = PathBuf::from(unescape_mount(point));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let depth = point.components().count();
+        if best
+            .as_ref()
+            .is_none_or(|b| depth >= b.point.components().count())
+        {
+            best = Some(Mount {
+                point,
+                fstype: fstype.to_owned(),
+                options: options.to_owned(),
+            });
+        }
+    }
+    best
+}
+
+/// /proc/mounts writes space, tab, newline and backslash in paths as octal escapes (`\040`).
+fn unescape_mount(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            let digits = std::str::from_utf8(digits).ok()?;
+            u8::from_str_radix(digits, 8).ok()
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where the targets were: the directory they were created in and its mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Place {
+    dir: PathBuf,
+    mount: Mount,
 }
 
 /// Kills the child when dropped, unless it was stopped already.
@@ -206,7 +398,7 @@ impl Process {
     }
 }
 
-fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Report> {
+fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place) -> Result<Report> {
     let (mut emulator, mut emulator_stdout, authority) = start_emulator(options, bin, work)?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let config = work.join("secret-sync.toml");
@@ -250,8 +442,10 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
         if let Some(status) = daemon.child.try_wait()? {
             bail!("the daemon exited ({status}) during the run; see its log");
         }
-        let now = SystemTime::now();
         targets.scan()?;
+        // After the scan, so a file read early in it may since have been refreshed: the
+        // counts below can only err on the high side.
+        let now = unix_ns(SystemTime::now());
         samples.rss_kib = samples.rss_kib.max(status_kib(pid, "VmRSS")?);
         let cpu = cpu_seconds(pid, ticks_per_second)?;
         if samples.first_pass.is_none() && targets.written() == options.jobs {
@@ -261,9 +455,9 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
                 started.elapsed().as_secs_f64()
             );
         }
-        if samples.first_pass.is_some() {
-            samples.most_expired = samples.most_expired.max(targets.expired(now));
-        }
+        let (expired, due) = targets.expired_and_due(now);
+        samples.most_expired = samples.most_expired.max(expired);
+        samples.most_due = samples.most_due.max(due);
         std::thread::sleep(TICK.saturating_sub(tick.elapsed()));
     }
 
@@ -294,6 +488,9 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Rep
         metrics_token_requests: sum_series(&metrics, "secret_sync_token_requests_total", "success"),
         refreshes: targets.refreshes,
         most_expired: samples.most_expired,
+        most_due: samples.most_due,
+        rewrites: targets.rewrites,
+        place,
         ready: ready.trim() == "ready",
         stop_time,
     })
@@ -435,7 +632,11 @@ struct Samples {
     rss_kib: u64,
     /// When every target had been written once, and the CPU seconds used by then.
     first_pass: Option<(Duration, Cpu)>,
+    /// The most targets seen at one tick holding an expired token.
     most_expired: usize,
+    /// The most targets seen at one tick holding a token within `refresh_before` of its
+    /// expiry (at or past its refresh point, not expired yet).
+    most_due: usize,
 }
 
 /// One target's last seen write.
@@ -445,24 +646,32 @@ struct Seen {
     expires_on: i64,
 }
 
-/// A write of a target that already held a token.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A write of a target that already held a token with another expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Refresh {
-    /// Unix seconds (fractional) of the write.
-    written: f64,
-    /// The expiry of the token it replaced.
+    /// The new file's modification time, nanoseconds since the Unix epoch.
+    written_ns: i64,
+    /// The expiry of the token it replaced, Unix seconds.
     previous_expiry: i64,
 }
 
 impl Refresh {
-    fn on_time(self) -> bool {
-        self.written < self.previous_expiry as f64
+    fn lead_ns(self) -> i64 {
+        lead_ns(self.written_ns, self.previous_expiry, REFRESH_BEFORE)
     }
 
-    /// Seconds after the refresh point (the old expiry minus `refresh_before`).
-    fn lag(self) -> f64 {
-        self.written - (self.previous_expiry as f64 - REFRESH_BEFORE.as_secs_f64())
+    fn on_time(self) -> bool {
+        self.lead_ns() >= 0
     }
+}
+
+/// How long before the refresh point of the token it replaced (its expiry minus
+/// `refresh_before`) a write came, in nanoseconds: 0 or more is on time as issue 5 defines it
+/// (before expiry minus `refresh_before`), negative is late.
+fn lead_ns(written_ns: i64, previous_expiry: i64, refresh_before: Duration) -> i64 {
+    let refresh_point_ns =
+        previous_expiry * 1_000_000_000 - i64::try_from(refresh_before.as_nanos()).unwrap_or(0);
+    refresh_point_ns - written_ns
 }
 
 /// The files holding the targets' expiries, as last seen.
@@ -470,6 +679,8 @@ struct Targets {
     files: Vec<PathBuf>,
     seen: HashMap<usize, Seen>,
     refreshes: Vec<Refresh>,
+    /// Writes that kept the expiry the target held (the same token written again).
+    rewrites: usize,
 }
 
 impl Targets {
@@ -481,6 +692,7 @@ impl Targets {
                 .collect(),
             seen: HashMap::with_capacity(options.jobs),
             refreshes: Vec::new(),
+            rewrites: 0,
         }
     }
 
@@ -501,11 +713,13 @@ impl Targets {
                 .ok()
                 .and_then(|doc| doc["expires_on"].as_i64())
                 .with_context(|| format!("{} has no expires_on", path.display()))?;
-            if let Some(previous) = self.seen.get(&n) {
-                self.refreshes.push(Refresh {
-                    written: unix(modified),
+            match self.seen.get(&n) {
+                Some(previous) if previous.expires_on == expires_on => self.rewrites += 1,
+                Some(previous) => self.refreshes.push(Refresh {
+                    written_ns: unix_ns(modified),
                     previous_expiry: previous.expires_on,
-                });
+                }),
+                None => {}
             }
             self.seen.insert(
                 n,
@@ -522,20 +736,38 @@ impl Targets {
         self.seen.len()
     }
 
-    /// How many targets hold a token that has expired at `now`.
-    fn expired(&self, now: SystemTime) -> usize {
-        let now = unix(now);
-        self.seen
-            .values()
-            .filter(|s| (s.expires_on as f64) <= now)
-            .count()
+    /// At `now` (Unix nanoseconds): how many targets hold an expired token, and how many one
+    /// within `refresh_before` of its expiry.
+    fn expired_and_due(&self, now: i64) -> (usize, usize) {
+        let expiries = self.seen.values().map(|s| s.expires_on);
+        expired_and_due(expiries, now, REFRESH_BEFORE)
     }
 }
 
-fn unix(time: SystemTime) -> f64 {
+/// Of these expiries (Unix seconds), how many have passed at `now` (Unix nanoseconds), and how
+/// many are still ahead but at most `refresh_before` away.
+fn expired_and_due(
+    expiries: impl Iterator<Item = i64>,
+    now: i64,
+    refresh_before: Duration,
+) -> (usize, usize) {
+    let refresh_before = i64::try_from(refresh_before.as_nanos()).unwrap_or(i64::MAX);
+    expiries.fold((0, 0), |(expired, due), expiry| {
+        let left = expiry * 1_000_000_000 - now;
+        if left <= 0 {
+            (expired + 1, due)
+        } else if left <= refresh_before {
+            (expired, due + 1)
+        } else {
+            (expired, due)
+        }
+    })
+}
+
+/// Nanoseconds since the Unix epoch (0 before it).
+fn unix_ns(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64()
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A `kB` field of `/proc/PID/status`.
@@ -604,6 +836,11 @@ fn clock_ticks() -> Result<f64> {
         .context("getconf CLK_TCK did not print a number")
 }
 
+/// Rounded to three decimals (milliseconds, for seconds).
+fn round3(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -621,7 +858,11 @@ struct Report {
     token_requests: u64,
     metrics_token_requests: u64,
     refreshes: Vec<Refresh>,
+    /// Writes that kept the expiry the target held.
+    rewrites: usize,
     most_expired: usize,
+    most_due: usize,
+    place: Place,
     ready: bool,
     stop_time: Duration,
 }
@@ -644,6 +885,10 @@ impl Report {
         self.refreshes.iter().filter(|r| r.on_time()).count()
     }
 
+    fn late(&self) -> usize {
+        self.refreshes.len() - self.on_time()
+    }
+
     fn on_time_percent(&self) -> f64 {
         if self.refreshes.is_empty() {
             return 0.0;
@@ -651,15 +896,16 @@ impl Report {
         100.0 * self.on_time() as f64 / self.refreshes.len() as f64
     }
 
-    /// Lag after the refresh point at the given quantile (nearest rank), seconds.
-    fn lag(&self, quantile: f64) -> f64 {
-        let mut lags: Vec<f64> = self.refreshes.iter().map(|r| r.lag()).collect();
-        if lags.is_empty() {
+    /// Lead before the refresh point at the given quantile (nearest rank, from the smallest:
+    /// 0.01 is p1, 0 the minimum), seconds; negative is late.
+    fn lead(&self, quantile: f64) -> f64 {
+        let mut leads: Vec<i64> = self.refreshes.iter().map(|r| r.lead_ns()).collect();
+        if leads.is_empty() {
             return 0.0;
         }
-        lags.sort_by(f64::total_cmp);
-        let rank = ((quantile * lags.len() as f64).ceil() as usize).clamp(1, lags.len());
-        lags[rank - 1]
+        leads.sort_unstable();
+        let rank = ((quantile * leads.len() as f64).ceil() as usize).clamp(1, leads.len());
+        leads[rank - 1] as f64 / 1e9
     }
 
     /// The fewest requests that keep every credential set fresh for the run: one at start,
@@ -691,6 +937,16 @@ impl Report {
                 format!("{} / {}", self.jobs, self.apps),
             ),
             ("run time", format!("{:.0} s", self.elapsed.as_secs_f64())),
+            (
+                "targets' directory in",
+                format!(
+                    "{}: {} at {} ({})",
+                    self.place.dir.display(),
+                    self.place.mount.fstype,
+                    self.place.mount.point.display(),
+                    self.place.mount.options
+                ),
+            ),
             (
                 "peak RSS (VmHWM)",
                 format!("{:.1} MiB", self.peak_rss_mib()),
@@ -727,27 +983,37 @@ impl Report {
                 "token requests, fewest possible",
                 format!("{}", self.ideal_requests()),
             ),
+            ("refreshes seen", self.refreshes.len().to_string()),
             (
-                "refreshes on time",
+                "on time: at/before expiry - refresh_before",
                 format!(
-                    "{} of {} ({:.2}%)",
+                    "{} of {} ({:.2}%); late: {}",
                     self.on_time(),
                     self.refreshes.len(),
-                    self.on_time_percent()
+                    self.on_time_percent(),
+                    self.late()
                 ),
             ),
             (
-                "lag after refresh point p50 / p99 / max",
+                "lead before refresh point p50 / p1 / min",
                 format!(
-                    "{:.1} / {:.1} / {:.1} s",
-                    self.lag(0.5),
-                    self.lag(0.99),
-                    self.lag(1.0)
+                    "{:.3} / {:.3} / {:.3} s",
+                    self.lead(0.5),
+                    self.lead(0.01),
+                    self.lead(0.0)
                 ),
+            ),
+            (
+                "rewrites of the same token (not refreshes)",
+                self.rewrites.to_string(),
             ),
             (
                 "most targets holding an expired token",
                 self.most_expired.to_string(),
+            ),
+            (
+                "most targets within refresh_before of expiry",
+                self.most_due.to_string(),
             ),
             (
                 "/readyz at the end",
@@ -775,6 +1041,12 @@ impl Report {
             "jobs": self.jobs,
             "credential_sets": self.apps,
             "target_format": if options.json { "json" } else { "raw (token + sidecar)" },
+            "target_dir": {
+                "path": self.place.dir.display().to_string(),
+                "filesystem": self.place.mount.fstype,
+                "mount_point": self.place.mount.point.display().to_string(),
+                "mount_options": self.place.mount.options,
+            },
             "rust_log": options.rust_log,
             "token_lifetime_s": TOKEN_LIFETIME.as_secs(),
             "refresh_before_s": REFRESH_BEFORE.as_secs(),
@@ -793,15 +1065,19 @@ impl Report {
             "token_requests": self.token_requests,
             "token_requests_in_metrics": self.metrics_token_requests,
             "token_requests_fewest_possible": self.ideal_requests(),
+            "on_time_means": "the new file's modification time is at or before the replaced token's expiry minus refresh_before",
             "refreshes": self.refreshes.len(),
             "refreshes_on_time": self.on_time(),
+            "refreshes_late": self.late(),
             "refreshes_on_time_percent": round2(self.on_time_percent()),
-            "lag_after_refresh_point_s": {
-                "p50": round2(self.lag(0.5)),
-                "p99": round2(self.lag(0.99)),
-                "max": round2(self.lag(1.0)),
+            "lead_before_refresh_point_s": {
+                "p50": round3(self.lead(0.5)),
+                "p1": round3(self.lead(0.01)),
+                "min": round3(self.lead(0.0)),
             },
+            "rewrites_same_token": self.rewrites,
             "most_targets_expired_at_once": self.most_expired,
+            "most_targets_within_refresh_before_of_expiry_at_once": self.most_due,
             "ready_at_end": self.ready,
             "sigterm_exit_s": round2(self.stop_time.as_secs_f64()),
             "goals": self.goals().iter().map(|(goal, met)| ((*goal).to_owned(), json!(met))).collect::<serde_json::Map<_, _>>(),
@@ -828,7 +1104,9 @@ mod tests {
                 duration: Duration::from_secs(180),
                 json: false,
                 rust_log: None,
-                release: true
+                release: true,
+                dir: None,
+                out: None,
             }
         );
         let o = parse_args(&args(&[
@@ -842,9 +1120,15 @@ mod tests {
             "json",
             "--rust-log",
             "info",
+            "--dir",
+            "/dev/shm",
+            "--out",
+            "target/bench/mine.json",
             "--dev",
         ]))
         .unwrap();
+        assert_eq!(o.dir.as_deref(), Some(Path::new("/dev/shm")));
+        assert_eq!(o.out.as_deref(), Some(Path::new("target/bench/mine.json")));
         assert_eq!(
             (o.jobs, o.apps, o.duration, o.json, o.release),
             (50, 5, Duration::from_secs(90), true, false)
@@ -861,6 +1145,8 @@ mod tests {
         assert!(err(&["--apps"]).contains("--apps needs a number"));
         assert!(err(&["--fast"]).contains("unknown option `--fast`"));
         assert!(err(&["--format", "yaml"]).contains("give raw or json"));
+        assert!(err(&["--dir"]).contains("--dir needs a directory"));
+        assert!(err(&["--out", ".."]).contains("give a file name"));
     }
 
     #[test]
@@ -905,20 +1191,84 @@ mod tests {
         assert_eq!(cpu_ticks("4242 (x) S 1"), None);
     }
 
+    const SECOND: i64 = 1_000_000_000;
+
     #[test]
-    fn a_refresh_is_on_time_before_the_old_expiry_and_its_lag_counts_from_the_refresh_point() {
-        let early = Refresh {
-            written: 1_000.5,
+    fn a_refresh_is_on_time_at_or_before_the_old_expiry_minus_refresh_before() {
+        let rb = Duration::from_secs(20);
+        // Old token expires at 1,020 s: its refresh point is 1,000 s.
+        assert_eq!(lead_ns(995 * SECOND, 1_020, rb), 5 * SECOND, "ahead of it");
+        assert_eq!(
+            lead_ns(1_000 * SECOND, 1_020, rb),
+            0,
+            "right at it: on time"
+        );
+        // 1 ns after the refresh point, though long before the expiry: late.
+        assert_eq!(lead_ns(1_000 * SECOND + 1, 1_020, rb), -1);
+        assert_eq!(lead_ns(1_019 * SECOND, 1_020, rb), -19 * SECOND);
+        let at = |written_ns| Refresh {
+            written_ns,
             previous_expiry: 1_020,
         };
-        assert!(early.on_time());
-        assert_eq!(early.lag(), 0.5);
-        let late = Refresh {
-            written: 1_021.0,
-            previous_expiry: 1_020,
-        };
-        assert!(!late.on_time());
-        assert_eq!(late.lag(), 21.0);
+        assert!(at(1_000 * SECOND).on_time());
+        assert!(at(999 * SECOND + 999_999_999).on_time());
+        assert!(!at(1_000 * SECOND + 1).on_time());
+        assert!(!at(1_021 * SECOND).on_time(), "after the expiry itself");
+        // Nanoseconds are kept at today's epoch values (an f64 would round them).
+        let now = 1_790_000_000;
+        assert_eq!(lead_ns(now * SECOND - 1, now + 20, rb), 1);
+    }
+
+    #[test]
+    fn expired_and_due_are_counted_at_nanoseconds() {
+        let rb = Duration::from_secs(20);
+        let now = 1_000 * SECOND;
+        // expired: 999, 1000 (expiring now); due: 1001, 1020; fresh: 1021, 1060.
+        let expiries = [999, 1_000, 1_001, 1_020, 1_021, 1_060];
+        assert_eq!(expired_and_due(expiries.into_iter(), now, rb), (2, 2));
+        assert_eq!(expired_and_due([].into_iter(), now, rb), (0, 0));
+        assert_eq!(
+            expired_and_due([1_020].into_iter(), now - 1, rb),
+            (0, 0),
+            "1 ns before its refresh point"
+        );
+    }
+
+    const MOUNTS: &str = "\
+/dev/vda / ext4 rw,relatime,discard 0 0
+proc /proc proc rw,nosuid,nodev,noexec,relatime 0 0
+tmpfs /dev/shm tmpfs rw,relatime,size=24684084k 0 0
+/dev/vdb /work/main/target xfs rw,noatime 0 0
+tmpfs /work/main/target/bench tmpfs rw,size=1g 0 0
+/dev/vdc /work/main/target/bench xfs rw 0 0
+/dev/vdd /mnt/with\\040space ext4 ro 0 0
+";
+
+    #[test]
+    fn the_mount_of_a_path_is_the_longest_mount_point_holding_it() {
+        let of = |path: &str| mount_of(MOUNTS, Path::new(path)).unwrap();
+        let shm = of("/dev/shm/secret-sync-bench-daemon-7");
+        assert_eq!(
+            (
+                shm.point.as_path(),
+                shm.fstype.as_str(),
+                shm.options.as_str()
+            ),
+            (Path::new("/dev/shm"), "tmpfs", "rw,relatime,size=24684084k")
+        );
+        assert!(shm.in_memory());
+        assert_eq!(of("/tmp/x").fstype, "ext4");
+        assert!(!of("/tmp/x").in_memory());
+        assert_eq!(of("/dev/shmx").fstype, "ext4", "whole components only");
+        assert_eq!(of("/work/main/target/release").fstype, "xfs");
+        // Two mounts on one point: the last one listed is on top.
+        let bench = of("/work/main/target/bench/x");
+        assert_eq!(
+            (bench.fstype.as_str(), bench.options.as_str()),
+            ("xfs", "rw")
+        );
+        assert_eq!(of("/mnt/with space/d").point, Path::new("/mnt/with space"));
+        assert_eq!(mount_of("", Path::new("/tmp")), None);
     }
 
     #[test]
@@ -953,16 +1303,27 @@ mod tests {
             token_requests: 8,
             metrics_token_requests: 8,
             refreshes: vec![
+                // refresh point 5 s: 2 s, 1 s and 0.5 s ahead of it
                 Refresh {
-                    written: 10.0,
+                    written_ns: 3 * SECOND,
                     previous_expiry: 25,
                 },
                 Refresh {
-                    written: 12.0,
+                    written_ns: 4 * SECOND,
+                    previous_expiry: 25,
+                },
+                Refresh {
+                    written_ns: 4 * SECOND + SECOND / 2,
                     previous_expiry: 25,
                 },
             ],
+            rewrites: 0,
             most_expired: 0,
+            most_due: 3,
+            place: Place {
+                dir: PathBuf::from("/dev/shm"),
+                mount: mount_of(MOUNTS, Path::new("/dev/shm/b")).unwrap(),
+            },
             ready: true,
             stop_time: Duration::from_millis(50),
         };
@@ -970,7 +1331,10 @@ mod tests {
         assert_eq!(report.steady_cpu_percent(), 5.0);
         // one request at start, then one per 40 s: 1 + 2 per app
         assert_eq!(report.ideal_requests(), 6);
-        assert_eq!((report.lag(0.5), report.lag(1.0)), (5.0, 7.0));
+        assert_eq!(
+            (report.lead(0.5), report.lead(0.01), report.lead(0.0)),
+            (1.0, 0.5, 0.5)
+        );
         assert!(
             report.goals().iter().all(|(_, met)| *met),
             "{:?}",
@@ -978,9 +1342,34 @@ mod tests {
         );
         let table = report.table();
         assert!(
-            table.contains("2 of 2 (100.00%)") && !table.contains("NOT met"),
+            table.contains("3 of 3 (100.00%); late: 0") && !table.contains("NOT met"),
+            "{table}"
+        );
+        assert!(table.contains("1.000 / 0.500 / 0.500 s"), "{table}");
+        assert!(
+            table.contains("/dev/shm: tmpfs at /dev/shm (rw,relatime,size=24684084k)"),
             "{table}"
         );
         assert!(table.contains("user 1.0 s, system 4.0 s"), "{table}");
+
+        // One refresh 1 ms after the refresh point: late, and the goal is missed.
+        let late = Report {
+            refreshes: [
+                report.refreshes.clone(),
+                vec![Refresh {
+                    written_ns: 5 * SECOND + SECOND / 1000,
+                    previous_expiry: 25,
+                }],
+            ]
+            .concat(),
+            ..report
+        };
+        assert_eq!((late.on_time(), late.late()), (3, 1));
+        assert_eq!(late.on_time_percent(), 75.0);
+        assert_eq!(late.lead(0.0), -0.001);
+        assert!(!late.goals()[0].1, "{:?}", late.goals());
+        let table = late.table();
+        assert!(table.contains("3 of 4 (75.00%); late: 1"), "{table}");
+        assert!(table.contains("NOT met"), "{table}");
     }
 }

@@ -3,9 +3,11 @@
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
 //! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests, the demo.
 //! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
-//! - `bench`: time `secret-sync run` against local servers, beside a curl script (docs/performance.md).
-//! - `bench-daemon`: run `secret-sync daemon` with 10,000 jobs for 3 minutes; memory, CPU, token
-//!   requests and on-time refreshes (docs/performance.md).
+//! - `bench`: every benchmark (docs/performance.md): `bench run` (time `secret-sync run` against
+//!   local servers, beside a curl script), then `bench daemon` (`secret-sync daemon` with 10,000
+//!   jobs for 3 minutes: memory, CPU, token requests and on-time refreshes) twice, its targets on
+//!   tmpfs and on disk. `bench run` and `bench daemon` run one alone; `bench-daemon` is an alias
+//!   of `bench daemon`.
 //! - `man`: write the man pages generated from the CLI definitions to `target/man/`.
 //!
 //! This crate keeps few dependencies on purpose: it must build fast on a fresh machine.
@@ -28,10 +30,15 @@ tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
   ci      setup, then cargo fmt --check, clippy -D warnings, every test, and the demo
   demo    start the Entra ID emulator and run secret-sync against it
-  bench   time secret-sync run against local servers, beside a curl script
+  bench   every benchmark in turn, failing if any fails: bench run, then bench daemon with raw
+          targets on tmpfs (/dev/shm) and on disk (under target/bench/), 3 minutes each; writes
+          target/bench/run.json, daemon-tmpfs.json and daemon-disk.json (bench --help)
+  bench run     time secret-sync run against local servers, beside a curl script
           (--iterations N, --dev); writes target/bench/run.json
-  bench-daemon  run secret-sync daemon with 10,000 jobs on 60 s tokens for 3 minutes
-          (--jobs N, --apps N, --duration SECS, --dev); writes target/bench/daemon.json
+  bench daemon  run secret-sync daemon with 10,000 jobs on 60 s tokens for 3 minutes
+          (--jobs N, --apps N, --duration S, --format F, --dir DIR, --out FILE, --dev);
+          writes target/bench/daemon.json (bench daemon --help)
+  bench-daemon  the same as bench daemon
   man     write the man pages to target/man/
 ";
 
@@ -41,8 +48,8 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("ci") => ci(),
         Some("demo") => demo::run(&workspace_root()),
-        Some("bench") => bench::run(&workspace_root(), &args[1..]),
-        Some("bench-daemon") => bench_daemon::run(&workspace_root(), &args[1..]),
+        Some("bench") => bench(&workspace_root(), &args[1..]),
+        Some("bench-daemon") => bench_daemon_task(&workspace_root(), &args[1..]),
         Some("man") => man::run(&workspace_root()),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -72,6 +79,35 @@ pub(crate) fn workspace_root() -> PathBuf {
         .parent()
         .expect("xtask lives one level below the workspace root")
         .to_path_buf()
+}
+
+/// `cargo xtask bench [run | daemon] [OPTIONS]`: every bench, or one.
+fn bench(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("run") if wants_help(&args[1..]) => print_usage(bench::USAGE),
+        Some("run") => bench::run(root, &args[1..]),
+        Some("daemon") => bench_daemon_task(root, &args[1..]),
+        _ if wants_help(args) => print_usage(bench::ALL_USAGE),
+        _ => bench::all(root, args),
+    }
+}
+
+/// `cargo xtask bench daemon`, alias `cargo xtask bench-daemon`.
+fn bench_daemon_task(root: &Path, args: &[String]) -> Result<()> {
+    if wants_help(args) {
+        return print_usage(bench_daemon::USAGE);
+    }
+    bench_daemon::run(root, args)
+}
+
+fn wants_help(args: &[String]) -> bool {
+    args.iter()
+        .any(|arg| matches!(arg.as_str(), "-h" | "--help"))
+}
+
+fn print_usage(usage: &str) -> Result<()> {
+    println!("{usage}");
+    Ok(())
 }
 
 fn setup() -> Result<()> {
