@@ -1,9 +1,19 @@
 //! The file backend: tokens and credentials in files under one directory.
 //!
 //! For hosts where the consumer reads a file (a sidecar, a cron job, a local tool). Writes are
-//! atomic: the new content goes to a temporary file in the same directory, is fsynced, renamed
-//! over the target and the directory is fsynced, so a reader sees the old file or the new one,
-//! never an empty or truncated one. Files are created with mode `0600` unless configured.
+//! atomic and durable: each new file is created as a temporary file beside its target (with the
+//! configured mode, `0600` unless set), written and fsynced, then renamed over the target, and
+//! the directory is fsynced once after the renames, so a reader sees the old file or the new one,
+//! never an empty or truncated one, and once a write returns `Ok` the new content survives a
+//! crash. If anything fails, the temporary files that were not renamed yet are removed.
+//!
+//! A `raw` write prepares both temporary files (the token's and the sidecar's, see below) before
+//! renaming either, renames the token first and the sidecar second, and fsyncs the directory
+//! once for both; a `json` write renames one file, fsyncs the directory, then removes a stale
+//! sidecar. A write that would store what is already there (same token, expiry and managed-by)
+//! writes nothing and reports [`WriteOutcome::Unchanged`]: for `raw` the sidecar is read first
+//! and the token file only when the sidecar already matches; a sidecar that is missing or cannot
+//! be read or parsed counts as different, so the write repairs it.
 //!
 //! Names are relative paths inside `dir` (`graph.json`, `apps/graph-token`); absolute paths,
 //! `..` and empty segments are refused, and so is a symlink anywhere on the path unless
@@ -31,9 +41,10 @@
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -147,6 +158,16 @@ impl FileStore {
     /// Maps `name` to a path inside `dir`, checking every existing component on the way for
     /// symlinks (unless allowed). With `create_parents`, missing directories are created.
     fn resolve(&self, name: &str, create_parents: bool) -> Result<PathBuf, BackendError> {
+        self.resolve_entry(name, create_parents)
+            .map(|(path, _)| path)
+    }
+
+    /// [`FileStore::resolve`], and whether the file existed when it was inspected.
+    fn resolve_entry(
+        &self,
+        name: &str,
+        create_parents: bool,
+    ) -> Result<(PathBuf, bool), BackendError> {
         self.check_name(name)?;
         let mut path = self.options.dir.clone();
         let components: Vec<&str> = name.split('/').collect();
@@ -168,6 +189,7 @@ impl FileStore {
                     }
                     if last {
                         return fs::canonicalize(&path)
+                            .map(|real| (real, true))
                             .map_err(|e| self.io_error(name, "resolve the symlink", &path, e));
                     }
                 }
@@ -181,7 +203,11 @@ impl FileStore {
                         ),
                     ));
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if last {
+                        return Ok((path, true));
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if !last && create_parents {
                         fs::DirBuilder::new()
@@ -194,7 +220,7 @@ impl FileStore {
                 Err(e) => return Err(self.io_error(name, "inspect", &path, e)),
             }
         }
-        Ok(path)
+        Ok((path, false))
     }
 
     fn read_blocking(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
@@ -214,7 +240,7 @@ impl FileStore {
 
     /// The file's text with one trailing newline removed; `None` when the file does not exist.
     fn read_text(&self, name: &str, path: &Path) -> Result<Option<SecretString>, BackendError> {
-        let bytes = match fs::read(path) {
+        let bytes = match read_file(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(name, "read", path, e)),
@@ -268,12 +294,12 @@ impl FileStore {
         path: &Path,
     ) -> Result<Option<(Option<OffsetDateTime>, Option<String>)>, BackendError> {
         let sidecar = sidecar_path(path);
-        let text = match fs::read_to_string(&sidecar) {
-            Ok(text) => text,
+        let bytes = match read_file(&sidecar) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_error(name, "read the sidecar", &sidecar, e)),
         };
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&text) else {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&bytes) else {
             return Err(self.error(
                 ErrorKind::InvalidValue,
                 name,
@@ -296,29 +322,12 @@ impl FileStore {
         payload: &TokenPayload,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
-        let path = self.resolve(name, true)?;
-        let existing = self.read_text(name, &path)?;
-        let sidecar = sidecar_path(&path);
-        let unchanged = match (&existing, payload.format()) {
-            (None, _) => false,
-            (Some(text), Format::Json) => StoredToken::from_json_document(text.expose_secret())
-                .is_some_and(|doc| {
-                    doc.same_as(payload) && doc.managed_by.as_deref() == Some(payload.managed_by())
-                }),
-            (Some(text), Format::Raw) => {
-                text.expose_secret() == payload.access_token().expose_secret()
-                    && self
-                        .read_sidecar(name, &path)?
-                        .is_some_and(|(expires_on, managed_by)| {
-                            expires_on == Some(payload.expires_on())
-                                && managed_by.as_deref() == Some(payload.managed_by())
-                        })
-            }
-        };
-        if unchanged {
+        let (path, existed) = self.resolve_entry(name, true)?;
+        if existed && self.is_unchanged(name, &path, payload)? {
             return Ok(WriteOutcome::Unchanged);
         }
-        self.replace_atomically(name, &path, payload.encode().expose_secret().as_bytes())?;
+        let content = payload.encode();
+        let sidecar = sidecar_path(&path);
         match payload.format() {
             Format::Raw => {
                 let meta = Sidecar {
@@ -327,67 +336,180 @@ impl FileStore {
                     expires_at: payload.expires_at_rfc3339(),
                     managed_by: payload.managed_by(),
                 };
-                let text = serde_json::to_string(&meta)
+                let meta = serde_json::to_string(&meta)
                     .expect("a struct of strings and integers serializes");
-                self.replace_atomically(name, &sidecar, text.as_bytes())?;
+                // The token is renamed before the sidecar. A crash (or a reader) between the two
+                // renames sees the new token with the old sidecar, whose expiry is earlier than
+                // the new token's: a later run refreshes early, which is safe. The opposite order
+                // could pair the old token with the new, later expiry, so nothing would refresh
+                // the old token before it expires. With one directory fsync for both renames,
+                // that order also holds after a crash on filesystems that commit renames in
+                // order (a journal); without a journal (e.g. ext4 with `^has_journal`) a crash
+                // before the directory fsync may persist either rename without the other.
+                self.replace_atomically(
+                    name,
+                    &[
+                        (&path, content.expose_secret().as_bytes()),
+                        (&sidecar, meta.as_bytes()),
+                    ],
+                )?;
             }
-            Format::Json => match fs::remove_file(&sidecar) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io_error(name, "remove the stale sidecar", &sidecar, e)),
-            },
+            Format::Json => {
+                self.replace_atomically(name, &[(&path, content.expose_secret().as_bytes())])?;
+                match fs::remove_file(&sidecar) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(self.io_error(name, "remove the stale sidecar", &sidecar, e));
+                    }
+                }
+            }
         }
-        Ok(if existing.is_some() {
+        Ok(if existed {
             WriteOutcome::Updated
         } else {
             WriteOutcome::Created
         })
     }
 
-    /// Writes `content` to a temporary file beside `path`, fsyncs it, renames it over `path`
-    /// and fsyncs the directory. On failure the temporary file is removed and `path` untouched.
-    fn replace_atomically(
+    /// Whether the existing file at `path` (and for `raw` its sidecar) already stores `payload`.
+    /// For `raw` the sidecar is read first: when its expiry or managed-by differ (or it is
+    /// missing, unreadable or not JSON) the write is needed whatever the token file holds, so
+    /// that file is only read when the sidecar matches.
+    fn is_unchanged(
         &self,
         name: &str,
         path: &Path,
-        content: &[u8],
-    ) -> Result<(), BackendError> {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let dir = path
+        payload: &TokenPayload,
+    ) -> Result<bool, BackendError> {
+        let same_marker = |managed_by: Option<&str>| managed_by == Some(payload.managed_by());
+        match payload.format() {
+            Format::Json => Ok(self.read_text(name, path)?.is_some_and(|text| {
+                StoredToken::from_json_document(text.expose_secret()).is_some_and(|doc| {
+                    doc.same_as(payload) && same_marker(doc.managed_by.as_deref())
+                })
+            })),
+            Format::Raw => {
+                let sidecar_matches = read_file(&sidecar_path(path))
+                    .ok()
+                    .and_then(|bytes| match serde_json::from_slice(&bytes) {
+                        Ok(serde_json::Value::Object(map)) => Some(map),
+                        _ => None,
+                    })
+                    .is_some_and(|map| {
+                        expiry_from_map(&map) == Some(payload.expires_on())
+                            && same_marker(map.get("managed_by").and_then(|v| v.as_str()))
+                    });
+                if !sidecar_matches {
+                    return Ok(false);
+                }
+                Ok(self.read_text(name, path)?.is_some_and(|text| {
+                    text.expose_secret() == payload.access_token().expose_secret()
+                }))
+            }
+        }
+    }
+
+    /// Replaces every `(path, content)` of `files` (all in one directory) atomically and
+    /// durably, in the order given: first each content goes to a new temporary file beside its
+    /// path (created with the configured mode, which is set again in case the umask removed
+    /// bits, written and fsynced), then each temporary file is renamed over its path, then the
+    /// directory is fsynced once. On failure the temporary files not renamed yet are removed;
+    /// a path whose rename has not happened is untouched.
+    fn replace_atomically(&self, name: &str, files: &[(&Path, &[u8])]) -> Result<(), BackendError> {
+        let dir = files[0]
+            .0
             .parent()
             .expect("a resolved path lies inside the directory");
-        let file_name = path
-            .file_name()
-            .expect("a resolved path has a file name")
-            .to_string_lossy();
-        let temp = dir.join(format!(
-            ".{file_name}.tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let result = (|| -> Result<(), BackendError> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(self.options.mode)
-                .open(&temp)
-                .map_err(|e| self.io_error(name, "create a temporary file in", dir, e))?;
-            file.set_permissions(fs::Permissions::from_mode(self.options.mode))
-                .map_err(|e| self.io_error(name, "set the permissions of", &temp, e))?;
-            file.write_all(content)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| self.io_error(name, "write", &temp, e))?;
-            fs::rename(&temp, path)
-                .map_err(|e| self.io_error(name, "rename the temporary file onto", path, e))?;
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| self.io_error(name, "fsync the directory", dir, e))
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
+        debug_assert!(files.iter().all(|(path, _)| path.parent() == Some(dir)));
+        // Dropping a TempFile that was not renamed removes it, so `?` anywhere below cleans up.
+        let mut temps = Vec::with_capacity(files.len());
+        for (path, content) in files {
+            temps.push(self.write_temp(name, path, content)?);
         }
-        result
+        let dir_handle =
+            File::open(dir).map_err(|e| self.io_error(name, "open the directory", dir, e))?;
+        for temp in &mut temps {
+            fs::rename(&temp.path, temp.target).map_err(|e| {
+                self.io_error(name, "rename the temporary file onto", temp.target, e)
+            })?;
+            temp.renamed = true;
+        }
+        dir_handle
+            .sync_all()
+            .map_err(|e| self.io_error(name, "fsync the directory", dir, e))
     }
+
+    /// Creates a new temporary file beside `target` with the configured mode, writes `content`
+    /// and fsyncs it.
+    fn write_temp<'a>(
+        &self,
+        name: &str,
+        target: &'a Path,
+        content: &[u8],
+    ) -> Result<TempFile<'a>, BackendError> {
+        let path = temp_path(target);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.options.mode)
+            .open(&path)
+            .map_err(|e| {
+                let dir = path.parent().unwrap_or(&path);
+                self.io_error(name, "create a temporary file in", dir, e)
+            })?;
+        let temp = TempFile {
+            path,
+            target,
+            renamed: false,
+        };
+        file.set_permissions(fs::Permissions::from_mode(self.options.mode))
+            .map_err(|e| self.io_error(name, "set the permissions of", &temp.path, e))?;
+        file.write_all(content)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| self.io_error(name, "write", &temp.path, e))?;
+        Ok(temp)
+    }
+}
+
+/// A temporary file created by this process for `target`; removed when dropped unless renamed.
+struct TempFile<'a> {
+    path: PathBuf,
+    target: &'a Path,
+    renamed: bool,
+}
+
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A fresh temporary file name beside `target`: `.<file name>.tmp-<pid>-<counter>`. The process
+/// id is looked up once; the counter makes names unique within the process.
+fn temp_path(target: &Path) -> PathBuf {
+    static PROCESS_ID: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let file_name = target
+        .file_name()
+        .expect("a resolved path has a file name")
+        .to_string_lossy();
+    target.with_file_name(format!(
+        ".{file_name}.tmp-{}-{}",
+        PROCESS_ID.get_or_init(std::process::id),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// The whole content of a file. Without the size lookup `fs::read` makes: the files read here
+/// are small, and this runs for every write.
+fn read_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(1024);
+    // Through `Take`: `File::read_to_end` would look up the size and the position first.
+    File::open(path)?.take(u64::MAX).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// What the sidecar of a raw token file holds.
@@ -755,5 +877,175 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    fn payload_expiring(token: &str, expires_on: OffsetDateTime, managed_by: &str) -> TokenPayload {
+        TokenPayload::new(
+            SecretString::from(token),
+            "Bearer",
+            expires_on,
+            managed_by,
+            Format::Raw,
+        )
+        .unwrap()
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn raw_rewrite_replaces_token_and_sidecar_with_the_configured_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        // 0o666 is narrowed by any usual umask at creation: the mode is set again after open.
+        let store = FileStore::new(
+            "local",
+            FileOptions {
+                mode: 0o666,
+                ..FileOptions::new(dir.path())
+            },
+        );
+        let first = datetime!(2026-11-24 06:00 UTC);
+        let second = datetime!(2026-11-24 07:00 UTC);
+        store
+            .write("t", &payload_expiring("old.token", first, "secret-sync"))
+            .await
+            .unwrap();
+        let outcome = store
+            .write("t", &payload_expiring("new.token", second, "secret-sync"))
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Updated);
+        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("t")).unwrap(),
+            "new.token"
+        );
+        assert_eq!(mode_of(&dir.path().join("t")), 0o666);
+        assert_eq!(mode_of(&dir.path().join("t.meta.json")), 0o666);
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(second));
+        assert_eq!(
+            store
+                .write("t", &payload_expiring("new.token", second, "secret-sync"))
+                .await
+                .unwrap(),
+            WriteOutcome::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn a_raw_token_is_unchanged_only_when_its_sidecar_matches_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let expiry = datetime!(2026-11-24 06:00 UTC);
+        let sidecar = dir.path().join("t.meta.json");
+        let same = payload_expiring(TOKEN, expiry, "secret-sync");
+        store.write("t", &same).await.unwrap();
+        let written = fs::read_to_string(&sidecar).unwrap();
+
+        // The sidecar matches but the token differs: the token is read and the write happens.
+        let other_token = payload_expiring("other.token", expiry, "secret-sync");
+        assert_eq!(
+            store.write("t", &other_token).await.unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(
+            fs::read_to_string(dir.path().join("t")).unwrap(),
+            "other.token"
+        );
+        store.write("t", &same).await.unwrap();
+
+        // Same token, but the sidecar is missing, is not JSON, or differs in expiry or marker.
+        let later = r#"{"expires_on": 1795503600, "managed_by": "secret-sync"}"#;
+        let foreign = r#"{"expires_on": 1795500000, "managed_by": "someone-else"}"#;
+        for broken in [None, Some("not json"), Some(later), Some(foreign)] {
+            match broken {
+                None => fs::remove_file(&sidecar).unwrap(),
+                Some(text) => fs::write(&sidecar, text).unwrap(),
+            }
+            assert_eq!(
+                store.write("t", &same).await.unwrap(),
+                WriteOutcome::Updated,
+                "{broken:?}"
+            );
+            assert_eq!(fs::read_to_string(&sidecar).unwrap(), written, "{broken:?}");
+            assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), TOKEN);
+            assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        }
+        assert_eq!(
+            store.write("t", &same).await.unwrap(),
+            WriteOutcome::Unchanged
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_sidecar_rename_leaves_the_renamed_token_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write(
+                "t",
+                &payload_expiring("old.token", datetime!(2026-11-24 06:00 UTC), "secret-sync"),
+            )
+            .await
+            .unwrap();
+        // A directory where the sidecar goes makes its rename fail (permissions would not: root).
+        let sidecar = dir.path().join("t.meta.json");
+        fs::remove_file(&sidecar).unwrap();
+        fs::create_dir(&sidecar).unwrap();
+        fs::write(sidecar.join("keep"), "x").unwrap();
+        let err = store
+            .write(
+                "t",
+                &payload_expiring("new.token", datetime!(2026-11-24 07:00 UTC), "secret-sync"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(err.to_string().contains("rename"), "{err}");
+        assert!(!err.to_string().contains("new.token"), "{err}");
+        assert!(!format!("{err:?}").contains("new.token"));
+        // The token was renamed first, complete; the sidecar's temporary file is gone.
+        assert_eq!(
+            fs::read_to_string(dir.path().join("t")).unwrap(),
+            "new.token"
+        );
+        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        assert!(sidecar.is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_failure_before_the_renames_leaves_the_old_token_and_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        // A name whose token temporary file fits in NAME_MAX (255 bytes) but whose sidecar's
+        // temporary file does not: creating the second temporary file fails.
+        let name = "n".repeat(237);
+        let target = dir.path().join(&name);
+        let token_temp = temp_path(&target);
+        let sidecar_temp = temp_path(&sidecar_path(&target));
+        assert!(
+            token_temp.file_name().unwrap().len() <= 255,
+            "{token_temp:?}"
+        );
+        assert!(
+            sidecar_temp.file_name().unwrap().len() > 255,
+            "{sidecar_temp:?}"
+        );
+        fs::write(&target, "old.token\n").unwrap();
+        let err = store
+            .write(&name, &payload("new.token", Format::Raw))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+        assert!(err.to_string().contains("temporary file"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old.token\n");
+        assert_eq!(entries(dir.path()), [name]);
     }
 }
