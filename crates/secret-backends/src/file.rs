@@ -12,15 +12,21 @@
 //! once for both; a `json` write renames one file, fsyncs the directory, then removes a stale
 //! sidecar. A write that would store what is already there (same token, expiry and managed-by)
 //! writes nothing and reports [`WriteOutcome::Unchanged`]: for `raw` the sidecar is read first
-//! and the token file only when the sidecar already matches; a sidecar that is missing or cannot
-//! be read or parsed counts as different, so the write repairs it.
+//! and the token file only when the sidecar already matches (expiry, managed-by and the token's
+//! fingerprint); a sidecar that is missing or cannot be read or parsed counts as different, so
+//! the write repairs it.
 //!
 //! Names are relative paths inside `dir` (`graph.json`, `apps/graph-token`); absolute paths,
 //! `..` and empty segments are refused, and so is a symlink anywhere on the path unless
 //! `follow_symlinks` is set. Missing parent directories are created with mode `0700`.
 //!
 //! Formats ([`Format`], chosen per write):
-//! - `raw`: the file is the bare token; expiry and managed-by go in a sidecar `<name>.meta.json`.
+//! - `raw`: the file is the bare token; a sidecar `<name>.meta.json` holds
+//!   `{"token_type","expires_on","expires_at","managed_by","token_sha256"}`, where `token_sha256`
+//!   (the first 16 hex digits of the SHA-256 of the token) names the token the sidecar describes.
+//!   A sidecar beside a token it does not describe (the token file was replaced by hand, or a
+//!   crash kept one rename and lost the other) or without `token_sha256` (an older version's)
+//!   gives no expiry, so the next run rewrites both; its managed-by still counts.
 //! - `json`: the file is `{"access_token","token_type","expires_on","expires_at","managed_by"}`.
 //!
 //! Reading accepts any file: the whole content (one trailing newline removed), or with `#field`
@@ -49,6 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::{
@@ -273,11 +280,22 @@ impl FileStore {
             .and_then(|m| m.modified())
             .ok()
             .map(|t| crate::whole_seconds(OffsetDateTime::from(t)));
-        let stored = match StoredToken::from_json_document(text.expose_secret()) {
-            Some(doc) => Some((doc.expires_on, doc.managed_by)),
-            None => self.read_sidecar(name, &path)?,
+        let (expires_on, managed_by) = match StoredToken::from_json_document(text.expose_secret()) {
+            Some(doc) => (doc.expires_on, doc.managed_by),
+            // The sidecar's expiry counts only when it names this token: one left beside another
+            // token (replaced by hand, or half of an interrupted write) would call a stale token
+            // fresh. Its managed-by still counts, so the target stays ours and is rewritten.
+            // The token is compared as read (one trailing newline removed), as the write's
+            // unchanged check compares it.
+            None => match self.read_sidecar(name, &path)? {
+                Some(meta) => {
+                    let describes_token = meta.token_sha256.as_deref()
+                        == Some(token_fingerprint(text.expose_secret()).as_str());
+                    (meta.expires_on.filter(|_| describes_token), meta.managed_by)
+                }
+                None => (None, None),
+            },
         };
-        let (expires_on, managed_by) = stored.unwrap_or_default();
         Ok(Some(SecretMetadata {
             expires_on,
             managed_by,
@@ -286,13 +304,8 @@ impl FileStore {
         }))
     }
 
-    /// Expiry and managed-by from the sidecar of a raw file; `None` when there is none.
-    #[allow(clippy::type_complexity)]
-    fn read_sidecar(
-        &self,
-        name: &str,
-        path: &Path,
-    ) -> Result<Option<(Option<OffsetDateTime>, Option<String>)>, BackendError> {
+    /// The sidecar of a raw file; `None` when there is none.
+    fn read_sidecar(&self, name: &str, path: &Path) -> Result<Option<SidecarFields>, BackendError> {
         let sidecar = sidecar_path(path);
         let bytes = match read_file(&sidecar) {
             Ok(bytes) => bytes,
@@ -309,11 +322,7 @@ impl FileStore {
                 ),
             ));
         };
-        let managed_by = map
-            .get("managed_by")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned);
-        Ok(Some((expiry_from_map(&map), managed_by)))
+        Ok(Some(SidecarFields::from_map(&map)))
     }
 
     fn write_blocking(
@@ -335,17 +344,19 @@ impl FileStore {
                     expires_on: payload.expires_on().unix_timestamp(),
                     expires_at: payload.expires_at_rfc3339(),
                     managed_by: payload.managed_by(),
+                    token_sha256: token_fingerprint(payload.access_token().expose_secret()),
                 };
                 let meta = serde_json::to_string(&meta)
                     .expect("a struct of strings and integers serializes");
-                // The token is renamed before the sidecar. A crash (or a reader) between the two
-                // renames sees the new token with the old sidecar, whose expiry is earlier than
-                // the new token's: a later run refreshes early, which is safe. The opposite order
-                // could pair the old token with the new, later expiry, so nothing would refresh
-                // the old token before it expires. With one directory fsync for both renames,
-                // that order also holds after a crash on filesystems that commit renames in
-                // order (a journal); without a journal (e.g. ext4 with `^has_journal`) a crash
-                // before the directory fsync may persist either rename without the other.
+                // The token is renamed before the sidecar, then the directory is fsynced once.
+                // Any state a reader or a crash can leave is safe, because the sidecar names the
+                // token it describes (`token_sha256`) and a sidecar that does not name the token
+                // beside it gives no expiry, so the next pass rewrites both: the new token with
+                // the old sidecar (between the renames, or a crash after the first), and, on a
+                // filesystem that may persist the renames out of order before the directory
+                // fsync (ext4 without a journal), the old token with the new sidecar, which
+                // without the fingerprint would have called the old token fresh until the new
+                // token's expiry.
                 self.replace_atomically(
                     name,
                     &[
@@ -373,9 +384,12 @@ impl FileStore {
     }
 
     /// Whether the existing file at `path` (and for `raw` its sidecar) already stores `payload`.
-    /// For `raw` the sidecar is read first: when its expiry or managed-by differ (or it is
-    /// missing, unreadable or not JSON) the write is needed whatever the token file holds, so
-    /// that file is only read when the sidecar matches.
+    /// For `raw` the sidecar is read first: when its expiry, managed-by or token fingerprint
+    /// differ (or it is missing, unreadable or not JSON) the write is needed whatever the token
+    /// file holds, so that file is only read when the sidecar matches. It is still read then:
+    /// the fingerprint says the sidecar describes the payload's token, not that the token file
+    /// holds it (it may have been replaced by hand, or lost its rename in a crash), and the
+    /// engine may write the same token again (it is cached) precisely to repair that.
     fn is_unchanged(
         &self,
         name: &str,
@@ -396,9 +410,15 @@ impl FileStore {
                         Ok(serde_json::Value::Object(map)) => Some(map),
                         _ => None,
                     })
-                    .is_some_and(|map| {
-                        expiry_from_map(&map) == Some(payload.expires_on())
-                            && same_marker(map.get("managed_by").and_then(|v| v.as_str()))
+                    .map(|map| SidecarFields::from_map(&map))
+                    .is_some_and(|meta| {
+                        meta.expires_on == Some(payload.expires_on())
+                            && same_marker(meta.managed_by.as_deref())
+                            && meta.token_sha256.as_deref()
+                                == Some(
+                                    token_fingerprint(payload.access_token().expose_secret())
+                                        .as_str(),
+                                )
                     });
                 if !sidecar_matches {
                     return Ok(false);
@@ -519,6 +539,41 @@ struct Sidecar<'a> {
     expires_on: i64,
     expires_at: String,
     managed_by: &'a str,
+    /// [`token_fingerprint`] of the token this sidecar describes, so that a sidecar left beside
+    /// another token (replaced by hand, or one rename of an interrupted write lost) is not
+    /// taken for that token's. Not a leak: 64 bits of a SHA-256 of a token that is itself
+    /// unguessable (hundreds of random-looking bits) neither reveal nor help to guess it.
+    token_sha256: String,
+}
+
+/// The fields of a sidecar that are read back (any may be missing).
+struct SidecarFields {
+    expires_on: Option<OffsetDateTime>,
+    managed_by: Option<String>,
+    token_sha256: Option<String>,
+}
+
+impl SidecarFields {
+    fn from_map(map: &serde_json::Map<String, serde_json::Value>) -> Self {
+        let text = |key: &str| map.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        SidecarFields {
+            expires_on: expiry_from_map(map),
+            managed_by: text("managed_by"),
+            token_sha256: text("token_sha256"),
+        }
+    }
+}
+
+/// The first 16 lowercase hex digits (64 bits) of the SHA-256 of `token`: enough to tell two
+/// tokens apart, far too little to say anything usable about one.
+fn token_fingerprint(token: &str) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(token.as_bytes());
+    let mut hex = String::with_capacity(16);
+    for byte in &digest[..8] {
+        write!(hex, "{byte:02x}").expect("writing to a String cannot fail");
+    }
+    hex
 }
 
 /// The file backend's naming rule, without a store (e.g. to validate a config):
@@ -961,10 +1016,25 @@ mod tests {
         );
         store.write("t", &same).await.unwrap();
 
-        // Same token, but the sidecar is missing, is not JSON, or differs in expiry or marker.
-        let later = r#"{"expires_on": 1795503600, "managed_by": "secret-sync"}"#;
-        let foreign = r#"{"expires_on": 1795500000, "managed_by": "someone-else"}"#;
-        for broken in [None, Some("not json"), Some(later), Some(foreign)] {
+        // Same token, but the sidecar is missing, is not JSON, differs in expiry or marker,
+        // names another token, or names none (an older version's sidecar).
+        let fingerprint = token_fingerprint(TOKEN);
+        let later = format!(
+            r#"{{"expires_on": 1795503600, "managed_by": "secret-sync", "token_sha256": "{fingerprint}"}}"#
+        );
+        let foreign = format!(
+            r#"{{"expires_on": 1795500000, "managed_by": "someone-else", "token_sha256": "{fingerprint}"}}"#
+        );
+        let other = r#"{"expires_on": 1795500000, "managed_by": "secret-sync", "token_sha256": "0123456789abcdef"}"#;
+        let old_format = r#"{"expires_on": 1795500000, "managed_by": "secret-sync"}"#;
+        for broken in [
+            None,
+            Some("not json"),
+            Some(later.as_str()),
+            Some(foreign.as_str()),
+            Some(other),
+            Some(old_format),
+        ] {
             match broken {
                 None => fs::remove_file(&sidecar).unwrap(),
                 Some(text) => fs::write(&sidecar, text).unwrap(),
@@ -1047,5 +1117,165 @@ mod tests {
         assert!(err.to_string().contains("temporary file"), "{err}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "old.token\n");
         assert_eq!(entries(dir.path()), [name]);
+    }
+
+    /// The first 16 hex digits of the SHA-256 of `token`, computed here independently of the
+    /// code under test.
+    fn expected_fingerprint(token: &str) -> String {
+        let hex: String = Sha256::digest(token.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        hex[..16].to_owned()
+    }
+
+    fn sidecar_of(dir: &Path, name: &str) -> serde_json::Value {
+        let text = fs::read_to_string(dir.join(format!("{name}.meta.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_sidecar_names_its_token_by_a_sha256_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write("t", &payload(TOKEN, Format::Raw))
+            .await
+            .unwrap();
+        let sidecar = sidecar_of(dir.path(), "t");
+        let expected = expected_fingerprint(TOKEN);
+        assert_eq!(expected.len(), 16);
+        assert_eq!(sidecar["token_sha256"], expected.as_str(), "{sidecar}");
+        assert_eq!(
+            sidecar.as_object().unwrap().len(),
+            5,
+            "token_type, expires_on, expires_at, managed_by, token_sha256: {sidecar}"
+        );
+        store
+            .write("t", &payload("other.token", Format::Raw))
+            .await
+            .unwrap();
+        assert_eq!(
+            sidecar_of(dir.path(), "t")["token_sha256"],
+            expected_fingerprint("other.token").as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_replaced_by_hand_has_no_expiry_but_stays_ours_and_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let same = payload(TOKEN, Format::Raw);
+        store.write("t", &same).await.unwrap();
+        fs::write(dir.path().join("t"), "hand.placed.token\n").unwrap();
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, None);
+        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
+        // The sidecar still names the payload's token, but the file does not hold it: the same
+        // token written again (as a cached token would be) repairs the file.
+        assert_eq!(
+            store.write("t", &same).await.unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), TOKEN);
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(datetime!(2026-11-24 06:00 UTC)));
+    }
+
+    #[tokio::test]
+    async fn a_sidecar_of_an_older_version_gives_no_expiry_and_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let same = payload(TOKEN, Format::Raw);
+        store.write("t", &same).await.unwrap();
+        let mut sidecar = sidecar_of(dir.path(), "t");
+        sidecar.as_object_mut().unwrap().remove("token_sha256");
+        fs::write(dir.path().join("t.meta.json"), sidecar.to_string()).unwrap();
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, None);
+        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
+        assert_eq!(
+            store.write("t", &same).await.unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(
+            sidecar_of(dir.path(), "t")["token_sha256"],
+            expected_fingerprint(TOKEN).as_str()
+        );
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(datetime!(2026-11-24 06:00 UTC)));
+    }
+
+    #[tokio::test]
+    async fn the_same_token_with_its_sidecar_is_unchanged_and_nothing_is_touched() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let same = payload(TOKEN, Format::Raw);
+        store.write("t", &same).await.unwrap();
+        // An old mtime: a rewrite within the filesystem's timestamp tick would not show.
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        let stamp = |path: &Path| {
+            let meta = fs::metadata(path).unwrap();
+            (meta.ino(), meta.modified().unwrap())
+        };
+        let token = dir.path().join("t");
+        let sidecar = dir.path().join("t.meta.json");
+        for path in [&token, &sidecar] {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+        }
+        let before = (stamp(&token), stamp(&sidecar));
+        assert_eq!(before.0.1, old);
+        assert_eq!(
+            store.write("t", &same).await.unwrap(),
+            WriteOutcome::Unchanged
+        );
+        assert_eq!((stamp(&token), stamp(&sidecar)), before);
+        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+    }
+
+    #[tokio::test]
+    async fn an_old_token_beside_a_newer_tokens_sidecar_has_no_expiry() {
+        // What a crash can leave on a filesystem that persisted the sidecar's rename but not
+        // the token's: token A with the sidecar written for token B, which expires later.
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let first = datetime!(2026-11-24 06:00 UTC);
+        let later = datetime!(2026-11-24 07:00 UTC);
+        store
+            .write("t", &payload_expiring("token.a", first, "secret-sync"))
+            .await
+            .unwrap();
+        let newer = payload_expiring("token.b", later, "secret-sync");
+        FileStore::new("local", FileOptions::new(other.path()))
+            .write("t", &newer)
+            .await
+            .unwrap();
+        fs::copy(
+            other.path().join("t.meta.json"),
+            dir.path().join("t.meta.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            sidecar_of(dir.path(), "t")["expires_on"],
+            later.unix_timestamp()
+        );
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, None, "token A taken for token B");
+        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
+        // The next pass writes token B (again): the token file is replaced.
+        assert_eq!(
+            store.write("t", &newer).await.unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), "token.b");
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(later));
     }
 }
