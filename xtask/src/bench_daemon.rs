@@ -911,8 +911,18 @@ impl Report {
     /// The fewest requests that keep every credential set fresh for the run: one at start,
     /// then one per `lifetime - refresh_before`.
     fn ideal_requests(&self) -> u64 {
-        let cycle = (TOKEN_LIFETIME - REFRESH_BEFORE).as_secs_f64();
-        let per_set = 1 + (self.elapsed.as_secs_f64() / cycle).floor() as u64;
+        self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE)
+    }
+
+    /// The fewest for a daemon that renews a lead of `refresh_before / 4` ahead of the refresh
+    /// point (as secret-sync's daemon does, so that a refresh is never late): one at start,
+    /// then one per `lifetime - refresh_before - lead`.
+    fn ideal_requests_with_lead(&self) -> u64 {
+        self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE - REFRESH_BEFORE / 4)
+    }
+
+    fn requests_per_cycle(&self, cycle: Duration) -> u64 {
+        let per_set = 1 + (self.elapsed.as_secs_f64() / cycle.as_secs_f64()).floor() as u64;
         self.apps as u64 * per_set
     }
 
@@ -982,6 +992,10 @@ impl Report {
             (
                 "token requests, fewest possible",
                 format!("{}", self.ideal_requests()),
+            ),
+            (
+                "  - with the daemon's lead (refresh_before/4)",
+                format!("{}", self.ideal_requests_with_lead()),
             ),
             ("refreshes seen", self.refreshes.len().to_string()),
             (
@@ -1065,6 +1079,7 @@ impl Report {
             "token_requests": self.token_requests,
             "token_requests_in_metrics": self.metrics_token_requests,
             "token_requests_fewest_possible": self.ideal_requests(),
+            "token_requests_fewest_with_lead": self.ideal_requests_with_lead(),
             "on_time_means": "the new file's modification time is at or before the replaced token's expiry minus refresh_before",
             "refreshes": self.refreshes.len(),
             "refreshes_on_time": self.on_time(),

@@ -146,6 +146,27 @@ impl TokenCache {
     /// After the service asked to wait (`Retry-After`), calls made before the wait is over
     /// get the same error without a request; [`TokenCache::invalidate`] lifts that.
     pub async fn get(&self, app: &AppCredential, scope: &Scope) -> Result<AccessToken, Error> {
+        self.get_with(app, scope, false).await
+    }
+
+    /// As [`TokenCache::get`], but while another caller refreshes, waits for that refresh
+    /// instead of taking the cached token: for callers that need a token past its refresh
+    /// point (a sync writing it to targets), not just a valid one. The cached token is still
+    /// returned when the refresh fails while it is valid.
+    pub async fn get_renewed(
+        &self,
+        app: &AppCredential,
+        scope: &Scope,
+    ) -> Result<AccessToken, Error> {
+        self.get_with(app, scope, true).await
+    }
+
+    async fn get_with(
+        &self,
+        app: &AppCredential,
+        scope: &Scope,
+        wait_for_refresh: bool,
+    ) -> Result<AccessToken, Error> {
         let slot = self.slot(app, scope);
         let now = OffsetDateTime::now_utc();
         let valid = |token: Option<AccessToken>, now| token.filter(|t| now < t.expires_on());
@@ -158,8 +179,9 @@ impl TokenCache {
         let mut state = match slot.state.try_lock() {
             Ok(state) => state,
             Err(_busy) => {
-                // Another caller is refreshing: do not wait if the cached token still works.
-                if let Some(token) = valid(slot.current(), now) {
+                // Another caller is refreshing: do not wait if the cached token still works
+                // (unless the caller needs the new one).
+                if !wait_for_refresh && let Some(token) = valid(slot.current(), now) {
                     return Ok(token);
                 }
                 slot.state.lock().await

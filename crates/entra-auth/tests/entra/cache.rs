@@ -259,6 +259,41 @@ async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
 }
 
 #[tokio::test]
+async fn get_renewed_waits_for_the_refresh_in_flight_and_gets_the_new_token() {
+    let entra = emulator_with_secret_app(false).await;
+    entra.set_token_options(TokenOptions {
+        refresh_in: Some(Duration::from_secs(1)),
+        ..TokenOptions::default()
+    });
+    let cache = Arc::new(cache(&entra, RefreshPolicy::default()));
+    let app = secret_app(&entra);
+    let first = cache.get(&app, &scope()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    entra.set_token_options(TokenOptions::default());
+    entra.inject(Fault::Delay(Duration::from_millis(800)));
+    let refreshing = {
+        let (cache, app) = (cache.clone(), app.clone());
+        tokio::spawn(async move { cache.get_renewed(&app, &scope()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = std::time::Instant::now();
+    let waited = cache.get_renewed(&app, &scope()).await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "did not wait for the refresh in flight: {:?}",
+        start.elapsed()
+    );
+    let refreshed = refreshing.await.unwrap().unwrap();
+    assert!(!same(&refreshed, &first), "expected a new token");
+    assert!(
+        same(&waited, &refreshed),
+        "the waiting caller gets the new token, not the old one"
+    );
+    assert_eq!(entra.token_request_count(), 2, "one shared refresh");
+}
+
+#[tokio::test]
 async fn throttling_holds_back_further_requests_until_retry_after() {
     let entra = emulator_with_secret_app(false).await;
     let cache = cache(&entra, RefreshPolicy::default());

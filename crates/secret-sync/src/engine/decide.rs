@@ -149,7 +149,10 @@ impl TargetState {
                 "expires in {}, within {window}",
                 remaining(*expires_on, now)
             ),
-            TargetState::NoExpiry => "no expiry is recorded beside the token".to_owned(),
+            TargetState::NoExpiry => {
+                "no expiry is recorded for the token it holds (none, or one for another token)"
+                    .to_owned()
+            }
             TargetState::NotManaged { marker } => format!(
                 "the secret exists and was not written by secret-sync ({}): it is left alone; \
                  set `adopt = true` on this target to let secret-sync overwrite it",

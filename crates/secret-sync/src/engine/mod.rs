@@ -375,8 +375,9 @@ impl Engine {
             let app = source::app_credential(&job.identity, &self.stores)
                 .await
                 .context("cannot read the job's credentials")?;
+            // Wait for a refresh another job has in flight: the targets need the new token.
             self.cache
-                .get(&app, &job.scope)
+                .get_renewed(&app, &job.scope)
                 .await
                 .with_context(|| format!("cannot get a token for {}", job.scope))
         }
