@@ -133,8 +133,8 @@ async fn watch_refreshes_short_lived_tokens_and_two_jobs_share_one_request_per_r
     ));
     let daemon = w.spawn(&["run", "--watch"], &[]);
 
-    // Watch both targets for 32 s: with 20 s tokens and refresh_before 10 s (lead 2.5 s), a
-    // pass rewrites them 12.25-11.25 s before expiry, so about every 8 s.
+    // Watch both targets for 32 s: with 20 s tokens and refresh_before 10 s (lead 5 s), a
+    // pass rewrites them 14.5-12.5 s before expiry, so about every 6 s.
     let started = Instant::now();
     let mut seen_a: Vec<String> = Vec::new();
     let mut seen_b: Vec<String> = Vec::new();
@@ -171,7 +171,7 @@ async fn watch_refreshes_short_lived_tokens_and_two_jobs_share_one_request_per_r
     );
     assert!(
         seen_a.len() >= 3,
-        "a.json was written {} time(s) in 32 s, expected at least 3 (start, ~8 s, ~16 s):\n{output}",
+        "a.json was written {} time(s) in 32 s, expected at least 3 (start, ~6 s, ~12 s):\n{output}",
         seen_a.len()
     );
     // Coalescing: the two jobs' targets always got the same tokens, each from one request.

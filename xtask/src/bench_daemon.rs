@@ -209,7 +209,11 @@ pub(crate) fn run_with(root: &Path, options: &Options) -> Result<()> {
     let work = bench.join(name.as_ref());
     let mounts = fs::read_to_string("/proc/mounts").context("reading /proc/mounts")?;
     let dir = match &options.dir {
-        Some(dir) => dir.clone(),
+        // The config lives elsewhere and the daemon resolves the backend's dir from it, so
+        // the target directory must be absolute.
+        Some(dir) => {
+            fs::canonicalize(dir).with_context(|| format!("resolving --dir {}", dir.display()))?
+        }
         None => default_dir(root, &mounts)?,
     };
     let targets = dir.join(format!("secret-sync-bench-daemon-{}", std::process::id()));
@@ -914,11 +918,11 @@ impl Report {
         self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE)
     }
 
-    /// The fewest for a daemon that renews a lead of `refresh_before / 4` ahead of the refresh
+    /// The fewest for a daemon that renews a lead of `refresh_before / 2` ahead of the refresh
     /// point (as secret-sync's daemon does, so that a refresh is never late): one at start,
     /// then one per `lifetime - refresh_before - lead`.
     fn ideal_requests_with_lead(&self) -> u64 {
-        self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE - REFRESH_BEFORE / 4)
+        self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE - REFRESH_BEFORE / 2)
     }
 
     fn requests_per_cycle(&self, cycle: Duration) -> u64 {
@@ -994,7 +998,7 @@ impl Report {
                 format!("{}", self.ideal_requests()),
             ),
             (
-                "  - with the daemon's lead (refresh_before/4)",
+                "  - with the daemon's lead (refresh_before/2)",
                 format!("{}", self.ideal_requests_with_lead()),
             ),
             ("refreshes seen", self.refreshes.len().to_string()),

@@ -3,7 +3,7 @@
 //! `refresh_before` is a promise about what a target holds: a token valid for at least that
 //! long. So the daemon refreshes a job *ahead* of its refresh point (the earliest expiry among
 //! its targets minus `refresh_before`): it renews what expires within `refresh_before` plus a
-//! [`lead`] (a quarter of `refresh_before`, at most [`LEAD_MAX`]), and fires each job at a random
+//! [`lead`] (half of `refresh_before`, at most [`LEAD_MAX`]), and fires each job at a random
 //! moment in the first half of that lead, so jobs written together do not all fire in the same
 //! instant and the second half is left for queueing and slow backends. A pass that failed, or
 //! that could not get a newer token, backs off exponentially with jitter, but never waits
@@ -34,10 +34,10 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// The shortest wait after a failure, however close the expiry.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
 
-/// How far ahead of its refresh point the daemon renews a job: a quarter of `refresh_before`,
+/// How far ahead of its refresh point the daemon renews a job: half of `refresh_before`,
 /// at most [`LEAD_MAX`].
 pub fn lead(refresh_before: Duration) -> Duration {
-    (refresh_before / 4).min(LEAD_MAX)
+    (refresh_before / 2).min(LEAD_MAX)
 }
 
 /// The timing rules for one config (they depend on its `refresh_before`).
@@ -168,30 +168,30 @@ mod tests {
 
     #[test]
     fn a_fresh_job_runs_in_the_first_half_of_the_lead_before_its_refresh_point() {
-        // refresh_before 15 min: lead 3m45s, renew within 18m45s.
-        assert_eq!(TIMING.lead(), Duration::from_secs(225));
-        assert_eq!(TIMING.renew_within(), Duration::from_secs(1125));
-        // A token valid 60 more minutes: refresh point in 45 minutes, lead window from 41m15s.
+        // refresh_before 15 min: lead 7m30s, capped at 5 min; renew within 20 min.
+        assert_eq!(TIMING.lead(), LEAD_MAX);
+        assert_eq!(TIMING.renew_within(), Duration::from_secs(1200));
+        // A token valid 60 more minutes: refresh point in 45 minutes, lead window from 40m.
         let expiry = NOW + secs(3600);
         let earliest = TIMING.after_success(expiry, NOW, 0);
         let latest = TIMING.after_success(expiry, NOW, u64::MAX);
-        assert_eq!(earliest, Duration::from_secs(2475) + SLACK);
-        // The latest moment is the middle of the lead: 45m - 1m52.5s.
-        assert_eq!(latest, Duration::from_millis(2_587_500));
+        assert_eq!(earliest, Duration::from_secs(2400) + SLACK);
+        // The latest moment is the middle of the lead: 45m - 2m30s.
+        assert_eq!(latest, Duration::from_secs(2550));
         assert!(latest < Duration::from_secs(45 * 60));
 
-        // A short refresh_before (the bench's 20 s): lead 5 s, slack 0.5 s, fire between 24.5 s
-        // and 22.5 s before expiry, so at least 2.5 s before the refresh point.
+        // A short refresh_before (the bench's 20 s): lead 10 s, slack 1 s, fire between 29 s
+        // and 25 s before expiry, so at least 5 s before the refresh point.
         let short = Timing {
             refresh_before: Duration::from_secs(20),
         };
         assert_eq!(
             short.after_success(NOW + secs(60), NOW, 0),
-            Duration::from_millis(35_500)
+            Duration::from_secs(31)
         );
         assert_eq!(
             short.after_success(NOW + secs(60), NOW, u64::MAX),
-            Duration::from_millis(37_500)
+            Duration::from_secs(35)
         );
 
         // A very long refresh_before: the lead is capped.
@@ -298,10 +298,10 @@ mod tests {
             }
         }
         assert_eq!(ran, 10_000);
-        // Refresh point 40 s; lead window from 35 s; +0.5 s slack; spread over 2 s: every job
-        // fires within 35.5-37.5 s, at least 2.5 s before the refresh point.
+        // Refresh point 40 s; lead window from 30 s; +1 s slack; spread over 4 s: every job
+        // fires within 31-35 s, at least 5 s before the refresh point.
         assert!(
-            per_half_second.keys().all(|h| (71..=75).contains(h)),
+            per_half_second.keys().all(|h| (62..=70).contains(h)),
             "{per_half_second:?}"
         );
         assert!(
