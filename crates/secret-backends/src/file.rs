@@ -507,18 +507,29 @@ impl Drop for TempFile<'_> {
     }
 }
 
-/// A fresh temporary file name beside `target`: `.<file name>.tmp-<pid>-<counter>`. The process
-/// id is looked up once; the counter makes names unique within the process.
+/// A fresh temporary file name beside `target`: `.<file name>.tmp-<pid>-<nonce>-<counter>`.
+/// The counter makes names unique within the process; the random per-process nonce keeps them
+/// unique across processes that reuse a pid (a container's daemon is always pid 1, and a temp
+/// file left by one that was killed mid-write must not make the next one's writes fail), or
+/// that share a directory from different pid namespaces. Both are computed once per process.
 fn temp_path(target: &Path) -> PathBuf {
-    static PROCESS_ID: OnceLock<u32> = OnceLock::new();
+    static PROCESS: OnceLock<(u32, u32)> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (pid, nonce) = PROCESS.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // A new RandomState has new random keys: hashing nothing gives a random number.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        #[allow(clippy::cast_possible_truncation)]
+        (std::process::id(), random as u32)
+    });
     let file_name = target
         .file_name()
         .expect("a resolved path has a file name")
         .to_string_lossy();
     target.with_file_name(format!(
-        ".{file_name}.tmp-{}-{}",
-        PROCESS_ID.get_or_init(std::process::id),
+        ".{file_name}.tmp-{pid}-{nonce:08x}-{}",
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ))
 }
@@ -872,6 +883,35 @@ mod tests {
     }
 
     #[test]
+    fn temporary_names_carry_pid_and_a_per_process_nonce_and_never_repeat() {
+        let target = Path::new("/var/lib/secret-sync/graph-token");
+        let names: Vec<String> = (0..3)
+            .map(|_| {
+                temp_path(target)
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let prefix = format!(".graph-token.tmp-{}-", std::process::id());
+        let mut nonces = std::collections::BTreeSet::new();
+        for name in &names {
+            let rest = name
+                .strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{name}"));
+            let (nonce, counter) = rest.split_once('-').unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(nonce.len(), 8, "{name}");
+            assert!(nonce.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+            assert!(counter.parse::<u64>().is_ok(), "{name}");
+            nonces.insert(nonce.to_owned());
+        }
+        assert_eq!(nonces.len(), 1, "one nonce per process: {names:?}");
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), 3, "{names:?}");
+    }
+
+    #[test]
     fn names_must_stay_inside_the_directory() {
         let store = store(Path::new("/nonexistent"));
         for bad in [
@@ -1096,7 +1136,7 @@ mod tests {
         let store = store(dir.path());
         // A name whose token temporary file fits in NAME_MAX (255 bytes) but whose sidecar's
         // temporary file does not: creating the second temporary file fails.
-        let name = "n".repeat(237);
+        let name = "n".repeat(228);
         let target = dir.path().join(&name);
         let token_temp = temp_path(&target);
         let sidecar_temp = temp_path(&sidecar_path(&target));
