@@ -217,8 +217,14 @@ async fn an_expired_token_is_not_served_when_refresh_fails() {
     assert_eq!(entra.token_request_count(), 3);
 }
 
-#[tokio::test]
-async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
+/// An emulator, a cache holding a token that is still valid but past its refresh point (the
+/// service said `refresh_in` 1 s, and 1.1 s have passed), the app and that token.
+async fn past_its_refresh_point() -> (
+    testkit::EntraEmulator,
+    Arc<TokenCache>,
+    entra_auth::AppCredential,
+    entra_auth::AccessToken,
+) {
     let entra = emulator_with_secret_app(false).await;
     entra.set_token_options(TokenOptions {
         refresh_in: Some(Duration::from_secs(1)),
@@ -228,6 +234,12 @@ async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
     let app = secret_app(&entra);
     let first = cache.get(&app, &scope()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    (entra, cache, app, first)
+}
+
+#[tokio::test]
+async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
+    let (entra, cache, app, first) = past_its_refresh_point().await;
 
     // The next token must not be due for refresh as soon as it arrives after the slow answer.
     entra.set_token_options(TokenOptions::default());
@@ -260,15 +272,7 @@ async fn callers_do_not_wait_for_a_refresh_while_the_token_is_valid() {
 
 #[tokio::test]
 async fn get_renewed_waits_for_the_refresh_in_flight_and_gets_the_new_token() {
-    let entra = emulator_with_secret_app(false).await;
-    entra.set_token_options(TokenOptions {
-        refresh_in: Some(Duration::from_secs(1)),
-        ..TokenOptions::default()
-    });
-    let cache = Arc::new(cache(&entra, RefreshPolicy::default()));
-    let app = secret_app(&entra);
-    let first = cache.get(&app, &scope()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (entra, cache, app, first) = past_its_refresh_point().await;
 
     entra.set_token_options(TokenOptions::default());
     entra.inject(Fault::Delay(Duration::from_millis(800)));
