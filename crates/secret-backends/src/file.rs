@@ -1174,6 +1174,32 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Target `t` in `dir` has a sidecar that does not describe its token: its metadata has no
+    /// expiry but is still secret-sync's, and writing `payload` replaces the token file and
+    /// records the payload's expiry again.
+    async fn assert_repaired_by_the_next_write(
+        store: &FileStore,
+        dir: &Path,
+        payload: &TokenPayload,
+    ) {
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(
+            meta.expires_on, None,
+            "a sidecar of another token gave an expiry"
+        );
+        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
+        assert_eq!(
+            store.write("t", payload).await.unwrap(),
+            WriteOutcome::Updated
+        );
+        assert_eq!(
+            fs::read_to_string(dir.join("t")).unwrap(),
+            payload.access_token().expose_secret()
+        );
+        let meta = store.metadata("t").await.unwrap().unwrap();
+        assert_eq!(meta.expires_on, Some(payload.expires_on()));
+    }
+
     #[tokio::test]
     async fn the_sidecar_names_its_token_by_a_sha256_prefix() {
         let dir = tempfile::tempdir().unwrap();
@@ -1208,18 +1234,9 @@ mod tests {
         let same = payload(TOKEN, Format::Raw);
         store.write("t", &same).await.unwrap();
         fs::write(dir.path().join("t"), "hand.placed.token\n").unwrap();
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, None);
-        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
         // The sidecar still names the payload's token, but the file does not hold it: the same
         // token written again (as a cached token would be) repairs the file.
-        assert_eq!(
-            store.write("t", &same).await.unwrap(),
-            WriteOutcome::Updated
-        );
-        assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), TOKEN);
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, Some(datetime!(2026-11-24 06:00 UTC)));
+        assert_repaired_by_the_next_write(&store, dir.path(), &same).await;
     }
 
     #[tokio::test]
@@ -1231,19 +1248,11 @@ mod tests {
         let mut sidecar = sidecar_of(dir.path(), "t");
         sidecar.as_object_mut().unwrap().remove("token_sha256");
         fs::write(dir.path().join("t.meta.json"), sidecar.to_string()).unwrap();
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, None);
-        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
-        assert_eq!(
-            store.write("t", &same).await.unwrap(),
-            WriteOutcome::Updated
-        );
+        assert_repaired_by_the_next_write(&store, dir.path(), &same).await;
         assert_eq!(
             sidecar_of(dir.path(), "t")["token_sha256"],
             expected_fingerprint(TOKEN).as_str()
         );
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, Some(datetime!(2026-11-24 06:00 UTC)));
     }
 
     #[tokio::test]
@@ -1306,16 +1315,7 @@ mod tests {
             sidecar_of(dir.path(), "t")["expires_on"],
             later.unix_timestamp()
         );
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, None, "token A taken for token B");
-        assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
-        // The next pass writes token B (again): the token file is replaced.
-        assert_eq!(
-            store.write("t", &newer).await.unwrap(),
-            WriteOutcome::Updated
-        );
-        assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), "token.b");
-        let meta = store.metadata("t").await.unwrap().unwrap();
-        assert_eq!(meta.expires_on, Some(later));
+        // Token A is not taken for token B; the next pass writes token B (again).
+        assert_repaired_by_the_next_write(&store, dir.path(), &newer).await;
     }
 }
