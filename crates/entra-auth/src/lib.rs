@@ -62,4 +62,4 @@ pub use credential::{
 pub use error::{Error, ErrorKind};
 pub use input::{Authority, ClientId, ConfigError, Scope, TenantId};
 pub use retry::RetryPolicy;
-pub use token::AccessToken;
+pub use token::{AccessToken, MAX_TOKEN_LIFETIME};

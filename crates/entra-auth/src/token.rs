@@ -13,6 +13,12 @@ use time::OffsetDateTime;
 
 use crate::error::{Error, ErrorKind, RequestFacts, ServiceDetails, redact, service_error};
 
+/// The longest lifetime an access token may have: 48 hours. Entra ID issues tokens of 60-90
+/// minutes (up to 24 hours under a token lifetime policy), managed identity up to 24 hours; a
+/// token answer promising longer is malformed, and a stored expiry further ahead than now plus
+/// this is not trusted (it counts as unknown, so the target is refreshed).
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(48 * 3600);
+
 /// An access token and its lifetime. `Debug` never prints the token.
 #[derive(Clone)]
 pub struct AccessToken {
