@@ -436,8 +436,8 @@ impl SecretStore for AwsStore {
         });
         Ok(Some(SecretMetadata {
             expires_on: tag(&out, TAG_EXPIRES_ON)
-                .and_then(|s| s.parse().ok())
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()),
+                .and_then(|s| s.trim().parse().ok())
+                .and_then(crate::unix_time),
             managed_by: tag(&out, TAG_MANAGED_BY).map(str::to_owned),
             version: current_version,
             updated_on: out.last_changed_date().and_then(to_offset),
@@ -545,8 +545,9 @@ fn tag<'a>(out: &'a DescribeSecretOutput, key: &str) -> Option<&'a str> {
         .and_then(Tag::value)
 }
 
+/// `None` for a time outside the years 1 to 9999 (see [`crate::stored_time`]).
 fn to_offset(date: &DateTime) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(date.secs()).ok()
+    crate::unix_time(date.secs())
 }
 
 /// A fresh idempotency token (36 characters; AWS wants 32 to 64): the SDK's retries of one

@@ -75,13 +75,12 @@ use azure_security_keyvault_secrets::models::{
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 pub use azure_core::credentials::TokenCredential;
 
 use crate::{
     BackendError, ErrorKind, Format, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
-    pick_field, whole_seconds,
+    parse_rfc3339, pick_field, stored_time,
 };
 
 /// The largest value Key Vault accepts (25 KB).
@@ -413,12 +412,10 @@ impl From<Secret> for Current {
     fn from(secret: Secret) -> Self {
         let attributes = secret.attributes.unwrap_or_default();
         let tags = secret.tags.unwrap_or_default();
-        let expires = attributes.expires.map(whole_seconds);
-        let expires_on = expires.or_else(|| {
-            tags.get(EXPIRES_AT_TAG)
-                .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
-                .map(whole_seconds)
-        });
+        let expires = attributes.expires.and_then(stored_time);
+        // a tag anyone can edit in the portal: a time that cannot be stored is no expiry
+        let expires_on =
+            expires.or_else(|| tags.get(EXPIRES_AT_TAG).and_then(|t| parse_rfc3339(t)));
         let version = secret
             .id
             .as_deref()
@@ -432,7 +429,7 @@ impl From<Secret> for Current {
                 expires_on,
                 managed_by: tags.get(MANAGED_BY_TAG).cloned(),
                 version,
-                updated_on: attributes.updated,
+                updated_on: attributes.updated.and_then(stored_time),
             },
         }
     }
@@ -1324,5 +1321,24 @@ mod tests {
             current.metadata.expires_on,
             Some(OffsetDateTime::from_unix_timestamp(1_795_500_000).unwrap())
         );
+    }
+
+    #[test]
+    fn an_expires_at_tag_no_backend_can_store_is_no_expiry() {
+        // year 9999 in its offset is year 10000 in UTC: no expiry (the target is refreshed), no panic
+        for tag in [
+            "9999-12-31T23:59:59-23:59",
+            "+99999-01-01T00:00:00Z",
+            "soon",
+        ] {
+            let secret: Secret = serde_json::from_str(&format!(
+                r#"{{"value":"v","id":"https://k.vault.azure.net/secrets/n/abc","attributes":{{"enabled":true}},
+                    "tags":{{"expires-at":"{tag}","managed-by":"secret-sync"}}}}"#
+            ))
+            .unwrap();
+            let current = Current::from(secret);
+            assert_eq!(current.metadata.expires_on, None, "{tag}");
+            assert_eq!(current.metadata.managed_by.as_deref(), Some("secret-sync"));
+        }
     }
 }

@@ -162,6 +162,9 @@ pub enum PayloadError {
     /// The managed-by marker is empty.
     #[error("the managed-by marker is empty")]
     EmptyManagedBy,
+    /// The expiry, in UTC, is outside the years 1 to 9999 that every backend can store.
+    #[error("the token's expiry is outside the years 1 to 9999 and cannot be stored")]
+    ExpiryOutOfRange,
 }
 
 impl TokenPayload {
@@ -188,10 +191,13 @@ impl TokenPayload {
         if managed_by.trim().is_empty() {
             return Err(PayloadError::EmptyManagedBy);
         }
+        let Some(expires_on) = stored_time(expires_on) else {
+            return Err(PayloadError::ExpiryOutOfRange);
+        };
         Ok(TokenPayload {
             access_token,
             token_type,
-            expires_on: whole_seconds(expires_on),
+            expires_on,
             managed_by,
             format,
         })
@@ -300,18 +306,44 @@ impl StoredToken {
 }
 
 /// Reads an expiry from a map: `expires_on` as Unix seconds (number or numeric string), else
-/// `expires_at` as RFC 3339.
+/// `expires_at` as RFC 3339. A value that is not a time, or a time outside the years 1 to 9999
+/// in UTC (e.g. `9999-12-31T23:59:59-23:59`, which is in year 10000 in UTC), is no expiry:
+/// the caller treats the target's expiry as unknown and refreshes it. Never panics.
 pub fn expiry_from_map(map: &serde_json::Map<String, serde_json::Value>) -> Option<OffsetDateTime> {
     let unix = match map.get("expires_on") {
         Some(serde_json::Value::Number(n)) => n.as_i64(),
         Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
         _ => None,
     };
-    if let Some(t) = unix.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok()) {
+    if let Some(t) = unix.and_then(unix_time) {
         return Some(t);
     }
-    let at = map.get("expires_at")?.as_str()?;
-    OffsetDateTime::parse(at, &Rfc3339).ok().map(whole_seconds)
+    parse_rfc3339(map.get("expires_at")?.as_str()?)
+}
+
+/// `s` as an RFC 3339 time in UTC, whole seconds; `None` when it is not one or its UTC form is
+/// outside the years 1 to 9999 (the range every backend stores and the time crate formats).
+pub(crate) fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s.trim(), &Rfc3339)
+        .ok()
+        .and_then(stored_time)
+}
+
+/// Unix seconds as a time in UTC; `None` outside the years 1 to 9999.
+pub(crate) fn unix_time(seconds: i64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(seconds)
+        .ok()
+        .and_then(stored_time)
+}
+
+/// `t` in UTC truncated to the whole second, if that is within the years 1 to 9999; `None`
+/// otherwise (an offset can carry a year-9999 time into year 10000, and year 0 or earlier
+/// cannot be written as RFC 3339 by every backend). The one check every parsed time goes through.
+pub(crate) fn stored_time(t: OffsetDateTime) -> Option<OffsetDateTime> {
+    let utc = t
+        .checked_to_offset(time::UtcOffset::UTC)?
+        .truncate_to_second();
+    (1..=9999).contains(&utc.year()).then_some(utc)
 }
 
 /// Picks `field` out of a JSON object value, or returns the whole value when `field` is `None`.
@@ -369,17 +401,20 @@ pub fn pick_from_map(
     }
 }
 
-/// `t` in UTC, truncated to the whole second.
+/// `t` truncated to the whole second, in UTC when UTC can represent it (otherwise in its own
+/// offset: the same instant). Never panics; prefer [`stored_time`], which refuses such times.
 pub(crate) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(t.unix_timestamp())
-        .expect("a valid time stays valid when truncated")
+    let t = t.truncate_to_second();
+    t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t)
 }
 
-/// `t` as RFC 3339 in UTC.
+/// `t` as RFC 3339 in UTC. Times outside the years 1 to 9999 in UTC (which [`stored_time`]
+/// keeps out of every payload and parsed expiry) are written as Unix seconds instead of
+/// panicking.
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&Rfc3339)
-        .expect("every OffsetDateTime in years 0..=9999 formats as RFC 3339")
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .and_then(|utc| utc.format(&Rfc3339).ok())
+        .unwrap_or_else(|| t.unix_timestamp().to_string())
 }
 
 #[cfg(test)]
@@ -480,6 +515,50 @@ mod tests {
             expiry_from_map(&map(serde_json::json!({"expires_on": "soon"}))),
             None
         );
+    }
+
+    #[test]
+    fn out_of_range_expiries_are_unknown_never_a_panic() {
+        let map = |v: serde_json::Value| v.as_object().unwrap().clone();
+        for stored in [
+            // year 9999 in its offset, year 10000 in UTC
+            serde_json::json!({"expires_at": "9999-12-31T23:59:59-23:59"}),
+            serde_json::json!({"expires_at": "0000-01-01T00:00:00+23:59"}),
+            serde_json::json!({"expires_on": "253402300800"}),
+            serde_json::json!({"expires_on": i64::MAX}),
+            serde_json::json!({"expires_on": i64::MIN, "expires_at": "99999-01-01T00:00:00Z"}),
+            serde_json::json!({"expires_on": 1e300}),
+        ] {
+            assert_eq!(expiry_from_map(&map(stored.clone())), None, "{stored}");
+        }
+        // the last second every backend can store is still a time
+        assert_eq!(
+            expiry_from_map(&map(
+                serde_json::json!({"expires_at": "9999-12-31T23:59:59Z"})
+            )),
+            Some(datetime!(9999-12-31 23:59:59 UTC))
+        );
+        assert_eq!(
+            rfc3339(datetime!(9999-12-31 23:59:59 -23:59)),
+            "253402387139",
+            "a time UTC cannot hold is written as Unix seconds, not a panic"
+        );
+        assert_eq!(
+            whole_seconds(datetime!(9999-12-31 23:59:59.5 -23:59)),
+            datetime!(9999-12-31 23:59:59 -23:59)
+        );
+    }
+
+    #[test]
+    fn payload_refuses_an_expiry_no_backend_can_store() {
+        let made = TokenPayload::new(
+            SecretString::from(TOKEN),
+            "Bearer",
+            datetime!(9999-12-31 23:59:59 -23:59),
+            "secret-sync",
+            Format::Json,
+        );
+        assert_eq!(made.unwrap_err(), PayloadError::ExpiryOutOfRange);
     }
 
     #[test]

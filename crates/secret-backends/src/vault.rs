@@ -55,8 +55,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::{Mutex, OnceCell};
 use tracing::instrument::{WithDispatch, WithSubscriber};
 use tracing::subscriber::NoSubscriber;
@@ -818,9 +816,17 @@ fn quiet<F: Future>(call: F) -> WithDispatch<F> {
     call.with_subscriber(NoSubscriber::default())
 }
 
-/// When to renew a token with a lease of `lease_s` seconds: after two thirds of it.
+/// The longest wait before a token is renewed (or its file read again), however long its lease:
+/// a server may answer any `lease_duration`, and a day keeps the arithmetic far from overflow.
+const MAX_RENEW_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// When to renew a token with a lease of `lease_s` seconds: after two thirds of it, at most
+/// [`MAX_RENEW_INTERVAL`] from now.
 fn refresh_at(lease_s: u64) -> Option<Instant> {
-    (lease_s > 0).then(|| Instant::now() + Duration::from_secs(lease_s) * 2 / 3)
+    (lease_s > 0).then(|| {
+        let wait = Duration::from_secs(lease_s / 3 * 2 + lease_s % 3 * 2 / 3);
+        Instant::now() + wait.min(MAX_RENEW_INTERVAL)
+    })
 }
 
 fn is_loopback(url: &url::Url) -> bool {
@@ -938,9 +944,7 @@ impl SecretStore for VaultStore {
         let Some(current) = current.filter(|v| v.deletion_time.is_empty() && !v.destroyed) else {
             return Ok(None);
         };
-        let updated_on = OffsetDateTime::parse(&current.created_time, &Rfc3339)
-            .ok()
-            .map(crate::whole_seconds);
+        let updated_on = crate::parse_rfc3339(&current.created_time);
         let custom: serde_json::Map<String, serde_json::Value> = meta
             .custom_metadata
             .unwrap_or_default()
@@ -1118,6 +1122,26 @@ mod tests {
                 store.check_name(bad).unwrap_err().kind(),
                 ErrorKind::InvalidName,
                 "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn any_lease_duration_gives_a_renewal_time_without_overflow() {
+        assert_eq!(
+            refresh_at(0),
+            None,
+            "a token without a lease is not renewed"
+        );
+        let now = Instant::now();
+        let at = refresh_at(3).unwrap();
+        assert!(at >= now + Duration::from_secs(2) && at < now + Duration::from_secs(3));
+        for huge in [u64::MAX, u64::MAX / 2, 1 << 62, 10_000_000_000] {
+            let at = refresh_at(huge).unwrap();
+            assert!(at <= Instant::now() + MAX_RENEW_INTERVAL, "{huge}");
+            assert!(
+                at >= now + MAX_RENEW_INTERVAL - Duration::from_secs(5),
+                "{huge}"
             );
         }
     }
