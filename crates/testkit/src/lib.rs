@@ -1,6 +1,6 @@
 //! Test-only servers for secret-sync: an Entra ID emulator (token endpoint with client secrets,
 //! certificate assertions and federated credentials; managed identity and GitHub Actions OIDC
-//! endpoints), an Azure Key Vault emulator (secrets API with challenge auth), the test credentials
+//! endpoints), an Azure Key Vault emulator (secrets API with challenge auth), a hostile server, the test credentials
 //! they need (a CA for HTTPS, RSA client certificates, an OIDC issuer), and [`real`] helpers that
 //! start real moto and OpenBao servers. Everything runs on 127.0.0.1 with an ephemeral port;
 //! dropping a server stops it.
@@ -17,6 +17,9 @@
 //! - [`KeyVaultEmulator`]: started with the Entra emulator's [`TokenValidator`] and
 //!   [`KeyVaultOptions`]; hooks [`KeyVaultEmulator::secret`], [`KeyVaultEmulator::requests`],
 //!   [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
+//! - [`HostileServer`]: a server that misbehaves on purpose ([`Behaviour`]: redirects, huge and
+//!   slow bodies, hangs, canned absurd answers) and records every request ([`HostileRequest`]),
+//!   for the hardening tests; its module doc has an example.
 //! - [`TestCertificate`] (RSA-2048 self-signed + PKCS#8 key, thumbprints, files, [`ClientAssertion`]
 //!   builder), [`OidcIssuer`] (mints RS256 tokens), [`TestCa`].
 //! - The `testkit-server` binary serves the Entra emulator as a process (see its `--help`).
@@ -59,6 +62,7 @@ mod der;
 mod entra;
 mod error;
 mod fault;
+mod hostile;
 mod keyvault;
 mod oidc;
 pub mod real;
@@ -75,6 +79,7 @@ pub use entra::{
 };
 pub use error::TestkitError;
 pub use fault::Fault;
+pub use hostile::{Behaviour, HostileRequest, HostileServer};
 pub use keyvault::{
     KEY_VAULT_RESOURCE, KeyVaultEmulator, KeyVaultOptions, MAX_VALUE_BYTES, StoredSecret,
     VaultRequest,

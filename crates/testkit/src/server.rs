@@ -1,7 +1,10 @@
 //! The HTTP(S) plumbing shared by every emulator: a listener on 127.0.0.1 with an ephemeral port,
 //! optional TLS, one async handler per request, and a handle that stops the server when dropped.
 //! Emulators only see a [`Request`] and answer a [`Reply`], so their code stays about the protocol.
+//! A reply's body is whole ([`Reply::Response`]) or produced while it is sent ([`Reply::Streamed`],
+//! for the hostile server's huge and slow bodies).
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -9,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -42,10 +46,14 @@ impl Request {
     }
 }
 
+/// A response body produced while it is sent (any size, any pace).
+pub(crate) type StreamedBody = BoxBody<Bytes, Infallible>;
+
 /// What a handler answers: a response, or "close the socket without answering".
 #[derive(Debug)]
 pub(crate) enum Reply {
     Response(Response<Full<Bytes>>),
+    Streamed(Response<StreamedBody>),
     DropConnection,
 }
 
@@ -69,8 +77,17 @@ impl Reply {
 
     /// Adds a header (ignored for a dropped connection or an invalid value).
     pub(crate) fn with_header(mut self, name: &'static str, value: &str) -> Reply {
-        if let (Reply::Response(response), Ok(value)) = (&mut self, HeaderValue::from_str(value)) {
-            response.headers_mut().insert(name, value);
+        let Ok(value) = HeaderValue::from_str(value) else {
+            return self;
+        };
+        match &mut self {
+            Reply::Response(response) => {
+                response.headers_mut().insert(name, value);
+            }
+            Reply::Streamed(response) => {
+                response.headers_mut().insert(name, value);
+            }
+            Reply::DropConnection => {}
         }
         self
     }
@@ -79,6 +96,7 @@ impl Reply {
     pub(crate) fn status(&self) -> Option<u16> {
         match self {
             Reply::Response(response) => Some(response.status().as_u16()),
+            Reply::Streamed(response) => Some(response.status().as_u16()),
             Reply::DropConnection => None,
         }
     }
@@ -196,7 +214,10 @@ where
                 body,
             };
             match handler(request).await {
-                Reply::Response(response) => Ok::<_, DropConnection>(response),
+                Reply::Response(response) => {
+                    Ok::<_, DropConnection>(response.map(|body| body.boxed()))
+                }
+                Reply::Streamed(response) => Ok(response),
                 Reply::DropConnection => Err(DropConnection),
             }
         }
