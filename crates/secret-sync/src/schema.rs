@@ -146,6 +146,10 @@ fn definitions() -> Value {
                 "listen": {
                     "description": "Where daemon mode (secret-sync daemon, run --watch) serves /healthz, /readyz and /metrics, e.g. \"127.0.0.1:9090\".",
                     "type": "string"
+                },
+                "pass_timeout": {
+                    "description": "The longest one pass of a job may take (metadata reads, credentials, token request with its retries, writes); unfinished targets then fail. Default \"5m\".",
+                    "$ref": "#/definitions/duration"
                 }
             }
         },
@@ -324,6 +328,10 @@ fn definitions() -> Value {
                     "type": "array",
                     "minItems": 1,
                     "items": { "$ref": "#/definitions/target" }
+                },
+                "pass_timeout": {
+                    "description": "This job's pass deadline, instead of [settings] pass_timeout.",
+                    "$ref": "#/definitions/duration"
                 }
             }
         },

@@ -28,7 +28,7 @@ use url::Url;
 use super::error::{ConfigError, ConfigErrors};
 use super::model::{
     AzureKeyVaultSpec, BackendRef, BackendSpec, CredentialSpec, EntraIdentity, JobSpec,
-    SecretSource, Settings, SyncConfig, TargetSpec, Value, VaultAuthSpec, VaultSpec,
+    PassTimeout, SecretSource, Settings, SyncConfig, TargetSpec, Value, VaultAuthSpec, VaultSpec,
 };
 
 /// The keys each table accepts: the loader rejects any other, and the schema lists these.
@@ -40,6 +40,7 @@ pub mod keys {
         "authority",
         "ca_file",
         "listen",
+        "pass_timeout",
     ];
     pub const BACKEND_KINDS: &[&str] = &["file", "vault", "aws-secrets-manager", "azure-key-vault"];
     pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks"];
@@ -98,7 +99,7 @@ pub mod keys {
         "github_oidc",
         "managed_identity",
     ];
-    pub const JOB_OWN: &[&str] = &["scope", "targets"];
+    pub const JOB_OWN: &[&str] = &["scope", "targets", "pass_timeout"];
     pub const TARGET: &[&str] = &["to", "name", "format", "adopt"];
     /// `{ env = "VAR" }`, `{ file = "PATH" }`, `{ from = "BACKEND", ref = "path#field" }`.
     pub const SOURCE: &[&str] = &["env", "file", "from", "ref"];
@@ -140,6 +141,7 @@ pub fn parse(
         errors: Vec::new(),
         kinds: BTreeMap::new(),
         authority: Authority::public(),
+        pass_timeout: Settings::DEFAULT_PASS_TIMEOUT,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -161,6 +163,7 @@ pub fn parse(
     loader.check_keys(&root, keys::ROOT);
     let settings = loader.settings(&root);
     loader.authority = settings.authority.clone();
+    loader.pass_timeout = settings.pass_timeout;
     let backends = loader.backends(&root);
     let jobs = loader.jobs(&root);
     if !loader.errors.is_empty() {
@@ -254,6 +257,8 @@ struct Loader<'s> {
     kinds: BTreeMap<String, Option<Kind>>,
     /// `[settings] authority`, the default of jobs and Key Vault identities.
     authority: Authority,
+    /// `[settings] pass_timeout`, the default of jobs.
+    pass_timeout: Duration,
 }
 
 impl Loader<'_> {
@@ -581,6 +586,9 @@ impl Loader<'_> {
         }
         if let Some(n) = self.integer_in(&table, "concurrency", 1..=1024) {
             settings.concurrency = n as usize;
+        }
+        if let Some(d) = self.duration(&table, "pass_timeout") {
+            settings.pass_timeout = d;
         }
         if let Some(authority) = self.authority(&table) {
             settings.authority = authority;
@@ -1120,11 +1128,22 @@ impl Loader<'_> {
             None
         };
         let targets = self.targets(table, written);
+        let pass_timeout = match self.duration(table, "pass_timeout") {
+            Some(limit) => PassTimeout {
+                limit,
+                key: table.path_of("pass_timeout"),
+            },
+            None => PassTimeout {
+                limit: self.pass_timeout,
+                key: "settings.pass_timeout".to_owned(),
+            },
+        };
         Some(JobSpec {
             name: name.to_owned(),
             identity: identity?,
             scope: scope?,
             targets: targets?,
+            pass_timeout,
         })
     }
 

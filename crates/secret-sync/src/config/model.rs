@@ -71,6 +71,10 @@ pub struct Settings {
     /// Address for `/healthz`, `/readyz` and `/metrics` in daemon mode (`secret-sync daemon`,
     /// `run --watch`); `None`: no listener. Unused by one-pass commands.
     pub listen: Option<SocketAddr>,
+    /// The longest a job's pass may take (metadata reads, credential read, token request
+    /// with its retries, every write), unless the job sets its own. Default
+    /// [`Settings::DEFAULT_PASS_TIMEOUT`].
+    pub pass_timeout: Duration,
 }
 
 impl Settings {
@@ -80,6 +84,9 @@ impl Settings {
     pub const DEFAULT_REFRESH_BEFORE: Duration = Duration::from_secs(15 * 60);
     /// Default of [`Settings::concurrency`].
     pub const DEFAULT_CONCURRENCY: usize = 8;
+    /// Default of [`Settings::pass_timeout`]: 5 minutes, far more than a healthy pass takes
+    /// (seconds) and than the token client's own retry budget.
+    pub const DEFAULT_PASS_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 }
 
 impl Default for Settings {
@@ -90,6 +97,7 @@ impl Default for Settings {
             authority: Authority::public(),
             ca_file: None,
             listen: None,
+            pass_timeout: Self::DEFAULT_PASS_TIMEOUT,
         }
     }
 }
@@ -270,6 +278,17 @@ pub struct JobSpec {
     pub scope: Scope,
     /// `targets`: at least one, no two with the same backend and name.
     pub targets: Vec<TargetSpec>,
+    /// The deadline of this job's pass: its own `pass_timeout`, else `[settings] pass_timeout`.
+    pub pass_timeout: PassTimeout,
+}
+
+/// How long one pass of a job may take, and the config key that says so (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassTimeout {
+    /// The deadline, counted from the start of the job's pass.
+    pub limit: Duration,
+    /// `settings.pass_timeout` or `jobs.NAME.pass_timeout`: where `limit` comes from.
+    pub key: String,
 }
 
 /// One entry of a job's `targets`.

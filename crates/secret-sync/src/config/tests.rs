@@ -407,6 +407,44 @@ fn durations_need_a_unit() {
 }
 
 #[test]
+fn pass_timeout_defaults_to_five_minutes_and_a_job_can_set_its_own() {
+    let config = ok(MINIMAL);
+    assert_eq!(config.settings.pass_timeout, Duration::from_secs(5 * 60));
+    assert_eq!(
+        config.job("graph").unwrap().pass_timeout,
+        PassTimeout {
+            limit: Duration::from_secs(5 * 60),
+            key: "settings.pass_timeout".into()
+        }
+    );
+
+    let text = format!("[settings]\npass_timeout = \"90s\"\n{MINIMAL}pass_timeout = \"2m\"\n");
+    let config = ok(&text);
+    assert_eq!(config.settings.pass_timeout, Duration::from_secs(90));
+    assert_eq!(
+        config.job("graph").unwrap().pass_timeout,
+        PassTimeout {
+            limit: Duration::from_secs(120),
+            key: "jobs.graph.pass_timeout".into()
+        }
+    );
+    let text = format!("[settings]\npass_timeout = \"1m\"\n{MINIMAL}");
+    assert_eq!(
+        ok(&text).job("graph").unwrap().pass_timeout,
+        PassTimeout {
+            limit: Duration::from_secs(60),
+            key: "settings.pass_timeout".into()
+        }
+    );
+    assert_one(
+        &format!("{MINIMAL}pass_timeout = 30\n"),
+        "12:16",
+        "jobs.graph.pass_timeout",
+        "expected a duration with a unit",
+    );
+}
+
+#[test]
 fn authority_rules_and_env() {
     let text = format!("[settings]\nauthority = \"http://login.example.com\"\n{MINIMAL}");
     assert_one(&text, "2:13", "settings.authority", "plain http");

@@ -111,6 +111,7 @@ pub async fn build_with_cache(
                     adopt: t.adopt,
                 })
                 .collect(),
+            pass_timeout: spec.pass_timeout.clone(),
         })
         .collect();
     let engine = Engine::new(cache, stores, settings.refresh_before, settings.concurrency);

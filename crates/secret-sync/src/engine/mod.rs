@@ -27,11 +27,12 @@ use futures::future::join_all;
 use secret_backends::{Format, SecretStore, TokenPayload, WriteOutcome};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
 use tracing::{info, warn};
 
 use self::decide::{Action, TargetState};
 use self::source::Stores;
-use crate::config::EntraIdentity;
+use crate::config::{EntraIdentity, PassTimeout};
 
 /// The managed-by marker secret-sync writes beside every token, and looks for before overwriting.
 pub const MANAGED_BY: &str = "secret-sync";
@@ -44,6 +45,28 @@ pub struct Job {
     pub identity: EntraIdentity,
     pub scope: Scope,
     pub targets: Vec<Target>,
+    /// The deadline of one pass of this job, and the config key it comes from.
+    pub pass_timeout: PassTimeout,
+}
+
+impl Job {
+    /// How long one pass of this job may take (`pass_timeout` of the job, else of
+    /// `[settings]`): [`Engine::run`] fails whatever is unfinished by then, and the daemon
+    /// bounds its waits for a pass in flight (reload drain, SIGTERM grace) by it.
+    pub fn pass_timeout(&self) -> Duration {
+        self.pass_timeout.limit
+    }
+
+    /// Why a step did not finish: the pass of this job ran into its deadline.
+    fn past_deadline(&self, step: &str) -> anyhow::Error {
+        anyhow::anyhow!(
+            "{step}: the job's pass did not finish within its deadline, {} = \"{}\": a server \
+             answers too slowly or not at all; fix or replace it, or raise {}",
+            self.pass_timeout.key,
+            humantime::format_duration(self.pass_timeout.limit),
+            self.pass_timeout.key,
+        )
+    }
 }
 
 /// One place a job's token is written to.
@@ -253,7 +276,7 @@ impl Engine {
     pub async fn plan(&self, jobs: &[Job], force: bool) -> Vec<PlanEntry> {
         let now = OffsetDateTime::now_utc();
         let per_job = join_all(jobs.iter().map(|job| async move {
-            let states = self.inspect(job).await;
+            let states = self.inspect(job, Instant::now() + job.pass_timeout()).await;
             job.targets
                 .iter()
                 .zip(states)
@@ -281,13 +304,16 @@ impl Engine {
         per_job.into_iter().flatten().collect()
     }
 
-    /// Reads every target's metadata, concurrently, and classifies it.
-    async fn inspect(&self, job: &Job) -> Vec<anyhow::Result<TargetState>> {
+    /// Reads every target's metadata, concurrently, and classifies it; a read unfinished at
+    /// `deadline` is an error.
+    async fn inspect(&self, job: &Job, deadline: Instant) -> Vec<anyhow::Result<TargetState>> {
         join_all(job.targets.iter().map(|target| async move {
-            let metadata = {
+            let metadata = timeout_at(deadline, async {
                 let _permit = self.permit().await;
                 target.store.metadata(&target.name).await
-            }
+            })
+            .await
+            .map_err(|_| job.past_deadline("cannot read the target's metadata"))?
             .context("cannot read the target's metadata")?;
             Ok(TargetState::classify(
                 metadata.as_ref(),
@@ -300,7 +326,9 @@ impl Engine {
     }
 
     async fn run_job(&self, job: &Job, options: PassOptions) -> Vec<TargetReport> {
-        let states = self.inspect(job).await;
+        // One deadline for the whole pass: metadata reads, credentials, token, writes.
+        let deadline = Instant::now() + job.pass_timeout();
+        let states = self.inspect(job, deadline).await;
         let now = OffsetDateTime::now_utc();
         let report = |target, outcome, expires_on, detail| {
             TargetReport::new(job, target, outcome, expires_on, detail)
@@ -349,7 +377,10 @@ impl Engine {
         if writes.is_empty() {
             info!(job = %job.name, "nothing to write: no credential read, no token request");
         } else {
-            for (i, line) in self.write_job(job, &writes, options.force, now).await {
+            for (i, line) in self
+                .write_job(job, &writes, options.force, now, deadline)
+                .await
+            {
                 reports[i] = Some(line);
             }
         }
@@ -363,6 +394,7 @@ impl Engine {
         writes: &[(usize, TargetState)],
         force: bool,
         now: OffsetDateTime,
+        deadline: Instant,
     ) -> Vec<(usize, TargetReport)> {
         let line = |i: usize, outcome, expires_on, detail| {
             let report = TargetReport::new(job, &job.targets[i], outcome, expires_on, detail);
@@ -370,7 +402,7 @@ impl Engine {
         };
         info!(job = %job.name, targets = writes.len(), "reading credentials and getting a token");
         let started = OffsetDateTime::now_utc();
-        let token = async {
+        let token = timeout_at(deadline, async {
             let _permit = self.permit().await;
             let app = source::app_credential(&job.identity, &self.stores)
                 .await
@@ -380,8 +412,14 @@ impl Engine {
                 .get_renewed(&app, &job.scope)
                 .await
                 .with_context(|| format!("cannot get a token for {}", job.scope))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(job.past_deadline(&format!(
+                "no token: reading the credentials and getting a token for {} did not finish",
+                job.scope
+            )))
+        });
         if let Some(observer) = &self.observer {
             let step = match &token {
                 Ok(token) if token.obtained_at() >= started => TokenStep::Requested {
@@ -422,7 +460,7 @@ impl Engine {
             let token = &token;
             async move {
                 let reason = state.reason(force, self.refresh_before, self.lead, now);
-                let written = async {
+                let written = timeout_at(deadline, async {
                     let payload = TokenPayload::new(
                         token.secret().clone(),
                         token.token_type(),
@@ -438,8 +476,9 @@ impl Engine {
                         .await
                         .context("cannot write the token")?;
                     anyhow::Ok((outcome, payload.expires_on()))
-                }
-                .await;
+                })
+                .await
+                .unwrap_or_else(|_| Err(job.past_deadline("the write did not finish")));
                 match written {
                     Ok((outcome, expires_on)) => {
                         info!(job = %job.name, backend = %target.backend(), secret = %target.name,
@@ -519,6 +558,10 @@ mod tests {
                 target(&down, "tokens/graph", Format::Raw),
                 target(&local, "b", Format::Raw),
             ],
+            pass_timeout: PassTimeout {
+                limit: Duration::from_secs(60),
+                key: "settings.pass_timeout".to_owned(),
+            },
         };
         let client = TokenClient::new(ClientOptions::default()).unwrap();
         let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
@@ -617,5 +660,52 @@ mod tests {
             reports[0].detail
         );
         assert!(!f.dir.path().join("out/a.json").exists());
+    }
+
+    #[tokio::test]
+    async fn a_token_endpoint_that_never_answers_fails_the_pass_at_its_deadline() {
+        let mut f = fixture(4).await;
+        // Accepts connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _hold = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        f.job.identity.authority = Authority::parse(&format!("http://{addr}")).unwrap();
+        f.job.pass_timeout = PassTimeout {
+            limit: Duration::from_secs(1),
+            key: "jobs.graph.pass_timeout".to_owned(),
+        };
+        let started = std::time::Instant::now();
+        let reports = f
+            .engine
+            .run(std::slice::from_ref(&f.job), PassOptions::default())
+            .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            outcomes(&reports),
+            [
+                ("a.json", Outcome::Failed),
+                ("tokens/graph", Outcome::Failed),
+                ("b", Outcome::Failed)
+            ]
+        );
+        // The unusable backend failed on its own; the others at the deadline.
+        assert!(reports[1].detail.contains("VAULT_TOKEN is not set"));
+        for r in [&reports[0], &reports[2]] {
+            assert!(
+                r.detail.contains("did not finish within its deadline")
+                    && r.detail.contains("jobs.graph.pass_timeout = \"1s\""),
+                "{}",
+                r.detail
+            );
+        }
     }
 }
