@@ -18,7 +18,7 @@ use crate::client::TokenClient;
 use crate::credential::AppCredential;
 use crate::error::Error;
 use crate::input::Scope;
-use crate::token::AccessToken;
+use crate::token::{AccessToken, saturating_add, saturating_sub};
 
 /// After a failed refresh of a still-valid token, how long to keep serving it before asking
 /// again (unless the service asked for a longer wait). Without a valid token, only the
@@ -48,7 +48,7 @@ impl RefreshPolicy {
     /// half the lifetime for tokens of 2 h or more, otherwise `refresh_before` before expiry;
     /// never later than `refresh_before` before expiry.
     pub fn refresh_at(&self, token: &AccessToken) -> OffsetDateTime {
-        let latest = token.expires_on() - self.refresh_before;
+        let latest = saturating_sub(token.expires_on(), self.refresh_before);
         let lifetime = token.expires_on() - token.obtained_at();
         let suggested = match token.refresh_on() {
             Some(at) => at,
@@ -228,8 +228,11 @@ impl TokenCache {
                     Some(token) => {
                         // Our own pause ends when the token expires; a wait the service
                         // asked for is honoured in full.
-                        let own_pause = (now + FAILED_REFRESH_PAUSE).min(token.expires_on());
-                        let asked = now + err.retry_after().unwrap_or_default();
+                        let own_pause =
+                            saturating_add(now, FAILED_REFRESH_PAUSE).min(token.expires_on());
+                        // However absurd the wait asked for (`Retry-After: 300000000000`),
+                        // never an overflow: at worst, the latest date there is.
+                        let asked = saturating_add(now, err.retry_after().unwrap_or_default());
                         state.quiet_until = Some(own_pause.max(asked));
                         warn!(
                             tenant = %app.tenant, client_id = %app.client_id, scope = %scope,
@@ -240,7 +243,7 @@ impl TokenCache {
                     }
                     None => {
                         slot.set_current(None);
-                        state.quiet_until = err.retry_after().map(|wait| now + wait);
+                        state.quiet_until = err.retry_after().map(|wait| saturating_add(now, wait));
                         Err(err)
                     }
                 }
@@ -306,5 +309,13 @@ mod tests {
         );
         // Shorter than refresh_before: refresh point already passed.
         assert_eq!(p.refresh_at(&token(0, 60, None)).unix_timestamp(), -240);
+        // A refresh_before reaching past the earliest date: the earliest date, no overflow.
+        let huge = RefreshPolicy {
+            refresh_before: Duration::from_secs(u64::MAX),
+        };
+        assert_eq!(
+            huge.refresh_at(&token(0, 60, None)),
+            time::PrimitiveDateTime::MIN.assume_utc()
+        );
     }
 }

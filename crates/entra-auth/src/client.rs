@@ -16,13 +16,40 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use tracing::{debug, info};
 
-use crate::credential::{AppCredential, Credential, FederatedTokenSource, ManagedIdentity};
+use crate::credential::{
+    AppCredential, Credential, FederatedTokenSource, ManagedIdentity, check_github_request_url,
+};
 use crate::error::{AssertionClaims, CredentialKind, Error, ErrorKind, RequestFacts, redact};
 use crate::input::Scope;
 use crate::retry::{RetryPolicy, retry_after};
 use crate::token::{AccessToken, parse_response};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The most of an answer's body this crate reads from any server: token answers are a few KiB,
+/// so 1 MiB is generous. A longer body is refused as soon as it passes the cap (or at once when
+/// its `Content-Length` announces more), never held whole.
+const MAX_BODY: usize = 1 << 20;
+
+/// Which server an answer came from, for the messages about it.
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    Token,
+    Imds,
+    AppService,
+    GithubOidc,
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Server::Token => "the token endpoint",
+            Server::Imds => "the managed identity endpoint (IMDS)",
+            Server::AppService => "the App Service managed identity endpoint",
+            Server::GithubOidc => "the GitHub Actions OIDC endpoint",
+        }
+    }
+}
 
 /// How the client talks HTTP.
 #[derive(Clone)]
@@ -222,7 +249,8 @@ impl TokenClient {
                 let sensitive: Vec<&str> = fields.iter().map(|(_, v)| v.expose_secret()).collect();
                 let requested_at = OffsetDateTime::now_utc();
                 let request = self.http.post(url).form(&form);
-                self.send(request, requested_at, facts, &sensitive).await
+                self.send(request, Server::Token, requested_at, facts, &sensitive)
+                    .await
             }
         })
         .await
@@ -239,7 +267,7 @@ impl TokenClient {
             if let Some(id) = identity.client_id() {
                 query.push(("client_id", id.as_str()));
             }
-            let (request, sensitive) = match identity {
+            let (request, server, sensitive) = match identity {
                 ManagedIdentity::Imds { endpoint, .. } => {
                     query.push(("api-version", "2018-02-01"));
                     let request = self
@@ -247,7 +275,7 @@ impl TokenClient {
                         .get(endpoint.clone())
                         .query(&query)
                         .header("Metadata", "true");
-                    (request, None)
+                    (request, Server::Imds, None)
                 }
                 ManagedIdentity::AppService {
                     endpoint, header, ..
@@ -258,12 +286,13 @@ impl TokenClient {
                         .get(endpoint.clone())
                         .query(&query)
                         .header("X-IDENTITY-HEADER", header.expose_secret());
-                    (request, Some(header.expose_secret()))
+                    (request, Server::AppService, Some(header.expose_secret()))
                 }
             };
             let requested_at = OffsetDateTime::now_utc();
             let sensitive: Vec<&str> = sensitive.into_iter().collect();
-            self.send(request, requested_at, facts, &sensitive).await
+            self.send(request, server, requested_at, facts, &sensitive)
+                .await
         })
         .await
     }
@@ -272,6 +301,7 @@ impl TokenClient {
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
+        server: Server,
         requested_at: OffsetDateTime,
         facts: &RequestFacts,
         sensitive: &[&str],
@@ -279,7 +309,7 @@ impl TokenClient {
         let response = request.send().await.map_err(|e| self.network_error(&e))?;
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
-        let body = response.bytes().await.map_err(|e| self.network_error(&e))?;
+        let body = self.read_body(response, server).await?;
         debug!(
             tenant = %facts.tenant, client_id = %facts.client_id, scope = %facts.scope,
             status, "token endpoint answered"
@@ -352,6 +382,7 @@ impl TokenClient {
         audience: &str,
         facts: &RequestFacts,
     ) -> Result<SecretString, Error> {
+        check_github_request_url(request_url)?;
         let mut url = request_url.clone();
         url.query_pairs_mut().append_pair("audience", audience);
         self.with_retries(facts, || {
@@ -370,7 +401,7 @@ impl TokenClient {
                     .map_err(|e| self.network_error(&e))?;
                 let status = response.status().as_u16();
                 let wait = retry_after(response.headers());
-                let body = response.bytes().await.map_err(|e| self.network_error(&e))?;
+                let body = self.read_body(response, Server::GithubOidc).await?;
                 debug!(status, "GitHub Actions OIDC endpoint answered");
                 if !(200..300).contains(&status) {
                     let transient = status == 429 || status == 408 || status >= 500;
@@ -454,6 +485,63 @@ impl TokenClient {
         }
     }
 
+    /// The body of `response`, read chunk by chunk and refused once it passes [`MAX_BODY`]
+    /// (at once when `Content-Length` announces more). The request timeout covers this read
+    /// too, so a server that drips its body is cut off like one that does not answer.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        server: Server,
+    ) -> Result<Vec<u8>, Error> {
+        let status = response.status().as_u16();
+        let origin = origin(response.url());
+        let too_large = || {
+            Error::new(
+                ErrorKind::InvalidResponse,
+                format!(
+                    "{} {origin} answered HTTP {status} with a body of more than 1 MiB, so it \
+                     was not read further: no answer of that service is this large; check that \
+                     the URL points at the right service and not at a proxy or another server",
+                    server.name()
+                ),
+            )
+            .with_status(status)
+        };
+        if response
+            .content_length()
+            .is_some_and(|len| len > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                let message = if e.is_timeout() {
+                    format!(
+                        "{} {origin} did not finish its answer within {} s (its body came too \
+                         slowly): check network access to it, or raise the request timeout",
+                        server.name(),
+                        self.options.request_timeout.as_secs_f64()
+                    )
+                } else {
+                    format!(
+                        "the answer of {} {origin} broke off: {}; try again",
+                        server.name(),
+                        causes(&e)
+                    )
+                };
+                Error::new(ErrorKind::Network, message).with_status(status)
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(body);
+            };
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+    }
+
     fn network_error(&self, err: &reqwest::Error) -> Error {
         let message = if err.is_timeout() {
             format!(
@@ -482,11 +570,14 @@ fn assertion_fields(assertion: SecretString) -> Vec<(&'static str, SecretString)
 /// Scheme, host and port of the URL an error is about (paths and queries left out).
 fn endpoint_of(err: &reqwest::Error) -> String {
     err.url()
-        .map(|u| {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            format!("{}://{}{port}", u.scheme(), u.host_str().unwrap_or(""))
-        })
+        .map(origin)
         .unwrap_or_else(|| "the endpoint".into())
+}
+
+/// `scheme://host[:port]` of a URL: no user information, path or query.
+fn origin(url: &url::Url) -> String {
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
 }
 
 /// The chain of causes of an error, innermost last, without URLs.

@@ -317,10 +317,28 @@ impl FederatedTokenSource {
             ConfigError::new("ACTIONS_ID_TOKEN_REQUEST_URL", None, "is not a URL", FIX)
                 .with_source(e)
         })?;
+        check_github_request_url(&request_url)?;
         Ok(Self::GitHubActions {
             request_url,
             request_token: token,
         })
+    }
+}
+
+/// The GitHub Actions request token is a bearer credential: it goes only over https, or plain
+/// http to a loopback host (tests, local runners). Checked when the source is read from the
+/// environment and again before every request, whoever built the source.
+pub(crate) fn check_github_request_url(url: &Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if crate::input::is_loopback(url) => Ok(()),
+        _ => Err(ConfigError::new(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            None,
+            "is not an https URL (plain http is allowed only for 127.0.0.1, ::1 or localhost), \
+             so the request token would be sent unprotected",
+            "GitHub's request URL is https: check what set ACTIONS_ID_TOKEN_REQUEST_URL",
+        )),
     }
 }
 

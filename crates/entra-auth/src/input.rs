@@ -128,7 +128,10 @@ impl Authority {
     /// other https host is a custom authority. `http` is accepted only for loopback hosts.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
         const INPUT: &str = "authority";
-        let err = |problem: &str, fix: &str| ConfigError::new(INPUT, Some(value), problem, fix);
+        // A value holding `@` may carry `user:password@` (even one too broken to parse):
+        // never echoed, in any of the errors below.
+        let shown = (!value.contains('@')).then_some(value);
+        let err = |problem: &str, fix: &str| ConfigError::new(INPUT, shown, problem, fix);
         let url = Url::parse(value.trim()).map_err(|e| {
             err(
                 "is not a URL",
@@ -153,8 +156,8 @@ impl Authority {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(err(
-                "contains user information",
-                "remove the user:password@ part",
+                "contains user information (user:password@)",
+                "remove it: Entra ID authorities take no login in the URL",
             ));
         }
         if url.query().is_some() || url.fragment().is_some() {

@@ -69,12 +69,12 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .map(str::trim)
     };
     for name in ["retry-after-ms", "x-ms-retry-after-ms"] {
-        if let Some(ms) = text(name).and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(ms) = text(name).and_then(whole_number) {
             return Some(Duration::from_millis(ms));
         }
     }
     let value = text("retry-after")?;
-    if let Ok(secs) = value.parse::<u64>() {
+    if let Some(secs) = whole_number(value) {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
@@ -82,6 +82,15 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         at.duration_since(SystemTime::now())
             .unwrap_or(Duration::ZERO),
     )
+}
+
+/// Digits as a number; more than `u64` holds saturates (a wait longer than any budget, not "no
+/// wait").
+fn whole_number(text: &str) -> Option<u64> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(text.parse().unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -126,6 +135,13 @@ mod tests {
         );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("300000000000000000000000000"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(u64::MAX)));
+        h.insert("retry-after", HeaderValue::from_static("-5"));
         assert_eq!(retry_after(&h), None);
     }
 }

@@ -86,13 +86,61 @@ impl fmt::Debug for AccessToken {
     }
 }
 
-/// A number, or a string holding a number (older endpoints and managed identity send strings).
+/// A whole number of seconds: a number, or a string holding one (older endpoints and managed
+/// identity send strings). Integral floats (`1e12`) count; values beyond `i64` saturate, so an
+/// absurd value is reported as too large rather than as not a number.
 fn seconds(value: &Value) -> Option<i64> {
+    let float = |f: f64| (f.is_finite() && f.fract() == 0.0).then(|| saturate(f));
     match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().map(|_| i64::MAX))
+            .or_else(|| n.as_f64().and_then(float)),
+        Value::String(s) => {
+            let s = s.trim();
+            s.parse()
+                .ok()
+                .or_else(|| s.parse::<f64>().ok().and_then(float))
+        }
         _ => None,
     }
+}
+
+/// `f` (finite, integral) as `i64`, saturating at the bounds.
+fn saturate(f: f64) -> i64 {
+    // `as` saturates for out-of-range floats; the value is already known to be integral.
+    f as i64
+}
+
+/// `at + d`, or `None` when the result is not a representable date (`time` stops at the year 9999).
+pub(crate) fn checked_add(at: OffsetDateTime, d: Duration) -> Option<OffsetDateTime> {
+    at.checked_add(time::Duration::try_from(d).ok()?)
+}
+
+/// `at + d`, or the latest representable date when that overflows.
+pub(crate) fn saturating_add(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    checked_add(at, d).unwrap_or(latest())
+}
+
+/// `at - d`, or the earliest representable date when that overflows.
+pub(crate) fn saturating_sub(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    time::Duration::try_from(d)
+        .ok()
+        .and_then(|d| at.checked_sub(d))
+        .unwrap_or(earliest())
+}
+
+fn latest() -> OffsetDateTime {
+    time::PrimitiveDateTime::MAX.assume_utc()
+}
+
+fn earliest() -> OffsetDateTime {
+    time::PrimitiveDateTime::MIN.assume_utc()
+}
+
+/// The longest lifetime, in whole seconds.
+fn max_lifetime_secs() -> i64 {
+    i64::try_from(MAX_TOKEN_LIFETIME.as_secs()).unwrap_or(i64::MAX)
 }
 
 fn invalid(message: impl Into<String>, status: u16) -> Error {
@@ -168,19 +216,53 @@ pub(crate) fn parse_response(
             ));
         }
     };
+    let max = max_lifetime_secs();
+    let too_long = |field: &str, secs: i64| {
+        invalid(
+            format!(
+                "the token answer's {field} says the token lives {secs} s, longer than the {} h a \
+                 token may live: the answer is malformed, so the token is not used",
+                max / 3600
+            ),
+            status,
+        )
+    };
     let expires_on = match (map.get("expires_in"), map.get("expires_on")) {
         (Some(v), _) => {
             let secs = seconds(v).filter(|s| *s > 0).ok_or_else(|| {
                 invalid(
-                    "the token answer's expires_in is not a positive number of seconds",
+                    "the token answer's expires_in is not a positive whole number of seconds",
                     status,
                 )
             })?;
-            requested_at + time::Duration::seconds(secs)
+            if secs > max {
+                return Err(too_long("expires_in", secs));
+            }
+            requested_at
+                .checked_add(time::Duration::seconds(secs))
+                .ok_or_else(|| {
+                    invalid(
+                        "the token answer's expires_in ends past the year 9999: the answer is \
+                         malformed (or the clock is wrong)",
+                        status,
+                    )
+                })?
         }
-        (None, Some(v)) => seconds(v)
-            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-            .ok_or_else(|| invalid("the token answer's expires_on is not a Unix time", status))?,
+        (None, Some(v)) => {
+            let at = seconds(v)
+                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+                .ok_or_else(|| {
+                    invalid(
+                        "the token answer's expires_on is not a Unix time in years 1-9999",
+                        status,
+                    )
+                })?;
+            let secs = (at - requested_at).whole_seconds();
+            if secs > max {
+                return Err(too_long("expires_on", secs));
+            }
+            at
+        }
         (None, None) => {
             return Err(invalid(
                 "the token answer has neither expires_in nor expires_on",
@@ -188,11 +270,12 @@ pub(crate) fn parse_response(
             ));
         }
     };
+    // A refresh point is only a hint: an unusable one is ignored, never an error.
     let refresh_on = map
         .get("refresh_in")
         .and_then(seconds)
-        .filter(|s| *s > 0)
-        .map(|s| requested_at + time::Duration::seconds(s))
+        .filter(|s| *s > 0 && *s <= max)
+        .and_then(|s| requested_at.checked_add(time::Duration::seconds(s)))
         .filter(|at| *at < expires_on);
     Ok(AccessToken::obtained(
         secret,
@@ -314,10 +397,10 @@ mod tests {
         assert_eq!(t.refresh_on().unwrap().unix_timestamp(), 3600);
         let t = parse(
             200,
-            r#"{"token_type":"Bearer","expires_on":"1700000000","resource":"r","access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_on":"86400","resource":"r","access_token":"tok"}"#,
         )
         .unwrap();
-        assert_eq!(t.expires_on().unix_timestamp(), 1_700_000_000);
+        assert_eq!(t.expires_on().unix_timestamp(), 86_400);
     }
 
     #[test]
@@ -330,6 +413,11 @@ mod tests {
             r#"{"token_type":"Bearer","access_token":"tok"}"#,
             r#"{"token_type":"Bearer","expires_in":"soon","access_token":"tok"}"#,
             r#"{"token_type":"Bearer","expires_in":-5,"access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_in":1e12,"access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_in":172801,"access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_in":3599.5,"access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_on":172801,"access_token":"tok"}"#,
+            r#"{"token_type":"Bearer","expires_on":"253402300800","access_token":"tok"}"#,
             "<html>login</html>",
             "[1,2]",
             "",

@@ -6,5 +6,6 @@ mod cache;
 mod common;
 mod credentials;
 mod errors;
+mod hostile;
 mod hygiene;
 mod retries;
