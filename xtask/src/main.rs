@@ -1,7 +1,12 @@
 //! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
 //!
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
-//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, all tests, the demo.
+//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, the
+//!   packaging lint, all tests, README's Install section (install.rs), the demo.
+//! - `install-check`: README's Install block, then its Use steps with the installed binary
+//!   (install.rs; a step of `ci`).
+//! - `lint`: the release packaging (Dockerfile, workflows, action.yml) checked with hadolint and
+//!   check-jsonschema from the venv (lint.rs).
 //! - `demo`: start the Entra ID emulator and run `secret-sync` against it, to see the tool work.
 //! - `bench`: every benchmark (docs/performance.md): `bench run` (time `secret-sync run` against
 //!   local servers, beside a curl script), then `bench daemon` (`secret-sync daemon` with 10,000
@@ -15,6 +20,8 @@
 mod bench;
 mod bench_daemon;
 mod demo;
+mod install;
+mod lint;
 mod man;
 mod servers;
 
@@ -28,7 +35,12 @@ usage: cargo xtask <task>
 
 tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
-  ci      setup, then cargo fmt --check, clippy -D warnings, every test, and the demo
+  ci      setup, then cargo fmt --check, clippy -D warnings, lint, every test, README's
+          Install section (into target/install-check/), and the demo
+  lint    check Dockerfile (hadolint), .github/workflows/ and the recipe workflow, and
+          action.yml (check-jsonschema's GitHub schemas); tools from .venv
+  install-check  run README's Install block (cargo install --debug into target/install-check/),
+          then README's Use steps with the installed binary
   demo    start the Entra ID emulator and run secret-sync against it
   bench   every benchmark in turn, failing if any fails: bench run, then bench daemon with raw
           targets on tmpfs (/dev/shm) and on disk (under target/bench/), 3 minutes each; writes
@@ -48,6 +60,8 @@ fn main() -> ExitCode {
         Some("setup") => setup(),
         Some("ci") => ci(),
         Some("demo") => demo::run(&workspace_root()),
+        Some("lint") => lint::run(&workspace_root()),
+        Some("install-check") => install::check(&workspace_root()),
         Some("bench") => bench(&workspace_root(), &args[1..]),
         Some("bench-daemon") => bench_daemon_task(&workspace_root(), &args[1..]),
         Some("man") => man::run(&workspace_root()),
@@ -130,9 +144,12 @@ fn ci() -> Result<()> {
             "warnings",
         ],
     )?;
+    lint::run(&root)?;
     cargo(&root, &["test", "--workspace", "--all-targets", "--locked"])?;
     // Doc tests are not part of --all-targets.
     cargo(&root, &["test", "--workspace", "--doc", "--locked"])?;
+    // After the tests, not beside them: the install build would starve their timing.
+    install::check(&root)?;
     // README's first command must keep working on a fresh clone too.
     demo::run(&root)?;
     Ok(())
