@@ -165,7 +165,7 @@ pub fn parse(
     loader.authority = settings.authority.clone();
     loader.pass_timeout = settings.pass_timeout;
     let backends = loader.backends(&root);
-    let jobs = loader.jobs(&root);
+    let jobs = loader.jobs(&root, &backends);
     if !loader.errors.is_empty() {
         return Err(ConfigErrors::new(path, loader.errors));
     }
@@ -1073,7 +1073,11 @@ impl Loader<'_> {
 
     // ----- [jobs.NAME] -----
 
-    fn jobs(&mut self, root: &Tbl<'_, '_>) -> Vec<JobSpec> {
+    fn jobs(
+        &mut self,
+        root: &Tbl<'_, '_>,
+        backends: &BTreeMap<String, BackendSpec>,
+    ) -> Vec<JobSpec> {
         let mut jobs = Vec::new();
         let table = self.sub_table(root, "jobs");
         let Some(table) = table.filter(|t| !t.map.is_empty()) else {
@@ -1087,7 +1091,7 @@ impl Loader<'_> {
             }
             return jobs;
         };
-        let mut written: HashMap<(String, String), String> = HashMap::new();
+        let mut written: Vec<WrittenTarget> = Vec::new();
         for (key, item) in table.map.iter() {
             let name = key.get_ref().to_string();
             let path = table.path_of(&name);
@@ -1099,14 +1103,60 @@ impl Loader<'_> {
                 jobs.push(spec);
             }
         }
+        self.same_secrets(&written, backends);
         jobs
+    }
+
+    /// Refuses targets that are one secret however they are spelled, so that two targets (of
+    /// one job or two) cannot overwrite each other: the same name in one backend; one file
+    /// reached through two file backends (nested `dir`s, a `dir` through a symlink: compared
+    /// after lexical normalisation and by canonical path where the directories exist, the one
+    /// file-system read of loading); Key Vault names that differ only in case (Key Vault
+    /// names are case-insensitive), also through two backends of one vault; one Vault path
+    /// through two backends of one server.
+    fn same_secrets(
+        &mut self,
+        written: &[WrittenTarget],
+        backends: &BTreeMap<String, BackendSpec>,
+    ) {
+        let mut seen: HashMap<Place, &WrittenTarget> = HashMap::new();
+        for target in written {
+            let Some(spec) = backends.get(&target.backend) else {
+                continue;
+            };
+            let place = Place::of(&target.backend, spec, &target.name);
+            let Some(first) = seen.get(&place) else {
+                seen.insert(place, target);
+                continue;
+            };
+            let message = if first.backend == target.backend && first.name == target.name {
+                format!(
+                    "\"{}\" in backend \"{}\" is already the target {}: two targets would \
+                     overwrite each other; remove one",
+                    target.name, target.backend, first.at
+                )
+            } else {
+                format!(
+                    "\"{}\" in backend \"{}\" is the same secret as the target {} (\"{}\" in \
+                     backend \"{}\"): {}; two targets would overwrite each other: remove one, \
+                     or point them at different secrets",
+                    target.name,
+                    target.backend,
+                    first.at,
+                    first.name,
+                    first.backend,
+                    place.why()
+                )
+            };
+            self.error(&target.span, &join(&target.at, "name"), message);
+        }
     }
 
     fn job(
         &mut self,
         name: &str,
         table: &Tbl<'_, '_>,
-        written: &mut HashMap<(String, String), String>,
+        written: &mut Vec<WrittenTarget>,
     ) -> Option<JobSpec> {
         let allowed: Vec<&str> = keys::IDENTITY
             .iter()
@@ -1532,7 +1582,7 @@ impl Loader<'_> {
     fn targets(
         &mut self,
         job: &Tbl<'_, '_>,
-        written: &mut HashMap<(String, String), String>,
+        written: &mut Vec<WrittenTarget>,
     ) -> Option<Vec<TargetSpec>> {
         let example = "targets = [{ to = \"BACKEND\", name = \"graph-token\" }]";
         let Some((key, item)) = job.get("targets") else {
@@ -1574,7 +1624,7 @@ impl Loader<'_> {
     fn target(
         &mut self,
         table: &Tbl<'_, '_>,
-        written: &mut HashMap<(String, String), String>,
+        written: &mut Vec<WrittenTarget>,
     ) -> Option<TargetSpec> {
         self.check_keys(table, keys::TARGET);
         let backend = if table.has("to") {
@@ -1607,15 +1657,13 @@ impl Loader<'_> {
             self.error(&name_span, &table.path_of("name"), err.message().to_owned());
             return None;
         }
-        if let Some(first) = written.get(&(backend.clone(), name.clone())) {
-            self.error(
-                &name_span,
-                &table.path_of("name"),
-                format!("\"{name}\" in backend \"{backend}\" is already the target {first}: two targets would overwrite each other; remove one"),
-            );
-            return None;
-        }
-        written.insert((backend.clone(), name.clone()), table.path.clone());
+        // Checked against the other targets once every job is read (`same_secrets`).
+        written.push(WrittenTarget {
+            at: table.path.clone(),
+            backend: backend.clone(),
+            name: name.clone(),
+            span: name_span,
+        });
         Some(TargetSpec {
             backend,
             name,
@@ -1645,6 +1693,115 @@ impl Loader<'_> {
 
 const USERINFO: &str = "must not contain user information (user:password@): remove it; \
                         logins go in the backend's auth settings";
+
+/// A target as read, for [`Loader::same_secrets`].
+struct WrittenTarget {
+    /// Its key path, e.g. `jobs.graph.targets[0]`.
+    at: String,
+    backend: String,
+    name: String,
+    /// Where its `name` is.
+    span: Span,
+}
+
+/// The secret a target writes, as the store sees it: equal places are one secret.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum Place {
+    /// A file backend's target: the file's path.
+    File(PathBuf),
+    /// A Key Vault secret: the vault's origin and the name in lower case.
+    KeyVault { vault: String, name: String },
+    /// A Vault secret: server origin, namespace, mount and path.
+    Vault {
+        server: String,
+        namespace: String,
+        mount: String,
+        name: String,
+    },
+    /// Other stores: a name in one backend.
+    Named { backend: String, name: String },
+}
+
+impl Place {
+    fn of(backend: &str, spec: &BackendSpec, name: &str) -> Place {
+        match spec {
+            BackendSpec::File(options) => Place::File(resolved_path(&options.dir.join(name))),
+            BackendSpec::AzureKeyVault(kv) => Place::KeyVault {
+                vault: kv
+                    .vault_url
+                    .origin()
+                    .ascii_serialization()
+                    .to_ascii_lowercase(),
+                name: name.to_ascii_lowercase(),
+            },
+            BackendSpec::Vault(vault) => Place::Vault {
+                server: vault.address.origin().ascii_serialization(),
+                namespace: vault.namespace.clone().unwrap_or_default(),
+                mount: vault.mount.trim_matches('/').to_owned(),
+                name: name.to_owned(),
+            },
+            BackendSpec::Aws(_) => Place::Named {
+                backend: backend.to_owned(),
+                name: name.to_owned(),
+            },
+        }
+    }
+
+    /// Why two targets are this one place, for the message.
+    fn why(&self) -> String {
+        match self {
+            Place::File(path) => format!("both are the file {}", path.display()),
+            Place::KeyVault { vault, name } => format!(
+                "both are the secret {name} of the Key Vault {vault} (Key Vault names are \
+                 case-insensitive)"
+            ),
+            Place::Vault {
+                server,
+                mount,
+                name,
+                ..
+            } => format!("both are {mount}/{name} on the Vault server {server}"),
+            Place::Named { backend, name } => format!("both are {name} in backend {backend}"),
+        }
+    }
+}
+
+/// `path` normalised lexically (`.` dropped, `..` taking off the component before it), then its
+/// longest existing ancestor replaced by its canonical path (symlinks resolved), so that two
+/// spellings of one file (nested `dir`s, a `dir` through a symlink) compare equal. Reads only
+/// metadata, never a file's content.
+fn resolved_path(dir: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut lexical = PathBuf::new();
+    for part in dir.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !lexical.pop() {
+                    lexical.push(part);
+                }
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = std::fs::canonicalize(existing) {
+            return rest
+                .iter()
+                .rev()
+                .fold(canonical, |path, part| path.join(part));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
 
 fn has_userinfo(url: &Url) -> bool {
     !url.username().is_empty() || url.password().is_some()

@@ -604,6 +604,121 @@ fn duplicate_targets_are_refused_across_jobs() {
 }
 
 #[test]
+fn one_file_through_two_file_backends_is_refused_naming_both_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("run/a");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&root, dir.path().join("link")).unwrap();
+    let job = |name: &str, to: &str, target: &str| {
+        format!(
+            "[jobs.{name}]\nmanaged_identity = true\nscope = \"api://x/.default\"\n\
+             targets = [{{ to = \"{to}\", name = \"{target}\" }}]\n"
+        )
+    };
+    let backends = format!(
+        "[backends.a]\nkind = \"file\"\ndir = \"{a}\"\n\
+         [backends.sub]\nkind = \"file\"\ndir = \"{a}/sub\"\n\
+         [backends.link]\nkind = \"file\"\ndir = \"{link}/./sub/../sub\"\n\
+         [backends.later]\nkind = \"file\"\ndir = \"{a}/not-yet/../sub\"\n",
+        a = root.display(),
+        link = dir.path().join("link").display()
+    );
+    // Nested dirs: a/sub/token and sub/token are one file.
+    let text = format!(
+        "{backends}{}{}",
+        job("one", "a", "sub/token"),
+        job("two", "sub", "token")
+    );
+    let found = lines(&errors(&text));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let expected = format!(
+        "jobs.two.targets[0].name: \"token\" in backend \"sub\" is the same secret as the target \
+         jobs.one.targets[0] (\"sub/token\" in backend \"a\"): both are the file {}",
+        root.join("sub/token")
+            .canonicalize()
+            .unwrap_or(root.join("sub/token"))
+            .display()
+    );
+    assert!(
+        found[0].contains(&expected),
+        "{}\nexpected: {expected}",
+        found[0]
+    );
+    // The same dir through a symlink and through `.` and `..`.
+    for other in ["link", "later"] {
+        let text = format!(
+            "{backends}{}{}",
+            job("one", "sub", "t"),
+            job("two", other, "t")
+        );
+        let found = lines(&errors(&text));
+        assert_eq!(found.len(), 1, "{other}: {found:#?}");
+        assert!(
+            found[0].contains("jobs.two.targets[0].name")
+                && found[0].contains("jobs.one.targets[0]"),
+            "{}",
+            found[0]
+        );
+    }
+    // Nested dirs with different files are fine.
+    ok(&format!(
+        "{backends}{}{}",
+        job("one", "a", "sub/x"),
+        job("two", "sub", "y")
+    ));
+}
+
+#[test]
+fn key_vault_names_differing_only_in_case_are_one_secret() {
+    let kv = |name: &str, url: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"azure-key-vault\"\nvault_url = \"{url}\"\n\
+             auth = {{ method = \"managed-identity\" }}\n"
+        )
+    };
+    let job = |name: &str, to: &str, target: &str| {
+        format!(
+            "[jobs.{name}]\nmanaged_identity = true\nscope = \"api://x/.default\"\n\
+             targets = [{{ to = \"{to}\", name = \"{target}\" }}]\n"
+        )
+    };
+    let backends = format!(
+        "{}{}{}",
+        kv("kv", "https://contoso.vault.azure.net"),
+        kv("same", "https://CONTOSO.vault.azure.net/"),
+        kv("other", "https://fabrikam.vault.azure.net")
+    );
+    let text = format!(
+        "{backends}{}{}",
+        job("one", "kv", "graph-token"),
+        job("two", "kv", "Graph-Token")
+    );
+    let found = lines(&errors(&text));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0].contains(
+            "jobs.two.targets[0].name: \"Graph-Token\" in backend \"kv\" is the same secret as \
+             the target jobs.one.targets[0] (\"graph-token\" in backend \"kv\"): both are the \
+             secret graph-token of the Key Vault https://contoso.vault.azure.net (Key Vault names \
+             are case-insensitive)"
+        ),
+        "{}",
+        found[0]
+    );
+    let text = format!(
+        "{backends}{}{}",
+        job("one", "kv", "graph-token"),
+        job("two", "same", "GRAPH-token")
+    );
+    assert_eq!(lines(&errors(&text)).len(), 1);
+    ok(&format!(
+        "{backends}{}{}",
+        job("one", "kv", "graph-token"),
+        job("two", "other", "graph-token")
+    ));
+}
+
+#[test]
 fn backend_addresses_need_https_except_loopback() {
     let text = format!(
         "[backends.v]\nkind = \"vault\"\naddress = \"http://vault.internal:8200\"\nauth = {{ method = \"token\", token_env = \"VAULT_TOKEN\" }}\n\n[backends.a]\nkind = \"aws-secrets-manager\"\nendpoint_url = \"http://moto.internal:5000\"\n\n[backends.k]\nkind = \"azure-key-vault\"\nvault_url = \"http://127.0.0.1:8443\"\nauth = {{ method = \"managed-identity\" }}\n{MINIMAL}"

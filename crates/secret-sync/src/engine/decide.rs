@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use entra_auth::MAX_TOKEN_LIFETIME;
 use secret_backends::SecretMetadata;
 use time::OffsetDateTime;
 
@@ -22,6 +23,10 @@ pub enum TargetState {
     Expiring { expires_on: OffsetDateTime },
     /// secret-sync wrote it but no expiry was recorded: it is rewritten.
     NoExpiry,
+    /// secret-sync wrote it but the recorded expiry is further ahead than any token lives
+    /// ([`MAX_TOKEN_LIFETIME`]): edited by hand (a Key Vault `exp` set in the portal, a tag, a
+    /// sidecar) or corrupt. It counts as unknown, so the target is rewritten.
+    ImplausibleExpiry { recorded: OffsetDateTime },
     /// It exists without secret-sync's managed-by marker and the target does not say `adopt =
     /// true`: it is left alone and reported as a failure of that target.
     NotManaged { marker: Option<String> },
@@ -79,6 +84,10 @@ impl TargetState {
         }
         match meta.expires_on {
             None => TargetState::NoExpiry,
+            // No token lives that long: trusting it would keep an expired token "fresh" forever.
+            Some(recorded) if recorded - now > MAX_TOKEN_LIFETIME => {
+                TargetState::ImplausibleExpiry { recorded }
+            }
             Some(expires_on) if expires_on - now > refresh_before => {
                 TargetState::Fresh { expires_on }
             }
@@ -94,6 +103,7 @@ impl TargetState {
             TargetState::Fresh { .. }
             | TargetState::Expiring { .. }
             | TargetState::NoExpiry
+            | TargetState::ImplausibleExpiry { .. }
             | TargetState::Adopt { .. } => Action::Update,
             TargetState::NotManaged { .. } => Action::Refuse,
         }
@@ -153,6 +163,14 @@ impl TargetState {
                 "no expiry is recorded for the token it holds (none, or one for another token)"
                     .to_owned()
             }
+            TargetState::ImplausibleExpiry { recorded } => format!(
+                "the recorded expiry ({}) is more than {} ahead, longer than any Entra ID token \
+                 lives, so it is not trusted (edited by hand or corrupt): the expiry counts as unknown",
+                recorded
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_else(|_| recorded.to_string()),
+                format_args!("{} hours", MAX_TOKEN_LIFETIME.as_secs() / 3600)
+            ),
             TargetState::NotManaged { marker } => format!(
                 "the secret exists and was not written by secret-sync ({}): it is left alone; \
                  set `adopt = true` on this target to let secret-sync overwrite it",
@@ -259,6 +277,29 @@ mod tests {
         // Without the lead the same token is fresh.
         let state = classify_within(Some(&managed(Some(soon))), WINDOW);
         assert_eq!(state.action(false), Action::Keep);
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_longest_token_lifetime_counts_as_unknown() {
+        let recorded = NOW + time::Duration::days(365);
+        let state = classify(Some(&managed(Some(recorded))), false);
+        assert_eq!(state, TargetState::ImplausibleExpiry { recorded });
+        assert_eq!(state.action(false), Action::Update);
+        assert_eq!(state.expires_on(), None);
+        assert_eq!(
+            state.reason(false, WINDOW, Duration::ZERO, NOW),
+            "the recorded expiry (2027-11-24T06:00:00Z) is more than 48 hours ahead, longer than \
+             any Entra ID token lives, so it is not trusted (edited by hand or corrupt): the \
+             expiry counts as unknown"
+        );
+        // The far edge of the year 9999 does not overflow either.
+        let far = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+        let state = classify(Some(&managed(Some(far))), false);
+        assert_eq!(state.action(false), Action::Update);
+        // At the longest lifetime itself the token is still believed.
+        let edge = NOW + MAX_TOKEN_LIFETIME;
+        let state = classify(Some(&managed(Some(edge))), false);
+        assert_eq!(state, TargetState::Fresh { expires_on: edge });
     }
 
     #[test]

@@ -213,6 +213,19 @@ pub trait TokenObserver: fmt::Debug + Send + Sync {
     fn token_step(&self, job: &str, step: TokenStep);
 }
 
+/// How a token falls short of `refresh_before` (see [`Engine::shortfall`]), with the message.
+enum Shortfall {
+    /// Already expired: not written.
+    Expired(String),
+    /// Valid, but not longer than `refresh_before`: written, and the target fails.
+    Short(String),
+}
+
+/// A non-negative duration rounded down to whole seconds, for messages.
+fn whole_seconds(d: time::Duration) -> Duration {
+    Duration::from_secs(u64::try_from(d.whole_seconds()).unwrap_or(0))
+}
+
 /// Runs passes over jobs; holds what jobs share (the token cache, the concurrency bound).
 #[derive(Debug)]
 pub struct Engine {
@@ -442,22 +455,39 @@ impl Engine {
                     .collect();
             }
         };
-        // Only a token obtained just now says that the lifetime is shorter than refresh_before:
-        // a cached one may be the previous token, served while another job's request for the
-        // same credentials is in flight.
-        if token.obtained_at() >= started
+        let shortfall = self.shortfall(&token, token.obtained_at() >= started);
+        if let Some(Shortfall::Expired(problem) | Shortfall::Short(problem)) = &shortfall {
+            warn!(job = %job.name, expires_on = %token.expires_on(), problem = %problem,
+                "the token does not last beyond refresh_before; its targets fail");
+        } else if token.obtained_at() >= started
             && token.expires_on() - OffsetDateTime::now_utc() <= self.renew_within()
         {
+            // Valid beyond refresh_before but within the daemon's lead: every pass renews it.
             warn!(job = %job.name, expires_on = %token.expires_on(),
                 refresh_before = %humantime::format_duration(self.refresh_before),
                 lead = %humantime::format_duration(self.lead),
-                "the new token is valid for less than refresh_before, so every run will rewrite it: \
-                 lower refresh_before below the token lifetime (Entra ID: 60-90 minutes)");
+                "the new token is valid for less than refresh_before plus the daemon's lead, so \
+                 every pass will rewrite it: lower refresh_before (Entra ID tokens: 60-90 minutes)");
+        }
+        if let Some(Shortfall::Expired(problem)) = &shortfall {
+            // Never write a token that no consumer can use over one that may still work.
+            return writes
+                .iter()
+                .map(|(i, state)| {
+                    line(
+                        *i,
+                        Outcome::Failed,
+                        state.expires_on(),
+                        format!("not written: {problem}"),
+                    )
+                })
+                .collect();
         }
 
         join_all(writes.iter().map(|(i, state)| {
             let target = &job.targets[*i];
             let token = &token;
+            let shortfall = &shortfall;
             async move {
                 let reason = state.reason(force, self.refresh_before, self.lead, now);
                 let written = timeout_at(deadline, async {
@@ -483,7 +513,17 @@ impl Engine {
                     Ok((outcome, expires_on)) => {
                         info!(job = %job.name, backend = %target.backend(), secret = %target.name,
                             outcome = %outcome, "token written");
-                        line(*i, outcome.into(), Some(expires_on), reason)
+                        match shortfall {
+                            // Written (it is newer than what the target held), but the target
+                            // still does not hold a token valid for refresh_before.
+                            Some(Shortfall::Short(problem)) => line(
+                                *i,
+                                Outcome::Failed,
+                                Some(expires_on),
+                                format!("written ({outcome}), but {problem}"),
+                            ),
+                            _ => line(*i, outcome.into(), Some(expires_on), reason),
+                        }
                     }
                     Err(err) => {
                         warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
@@ -494,6 +534,45 @@ impl Engine {
             }
         }))
         .await
+    }
+
+    /// Whether `token` fails the promise of `refresh_before` (what targets hold stays valid
+    /// longer than that), and what to change. `new`: obtained by this pass (else a cached
+    /// token, returned because a refresh failed while it was still valid).
+    fn shortfall(&self, token: &entra_auth::AccessToken, new: bool) -> Option<Shortfall> {
+        let left = token.expires_on() - OffsetDateTime::now_utc();
+        let refresh_before = humantime::format_duration(self.refresh_before);
+        if left <= time::Duration::ZERO {
+            return Some(Shortfall::Expired(format!(
+                "the token {} had already expired when it arrived (expires_on {}): check this \
+                 host's clock, and the token endpoint's",
+                if new {
+                    "Entra ID returned"
+                } else {
+                    "in the cache"
+                },
+                token.expires_on()
+            )));
+        }
+        if left > self.refresh_before {
+            return None;
+        }
+        let left = whole_seconds(left);
+        Some(Shortfall::Short(if new {
+            format!(
+                "the token Entra ID issued is valid for only {}, not longer than refresh_before \
+                 ({refresh_before}): consumers may get it near its expiry and every run rewrites \
+                 it; lower refresh_before below the token lifetime, or ask for longer tokens \
+                 (Entra ID: 60-90 minutes by default; a token lifetime policy)",
+                humantime::format_duration(left)
+            )
+        } else {
+            format!(
+                "a new token could not be obtained (see the log) and the cached one written is \
+                 valid for only {}, not longer than refresh_before ({refresh_before})",
+                humantime::format_duration(left)
+            )
+        }))
     }
 
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {

@@ -7,7 +7,9 @@
 //! never the value.
 
 use std::collections::BTreeMap;
-use std::fmt::Display;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use anyhow::{Context, anyhow};
 use entra_auth::{
     AppCredential, CertificateCredential, Credential, FederatedTokenSource, ManagedIdentity,
 };
+use rustix::fs::OFlags;
 use secrecy::{ExposeSecret, SecretString};
 use secret_backends::SecretStore;
 
@@ -33,9 +36,9 @@ pub async fn read_secret(
     let value = match source {
         SecretSource::Env(var) => env(var, what)?,
         SecretSource::File(path) => {
-            let text = std::fs::read_to_string(path)
+            let text = read_secret_file(path.clone())
+                .await
                 .with_context(|| format!("{what}: cannot read the file {}", path.display()))?;
-            let text = SecretString::from(text);
             let trimmed = text
                 .expose_secret()
                 .strip_suffix('\n')
@@ -53,11 +56,53 @@ pub async fn read_secret(
     Ok(value)
 }
 
-/// Reads and validates a non-secret value (a tenant or client id).
+/// The largest secret file read (a PEM with a certificate chain is a few KiB).
+pub const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a secret file off the runtime thread (the daemon runs on one), as the file backend
+/// reads: opened non-blocking so that a FIFO put in its place cannot hang the pass, refused
+/// unless it is a regular file, and at most [`MAX_SECRET_FILE_BYTES`]. Symlinks are followed:
+/// Kubernetes secret volumes are symlinks.
+async fn read_secret_file(path: PathBuf) -> anyhow::Result<SecretString> {
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(OFlags::NONBLOCK.bits() as i32)
+            .open(&path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(anyhow!(
+                "it is not a regular file (a FIFO, socket, device or directory): point at the file itself"
+            ));
+        }
+        let too_big = || {
+            anyhow!("it is larger than {MAX_SECRET_FILE_BYTES} bytes: is it the right file?")
+        };
+        if meta.len() > MAX_SECRET_FILE_BYTES {
+            return Err(too_big());
+        }
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&mut file)
+            .take(MAX_SECRET_FILE_BYTES + 1)
+            .read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > MAX_SECRET_FILE_BYTES {
+            return Err(too_big());
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| anyhow!("it is not UTF-8 text"))?;
+        Ok(SecretString::from(text))
+    })
+    .await
+    .context("the file read was cancelled")?
+}
+
+/// Reads and validates a non-secret value (a tenant or client id). When the value comes from
+/// the environment or a backend, an error says what is wrong with it but never repeats it: a
+/// ref pointing at the wrong field (`#client_secret` for `client_id`) would otherwise print the
+/// secret in the summary and the log.
 pub async fn read_value<T>(value: &Value<T>, stores: &Stores, what: &str) -> anyhow::Result<T>
 where
-    T: Clone + FromStr,
-    T::Err: Display,
+    T: Clone + FromStr<Err = entra_auth::ConfigError>,
 {
     let (text, from) = match value {
         Value::Literal(literal) => return Ok(literal.clone()),
@@ -67,10 +112,14 @@ where
             format!("backend {:?}, {}", reference.backend, reference.reference),
         ),
     };
-    text.expose_secret()
-        .trim()
-        .parse()
-        .map_err(|err| anyhow!("{what} read from {from} is not usable: {err}"))
+    text.expose_secret().trim().parse().map_err(|err: entra_auth::ConfigError| {
+        anyhow!(
+            "{what} read from {from} is not usable: the value {}; {} (the value is not shown: it \
+             is not written in the config and could be a secret)",
+            err.problem(),
+            err.fix()
+        )
+    })
 }
 
 /// Builds the app credential of `identity`, reading what it points at.
@@ -277,5 +326,61 @@ mod tests {
             "client_secret: environment variable SECRET_SYNC_UNIT_TEST_SURELY_UNSET is not set \
              (or not UTF-8): export it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_parse_error_of_a_value_read_at_run_time_never_repeats_the_value() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("creds.json"),
+            format!(r#"{{"client_secret":"{SECRET}"}}"#),
+        )
+        .unwrap();
+        let stores = stores(dir.path());
+        let wrong_field = Value::<entra_auth::ClientId>::From(BackendRef {
+            backend: "local".to_owned(),
+            reference: NameRef::parse("creds.json#client_secret").unwrap(),
+        });
+        let err = read_value(&wrong_field, &stores, "client_id")
+            .await
+            .unwrap_err();
+        let text = format!("{err:#} {err:?}");
+        assert!(
+            text.contains(
+                "client_id read from backend \"local\", creds.json#client_secret is not usable: \
+                 the value is not a GUID"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains(SECRET), "a value leaked: {text}");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_or_an_oversized_file_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let status = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            read_secret(&SecretSource::File(fifo), &Stores::new(), "client_secret"),
+        )
+        .await
+        .expect("a FIFO does not block the read")
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("it is not a regular file"),
+            "{err:#}"
+        );
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE_BYTES as usize + 1]).unwrap();
+        let err = read_secret(&SecretSource::File(big), &Stores::new(), "client_secret")
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("larger than"), "{err:#}");
     }
 }
