@@ -13,12 +13,34 @@
 //! sidecar. A write that would store what is already there (same token, expiry and managed-by)
 //! writes nothing and reports [`WriteOutcome::Unchanged`]: for `raw` the sidecar is read first
 //! and the token file only when the sidecar already matches (expiry, managed-by and the token's
-//! fingerprint); a sidecar that is missing or cannot be read or parsed counts as different, so
-//! the write repairs it.
+//! fingerprint); a sidecar that is missing or does not parse counts as different, so the write
+//! repairs it.
 //!
 //! Names are relative paths inside `dir` (`graph.json`, `apps/graph-token`); absolute paths,
 //! `..` and empty segments are refused, and so is a symlink anywhere on the path unless
 //! `follow_symlinks` is set. Missing parent directories are created with mode `0700`.
+//!
+//! Other users may be able to write in `dir` (an emptyDir shared with an app, `/run/...`), so
+//! nothing here trusts what it finds there:
+//! - Every operation goes through directory handles: `dir` is opened once, then each path
+//!   component with `openat(O_DIRECTORY | O_NOFOLLOW)` relative to the previous one, and the
+//!   file's reads, temporary files, renames and removals are relative to its parent's handle
+//!   (`openat`, `mkdirat`, `renameat`, `unlinkat`). A component swapped for a symlink after the
+//!   checks cannot redirect a write: the handle still names the directory that was checked.
+//!   (`follow_symlinks = true` gives this up by design: the path is resolved by name.)
+//! - Every read opens with `O_NOFOLLOW | O_NONBLOCK` (a FIFO cannot block the open), checks with
+//!   `fstat` that it holds a regular file, and reads at most [`MAX_VALUE_BYTES`]: a FIFO, a
+//!   device, a socket or a symlink where a target or a sidecar should be is a clear error, and
+//!   a target that is not a regular file is never replaced. A sidecar is never followed, even
+//!   with `follow_symlinks`: secret-sync writes it, always as a regular file.
+//! - A sidecar exists only because secret-sync wrote it, so one that does not parse (torn,
+//!   truncated, edited) counts as secret-sync's ([`SIDECAR_OWNER`]) with no expiry: the target is
+//!   rewritten. A `json` file that does not parse carries no marker, so it is not taken for ours.
+//! - A writer killed mid-write (kill -9, power loss) leaves its temporary files, each holding a
+//!   token. The next write of a target removes this backend's temporary files for it (and its
+//!   sidecar) that are older than `stale_temp_after` (default [`DEFAULT_STALE_TEMP_AFTER`], far
+//!   longer than a write takes); [`FileStore::remove_stale_temp_files`] does the same for a
+//!   target that is not written (the daemon calls it for every file target at start).
 //!
 //! Formats ([`Format`], chosen per write):
 //! - `raw`: the file is the bare token; a sidecar `<name>.meta.json` holds
@@ -29,16 +51,18 @@
 //!   gives no expiry, so the next run rewrites both; its managed-by still counts.
 //! - `json`: the file is `{"access_token","token_type","expires_on","expires_at","managed_by"}`.
 //!
-//! Reading accepts any file: the whole content (one trailing newline removed), or with `#field`
-//! one field of a JSON object file, e.g. credentials in `{"client_id": "...", "client_secret": "..."}`.
+//! Reading accepts any regular file up to [`MAX_VALUE_BYTES`]: the whole content (one trailing
+//! newline removed), or with `#field` one field of a JSON object file, e.g. credentials in
+//! `{"client_id": "...", "client_secret": "..."}`.
 //!
 //! ```
 //! use secret_backends::{FileOptions, FileStore};
 //! // [backends.local]
 //! // kind = "file"
 //! // dir = "/var/lib/secret-sync"
-//! // mode = "0640"            # optional, default "0600"
-//! // follow_symlinks = false  # optional
+//! // mode = "0640"              # optional, default "0600"
+//! // follow_symlinks = false    # optional
+//! // stale_temp_after = "5m"    # optional
 //! let options = FileOptions {
 //!     mode: 0o640,
 //!     ..FileOptions::new("/var/lib/secret-sync")
@@ -46,13 +70,17 @@
 //! let store = FileStore::new("local", options);
 //! ```
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -66,8 +94,16 @@ use crate::{
 /// The suffix of the sidecar that holds the expiry of a raw token file.
 pub const SIDECAR_SUFFIX: &str = ".meta.json";
 
-/// The largest file this backend writes.
-const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// The managed-by marker a sidecar that does not parse counts as: only secret-sync writes
+/// sidecars, so a torn or edited one is still its own (with no expiry, so it is rewritten).
+pub const SIDECAR_OWNER: &str = "secret-sync";
+
+/// The largest file this backend writes or reads (a token, a sidecar, a credentials file).
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+/// How old a temporary file left by an interrupted write must be before a later write removes
+/// it: far longer than any write takes, so a write in progress in another process keeps its own.
+pub const DEFAULT_STALE_TEMP_AFTER: Duration = Duration::from_secs(5 * 60);
 
 /// Options of the file backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,15 +114,21 @@ pub struct FileOptions {
     pub mode: u32,
     /// Follow a symlink at (or on the way to) the target (default `false`: refuse it).
     pub follow_symlinks: bool,
+    /// A temporary file of this backend older than this is left over from an interrupted
+    /// write, and is removed by the next write of its target (default
+    /// [`DEFAULT_STALE_TEMP_AFTER`]).
+    pub stale_temp_after: Duration,
 }
 
 impl FileOptions {
-    /// Options for `dir` with the defaults: mode `0600`, symlinks refused.
+    /// Options for `dir` with the defaults: mode `0600`, symlinks refused, temporary files
+    /// stale after [`DEFAULT_STALE_TEMP_AFTER`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FileOptions {
             dir: dir.into(),
             mode: 0o600,
             follow_symlinks: false,
+            stale_temp_after: DEFAULT_STALE_TEMP_AFTER,
         }
     }
 }
@@ -96,6 +138,40 @@ impl FileOptions {
 pub struct FileStore {
     backend: String,
     options: FileOptions,
+}
+
+/// Where a name lives: a handle on the directory that holds it, reached from `dir` one
+/// component at a time without following symlinks (unless allowed), and the file's name in it.
+/// Every later open, create, rename and removal is relative to `parent`.
+struct Entry {
+    parent: OwnedFd,
+    /// The path `parent` was reached by, for messages only.
+    parent_path: PathBuf,
+    file_name: String,
+    /// Whether a regular file was there when inspected.
+    exists: bool,
+}
+
+impl Entry {
+    /// The path of `file` in the parent directory, for messages.
+    fn path_of(&self, file: &str) -> PathBuf {
+        self.parent_path.join(file)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.path_of(&self.file_name)
+    }
+
+    fn sidecar_name(&self) -> String {
+        format!("{}{SIDECAR_SUFFIX}", self.file_name)
+    }
+}
+
+/// Which file of a target a read is for: the messages differ.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Target,
+    Sidecar,
 }
 
 impl FileStore {
@@ -138,6 +214,22 @@ impl FileStore {
         &self.options
     }
 
+    /// Removes the temporary files that an interrupted write (kill -9, a crash, power loss)
+    /// left beside target `name` and its sidecar, when older than `stale_temp_after`; returns
+    /// how many. Every write of `name` does this first; this is for targets that are not
+    /// written (they stay fresh), e.g. by the daemon at start. A missing directory is nothing
+    /// to clean.
+    pub async fn remove_stale_temp_files(&self, name: &str) -> Result<usize, BackendError> {
+        let (store, name) = (self.clone(), name.to_owned());
+        run_blocking(&self.backend, move || {
+            Ok(match store.resolve_parent(&name, false)? {
+                Some(entry) => store.remove_stale_temps(&name, &entry),
+                None => 0,
+            })
+        })
+        .await
+    }
+
     fn error(&self, kind: ErrorKind, name: &str, message: impl Into<String>) -> BackendError {
         BackendError::new(kind, &self.backend, message).with_secret(name)
     }
@@ -162,95 +254,302 @@ impl FileStore {
         .with_source(err)
     }
 
-    /// Maps `name` to a path inside `dir`, checking every existing component on the way for
-    /// symlinks (unless allowed). With `create_parents`, missing directories are created.
-    fn resolve(&self, name: &str, create_parents: bool) -> Result<PathBuf, BackendError> {
-        self.resolve_entry(name, create_parents)
-            .map(|(path, _)| path)
+    fn symlink_refused(&self, name: &str, path: &Path, role: Role) -> BackendError {
+        let message = match role {
+            Role::Target => format!(
+                "{} is a symlink and this backend does not follow symlinks: \
+                 replace it with a regular file or directory, or set follow_symlinks = true",
+                path.display()
+            ),
+            Role::Sidecar => format!(
+                "the sidecar {} is a symlink: secret-sync writes sidecars as regular files and \
+                 never follows one; remove it, the next write recreates it",
+                path.display()
+            ),
+        };
+        self.error(ErrorKind::Conflict, name, message)
     }
 
-    /// [`FileStore::resolve`], and whether the file existed when it was inspected.
-    fn resolve_entry(
+    /// `path` holds something other than a regular file (a FIFO, a device, a socket, a
+    /// directory): refused, because reading it could block or never end.
+    fn not_regular(&self, name: &str, path: &Path, file_type: fs::FileType) -> BackendError {
+        let what = if file_type.is_dir() {
+            "directory"
+        } else if file_type.is_fifo() {
+            "FIFO"
+        } else if file_type.is_socket() {
+            "socket"
+        } else if file_type.is_char_device() {
+            "character device"
+        } else if file_type.is_block_device() {
+            "block device"
+        } else {
+            "special file"
+        };
+        let advice = if file_type.is_dir() {
+            "choose another name"
+        } else {
+            "this backend reads and replaces only regular files; remove it or choose another name"
+        };
+        self.error(
+            ErrorKind::Conflict,
+            name,
+            format!(
+                "{} is a {what}, not a regular file: {advice}",
+                path.display()
+            ),
+        )
+    }
+
+    /// Opens `dir` itself (following symlinks: the operator chose it), creating it with mode
+    /// `0700` when `create` says so. `None` when it does not exist and is not created.
+    fn open_root(&self, name: &str, create: bool) -> Result<Option<OwnedFd>, BackendError> {
+        let dir = &self.options.dir;
+        match open_dir(rustix::fs::CWD, dir, true) {
+            Ok(fd) => return Ok(Some(fd)),
+            Err(e) if e == Errno::NOENT && create => {}
+            Err(e) if e == Errno::NOENT => return Ok(None),
+            Err(e) => return Err(self.io_error(name, "open the directory", dir, e.into())),
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| self.io_error(name, "create the directory", dir, e))?;
+        open_dir(rustix::fs::CWD, dir, true)
+            .map(Some)
+            .map_err(|e| self.io_error(name, "open the directory", dir, e.into()))
+    }
+
+    /// The directory that holds `name` and the file's name in it (`exists` not inspected yet).
+    /// Without `follow_symlinks`, each directory on the way is opened relative to the previous
+    /// one and never through a symlink; with `create_parents`, missing ones are created (mode
+    /// `0700`). `None` when a directory on the way does not exist (and is not created).
+    fn resolve_parent(
         &self,
         name: &str,
         create_parents: bool,
-    ) -> Result<(PathBuf, bool), BackendError> {
+    ) -> Result<Option<Entry>, BackendError> {
         self.check_name(name)?;
-        let mut path = self.options.dir.clone();
-        let components: Vec<&str> = name.split('/').collect();
-        for (i, part) in components.iter().enumerate() {
-            path.push(part);
-            let last = i + 1 == components.len();
-            match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    if !self.options.follow_symlinks {
-                        return Err(self.error(
-                            ErrorKind::Conflict,
+        if self.options.follow_symlinks {
+            return self.resolve_parent_following(name, create_parents);
+        }
+        let (parents, file_name) = match name.rsplit_once('/') {
+            Some((parents, file_name)) => (Some(parents), file_name),
+            None => (None, name),
+        };
+        let Some(mut parent) = self.open_root(name, create_parents)? else {
+            return Ok(None);
+        };
+        let mut parent_path = self.options.dir.clone();
+        for part in parents.into_iter().flat_map(|p| p.split('/')) {
+            parent_path.push(part);
+            let mut opened = open_dir(&parent, part, false);
+            if create_parents && matches!(opened, Err(e) if e == Errno::NOENT) {
+                match rustix::fs::mkdirat(&parent, part, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(e) if e == Errno::EXIST => {}
+                    Err(e) => {
+                        return Err(self.io_error(
                             name,
-                            format!(
-                                "{} is a symlink and this backend does not follow symlinks: \
-                                 replace it with a regular file or directory, or set follow_symlinks = true",
-                                path.display()
-                            ),
+                            "create the directory",
+                            &parent_path,
+                            e.into(),
                         ));
                     }
-                    if last {
-                        return fs::canonicalize(&path)
-                            .map(|real| (real, true))
-                            .map_err(|e| self.io_error(name, "resolve the symlink", &path, e));
-                    }
                 }
-                Ok(meta) if last && meta.is_dir() => {
-                    return Err(self.error(
-                        ErrorKind::Conflict,
-                        name,
-                        format!(
-                            "{} is a directory, not a file: choose another name",
-                            path.display()
-                        ),
-                    ));
-                }
-                Ok(_) => {
-                    if last {
-                        return Ok((path, true));
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    if !last && create_parents {
-                        fs::DirBuilder::new()
-                            .recursive(true)
-                            .mode(0o700)
-                            .create(&path)
-                            .map_err(|e| self.io_error(name, "create the directory", &path, e))?;
-                    }
-                }
-                Err(e) => return Err(self.io_error(name, "inspect", &path, e)),
+                opened = open_dir(&parent, part, false);
             }
+            parent = match opened {
+                Ok(fd) => fd,
+                Err(e) if e == Errno::NOENT => return Ok(None),
+                // O_NOFOLLOW on a symlink (ELOOP), or O_DIRECTORY on something else (ENOTDIR).
+                Err(e) if e == Errno::LOOP || e == Errno::NOTDIR => {
+                    return Err(match inspect(&parent, part) {
+                        Ok(Some(t)) if t.is_symlink() => {
+                            self.symlink_refused(name, &parent_path, Role::Target)
+                        }
+                        Ok(Some(t)) => self.not_a_directory(name, &parent_path, t),
+                        _ => self.io_error(name, "open the directory", &parent_path, e.into()),
+                    });
+                }
+                Err(e) => {
+                    return Err(self.io_error(name, "open the directory", &parent_path, e.into()));
+                }
+            };
         }
-        Ok((path, false))
+        Ok(Some(Entry {
+            parent,
+            parent_path,
+            file_name: file_name.to_owned(),
+            exists: false,
+        }))
+    }
+
+    fn not_a_directory(&self, name: &str, path: &Path, file_type: fs::FileType) -> BackendError {
+        if file_type.is_dir() {
+            // Only when it changed between the open and the inspection.
+            return self.error(
+                ErrorKind::Conflict,
+                name,
+                format!("{} changed while it was opened: try again", path.display()),
+            );
+        }
+        self.error(
+            ErrorKind::Conflict,
+            name,
+            format!(
+                "{} is not a directory, but the name needs it to be one: choose another name",
+                path.display()
+            ),
+        )
+    }
+
+    /// [`FileStore::resolve_parent`] with `follow_symlinks`: the path is resolved by name,
+    /// symlinks followed; a symlink at the target is resolved to its real file, so the write
+    /// replaces that file (beside it) rather than the link.
+    fn resolve_parent_following(
+        &self,
+        name: &str,
+        create_parents: bool,
+    ) -> Result<Option<Entry>, BackendError> {
+        let path = self.options.dir.join(name);
+        let parent_path = path.parent().unwrap_or(&self.options.dir);
+        if create_parents {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent_path)
+                .map_err(|e| self.io_error(name, "create the directory", parent_path, e))?;
+        }
+        let real = match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => fs::canonicalize(&path)
+                .map_err(|e| self.io_error(name, "resolve the symlink", &path, e))?,
+            _ => path.clone(),
+        };
+        let (Some(parent_path), Some(file_name)) =
+            (real.parent(), real.file_name().and_then(|n| n.to_str()))
+        else {
+            return Err(self.error(
+                ErrorKind::Conflict,
+                name,
+                format!(
+                    "{} resolves to {}, which is not a file with a UTF-8 name",
+                    path.display(),
+                    real.display()
+                ),
+            ));
+        };
+        let parent = match open_dir(rustix::fs::CWD, parent_path, true) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::NOENT => return Ok(None),
+            Err(e) => return Err(self.io_error(name, "open the directory", parent_path, e.into())),
+        };
+        Ok(Some(Entry {
+            parent,
+            parent_path: parent_path.to_owned(),
+            file_name: file_name.to_owned(),
+            exists: false,
+        }))
+    }
+
+    /// [`FileStore::resolve_parent`], then the file itself inspected (without following it):
+    /// missing, or a regular file; a symlink (unless followed, see above), a directory, a FIFO
+    /// or a device is refused.
+    fn resolve(&self, name: &str, create_parents: bool) -> Result<Option<Entry>, BackendError> {
+        let Some(mut entry) = self.resolve_parent(name, create_parents)? else {
+            return Ok(None);
+        };
+        let path = entry.path();
+        entry.exists = match inspect(&entry.parent, &entry.file_name) {
+            Ok(None) => false,
+            Ok(Some(t)) if t.is_file() => true,
+            Ok(Some(t)) if t.is_symlink() => {
+                return Err(self.symlink_refused(name, &path, Role::Target));
+            }
+            Ok(Some(t)) => return Err(self.not_regular(name, &path, t)),
+            Err(e) => return Err(self.io_error(name, "inspect", &path, e)),
+        };
+        Ok(Some(entry))
+    }
+
+    /// Reads `file` in `entry`'s directory: opened without following a symlink and without
+    /// blocking (a FIFO would block an open for reading until a writer came), checked with
+    /// `fstat` to be a regular file, and read up to [`MAX_VALUE_BYTES`]. `None` when missing.
+    fn read_at(
+        &self,
+        name: &str,
+        entry: &Entry,
+        file: &str,
+        role: Role,
+    ) -> Result<Option<(Vec<u8>, fs::Metadata)>, BackendError> {
+        let path = entry.path_of(file);
+        let what = match role {
+            Role::Target => "read",
+            Role::Sidecar => "read the sidecar",
+        };
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::openat(&entry.parent, file, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e) if e == Errno::NOENT => return Ok(None),
+            Err(e) if e == Errno::LOOP => return Err(self.symlink_refused(name, &path, role)),
+            Err(e) => return Err(self.io_error(name, what, &path, e.into())),
+        };
+        let file = File::from(fd);
+        let meta = file
+            .metadata()
+            .map_err(|e| self.io_error(name, what, &path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(self.not_regular(name, &path, meta.file_type()));
+        }
+        let mut bytes = Vec::with_capacity(1024);
+        // One byte more than the limit, to tell a file at the limit from a larger one.
+        file.take(MAX_VALUE_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| self.io_error(name, what, &path, e))?;
+        if bytes.len() > MAX_VALUE_BYTES {
+            return Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                format!(
+                    "{} is larger than 1 MiB, the most this backend reads: \
+                     a token or credentials file is far smaller; check what it holds",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Some((bytes, meta)))
     }
 
     fn read_blocking(&self, name: &str, field: Option<&str>) -> Result<SecretString, BackendError> {
-        let path = self.resolve(name, false)?;
-        let Some(text) = self.read_text(name, &path)? else {
+        let entry = self.resolve(name, false)?;
+        let text = match &entry {
+            Some(entry) if entry.exists => self.read_text(name, entry)?,
+            _ => None,
+        };
+        let Some((text, _)) = text else {
             return Err(self.error(
                 ErrorKind::NotFound,
                 name,
                 format!(
                     "{} does not exist: check the name and the directory",
-                    path.display()
+                    self.options.dir.join(name).display()
                 ),
             ));
         };
         pick_field(&self.backend, name, text, field)
     }
 
-    /// The file's text with one trailing newline removed; `None` when the file does not exist.
-    fn read_text(&self, name: &str, path: &Path) -> Result<Option<SecretString>, BackendError> {
-        let bytes = match read_file(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_error(name, "read", path, e)),
+    /// The target's text with one trailing newline removed, and its metadata; `None` when the
+    /// file does not exist.
+    fn read_text(
+        &self,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<Option<(SecretString, fs::Metadata)>, BackendError> {
+        let Some((bytes, meta)) = self.read_at(name, entry, &entry.file_name, Role::Target)? else {
+            return Ok(None);
         };
         let Ok(mut text) = String::from_utf8(bytes) else {
             return Err(self.error(
@@ -258,7 +557,7 @@ impl FileStore {
                 name,
                 format!(
                     "{} is not UTF-8 text: a secret file must hold text",
-                    path.display()
+                    entry.path().display()
                 ),
             ));
         };
@@ -268,18 +567,18 @@ impl FileStore {
                 text.pop();
             }
         }
-        Ok(Some(SecretString::from(text)))
+        Ok(Some((SecretString::from(text), meta)))
     }
 
     fn metadata_blocking(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
-        let path = self.resolve(name, false)?;
-        let Some(text) = self.read_text(name, &path)? else {
+        let Some(entry) = self.resolve(name, false)?.filter(|e| e.exists) else {
             return Ok(None);
         };
-        let updated_on = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .map(|t| crate::whole_seconds(OffsetDateTime::from(t)));
+        let Some((text, meta)) = self.read_text(name, &entry)? else {
+            return Ok(None);
+        };
+        // Checked: an mtime after year 9999 (tmpfs keeps one) is no updated time, not a panic.
+        let updated_on = OffsetDateTime::from_unix_timestamp(meta.mtime()).ok();
         let (expires_on, managed_by) = match StoredToken::from_json_document(text.expose_secret()) {
             Some(doc) => (doc.expires_on, doc.managed_by),
             // The sidecar's expiry counts only when it names this token: one left beside another
@@ -287,7 +586,7 @@ impl FileStore {
             // fresh. Its managed-by still counts, so the target stays ours and is rewritten.
             // The token is compared as read (one trailing newline removed), as the write's
             // unchanged check compares it.
-            None => match self.read_sidecar(name, &path)? {
+            None => match self.read_sidecar(name, &entry)? {
                 Some(meta) => {
                     let describes_token = meta.token_sha256.as_deref()
                         == Some(token_fingerprint(text.expose_secret()).as_str());
@@ -304,25 +603,25 @@ impl FileStore {
         }))
     }
 
-    /// The sidecar of a raw file; `None` when there is none.
-    fn read_sidecar(&self, name: &str, path: &Path) -> Result<Option<SidecarFields>, BackendError> {
-        let sidecar = sidecar_path(path);
-        let bytes = match read_file(&sidecar) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_error(name, "read the sidecar", &sidecar, e)),
+    /// The sidecar of a raw file; `None` when there is none. One that does not parse as a JSON
+    /// object is [`SIDECAR_OWNER`]'s with no expiry (see the module doc).
+    fn read_sidecar(
+        &self,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<Option<SidecarFields>, BackendError> {
+        let Some((bytes, _)) = self.read_at(name, entry, &entry.sidecar_name(), Role::Sidecar)?
+        else {
+            return Ok(None);
         };
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(&bytes) else {
-            return Err(self.error(
-                ErrorKind::InvalidValue,
-                name,
-                format!(
-                    "the sidecar {} is not a JSON object: delete it, the next write recreates it",
-                    sidecar.display()
-                ),
-            ));
-        };
-        Ok(Some(SidecarFields::from_map(&map)))
+        Ok(Some(match serde_json::from_slice(&bytes) {
+            Ok(serde_json::Value::Object(map)) => SidecarFields::from_map(&map),
+            _ => SidecarFields {
+                expires_on: None,
+                managed_by: Some(SIDECAR_OWNER.to_owned()),
+                token_sha256: None,
+            },
+        }))
     }
 
     fn write_blocking(
@@ -331,12 +630,24 @@ impl FileStore {
         payload: &TokenPayload,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
-        let (path, existed) = self.resolve_entry(name, true)?;
-        if existed && self.is_unchanged(name, &path, payload)? {
+        let Some(entry) = self.resolve(name, true)? else {
+            return Err(self.error(
+                ErrorKind::Io,
+                name,
+                format!(
+                    "a directory on the way to {} disappeared while it was created: try again",
+                    self.options.dir.join(name).display()
+                ),
+            ));
+        };
+        #[cfg(test)]
+        pause::between_check_and_use(&self.options.dir);
+        self.remove_stale_temps(name, &entry);
+        if entry.exists && self.is_unchanged(name, &entry, payload)? {
             return Ok(WriteOutcome::Unchanged);
         }
         let content = payload.encode();
-        let sidecar = sidecar_path(&path);
+        let sidecar = entry.sidecar_name();
         match payload.format() {
             Format::Raw => {
                 let meta = Sidecar {
@@ -359,163 +670,263 @@ impl FileStore {
                 // token's expiry.
                 self.replace_atomically(
                     name,
+                    &entry,
                     &[
-                        (&path, content.expose_secret().as_bytes()),
+                        (&entry.file_name, content.expose_secret().as_bytes()),
                         (&sidecar, meta.as_bytes()),
                     ],
                 )?;
             }
             Format::Json => {
-                self.replace_atomically(name, &[(&path, content.expose_secret().as_bytes())])?;
-                match fs::remove_file(&sidecar) {
+                self.replace_atomically(
+                    name,
+                    &entry,
+                    &[(&entry.file_name, content.expose_secret().as_bytes())],
+                )?;
+                match rustix::fs::unlinkat(&entry.parent, sidecar.as_str(), AtFlags::empty()) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) if e == Errno::NOENT => {}
                     Err(e) => {
-                        return Err(self.io_error(name, "remove the stale sidecar", &sidecar, e));
+                        return Err(self.io_error(
+                            name,
+                            "remove the stale sidecar",
+                            &entry.path_of(&sidecar),
+                            e.into(),
+                        ));
                     }
                 }
             }
         }
-        Ok(if existed {
+        Ok(if entry.exists {
             WriteOutcome::Updated
         } else {
             WriteOutcome::Created
         })
     }
 
-    /// Whether the existing file at `path` (and for `raw` its sidecar) already stores `payload`.
+    /// Whether the existing file (and for `raw` its sidecar) already stores `payload`.
     /// For `raw` the sidecar is read first: when its expiry, managed-by or token fingerprint
-    /// differ (or it is missing, unreadable or not JSON) the write is needed whatever the token
-    /// file holds, so that file is only read when the sidecar matches. It is still read then:
-    /// the fingerprint says the sidecar describes the payload's token, not that the token file
+    /// differ (or it is missing or does not parse) the write is needed whatever the token file
+    /// holds, so that file is only read when the sidecar matches. It is still read then: the
+    /// fingerprint says the sidecar describes the payload's token, not that the token file
     /// holds it (it may have been replaced by hand, or lost its rename in a crash), and the
-    /// engine may write the same token again (it is cached) precisely to repair that.
+    /// engine may write the same token again (it is cached) precisely to repair that. A sidecar
+    /// or target that is not a regular file is an error, as for a metadata read.
     fn is_unchanged(
         &self,
         name: &str,
-        path: &Path,
+        entry: &Entry,
         payload: &TokenPayload,
     ) -> Result<bool, BackendError> {
         let same_marker = |managed_by: Option<&str>| managed_by == Some(payload.managed_by());
+        let same_token =
+            |text: &SecretString| text.expose_secret() == payload.access_token().expose_secret();
         match payload.format() {
-            Format::Json => Ok(self.read_text(name, path)?.is_some_and(|text| {
+            Format::Json => Ok(self.read_text(name, entry)?.is_some_and(|(text, _)| {
                 StoredToken::from_json_document(text.expose_secret()).is_some_and(|doc| {
                     doc.same_as(payload) && same_marker(doc.managed_by.as_deref())
                 })
             })),
             Format::Raw => {
-                let sidecar_matches = read_file(&sidecar_path(path))
-                    .ok()
-                    .and_then(|bytes| match serde_json::from_slice(&bytes) {
-                        Ok(serde_json::Value::Object(map)) => Some(map),
-                        _ => None,
-                    })
-                    .map(|map| SidecarFields::from_map(&map))
-                    .is_some_and(|meta| {
-                        meta.expires_on == Some(payload.expires_on())
-                            && same_marker(meta.managed_by.as_deref())
-                            && meta.token_sha256.as_deref()
-                                == Some(
-                                    token_fingerprint(payload.access_token().expose_secret())
-                                        .as_str(),
-                                )
-                    });
+                let fingerprint = token_fingerprint(payload.access_token().expose_secret());
+                let sidecar_matches = self.read_sidecar(name, entry)?.is_some_and(|meta| {
+                    meta.expires_on == Some(payload.expires_on())
+                        && same_marker(meta.managed_by.as_deref())
+                        && meta.token_sha256.as_deref() == Some(fingerprint.as_str())
+                });
                 if !sidecar_matches {
                     return Ok(false);
                 }
-                Ok(self.read_text(name, path)?.is_some_and(|text| {
-                    text.expose_secret() == payload.access_token().expose_secret()
-                }))
+                Ok(self
+                    .read_text(name, entry)?
+                    .is_some_and(|(text, _)| same_token(&text)))
             }
         }
     }
 
-    /// Replaces every `(path, content)` of `files` (all in one directory) atomically and
+    /// Replaces every `(file, content)` of `files` (all in `entry`'s directory) atomically and
     /// durably, in the order given: first each content goes to a new temporary file beside its
-    /// path (created with the configured mode, which is set again in case the umask removed
-    /// bits, written and fsynced), then each temporary file is renamed over its path, then the
-    /// directory is fsynced once. On failure the temporary files not renamed yet are removed;
-    /// a path whose rename has not happened is untouched.
-    fn replace_atomically(&self, name: &str, files: &[(&Path, &[u8])]) -> Result<(), BackendError> {
-        let dir = files[0]
-            .0
-            .parent()
-            .expect("a resolved path lies inside the directory");
-        debug_assert!(files.iter().all(|(path, _)| path.parent() == Some(dir)));
+    /// file (created with the configured mode, which is set again in case the umask removed
+    /// bits, written and fsynced), then each temporary file is renamed over its file, then the
+    /// directory is fsynced once. All relative to the directory's handle. On failure the
+    /// temporary files not renamed yet are removed; a file whose rename has not happened is
+    /// untouched.
+    fn replace_atomically(
+        &self,
+        name: &str,
+        entry: &Entry,
+        files: &[(&str, &[u8])],
+    ) -> Result<(), BackendError> {
         // Dropping a TempFile that was not renamed removes it, so `?` anywhere below cleans up.
         let mut temps = Vec::with_capacity(files.len());
-        for (path, content) in files {
-            temps.push(self.write_temp(name, path, content)?);
+        for (file, content) in files {
+            temps.push(self.write_temp(name, entry, file, content)?);
         }
-        let dir_handle =
-            File::open(dir).map_err(|e| self.io_error(name, "open the directory", dir, e))?;
         for temp in &mut temps {
-            fs::rename(&temp.path, temp.target).map_err(|e| {
-                self.io_error(name, "rename the temporary file onto", temp.target, e)
+            rustix::fs::renameat(
+                &entry.parent,
+                temp.name.as_str(),
+                &entry.parent,
+                temp.target,
+            )
+            .map_err(|e| {
+                self.io_error(
+                    name,
+                    "rename the temporary file onto",
+                    &entry.path_of(temp.target),
+                    e.into(),
+                )
             })?;
             temp.renamed = true;
         }
-        dir_handle
-            .sync_all()
-            .map_err(|e| self.io_error(name, "fsync the directory", dir, e))
+        rustix::fs::fsync(&entry.parent)
+            .map_err(|e| self.io_error(name, "fsync the directory", &entry.parent_path, e.into()))
     }
 
-    /// Creates a new temporary file beside `target` with the configured mode, writes `content`
-    /// and fsyncs it.
+    /// Creates a new temporary file beside `target` (never through a symlink) with the
+    /// configured mode, writes `content` and fsyncs it.
     fn write_temp<'a>(
         &self,
         name: &str,
-        target: &'a Path,
+        entry: &'a Entry,
+        target: &'a str,
         content: &[u8],
     ) -> Result<TempFile<'a>, BackendError> {
-        let path = temp_path(target);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(self.options.mode)
-            .open(&path)
-            .map_err(|e| {
-                let dir = path.parent().unwrap_or(&path);
-                self.io_error(name, "create a temporary file in", dir, e)
+        let temp_name = temp_name(target);
+        let mode = Mode::from_raw_mode(self.options.mode);
+        let flags = OFlags::WRONLY
+            | OFlags::CREATE
+            | OFlags::EXCL
+            | OFlags::NOFOLLOW
+            | OFlags::NOCTTY
+            | OFlags::CLOEXEC;
+        let fd =
+            rustix::fs::openat(&entry.parent, temp_name.as_str(), flags, mode).map_err(|e| {
+                self.io_error(
+                    name,
+                    "create a temporary file in",
+                    &entry.parent_path,
+                    e.into(),
+                )
             })?;
         let temp = TempFile {
-            path,
+            parent: entry.parent.as_fd(),
+            name: temp_name,
             target,
             renamed: false,
         };
-        file.set_permissions(fs::Permissions::from_mode(self.options.mode))
-            .map_err(|e| self.io_error(name, "set the permissions of", &temp.path, e))?;
+        let temp_path = entry.path_of(&temp.name);
+        let mut file = File::from(fd);
+        rustix::fs::fchmod(&file, mode)
+            .map_err(|e| self.io_error(name, "set the permissions of", &temp_path, e.into()))?;
         file.write_all(content)
             .and_then(|()| file.sync_all())
-            .map_err(|e| self.io_error(name, "write", &temp.path, e))?;
+            .map_err(|e| self.io_error(name, "write", &temp_path, e))?;
         Ok(temp)
+    }
+
+    /// Removes the temporary files of `entry`'s file and of its sidecar that another process
+    /// left (see [`is_temp_of`]) and that are older than `stale_temp_after`; returns how many.
+    /// Best effort: what cannot be listed or removed is logged and left, the write goes on.
+    fn remove_stale_temps(&self, name: &str, entry: &Entry) -> usize {
+        let targets = [entry.file_name.clone(), entry.sidecar_name()];
+        let dir = match rustix::fs::Dir::read_from(&entry.parent) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::warn!(backend = %self.backend, dir = %entry.parent_path.display(),
+                    error = %e, "cannot list the directory to remove stale temporary files");
+                return 0;
+            }
+        };
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for item in dir {
+            let Ok(item) = item else { break };
+            let Ok(file) = item.file_name().to_str() else {
+                continue;
+            };
+            if !targets.iter().any(|target| is_temp_of(file, target)) {
+                continue;
+            }
+            // Its age from the file itself, opened without following or blocking.
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let Ok(fd) = rustix::fs::openat(&entry.parent, file, flags, Mode::empty()) else {
+                continue;
+            };
+            let Ok(meta) = File::from(fd).metadata() else {
+                continue;
+            };
+            let age = meta
+                .modified()
+                .ok()
+                .and_then(|mtime| now.duration_since(mtime).ok())
+                .unwrap_or(Duration::ZERO);
+            if !meta.file_type().is_file() || age < self.options.stale_temp_after {
+                continue;
+            }
+            match rustix::fs::unlinkat(&entry.parent, file, AtFlags::empty()) {
+                Ok(()) => {
+                    removed += 1;
+                    tracing::info!(backend = %self.backend, secret = name,
+                        file = %entry.path_of(file).display(),
+                        "removed a temporary file left by an interrupted write");
+                }
+                Err(e) if e == Errno::NOENT => {}
+                Err(e) => {
+                    tracing::warn!(backend = %self.backend, secret = name,
+                        file = %entry.path_of(file).display(), error = %e,
+                        "cannot remove a temporary file left by an interrupted write");
+                }
+            }
+        }
+        removed
+    }
+}
+
+/// Opens directory `path` relative to `at`, following a symlink only when `follow` says so.
+fn open_dir(
+    at: impl AsFd,
+    path: impl rustix::path::Arg,
+    follow: bool,
+) -> rustix::io::Result<OwnedFd> {
+    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    rustix::fs::openat(at, path, flags, Mode::empty())
+}
+
+/// The type of `file` in `dir`, not following a symlink; `None` when it does not exist.
+/// Through an `O_PATH` handle, which opens nothing (a FIFO does not block it).
+fn inspect(dir: &OwnedFd, file: &str) -> io::Result<Option<fs::FileType>> {
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, file, flags, Mode::empty()) {
+        Ok(fd) => Ok(Some(File::from(fd).metadata()?.file_type())),
+        Err(e) if e == Errno::NOENT => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// A temporary file created by this process for `target`; removed when dropped unless renamed.
 struct TempFile<'a> {
-    path: PathBuf,
-    target: &'a Path,
+    parent: BorrowedFd<'a>,
+    name: String,
+    target: &'a str,
     renamed: bool,
 }
 
 impl Drop for TempFile<'_> {
     fn drop(&mut self) {
         if !self.renamed {
-            let _ = fs::remove_file(&self.path);
+            let _ = rustix::fs::unlinkat(self.parent, self.name.as_str(), AtFlags::empty());
         }
     }
 }
 
-/// A fresh temporary file name beside `target`: `.<file name>.tmp-<pid>-<nonce>-<counter>`.
-/// The counter makes names unique within the process; the random per-process nonce keeps them
-/// unique across processes that reuse a pid (a container's daemon is always pid 1, and a temp
-/// file left by one that was killed mid-write must not make the next one's writes fail), or
-/// that share a directory from different pid namespaces. Both are computed once per process.
-fn temp_path(target: &Path) -> PathBuf {
+/// This process's pid and a random per-process nonce, computed once.
+fn process_tag() -> (u32, u32) {
     static PROCESS: OnceLock<(u32, u32)> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let (pid, nonce) = PROCESS.get_or_init(|| {
+    *PROCESS.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         // A new RandomState has new random keys: hashing nothing gives a random number.
         let random = std::collections::hash_map::RandomState::new()
@@ -523,24 +934,51 @@ fn temp_path(target: &Path) -> PathBuf {
             .finish();
         #[allow(clippy::cast_possible_truncation)]
         (std::process::id(), random as u32)
-    });
-    let file_name = target
-        .file_name()
-        .expect("a resolved path has a file name")
-        .to_string_lossy();
-    target.with_file_name(format!(
-        ".{file_name}.tmp-{pid}-{nonce:08x}-{}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ))
+    })
 }
 
-/// The whole content of a file. Without the size lookup `fs::read` makes: the files read here
-/// are small, and this runs for every write.
-fn read_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::with_capacity(1024);
-    // Through `Take`: `File::read_to_end` would look up the size and the position first.
-    File::open(path)?.take(u64::MAX).read_to_end(&mut bytes)?;
-    Ok(bytes)
+/// A fresh temporary file name beside `target`: `.<target>.tmp-<pid>-<nonce>-<counter>`.
+/// The counter makes names unique within the process; the random per-process nonce keeps them
+/// unique across processes that reuse a pid (a container's daemon is always pid 1, and a temp
+/// file left by one that was killed mid-write must not make the next one's writes fail), or
+/// that share a directory from different pid namespaces.
+fn temp_name(target: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (pid, nonce) = process_tag();
+    format!(
+        ".{target}.tmp-{pid}-{nonce:08x}-{}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Whether `file` is a temporary file [`temp_name`] made for `target` in another process (this
+/// process's own are removed when their write ends, and may be in progress now).
+fn is_temp_of(file: &str, target: &str) -> bool {
+    let Some(tag) = file
+        .strip_prefix('.')
+        .and_then(|f| f.strip_prefix(target))
+        .and_then(|f| f.strip_prefix(".tmp-"))
+    else {
+        return false;
+    };
+    let mut parts = tag.split('-');
+    let (Some(pid), Some(nonce), Some(counter), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = digits(pid)
+        && digits(counter)
+        && nonce.len() == 8
+        && nonce.bytes().all(|b| b.is_ascii_hexdigit());
+    let (own_pid, own_nonce) = process_tag();
+    well_formed
+        && (pid, nonce)
+            != (
+                own_pid.to_string().as_str(),
+                format!("{own_nonce:08x}").as_str(),
+            )
 }
 
 /// What the sidecar of a raw token file holds.
@@ -622,15 +1060,6 @@ pub fn check_name(backend: &str, name: &str) -> Result<(), BackendError> {
     Ok(())
 }
 
-fn sidecar_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .expect("a resolved path has a file name")
-        .to_os_string();
-    name.push(SIDECAR_SUFFIX);
-    path.with_file_name(name)
-}
-
 #[async_trait::async_trait]
 impl SecretStore for FileStore {
     fn backend(&self) -> &str {
@@ -685,10 +1114,39 @@ async fn run_blocking<T: Send + 'static>(
         })
 }
 
+/// A test-only pause point between the checks of a write (the path resolved, symlinks refused)
+/// and its use (the temporary files created and renamed): a test registers a hook for its `dir`
+/// that swaps a path component, to show the write does not follow the swap. Not in any build
+/// but this crate's unit tests.
+#[cfg(test)]
+mod pause {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    type Hook = Box<dyn FnOnce() + Send>;
+    static HOOKS: Mutex<Vec<(PathBuf, Hook)>> = Mutex::new(Vec::new());
+
+    /// Runs `hook` once, in the next write under `dir`, between its checks and their use.
+    pub(super) fn once(dir: &Path, hook: impl FnOnce() + Send + 'static) {
+        HOOKS.lock().unwrap().push((dir.to_owned(), Box::new(hook)));
+    }
+
+    pub(super) fn between_check_and_use(dir: &Path) {
+        let hook = {
+            let mut hooks = HOOKS.lock().unwrap();
+            let at = hooks.iter().position(|(d, _)| d == dir);
+            at.map(|i| hooks.remove(i).1)
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use std::os::unix::fs::{PermissionsExt, symlink};
     use time::macros::datetime;
 
     const TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.file-test.sig";
@@ -882,18 +1340,42 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_path_component_swapped_for_a_symlink_after_the_checks_does_not_redirect_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        store
+            .write("apps/t", &payload("old.token", Format::Raw))
+            .await
+            .unwrap();
+        // Between the checks and the writes, `apps` becomes a symlink to a directory outside.
+        let (root, away) = (dir.path().to_owned(), outside.path().to_owned());
+        pause::once(dir.path(), move || {
+            fs::rename(root.join("apps"), root.join("apps.moved")).unwrap();
+            symlink(&away, root.join("apps")).unwrap();
+        });
+        let result = store.write("apps/t", &payload(TOKEN, Format::Raw)).await;
+        assert_eq!(
+            entries(outside.path()),
+            Vec::<String>::new(),
+            "the write followed the swapped symlink out of dir ({result:?})"
+        );
+        // The write went to the directory it had checked, wherever that now is inside dir.
+        result.unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("apps.moved/t")).unwrap(),
+            TOKEN
+        );
+        assert_eq!(
+            entries(&dir.path().join("apps.moved")),
+            ["t", "t.meta.json"]
+        );
+    }
+
     #[test]
     fn temporary_names_carry_pid_and_a_per_process_nonce_and_never_repeat() {
-        let target = Path::new("/var/lib/secret-sync/graph-token");
-        let names: Vec<String> = (0..3)
-            .map(|_| {
-                temp_path(target)
-                    .file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let names: Vec<String> = (0..3).map(|_| temp_name("graph-token")).collect();
         let prefix = format!(".graph-token.tmp-{}-", std::process::id());
         let mut nonces = std::collections::BTreeSet::new();
         for name in &names {
@@ -1106,8 +1588,11 @@ mod tests {
             .await
             .unwrap();
         // A directory where the sidecar goes makes its rename fail (permissions would not: root).
+        // With the token file gone the write reads no sidecar (a directory there would be an
+        // error before any write, as for a metadata read) and goes straight to the renames.
         let sidecar = dir.path().join("t.meta.json");
         fs::remove_file(&sidecar).unwrap();
+        fs::remove_file(dir.path().join("t")).unwrap();
         fs::create_dir(&sidecar).unwrap();
         fs::write(sidecar.join("keep"), "x").unwrap();
         let err = store
@@ -1138,16 +1623,10 @@ mod tests {
         // temporary file does not: creating the second temporary file fails.
         let name = "n".repeat(228);
         let target = dir.path().join(&name);
-        let token_temp = temp_path(&target);
-        let sidecar_temp = temp_path(&sidecar_path(&target));
-        assert!(
-            token_temp.file_name().unwrap().len() <= 255,
-            "{token_temp:?}"
-        );
-        assert!(
-            sidecar_temp.file_name().unwrap().len() > 255,
-            "{sidecar_temp:?}"
-        );
+        let token_temp = temp_name(&name);
+        let sidecar_temp = temp_name(&format!("{name}{SIDECAR_SUFFIX}"));
+        assert!(token_temp.len() <= 255, "{token_temp:?}");
+        assert!(sidecar_temp.len() > 255, "{sidecar_temp:?}");
         fs::write(&target, "old.token\n").unwrap();
         let err = store
             .write(&name, &payload("new.token", Format::Raw))
