@@ -7,6 +7,7 @@ mod config;
 mod conventions;
 mod daemon;
 mod docs;
+mod hardening_token;
 mod metrics;
 mod readme;
 mod run;

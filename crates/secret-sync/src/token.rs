@@ -55,9 +55,13 @@ fn parse_authority(value: Option<&str>) -> anyhow::Result<Authority> {
         "public" | "azurepublic" | "azurepubliccloud" => Ok(Authority::public()),
         "usgov" | "azureusgovernment" | "azureusgovernmentcloud" => Ok(Authority::us_government()),
         "china" | "azurechina" | "azurechinacloud" => Ok(Authority::china()),
-        _ => {
-            Authority::parse(value).with_context(|| format!("--authority {value:?} is not usable"))
+        // Not echoed when it may hold `user:password@` (entra-auth's error leaves it out too).
+        _ if value.contains('@') => {
+            Authority::parse(value).context("--authority (or AZURE_AUTHORITY_HOST) is not usable")
         }
+        _ => Authority::parse(value).with_context(|| {
+            format!("--authority (or AZURE_AUTHORITY_HOST) {value:?} is not usable")
+        }),
     }
 }
 
