@@ -73,11 +73,15 @@ use azure_security_keyvault_secrets::models::{
     Secret, SecretAttributes, SecretClientGetSecretOptions, SetSecretParameters,
 };
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
+use futures::Stream;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-pub use azure_core::credentials::TokenCredential;
+pub use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
+/// The Azure SDK's error and its kinds, for a [`TokenCredential`] written outside this crate.
+pub use azure_core::{Error as AzureError, error::ErrorKind as AzureErrorKind};
 
+use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES};
 use crate::{
     BackendError, ErrorKind, Format, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
     parse_rfc3339, pick_field, stored_time,
@@ -350,6 +354,15 @@ impl AzureKeyVaultStore {
                 let (kind, message) = http_error(name, vault, *status, &body);
                 (kind, message, retry_after)
             }
+            _ if crate::http::find_cause::<BodyTooLarge>(&err).is_some() => (
+                ErrorKind::Protocol,
+                format!(
+                    "the vault {vault} sent an answer larger than {} KiB, so it was not read: check that \
+                     vault_url is a Key Vault",
+                    MAX_ANSWER_BYTES / 1024
+                ),
+                None,
+            ),
             azure_core::error::ErrorKind::Connection | azure_core::error::ErrorKind::Io => (
                 ErrorKind::Unreachable,
                 format!(
@@ -402,10 +415,10 @@ impl AzureKeyVaultStore {
 }
 
 /// What a write needs to know of the current version.
-struct Current {
+pub(crate) struct Current {
     value: Option<SecretString>,
-    expires: Option<OffsetDateTime>,
-    metadata: SecretMetadata,
+    pub(crate) expires: Option<OffsetDateTime>,
+    pub(crate) metadata: SecretMetadata,
 }
 
 impl From<Secret> for Current {
@@ -670,13 +683,54 @@ struct Http(reqwest::Client);
 #[async_trait::async_trait]
 impl HttpClient for Http {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
-        self.0.execute_request(request).await.map_err(|err| {
+        let response = self.0.execute_request(request).await.map_err(|err| {
             if is_tls_refusal(&err) {
                 azure_core::Error::new(azure_core::error::ErrorKind::Other, TlsRefused(err))
             } else {
                 err
             }
-        })
+        })?;
+        // the SDK reads every body whole: it gets at most MAX_ANSWER_BYTES of it
+        let (status, headers, body) = response.deconstruct();
+        let capped = CappedBody {
+            inner: body,
+            read: 0,
+            limit: MAX_ANSWER_BYTES,
+        };
+        Ok(AsyncRawResponse::new(status, headers, Box::pin(capped)))
+    }
+}
+
+/// A response body that fails once more than `limit` bytes have come, so a hostile or broken
+/// server cannot make the SDK hold an unbounded answer.
+struct CappedBody {
+    inner: azure_core::http::AsyncResponseBody,
+    read: usize,
+    limit: usize,
+}
+
+impl Stream for CappedBody {
+    type Item = azure_core::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.read > self.limit {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if let std::task::Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.read = self.read.saturating_add(chunk.len());
+            if self.read > self.limit {
+                let limit = self.limit;
+                return std::task::Poll::Ready(Some(Err(azure_core::Error::new(
+                    azure_core::error::ErrorKind::Io,
+                    BodyTooLarge { limit },
+                ))));
+            }
+        }
+        polled
     }
 }
 

@@ -22,6 +22,7 @@ pub mod aws;
 pub mod azure_kv;
 mod error;
 pub mod file;
+mod http;
 pub mod reference;
 pub mod vault;
 
@@ -401,13 +402,6 @@ pub fn pick_from_map(
     }
 }
 
-/// `t` truncated to the whole second, in UTC when UTC can represent it (otherwise in its own
-/// offset: the same instant). Never panics; prefer [`stored_time`], which refuses such times.
-pub(crate) fn whole_seconds(t: OffsetDateTime) -> OffsetDateTime {
-    let t = t.truncate_to_second();
-    t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t)
-}
-
 /// `t` as RFC 3339 in UTC. Times outside the years 1 to 9999 in UTC (which [`stored_time`]
 /// keeps out of every payload and parsed expiry) are written as Unix seconds instead of
 /// panicking.
@@ -542,10 +536,6 @@ mod tests {
             rfc3339(datetime!(9999-12-31 23:59:59 -23:59)),
             "253402387139",
             "a time UTC cannot hold is written as Unix seconds, not a panic"
-        );
-        assert_eq!(
-            whole_seconds(datetime!(9999-12-31 23:59:59.5 -23:59)),
-            datetime!(9999-12-31 23:59:59 -23:59)
         );
     }
 

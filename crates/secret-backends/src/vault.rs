@@ -40,7 +40,7 @@
 //!             mount: "approle".to_owned(),
 //!             role_id: "4f1c0000-0000-0000-0000-000000000000".to_owned(),
 //!             // the caller reads it from VAULT_SECRET_ID
-//!             secret_id: SecretString::from("secret-id-from-the-environment"),
+//!             secret_id: SecretString::from("secret-id-from-the-environment").into(),
 //!         },
 //!     )
 //! };
@@ -58,12 +58,14 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, OnceCell};
 use tracing::instrument::{WithDispatch, WithSubscriber};
 use tracing::subscriber::NoSubscriber;
+use vaultrs::api::EndpointMiddleware;
 use vaultrs::api::kv2::requests::{
     ReadSecretRequest, SetSecretMetadataRequest, SetSecretRequestOptions,
 };
 use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
+use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, ReadError, RedirectRefused, find_cause};
 use crate::{
     BackendError, ErrorKind, SecretMetadata, SecretStore, StoredToken, TokenPayload, WriteOutcome,
     expiry_from_map, pick_from_map,
@@ -81,14 +83,17 @@ pub enum KvVersion {
     V2,
 }
 
-/// How the store logs in to Vault. Secrets are passed in; this crate never reads the environment.
+/// How the store logs in to Vault. Secrets are passed in as values or as files to read; this
+/// crate never reads the environment.
 #[derive(Debug, Clone)]
 pub enum VaultAuth {
-    /// A Vault token (e.g. read by the caller from the variable named by `token_env`).
+    /// A Vault token: a value (e.g. read by the caller from the variable named by `token_env`)
+    /// or a file (`token_file`, e.g. a Vault Agent sink), read again at each renewal and after
+    /// the server refused the token, so a token rotated on disk is picked up.
     /// Renewed when renewable; when it expires, writes fail with `Unauthorized`.
     Token {
         /// The Vault token.
-        token: SecretString,
+        token: LoginSecret,
     },
     /// AppRole: `POST auth/{mount}/login {role_id, secret_id}`.
     AppRole {
@@ -96,8 +101,8 @@ pub enum VaultAuth {
         mount: String,
         /// The role id (an identifier, not a secret).
         role_id: String,
-        /// The secret id.
-        secret_id: SecretString,
+        /// The secret id; a file is read again at every login.
+        secret_id: LoginSecret,
     },
     /// JWT/OIDC: `POST auth/{mount}/login {role, jwt}`, e.g. with a CI job's OIDC token.
     Jwt {
@@ -130,16 +135,26 @@ impl VaultAuth {
     }
 }
 
-/// Where a login JWT comes from.
+/// Where a login secret (a Vault token, an AppRole secret id, a login JWT) comes from.
 #[derive(Debug, Clone)]
-pub enum JwtSource {
-    /// A file, read at every login (projected tokens rotate).
+pub enum LoginSecret {
+    /// A file, read each time the secret is used to log in (rotated secrets are picked up);
+    /// surrounding whitespace is ignored.
     File(PathBuf),
     /// A value the caller already holds.
     Value(SecretString),
 }
 
-impl JwtSource {
+/// The source of a login JWT: [`LoginSecret`] by its older name.
+pub type JwtSource = LoginSecret;
+
+impl From<SecretString> for LoginSecret {
+    fn from(value: SecretString) -> Self {
+        LoginSecret::Value(value)
+    }
+}
+
+impl LoginSecret {
     /// Where Kubernetes mounts a pod's service-account token.
     pub const KUBERNETES_TOKEN_FILE: &'static str =
         "/var/run/secrets/kubernetes.io/serviceaccount/token";
@@ -234,6 +249,8 @@ pub struct VaultStore {
     mount: String,
     kv_version: OnceCell<KvVersion>,
     session: Mutex<Option<Session>>,
+    /// Every request goes through it: redirects only within the address's origin.
+    http: reqwest::Client,
 }
 
 impl fmt::Debug for VaultStore {
@@ -304,12 +321,14 @@ impl VaultStore {
             ));
         }
         let kv_version = OnceCell::new_with(options.kv_version);
+        let http = http_client(&backend, &options, &url)?;
         Ok(VaultStore {
             backend,
             options,
             mount,
             kv_version,
             session: Mutex::new(None),
+            http,
         })
     }
 
@@ -321,7 +340,8 @@ impl VaultStore {
         }
     }
 
-    /// A vaultrs client for `token` (possibly empty, for a login call).
+    /// A vaultrs client for `token` (possibly empty, for a login call), over this store's own
+    /// HTTP client ([`http_client`]) instead of the one vaultrs would build.
     fn new_client(&self, token: &str) -> Result<VaultClient, BackendError> {
         let op = Op {
             secret: None,
@@ -333,13 +353,7 @@ impl VaultStore {
             .token(token)
             .verify(true)
             .identity(None)
-            .ca_certs(
-                self.options
-                    .ca_file
-                    .iter()
-                    .map(|p| p.display().to_string())
-                    .collect(),
-            )
+            .ca_certs(Vec::new())
             .timeout(Some(self.options.timeout))
             .namespace(self.options.namespace.clone());
         let settings = settings.build().map_err(|e| {
@@ -349,7 +363,20 @@ impl VaultStore {
                 format!("the Vault client settings are invalid ({e}): check address and ca_file"),
             )
         })?;
-        VaultClient::new(settings).map_err(|e| self.translate(e, op))
+        // what VaultClient::new sets up, but over our client
+        let middle = EndpointMiddleware {
+            token: settings.token.clone(),
+            version: format!("v{}", settings.version),
+            wrap: None,
+            namespace: settings.namespace.clone(),
+        };
+        let http =
+            rustify::clients::reqwest::Client::new(settings.address.as_str(), self.http.clone());
+        Ok(VaultClient {
+            http,
+            middle,
+            settings,
+        })
     }
 
     /// The logged-in client, logging in or renewing first when needed.
@@ -360,7 +387,28 @@ impl VaultStore {
                 Some(at) if Instant::now() >= at => {}
                 _ => return Ok(s.client.clone()),
             }
+            // a token file rotated on disk (a Vault Agent sink) replaces the token instead of
+            // renewing it
+            let rotated = match &self.options.auth {
+                VaultAuth::Token {
+                    token: source @ LoginSecret::File(_),
+                } => {
+                    let op = Op {
+                        secret: None,
+                        doing: "reading token_file",
+                    };
+                    // unreadable now: renew the token in hand (a login would report the file)
+                    self.read_secret(source, "token", op)
+                        .await
+                        .is_ok_and(|now| now.expose_secret() != s.client.settings().token)
+                }
+                _ => false,
+            };
+            if rotated {
+                tracing::debug!(backend = %self.backend, "token_file holds another token; using it");
+            }
             if s.renewable
+                && !rotated
                 && let Ok(renewed) = self.renew(s.client.clone()).await
             {
                 let client = renewed.client.clone();
@@ -424,6 +472,7 @@ impl VaultStore {
             other => self.translate(other, op),
         };
         if let VaultAuth::Token { token } = &self.options.auth {
+            let token = self.read_secret(token, "token", op).await?;
             let client = self.new_client(token.expose_secret())?;
             let info = quiet(client.lookup()).await.map_err(refused)?;
             return Ok(Session {
@@ -440,6 +489,7 @@ impl VaultStore {
                 role_id,
                 secret_id,
             } => {
+                let secret_id = self.read_secret(secret_id, "secret id", op).await?;
                 quiet(vaultrs::auth::approle::login(
                     &client,
                     mount,
@@ -449,7 +499,7 @@ impl VaultStore {
                 .await
             }
             VaultAuth::Jwt { mount, role, jwt } => {
-                let jwt = self.read_jwt(jwt, op).await?;
+                let jwt = self.read_secret(jwt, "JWT", op).await?;
                 quiet(vaultrs::auth::oidc::login(
                     &client,
                     mount,
@@ -459,7 +509,7 @@ impl VaultStore {
                 .await
             }
             VaultAuth::Kubernetes { mount, role, jwt } => {
-                let jwt = self.read_jwt(jwt, op).await?;
+                let jwt = self.read_secret(jwt, "JWT", op).await?;
                 quiet(vaultrs::auth::kubernetes::login(
                     &client,
                     mount,
@@ -484,23 +534,45 @@ impl VaultStore {
         })
     }
 
-    async fn read_jwt(&self, source: &JwtSource, op: Op<'_>) -> Result<SecretString, BackendError> {
-        match source {
-            JwtSource::Value(jwt) => Ok(jwt.clone()),
-            JwtSource::File(path) => match tokio::fs::read_to_string(path).await {
-                Ok(text) => Ok(SecretString::from(text.trim().to_owned())),
-                Err(e) => Err(self
+    /// The login secret (`what`: "token", "secret id", "JWT"): the value, or the file's
+    /// content read now, trimmed.
+    async fn read_secret(
+        &self,
+        source: &LoginSecret,
+        what: &str,
+        op: Op<'_>,
+    ) -> Result<SecretString, BackendError> {
+        let path = match source {
+            LoginSecret::Value(value) => return Ok(value.clone()),
+            LoginSecret::File(path) => path,
+        };
+        let text = match tokio::fs::read_to_string(path).await {
+            Ok(text) => SecretString::from(text),
+            Err(e) => {
+                return Err(self
                     .error(
                         ErrorKind::Unauthorized,
                         op,
                         format!(
-                            "cannot read the login JWT from {}: check the path and that the token is mounted",
+                            "cannot read the login {what} from {}: check the path and that the file is mounted",
                             path.display()
                         ),
                     )
-                    .with_source(e)),
-            },
+                    .with_source(e));
+            }
+        };
+        let trimmed = text.expose_secret().trim();
+        if trimmed.is_empty() {
+            return Err(self.error(
+                ErrorKind::Unauthorized,
+                op,
+                format!(
+                    "the login {what} file {} is empty: check what writes it",
+                    path.display()
+                ),
+            ));
         }
+        Ok(SecretString::from(trimmed.to_owned()))
     }
 
     /// Runs `call` with a logged-in client: logs in again once if the server refuses the token,
@@ -522,7 +594,13 @@ impl VaultStore {
                 Ok(value) => return Ok(value),
                 Err(err) => err,
             };
-            let can_login = !matches!(self.options.auth, VaultAuth::Token { .. });
+            // a token given as a value cannot change; a token file may have been rotated
+            let can_login = !matches!(
+                self.options.auth,
+                VaultAuth::Token {
+                    token: LoginSecret::Value(_)
+                }
+            );
             if err.kind() == ErrorKind::Forbidden && can_login && !logged_in_again {
                 tracing::debug!(backend = %self.backend, "Vault refused the token; logging in again");
                 *self.session.lock().await = None;
@@ -569,6 +647,10 @@ impl VaultStore {
                     ErrorKind::Throttled,
                     "a rate-limit quota applies: retry later or raise the quota",
                 ),
+                300..=399 => (
+                    ErrorKind::Protocol,
+                    "it kept redirecting within the address: set address to the server that answers",
+                ),
                 500..=599 => (
                     ErrorKind::Unavailable,
                     "the server is failing, sealed or in standby: check its status",
@@ -588,6 +670,14 @@ impl VaultStore {
             ClientError::APIError { code, errors } => status(code, &errors),
             ClientError::RestClientError { source } => match source {
                 rustify::errors::ClientError::ServerResponseError { code, .. } => status(code, &[]),
+                rustify::errors::ClientError::RequestError { source, .. }
+                    if find_cause::<RedirectRefused>(&*source).is_some() =>
+                {
+                    let to = find_cause::<RedirectRefused>(&*source)
+                        .map(|r| r.to.clone())
+                        .unwrap_or_default();
+                    self.redirect_refused(op, &to)
+                }
                 rustify::errors::ClientError::RequestError { source, .. } => self
                     .error(
                         ErrorKind::Unreachable,
@@ -599,6 +689,20 @@ impl VaultStore {
                         ),
                     )
                     .with_source(Cause(format!("{source:#}"))),
+                rustify::errors::ClientError::ResponseError { source }
+                    if find_cause::<BodyTooLarge>(&*source).is_some() =>
+                {
+                    self.error(
+                        ErrorKind::Protocol,
+                        op,
+                        format!(
+                            "the Vault server at {} sent an answer larger than {} KiB while {doing}, so it was \
+                             not read: check that address is a Vault server",
+                            self.options.address,
+                            MAX_ANSWER_BYTES / 1024
+                        ),
+                    )
+                }
                 other => self.error(
                     ErrorKind::Protocol,
                     op,
@@ -618,6 +722,21 @@ impl VaultStore {
                 format!("the Vault server's answer could not be used while {doing} ({other})"),
             ),
         }
+    }
+
+    /// A redirect to another origin, which was not followed.
+    fn redirect_refused(&self, op: Op<'_>, to: &str) -> BackendError {
+        self.error(
+            ErrorKind::Protocol,
+            op,
+            format!(
+                "the Vault server at {} redirected to {to} while {}: secret-sync follows no redirect off \
+                 the configured address, since it would send the Vault token (and what is being written) \
+                 there: set address to the server that answers (the active node or the load balancer in \
+                 front of the cluster), or let standby nodes forward requests (Vault's and OpenBao's default)",
+                self.options.address, op.doing
+            ),
+        )
     }
 
     /// The mount's KV version, from the options or detected once; errors name `name`.
@@ -744,7 +863,18 @@ async fn mount_options(client: &VaultClient, mount: &str) -> Result<MountInfo, C
         .await
         .map_err(|e| rustify_request_error(e, mount))?;
     let code = response.status().as_u16();
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    let body = match crate::http::read_capped(response, MAX_ANSWER_BYTES).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        Err(ReadError::Transport(e)) => return Err(rustify_request_error(e, mount)),
+        Err(ReadError::TooLarge(too_large)) => {
+            return Err(ClientError::RestClientError {
+                source: rustify::errors::ClientError::ResponseError {
+                    source: too_large.into(),
+                },
+            });
+        }
+    };
+    let body: serde_json::Value = body;
     if !(200..300).contains(&code) {
         let errors = body["errors"]
             .as_array()
@@ -761,6 +891,48 @@ async fn mount_options(client: &VaultClient, mount: &str) -> Result<MountInfo, C
         version: body["data"]["options"]["version"]
             .as_str()
             .map(str::to_owned),
+    })
+}
+
+/// The HTTP client of a store: what vaultrs would build (rustls, the timeout, `ca_file` added to
+/// the system roots), except that it follows a redirect only within the address's origin
+/// ([`crate::http::same_origin_redirects`]): vaultrs' default follows up to ten to any host,
+/// and reqwest keeps `X-Vault-Token` and a 307's body across hosts.
+fn http_client(
+    backend: &str,
+    options: &VaultOptions,
+    address: &url::Url,
+) -> Result<reqwest::Client, BackendError> {
+    let invalid = |message: String| BackendError::new(ErrorKind::InvalidConfig, backend, message);
+    let mut builder = reqwest::Client::builder()
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+        .redirect(crate::http::same_origin_redirects());
+    if address.scheme() == "http" {
+        // as vaultrs does (reqwest#2988): no system roots to load for plain http
+        builder = builder.tls_certs_only(Vec::new());
+    } else if let Some(path) = &options.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            invalid(format!(
+                "cannot read the CA file {}: check ca_file",
+                path.display()
+            ))
+            .with_source(e)
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|certs| !certs.is_empty())
+            .ok_or_else(|| {
+                invalid(format!(
+                    "cannot use the CA file {}: check ca_file (a PEM bundle)",
+                    path.display()
+                ))
+            })?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    builder.build().map_err(|e| {
+        invalid("cannot build the HTTPS client (is a ca_file certificate malformed?)".to_owned())
+            .with_source(e)
     })
 }
 
@@ -822,7 +994,7 @@ const MAX_RENEW_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// When to renew a token with a lease of `lease_s` seconds: after two thirds of it, at most
 /// [`MAX_RENEW_INTERVAL`] from now.
-fn refresh_at(lease_s: u64) -> Option<Instant> {
+pub(crate) fn refresh_at(lease_s: u64) -> Option<Instant> {
     (lease_s > 0).then(|| {
         let wait = Duration::from_secs(lease_s / 3 * 2 + lease_s % 3 * 2 / 3);
         Instant::now() + wait.min(MAX_RENEW_INTERVAL)
@@ -1071,7 +1243,7 @@ mod tests {
             address,
             "secret",
             VaultAuth::Token {
-                token: SecretString::from("hvs.never-shown"),
+                token: SecretString::from("hvs.never-shown").into(),
             },
         )
     }

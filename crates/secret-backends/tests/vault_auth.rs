@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use secret_backends::conformance::{self, Harness};
 use secret_backends::vault::{
-    JwtSource, KvVersion, RetryPolicy, VaultAuth, VaultOptions, VaultStore,
+    JwtSource, KvVersion, LoginSecret, RetryPolicy, VaultAuth, VaultOptions, VaultStore,
 };
 use secret_backends::{ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
 use serde_json::json;
@@ -36,7 +36,13 @@ fn payload(token: &str) -> TokenPayload {
 fn token_store(bao: &OpenBao, mount: &str, token: SecretString) -> VaultStore {
     VaultStore::new(
         "ops-vault",
-        VaultOptions::new(bao.address(), mount, VaultAuth::Token { token }),
+        VaultOptions::new(
+            bao.address(),
+            mount,
+            VaultAuth::Token {
+                token: token.into(),
+            },
+        ),
     )
     .unwrap()
 }
@@ -45,7 +51,7 @@ fn approle_store(bao: &OpenBao, role_id: &str, secret_id: SecretString) -> Vault
     let auth = VaultAuth::AppRole {
         mount: "approle".to_owned(),
         role_id: role_id.to_owned(),
-        secret_id,
+        secret_id: secret_id.into(),
     };
     VaultStore::new(
         "ops-vault",
@@ -279,7 +285,7 @@ async fn throttling_by_a_rate_limit_quota_is_retried() {
                 bao.address(),
                 "throttled",
                 VaultAuth::Token {
-                    token: bao.root_token().clone(),
+                    token: bao.root_token().clone().into(),
                 },
             )
         },
@@ -451,7 +457,7 @@ async fn namespaces_are_sent_with_every_request() {
                 bao.address(),
                 "kvns",
                 VaultAuth::Token {
-                    token: bao.root_token().clone(),
+                    token: bao.root_token().clone().into(),
                 },
             )
         },
@@ -535,7 +541,7 @@ impl TlsBao {
                     &self.address,
                     "secret",
                     VaultAuth::Token {
-                        token: SecretString::from("tls-root"),
+                        token: SecretString::from("tls-root").into(),
                     },
                 )
             },
@@ -846,4 +852,145 @@ async fn concurrent_calls_share_one_login() {
     let second = approle_store(&bao, &creds.role_id, SecretString::from(single_use));
     let err = second.read("many/t-0", None).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+}
+
+/// A token with `policies` and `ttl`, created by root.
+fn create_token(bao: &OpenBao, policies: &[&str], ttl: &str) -> String {
+    let created = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": policies, "ttl": ttl, "renewable": true})),
+    );
+    created["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+fn token_file_store(bao: &OpenBao, file: &std::path::Path) -> VaultStore {
+    VaultStore::new(
+        "ops-vault",
+        VaultOptions {
+            kv_version: Some(KvVersion::V2),
+            ..VaultOptions::new(
+                bao.address(),
+                "secret",
+                VaultAuth::Token {
+                    token: LoginSecret::File(file.to_owned()),
+                },
+            )
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_token_file_rotated_on_disk_is_read_again_after_the_old_token_is_refused() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vault-token");
+    let first = create_token(&bao, &["writer"], "1h");
+    std::fs::write(&file, format!("{first}\n")).unwrap();
+    let store = token_file_store(&bao, &file);
+    store
+        .write("rotate/t", &payload("first.token.value"))
+        .await
+        .unwrap();
+
+    // a Vault Agent sink: a new token on disk, the old one revoked
+    let second = create_token(&bao, &["writer"], "1h");
+    std::fs::write(&file, &second).unwrap();
+    bao.api("POST", "auth/token/revoke", Some(json!({"token": first})));
+    let outcome = store
+        .write("rotate/t", &payload("second.token.value"))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        WriteOutcome::Updated,
+        "the new token from the file was used"
+    );
+
+    // a file that no longer holds a usable token: refused, naming neither token
+    std::fs::write(&file, "").unwrap();
+    bao.api("POST", "auth/token/revoke", Some(json!({"token": second})));
+    let err = store.read("rotate/t", None).await.unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("is empty"), "{text}");
+    assert!(!text.contains(&first) && !text.contains(&second), "{text}");
+}
+
+#[tokio::test]
+async fn a_token_file_rotated_on_disk_is_used_at_the_next_renewal() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vault-token");
+    // renewal is due after two thirds of 3 s
+    let first = create_token(&bao, &["writer"], "3s");
+    std::fs::write(&file, &first).unwrap();
+    let store = token_file_store(&bao, &file);
+    store
+        .write("rotate/t", &payload("first.token.value"))
+        .await
+        .unwrap();
+    let second = create_token(&bao, &["writer"], "1h");
+    std::fs::write(&file, &second).unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // the first token is still valid, so only the renewal step can switch to the second
+    store.read("rotate/t", None).await.unwrap();
+    bao.api("POST", "auth/token/revoke", Some(json!({"token": second})));
+    let err = store.read("rotate/t", None).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Forbidden | ErrorKind::Unauthorized),
+        "the store still used the first token: {err}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_id_file_is_read_at_each_login() {
+    let bao = OpenBao::start();
+    bao.put_policy("writer", WRITER_POLICY);
+    let creds = bao.enable_approle("approle", "short", &["writer"]);
+    bao.api(
+        "POST",
+        "auth/approle/role/short",
+        Some(json!({"token_policies": ["writer"], "token_ttl": "2s", "token_max_ttl": "2s"})),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secret-id");
+    std::fs::write(&file, format!("{}\n", creds.secret_id.expose_secret())).unwrap();
+    let store = VaultStore::new(
+        "ops-vault",
+        VaultOptions {
+            kv_version: Some(KvVersion::V2),
+            ..VaultOptions::new(
+                bao.address(),
+                "secret",
+                VaultAuth::AppRole {
+                    mount: "approle".to_owned(),
+                    role_id: creds.role_id.clone(),
+                    secret_id: LoginSecret::File(file.clone()),
+                },
+            )
+        },
+    )
+    .unwrap();
+    store
+        .write("relogin/t", &payload("first.token.value"))
+        .await
+        .unwrap();
+    // a new secret id on disk, the old one destroyed: the next login must use the new one
+    let new = bao.api("POST", "auth/approle/role/short/secret-id", None);
+    let new_secret_id = new["data"]["secret_id"].as_str().unwrap().to_owned();
+    bao.api(
+        "POST",
+        "auth/approle/role/short/secret-id/destroy",
+        Some(json!({"secret_id": creds.secret_id.expose_secret()})),
+    );
+    std::fs::write(&file, &new_secret_id).unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let outcome = store
+        .write("relogin/t", &payload("second.token.value"))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
 }

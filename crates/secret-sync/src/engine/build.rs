@@ -13,7 +13,10 @@ use std::time::Duration;
 use anyhow::Context;
 use entra_auth::{ClientOptions, EntraTokenCredential, RefreshPolicy, TokenCache, TokenClient};
 use secrecy::SecretString;
-use secret_backends::vault::{JwtSource, VaultAuth, VaultOptions};
+use secret_backends::azure_kv::{
+    AccessToken, AzureError, AzureErrorKind, TokenCredential, TokenRequestOptions,
+};
+use secret_backends::vault::{LoginSecret, VaultAuth, VaultOptions};
 use secret_backends::{
     AwsStore, AzureKeyVaultOptions, AzureKeyVaultStore, BackendError, ErrorKind, FileStore,
     SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
@@ -23,8 +26,8 @@ use tracing::warn;
 use super::source::{self, Stores};
 use super::{Engine, Job, Target};
 use crate::config::{
-    AzureKeyVaultSpec, BackendSpec, CredentialSpec, SecretSource, Settings, SyncConfig, Value,
-    VaultAuthSpec, VaultSpec,
+    AzureKeyVaultSpec, BackendSpec, CredentialSpec, EntraIdentity, SecretSource, Settings,
+    SyncConfig, Value, VaultAuthSpec, VaultSpec,
 };
 
 /// The engine and the jobs to run. `jobs` selects by name (empty: every job, in file order);
@@ -163,11 +166,20 @@ async fn store(
     })
 }
 
+/// A Vault login secret: a file is handed to the store, which reads it at each use (rotated
+/// secrets, Vault Agent sinks); a variable is read here, once (a process's environment does
+/// not change under it).
+async fn login_secret(source: &SecretSource, what: &str) -> anyhow::Result<LoginSecret> {
+    Ok(match source {
+        SecretSource::File(path) => LoginSecret::File(path.clone()),
+        other => LoginSecret::Value(source::read_secret(other, &Stores::new(), what).await?),
+    })
+}
+
 async fn vault_options(spec: &VaultSpec) -> anyhow::Result<VaultOptions> {
-    let none = Stores::new();
     let auth = match &spec.auth {
         VaultAuthSpec::Token { token } => VaultAuth::Token {
-            token: source::read_secret(token, &none, "auth token").await?,
+            token: login_secret(token, "auth token").await?,
         },
         VaultAuthSpec::AppRole {
             mount,
@@ -176,16 +188,12 @@ async fn vault_options(spec: &VaultSpec) -> anyhow::Result<VaultOptions> {
         } => VaultAuth::AppRole {
             mount: mount.clone(),
             role_id: role_id.clone(),
-            secret_id: source::read_secret(secret_id, &none, "auth secret_id").await?,
+            secret_id: login_secret(secret_id, "auth secret_id").await?,
         },
         VaultAuthSpec::Jwt { mount, role, jwt } => VaultAuth::Jwt {
             mount: mount.clone(),
             role: role.clone(),
-            jwt: match jwt {
-                // A file is read again at every login (projected tokens rotate).
-                SecretSource::File(path) => JwtSource::File(path.clone()),
-                other => JwtSource::Value(source::read_secret(other, &none, "auth jwt").await?),
-            },
+            jwt: login_secret(jwt, "auth jwt").await?,
         },
         VaultAuthSpec::Kubernetes {
             mount,
@@ -194,7 +202,7 @@ async fn vault_options(spec: &VaultSpec) -> anyhow::Result<VaultOptions> {
         } => VaultAuth::Kubernetes {
             mount: mount.clone(),
             role: role.clone(),
-            jwt: JwtSource::File(jwt_file.clone()),
+            jwt: LoginSecret::File(jwt_file.clone()),
         },
     };
     let mut options = VaultOptions::new(
@@ -215,14 +223,56 @@ async fn azure_key_vault(
     spec: &AzureKeyVaultSpec,
     cache: &Arc<TokenCache>,
 ) -> anyhow::Result<AzureKeyVaultStore> {
-    let app = source::app_credential(&spec.auth, &Stores::new())
+    // read now, so a missing secret makes the backend unusable at once with the reason
+    source::app_credential(&spec.auth, &Stores::new())
         .await
         .context("auth: cannot set up the Key Vault login")?;
-    let credential = EntraTokenCredential::new(Arc::clone(cache), app).into_shared();
+    let credential = Arc::new(KeyVaultLogin {
+        cache: Arc::clone(cache),
+        auth: spec.auth.clone(),
+    });
     let mut options = AzureKeyVaultOptions::new(spec.vault_url.clone());
     options.ca_file = spec.ca_file.clone();
     options.recover_deleted = spec.recover_deleted;
     Ok(AzureKeyVaultStore::new(name, options, credential)?)
+}
+
+/// The Key Vault backend's credential: its `auth` is read again each time the Azure SDK asks
+/// for a token (when it holds none, or its token is near expiry: a login), so a client secret or
+/// certificate rotated on disk is used from the next login on, without a reload. The token
+/// comes from the shared cache, whose key includes the credential, so a rotated secret asks
+/// Entra ID for a token of its own.
+struct KeyVaultLogin {
+    cache: Arc<TokenCache>,
+    auth: EntraIdentity,
+}
+
+impl fmt::Debug for KeyVaultLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVaultLogin").finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenCredential for KeyVaultLogin {
+    async fn get_token(
+        &self,
+        scopes: &[&str],
+        options: Option<TokenRequestOptions<'_>>,
+    ) -> Result<AccessToken, AzureError> {
+        let app = source::app_credential(&self.auth, &Stores::new())
+            .await
+            .map_err(|e| {
+                // the message names where the secret is (a path, a variable), never its value
+                AzureError::with_message(
+                    AzureErrorKind::Credential,
+                    format!("auth: cannot read the Key Vault login: {e:#}"),
+                )
+            })?;
+        EntraTokenCredential::new(Arc::clone(&self.cache), app)
+            .get_token(scopes, options)
+            .await
+    }
 }
 
 /// A backend that could not be set up: every call fails with the reason, so the targets on it
@@ -278,5 +328,22 @@ impl SecretStore for Unusable {
         _payload: &TokenPayload,
     ) -> Result<WriteOutcome, BackendError> {
         Err(self.error().with_secret(name))
+    }
+}
+
+/// Removes the temporary files that interrupted writes (kill -9, a crash) left beside every
+/// file target of `jobs`, as each target's next write does (the backend's `stale_temp_after`).
+/// The daemon calls it at start, so that targets that stay fresh are cleaned up too. Problems
+/// are logged; nothing here stops the daemon.
+pub async fn remove_stale_temp_files(config: &SyncConfig, jobs: &[Job]) {
+    for target in jobs.iter().flat_map(|job| &job.targets) {
+        let Some(BackendSpec::File(options)) = config.backends.get(target.backend()) else {
+            continue;
+        };
+        let store = FileStore::new(target.backend(), options.clone());
+        if let Err(err) = store.remove_stale_temp_files(&target.name).await {
+            warn!(backend = target.backend(), target = %target.name, error = %err,
+                "cannot remove the temporary files left by interrupted writes");
+        }
     }
 }
