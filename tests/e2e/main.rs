@@ -9,6 +9,7 @@ mod daemon;
 mod docs;
 mod hardening_token;
 mod metrics;
+mod packaging;
 mod readme;
 mod run;
 mod support;
