@@ -7,6 +7,7 @@ mod config;
 mod conventions;
 mod daemon;
 mod docs;
+mod hardening_file;
 mod hardening_token;
 mod metrics;
 mod packaging;

@@ -43,7 +43,7 @@ pub mod keys {
         "pass_timeout",
     ];
     pub const BACKEND_KINDS: &[&str] = &["file", "vault", "aws-secrets-manager", "azure-key-vault"];
-    pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks"];
+    pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks", "stale_temp_after"];
     pub const VAULT: &[&str] = &[
         "kind",
         "address",
@@ -679,12 +679,16 @@ impl Loader<'_> {
         let dir = self.path(table, "dir");
         let mode = self.mode(table);
         let follow_symlinks = self.boolean(table, "follow_symlinks");
+        let stale_temp_after = self.duration(table, "stale_temp_after");
         let mut options = FileOptions::new(dir?);
         if let Some(mode) = mode {
             options.mode = mode;
         }
         if let Some(follow) = follow_symlinks {
             options.follow_symlinks = follow;
+        }
+        if let Some(after) = stale_temp_after {
+            options.stale_temp_after = after;
         }
         Some(options)
     }

@@ -91,6 +91,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     let generation = Generation::build(config, &args.jobs, cache, &observer)
         .await
         .map_err(Failure::usage)?;
+    crate::engine::build::remove_stale_temp_files(&generation.config, &generation.jobs).await;
 
     let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
     let listener = match generation.config.settings.listen {
