@@ -7,7 +7,7 @@ mod config;
 mod conventions;
 mod daemon;
 mod docs;
-mod hardening_file;
+mod hardening_daemon;
 mod hardening_token;
 mod metrics;
 mod packaging;

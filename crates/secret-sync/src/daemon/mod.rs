@@ -12,12 +12,16 @@
 //!   and scope share one token request, across passes too. A reload keeps it unless
 //!   `ca_file` or `refresh_before` changed.
 //! - Stores and clients are built once per config, never per pass.
+//! - Every pass has a deadline: its job's `pass_timeout`, which the engine enforces, plus
+//!   [`OVERRUN`], after which the daemon abandons it. So no wait for a pass in flight is
+//!   longer than that: a reload's drain, the SIGTERM grace.
 //! - A reload that fails (load, validation, `--job` names, set-up) changes nothing: the running
 //!   config keeps running and the errors are logged. A reload that succeeds waits for the
-//!   passes in flight, then runs every job of the new config at once (fresh ones cost a
-//!   metadata read each) and schedules them from there.
-//! - SIGTERM/SIGINT: no new pass starts; passes in flight get [`SHUTDOWN_GRACE`] to finish;
-//!   exit 0.
+//!   passes in flight (each at most until its deadline), then runs every job of the new config
+//!   at once (fresh ones cost a metadata read each) and schedules them from there. SIGTERM or
+//!   SIGINT during a reload stops the daemon as at any other time.
+//! - SIGTERM/SIGINT: no new pass starts; passes in flight get until the latest of their
+//!   deadlines, at most [`SHUTDOWN_GRACE_MAX`], to finish; exit 0.
 //! - Vault logins stay alive between passes: every [`keepalive_period`] each Vault backend
 //!   with a target gets one metadata read, which renews its token or logs in again when due.
 //! - Logs and metrics carry job, backend and target names and outcomes, never a value.
@@ -42,7 +46,7 @@ use tracing::{debug, error, info, warn};
 
 use self::http::Listener;
 use self::metrics::{Metrics, Status};
-use self::scheduler::{Queue, Timing, random_sample};
+use self::scheduler::{Queue, Rounds, Timing, holds_expired, random_sample};
 use crate::cli::{DaemonArgs, RunArgs};
 use crate::config::{BackendSpec, SyncConfig};
 use crate::engine::build::{build_with_cache, token_cache};
@@ -51,8 +55,15 @@ use crate::failure::Failure;
 use crate::output::rfc3339;
 use crate::run::check_job_names;
 
-/// How long passes in flight may take to finish after SIGTERM/SIGINT.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The longest the passes in flight may take to finish after SIGTERM/SIGINT; less when their
+/// deadlines come sooner. A pass normally takes seconds; this is the grace for a slow one,
+/// and below the 45 s that docs/operations.md gives systemd and Kubernetes before SIGKILL.
+pub const SHUTDOWN_GRACE_MAX: Duration = Duration::from_secs(30);
+
+/// How long after its `pass_timeout` the daemon abandons a pass that is still running. The
+/// engine ends a pass at its deadline itself and reports why for each target; this margin is
+/// the time it has for that, and the daemon's own bound if anything in the pass overruns.
+pub const OVERRUN: Duration = Duration::from_secs(2);
 
 /// The longest time between two uses of a Vault backend's login (see [`keepalive_period`]).
 pub const VAULT_KEEPALIVE_MAX: Duration = Duration::from_secs(60);
@@ -137,8 +148,23 @@ fn keepalive_interval(refresh_before: Duration) -> tokio::time::Interval {
 /// The signals the daemon acts on.
 struct Signals {
     hangup: Signal,
+    stop: StopSignals,
+}
+
+/// The signals that stop the daemon (kept apart from SIGHUP, so a reload can wait for them).
+struct StopSignals {
     terminate: Signal,
     interrupt: Signal,
+}
+
+impl StopSignals {
+    /// Waits for SIGTERM or SIGINT and says which came.
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 impl Signals {
@@ -146,8 +172,10 @@ impl Signals {
         let listen = |kind| signal(kind).context("cannot listen for signals");
         Ok(Signals {
             hangup: listen(SignalKind::hangup())?,
-            terminate: listen(SignalKind::terminate())?,
-            interrupt: listen(SignalKind::interrupt())?,
+            stop: StopSignals {
+                terminate: listen(SignalKind::terminate())?,
+                interrupt: listen(SignalKind::interrupt())?,
+            },
         })
     }
 }
@@ -168,6 +196,8 @@ struct Generation {
     /// Failed passes in a row, by job index.
     failures: Vec<u32>,
     queue: Queue,
+    /// The shared retry rounds of jobs whose targets hold an expired token or none.
+    rounds: Rounds,
     timing: Timing,
     /// At most this many passes at once.
     limit: usize,
@@ -217,6 +247,7 @@ impl Generation {
             cache,
             config,
             queue,
+            rounds: Rounds::default(),
         })
     }
 }
@@ -227,11 +258,26 @@ struct Daemon {
     metrics: Arc<Metrics>,
     observer: Arc<TokenRequests>,
     generation: Generation,
-    /// Passes in flight; each yields its job index and reports.
-    in_flight: JoinSet<(usize, Vec<TargetReport>)>,
-    /// The job index of each pass in flight, to reschedule a pass that panicked.
-    running: HashMap<Id, usize>,
+    /// Passes in flight.
+    in_flight: JoinSet<PassResult>,
+    /// Each pass in flight, to reschedule one that panicked and to bound the waits for it.
+    running: HashMap<Id, InFlight>,
 }
+
+/// What a pass in flight yields: its job index and reports, `None` if abandoned at its deadline.
+type PassResult = (usize, Option<Vec<TargetReport>>);
+
+/// A pass in flight.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    job: usize,
+    started: Instant,
+    /// `started` + the job's `pass_timeout` + [`OVERRUN`]: the daemon abandons it then.
+    deadline: Instant,
+}
+
+/// A stop signal (its name) that arrived while the daemon was busy with something else.
+struct Stopped(&'static str);
 
 impl Daemon {
     async fn run_until_stopped(&mut self, mut signals: Signals) {
@@ -242,16 +288,15 @@ impl Daemon {
             // Never polled when there is no next due time (the branch is disabled).
             let deadline = next.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                _ = signals.terminate.recv() => {
-                    info!("SIGTERM: stopping");
-                    break;
-                }
-                _ = signals.interrupt.recv() => {
-                    info!("SIGINT: stopping");
+                signal = signals.stop.recv() => {
+                    info!("{signal}: stopping");
                     break;
                 }
                 _ = signals.hangup.recv() => {
-                    self.reload().await;
+                    if let Err(Stopped(signal)) = self.reload(&mut signals.stop).await {
+                        info!("{signal} during the reload: stopping");
+                        break;
+                    }
                     let period = keepalive_period(self.generation.timing.refresh_before);
                     if keepalive.period() != period {
                         keepalive = keepalive_interval(self.generation.timing.refresh_before);
@@ -278,13 +323,20 @@ impl Daemon {
             };
             let engine = Arc::clone(&self.generation.engine);
             let jobs = Arc::clone(&self.generation.jobs);
+            let started = Instant::now();
+            let deadline = started + jobs[job].pass_timeout() + OVERRUN;
             let handle = self.in_flight.spawn(async move {
-                let reports = engine
-                    .run(std::slice::from_ref(&jobs[job]), PassOptions::default())
-                    .await;
-                (job, reports)
+                let pass = engine.run(std::slice::from_ref(&jobs[job]), PassOptions::default());
+                (job, tokio::time::timeout_at(deadline, pass).await.ok())
             });
-            self.running.insert(handle.id(), job);
+            self.running.insert(
+                handle.id(),
+                InFlight {
+                    job,
+                    started,
+                    deadline,
+                },
+            );
         }
     }
 
@@ -304,19 +356,29 @@ impl Daemon {
     }
 
     /// Records a finished pass and schedules the job's next one.
-    fn finished(&mut self, joined: Result<(Id, (usize, Vec<TargetReport>)), JoinError>) {
-        let (job, reports) = match joined {
-            Ok((id, (job, reports))) => {
-                self.running.remove(&id);
-                (job, reports)
+    fn finished(&mut self, joined: Result<(Id, PassResult), JoinError>) {
+        let id = match &joined {
+            Ok((id, _)) => *id,
+            Err(err) => err.id(),
+        };
+        let Some(flight) = self.running.remove(&id) else {
+            return;
+        };
+        let job = flight.job;
+        let reports = match joined {
+            Ok((_, (_, Some(reports)))) => reports,
+            Ok((_, (_, None))) => {
+                let limit = self.generation.jobs[job].pass_timeout();
+                warn!(job = %self.generation.jobs[job].name,
+                    pass_timeout = %humantime::format_duration(limit),
+                    "a job pass was still running past its deadline and was abandoned; its targets \
+                     keep what they held (a write is atomic or not done)");
+                Vec::new()
             }
             Err(err) => {
-                let Some(job) = self.running.remove(&err.id()) else {
-                    return;
-                };
                 error!(job = %self.generation.jobs[job].name, error = %err,
                     "a job pass ended abnormally; it is retried with backoff");
-                (job, Vec::new())
+                Vec::new()
             }
         };
         let generation = &mut self.generation;
@@ -340,12 +402,23 @@ impl Daemon {
             }
             Pass::Failed { earliest_expiry } | Pass::Stale { earliest_expiry } => {
                 generation.failures[job] = generation.failures[job].saturating_add(1);
-                generation.timing.after_failure(
+                let backoff = generation.timing.after_failure(
                     generation.failures[job],
                     earliest_expiry,
                     now,
                     random_sample(),
-                )
+                );
+                if holds_expired(earliest_expiry, now) {
+                    // The quarter-of-the-time-left cap bounds nothing any more: retry in the
+                    // coming round, at most EXPIRED_RETRY after this pass started.
+                    let clock = Instant::now();
+                    let round = generation
+                        .rounds
+                        .join(flight.started, clock, random_sample());
+                    backoff.min(round.saturating_duration_since(clock))
+                } else {
+                    backoff
+                }
             }
         };
         generation.queue.push(job, Instant::now() + wait);
@@ -383,24 +456,36 @@ impl Daemon {
         }
     }
 
-    /// SIGHUP: swap in the config as it is now on disk, or keep the running one.
-    async fn reload(&mut self) {
+    /// SIGHUP: swap in the config as it is now on disk, or keep the running one. A SIGTERM or
+    /// SIGINT meanwhile ends the reload (the running config stays) and is returned.
+    async fn reload(&mut self, stop: &mut StopSignals) -> Result<(), Stopped> {
         info!(config = %self.path.display(), "SIGHUP: reloading the config");
-        let next = match self.next_generation().await {
+        let next = tokio::select! {
+            next = self.next_generation() => next,
+            signal = stop.recv() => return Err(Stopped(signal)),
+        };
+        let next = match next {
             Ok(next) => next,
             Err(err) => {
                 self.metrics.record_reload(Status::Failure);
                 error!(config = %self.path.display(), error = format!("{err:#}"),
                     "reload failed; the running config stays in use");
-                return;
+                return Ok(());
             }
         };
         if next.config.settings.listen != self.generation.config.settings.listen {
             warn!("[settings] listen changed: the listener keeps its address until a restart");
         }
-        // Finish the passes of the old config, so no job runs twice at once.
-        while let Some(joined) = self.in_flight.join_next_with_id().await {
-            self.finished(joined);
+        // Finish the passes of the old config, so no job runs twice at once. Each ends by its
+        // deadline at the latest; a stop signal ends the wait at once.
+        if !self.in_flight.is_empty() {
+            info!(passes = self.in_flight.len(),
+                within = %humantime::format_duration(self.longest_wait()),
+                "reload: waiting for the passes in flight to finish");
+        }
+        tokio::select! {
+            () = self.drain() => {}
+            signal = stop.recv() => return Err(Stopped(signal)),
         }
         for job in self.generation.jobs.iter() {
             if !next.jobs.iter().any(|j| j.name == job.name) {
@@ -413,6 +498,25 @@ impl Daemon {
         );
         self.generation = next;
         self.metrics.record_reload(Status::Success);
+        Ok(())
+    }
+
+    /// Waits for every pass in flight, recording each as it ends. Each pass ends by its
+    /// deadline (the daemon abandons it then), so this takes [`Daemon::longest_wait`] at most.
+    async fn drain(&mut self) {
+        while let Some(joined) = self.in_flight.join_next_with_id().await {
+            self.finished(joined);
+        }
+    }
+
+    /// The time until the latest deadline of the passes in flight.
+    fn longest_wait(&self) -> Duration {
+        let now = Instant::now();
+        self.running
+            .values()
+            .map(|pass| pass.deadline.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default()
     }
 
     async fn next_generation(&self) -> anyhow::Result<Generation> {
@@ -431,19 +535,17 @@ impl Daemon {
         Generation::build(config, &self.job_filter, cache, &self.observer).await
     }
 
-    /// Lets the passes in flight finish, for at most [`SHUTDOWN_GRACE`].
+    /// Lets the passes in flight finish: until the latest of their deadlines, at most
+    /// [`SHUTDOWN_GRACE_MAX`].
     async fn shutdown(&mut self) {
         if self.in_flight.is_empty() {
             return;
         }
-        info!(passes = self.in_flight.len(), grace = %humantime::format_duration(SHUTDOWN_GRACE),
+        let grace = shutdown_grace(self.longest_wait());
+        info!(passes = self.in_flight.len(),
+            grace = %humantime::format_duration(Duration::from_secs(grace.as_secs())),
             "waiting for the passes in flight to finish");
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while let Some(joined) = self.in_flight.join_next_with_id().await {
-                self.finished(joined);
-            }
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, self.drain()).await;
         if drained.is_err() {
             warn!(
                 passes = self.in_flight.len(),
@@ -453,6 +555,13 @@ impl Daemon {
             self.in_flight.abort_all();
         }
     }
+}
+
+/// How long the passes in flight get after SIGTERM/SIGINT when the latest of their deadlines is
+/// `until_deadline` away: that, at most [`SHUTDOWN_GRACE_MAX`] (and a whole second at least,
+/// for the summary of a pass that is ending anyway).
+fn shutdown_grace(until_deadline: Duration) -> Duration {
+    until_deadline.clamp(Duration::from_secs(1), SHUTDOWN_GRACE_MAX)
 }
 
 /// What a pass achieved, for scheduling.
@@ -472,8 +581,11 @@ enum Pass {
 }
 
 impl Pass {
+    /// `earliest_expiry` of a failed or stale pass is `None` when a target holds no token or
+    /// one of unknown expiry: the job then retries as if its tokens had expired.
     fn judge(reports: &[TargetReport], renew_within: Duration, now: OffsetDateTime) -> Pass {
-        let earliest_expiry = reports.iter().filter_map(|r| r.expires_on).min();
+        // `None` sorts first: one target without a known expiry makes the whole pass's `None`.
+        let earliest_expiry = reports.iter().map(|r| r.expires_on).min().flatten();
         let failed = reports.is_empty() || reports.iter().any(|r| r.outcome == Outcome::Failed);
         match earliest_expiry {
             _ if failed => Pass::Failed { earliest_expiry },
@@ -571,9 +683,17 @@ mod tests {
             }
         );
         assert_eq!(
+            Pass::judge(&[fresh(60), report(Outcome::Failed, Some(30))], WINDOW, NOW),
+            Pass::Failed {
+                earliest_expiry: Some(NOW + time::Duration::seconds(30))
+            }
+        );
+        // A target that holds no token (or one of unknown expiry) makes the pass's expiry
+        // unknown, however long the others' tokens live: the job retries as if expired.
+        assert_eq!(
             Pass::judge(&[fresh(60), report(Outcome::Failed, None)], WINDOW, NOW),
             Pass::Failed {
-                earliest_expiry: Some(NOW + time::Duration::seconds(60))
+                earliest_expiry: None
             }
         );
         // The cache served the old token after a failed refresh: written unchanged, still
@@ -590,6 +710,16 @@ mod tests {
                 earliest_expiry: None
             }
         );
+    }
+
+    #[test]
+    fn the_sigterm_grace_is_the_time_to_the_latest_deadline_at_most_30_s() {
+        assert_eq!(
+            shutdown_grace(Duration::from_secs(8)),
+            Duration::from_secs(8)
+        );
+        assert_eq!(shutdown_grace(Duration::from_secs(302)), SHUTDOWN_GRACE_MAX);
+        assert_eq!(shutdown_grace(Duration::ZERO), Duration::from_secs(1));
     }
 
     #[test]

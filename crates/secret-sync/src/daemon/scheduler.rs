@@ -8,7 +8,10 @@
 //! instant and the second half is left for queueing and slow backends. A pass that failed, or
 //! that could not get a newer token, backs off exponentially with jitter, but never waits
 //! longer than a quarter of the time its tokens still have, so a retry always comes well
-//! before they expire.
+//! before they expire. Once a target holds an expired token or none, that cap bounds nothing,
+//! so such a job retries at the latest [`EXPIRED_RETRY`] after the start of its failed pass, in
+//! a shared round ([`Rounds`]): jobs that wait for the same outage to end retry together, so
+//! jobs with the same credentials meet in the token cache's single flight and send one request.
 //!
 //! The queue is a binary heap of (due instant, job index) read by the daemon's single loop with
 //! `tokio::time::sleep_until`: 10,000 jobs are 10,000 small heap entries, not 10,000 tasks.
@@ -33,6 +36,10 @@ pub const BACKOFF_FIRST: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5 * 60);
 /// The shortest wait after a failure, however close the expiry.
 pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+/// While a target holds an expired token or none, the longest time from the start of a failed
+/// pass to the next one (each round is drawn between half and all of it): after an outage
+/// longer than the tokens' life, the daemon is back within this of the service's return.
+pub const EXPIRED_RETRY: Duration = Duration::from_secs(30);
 
 /// How far ahead of its refresh point the daemon renews a job: half of `refresh_before`,
 /// at most [`LEAD_MAX`].
@@ -98,6 +105,42 @@ impl Timing {
             wait = wait.min(non_negative(expiry - now) / 4);
         }
         wait.max(BACKOFF_MIN)
+    }
+}
+
+/// Whether a pass left a target with an expired token or none: `earliest_expiry` is the
+/// earliest expiry its targets hold, `None` when one holds no token (or its expiry is unknown).
+pub fn holds_expired(earliest_expiry: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    earliest_expiry.is_none_or(|expiry| expiry <= now)
+}
+
+/// The retry rounds of the jobs whose targets hold an expired token or none (one config's).
+///
+/// A job whose failed pass started at `started` retries by `started` + [`EXPIRED_RETRY`] at
+/// the latest: in the coming round when that is soon enough, else in a new one drawn between
+/// half and all of [`EXPIRED_RETRY`] after `started`. Jobs that failed in the same round start
+/// the next one together, so those with the same credentials share one token request (the
+/// token cache's single flight) instead of one each at scattered moments.
+#[derive(Debug, Default)]
+pub struct Rounds {
+    next: Option<Instant>,
+}
+
+impl Rounds {
+    /// When the job retries at the latest (never sooner than [`BACKOFF_MIN`] from `now`).
+    pub fn join(&mut self, started: Instant, now: Instant, sample: u64) -> Instant {
+        let soonest = now + BACKOFF_MIN;
+        let latest = (started + EXPIRED_RETRY).max(soonest);
+        if let Some(at) = self.next
+            && at >= soonest
+            && at <= latest
+        {
+            return at;
+        }
+        let half = EXPIRED_RETRY / 2;
+        let at = (started + half + half.mul_f64(fraction(sample))).max(soonest);
+        self.next = Some(at);
+        at
     }
 }
 
@@ -239,6 +282,49 @@ mod tests {
         assert_eq!(wait, BACKOFF_MIN);
         let wait = TIMING.after_failure(2, Some(NOW - secs(10)), NOW, u64::MAX);
         assert_eq!(wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_target_with_an_expired_token_or_none_counts_as_expired() {
+        assert!(holds_expired(None, NOW));
+        assert!(holds_expired(Some(NOW), NOW));
+        assert!(holds_expired(Some(NOW - secs(1)), NOW));
+        assert!(!holds_expired(Some(NOW + secs(1)), NOW));
+    }
+
+    #[test]
+    fn jobs_waiting_for_an_outage_to_end_retry_together_within_30_s_of_their_last_start() {
+        let start = Instant::now();
+        let mut rounds = Rounds::default();
+        // A pass that started at 0 and failed at 4 s opens a round 15-30 s after its start.
+        let first = rounds.join(start, start + Duration::from_secs(4), 0);
+        assert_eq!(first, start + EXPIRED_RETRY / 2);
+        let late = Rounds::default().join(start, start + Duration::from_secs(4), u64::MAX);
+        assert_eq!(late, start + EXPIRED_RETRY);
+        // Another job of the same round, failing a little later, joins it.
+        let second = rounds.join(
+            start + Duration::from_millis(200),
+            start + Duration::from_secs(6),
+            u64::MAX,
+        );
+        assert_eq!(second, first);
+        // A job that started 20 s later cannot wait for a round that has passed: a new one.
+        let third = rounds.join(
+            start + Duration::from_secs(20),
+            start + Duration::from_secs(21),
+            0,
+        );
+        assert_eq!(third, start + Duration::from_secs(35));
+        // A round that would come more than 30 s after a job's start is not joined.
+        let fourth = rounds.join(
+            start + Duration::from_secs(1),
+            start + Duration::from_secs(2),
+            0,
+        );
+        assert_eq!(fourth, start + Duration::from_secs(16));
+        // A pass that ran past the whole period retries almost at once, never in a busy loop.
+        let overdue = rounds.join(start, start + Duration::from_secs(60), 0);
+        assert_eq!(overdue, start + Duration::from_secs(61));
     }
 
     #[test]
