@@ -8,6 +8,7 @@ mod conventions;
 mod daemon;
 mod docs;
 mod hardening_daemon;
+mod hardening_file;
 mod hardening_token;
 mod metrics;
 mod packaging;
