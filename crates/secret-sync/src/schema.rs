@@ -180,7 +180,11 @@ fn definitions() -> Value {
                         { "type": "string", "pattern": "^(0o|0)?[67][0-7]{2}$" }
                     ]
                 },
-                "follow_symlinks": { "type": "boolean" }
+                "follow_symlinks": { "type": "boolean" },
+                "stale_temp_after": {
+                    "description": "Age after which a temporary file left by an interrupted write is removed by the next write of its target. Default \"5m\".",
+                    "$ref": "#/definitions/duration"
+                }
             }
         },
         "vault_backend": {

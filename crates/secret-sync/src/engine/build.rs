@@ -347,20 +347,3 @@ pub async fn remove_stale_temp_files(config: &SyncConfig, jobs: &[Job]) {
         }
     }
 }
-
-/// Removes the temporary files that interrupted writes (kill -9, a crash) left beside every
-/// file target of `jobs`, as each target's next write does (the backend's `stale_temp_after`).
-/// The daemon calls it at start, so that targets that stay fresh are cleaned up too. Problems
-/// are logged; nothing here stops the daemon.
-pub async fn remove_stale_temp_files(config: &SyncConfig, jobs: &[Job]) {
-    for target in jobs.iter().flat_map(|job| &job.targets) {
-        let Some(BackendSpec::File(options)) = config.backends.get(target.backend()) else {
-            continue;
-        };
-        let store = FileStore::new(target.backend(), options.clone());
-        if let Err(err) = store.remove_stale_temp_files(&target.name).await {
-            warn!(backend = target.backend(), target = %target.name, error = %err,
-                "cannot remove the temporary files left by interrupted writes");
-        }
-    }
-}
