@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 use tracing::{debug, info};
 
 use crate::credential::{
-    AppCredential, Credential, FederatedTokenSource, ManagedIdentity, check_github_request_url,
+    AppCredential, Credential, FederatedTokenSource, MAX_CREDENTIAL_FILE, ManagedIdentity,
+    check_github_request_url, file_too_large,
 };
 use crate::error::{AssertionClaims, CredentialKind, Error, ErrorKind, RequestFacts, redact};
 use crate::input::Scope;
@@ -327,7 +328,7 @@ impl TokenClient {
         let source_error = |message: String| Error::new(ErrorKind::CredentialSource, message);
         let assertion = match source {
             FederatedTokenSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                let text = read_token_file(path).await.map_err(|e| {
                     source_error(format!(
                         "cannot read the federated token file {}: {e}; check that the service \
                          account token is projected there (AZURE_FEDERATED_TOKEN_FILE)",
@@ -558,6 +559,23 @@ impl TokenClient {
         };
         Error::new(ErrorKind::Network, message)
     }
+}
+
+/// The federated token file as text, refused past [`MAX_CREDENTIAL_FILE`] without reading
+/// further (a projected token is about a KiB).
+async fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut bytes = Vec::new();
+    tokio::fs::File::open(path)
+        .await?
+        .take(MAX_CREDENTIAL_FILE + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(file_too_large());
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
 }
 
 fn assertion_fields(assertion: SecretString) -> Vec<(&'static str, SecretString)> {

@@ -110,7 +110,7 @@ impl CertificateCredential {
         let cert_path = cert_path.as_ref();
         let key_path = key_path.as_ref();
         let read = |input: &'static str, path: &Path| {
-            std::fs::read(path).map(SecretSlice::from).map_err(|e| {
+            read_capped(path).map(SecretSlice::from).map_err(|e| {
                 ConfigError::new(
                     input,
                     Some(&path.display().to_string()),
@@ -272,6 +272,28 @@ fn private_key(key_pem: &[u8]) -> Result<EncodingKey, ConfigError> {
         )
         .with_source(e)
     })
+}
+
+/// The most of a credential file (certificate, key, federated token) this crate reads: such
+/// files are a few KiB, so 1 MiB is generous; a larger one (or `/dev/zero`) is refused.
+pub(crate) const MAX_CREDENTIAL_FILE: u64 = 1 << 20;
+
+/// The error for a credential file past [`MAX_CREDENTIAL_FILE`].
+pub(crate) fn file_too_large() -> std::io::Error {
+    std::io::Error::other("it is larger than 1 MiB, which no credential file is")
+}
+
+/// The whole of `path`, refused past [`MAX_CREDENTIAL_FILE`] without reading further.
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CREDENTIAL_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE {
+        return Err(file_too_large());
+    }
+    Ok(bytes)
 }
 
 /// Where the external OIDC token of workload identity federation comes from.

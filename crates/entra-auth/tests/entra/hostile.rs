@@ -2,7 +2,7 @@
 //! `Retry-After` values end in a clear error, never a panic; every body we read is capped at
 //! 1 MiB, read incrementally, and the error names the server; a body that drips is bounded by
 //! the request timeout; user information in an authority and a plain-http GitHub OIDC endpoint
-//! are refused without echoing anything secret.
+//! are refused without echoing anything secret. Credential files get the same 1 MiB cap.
 
 use std::time::{Duration, Instant};
 
@@ -400,4 +400,35 @@ async fn the_github_oidc_request_token_goes_only_to_https_or_loopback() {
         assert!(!text.contains("github-request-token"), "{text}");
     }
     assert_eq!(server.request_count(), 0);
+}
+
+#[tokio::test]
+async fn credential_files_past_one_mib_are_refused_without_reading_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = dir.path().join("token");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+
+    let server = HostileServer::start(Behaviour::hang()).await.unwrap();
+    let app = AppCredential {
+        credential: Credential::Federated(FederatedTokenSource::File(zero.clone())),
+        ..hostile_app(&server)
+    };
+    let start = Instant::now();
+    let err = TokenClient::new(quick_options())
+        .unwrap()
+        .acquire(&app, &scope())
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert_eq!(err.kind(), ErrorKind::CredentialSource, "{err}");
+    assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
+    assert_eq!(server.request_count(), 0);
+
+    let err = entra_auth::CertificateCredential::from_files(
+        &zero,
+        &zero,
+        entra_auth::AssertionAlgorithm::Ps256,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("larger than 1 MiB"), "{err}");
 }
