@@ -126,7 +126,9 @@ async fn a_200_mb_token_answer_is_refused_naming_the_server() {
                 server.base_url()
             ),
         );
-        assert_eq!(server.request_count(), 1, "not retried");
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1, "not retried");
+        assert_eq!(requests[0].path, TOKEN_PATH);
         assert_stopped_early(&server);
     }
 }
