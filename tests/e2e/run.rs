@@ -576,31 +576,25 @@ async fn a_token_expiring_within_refresh_before_is_refreshed_and_failures_exit_1
         "{}[jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
          client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
          targets = [{{ to = \"local\", name = \"graph.json\", format = \"json\" }}]\n",
-        // Longer than the emulator's token lifetime: every run finds the token expiring.
+        // Longer than the emulator's token lifetime: every run finds the token expiring, and
+        // the token it gets does not outlive refresh_before, so the target fails (exit 1).
         e.settings("2h")
     ));
     let env = [("APP_SECRET", SECRET)];
     let first = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
-    first.assert_code(0);
+    first.assert_code(1);
     let second = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
-    second.assert_code(0);
+    second.assert_code(1);
     let doc: Value = serde_json::from_str(second.stdout.trim()).unwrap();
-    assert_eq!(doc["targets"][0]["outcome"], "updated");
+    assert_eq!(doc["targets"][0]["outcome"], "failed");
+    let error = doc["targets"][0]["error"].as_str().unwrap();
     assert!(
-        doc["targets"][0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("within refresh_before (2h)"),
-        "{doc}"
+        error.starts_with("written (updated), but the token Entra ID issued is valid for only")
+            && error.contains("not longer than refresh_before (2h)")
+            && error.contains("lower refresh_before below the token lifetime"),
+        "the detail says why and what to change: {doc}"
     );
     assert_eq!(e.graph_requests(), 2);
-    assert!(
-        second
-            .stderr
-            .contains("lower refresh_before below the token lifetime"),
-        "a warning says why every run writes: {}",
-        second.stderr
-    );
 
     // A wrong secret: the job fails (exit 1) with Entra's reason, and nothing is written.
     let before = std::fs::read_to_string(e.out().join("graph.json")).unwrap();
