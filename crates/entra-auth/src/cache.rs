@@ -25,6 +25,12 @@ use crate::token::{AccessToken, saturating_add, saturating_sub};
 /// service's own `Retry-After` holds further requests back, as MSAL does.
 const FAILED_REFRESH_PAUSE: Duration = Duration::from_secs(30);
 
+/// The longest `Retry-After` the cache honours by not asking again. Entra ID's throttling asks
+/// for seconds to a few minutes; a longer wait (a broken or hostile server answering
+/// `Retry-After: 300000000000`) would otherwise keep a daemon from ever asking again. The
+/// request that got it already failed with its error; the cache asks again after this.
+pub const MAX_HONOURED_RETRY_AFTER: Duration = Duration::from_secs(5 * 60);
+
 /// Tokens of this lifetime or more are refreshed at half their lifetime.
 const LONG_LIVED: time::Duration = time::Duration::hours(2);
 
@@ -227,12 +233,12 @@ impl TokenCache {
                 match valid(current, now) {
                     Some(token) => {
                         // Our own pause ends when the token expires; a wait the service
-                        // asked for is honoured in full.
+                        // asked for is honoured up to MAX_HONOURED_RETRY_AFTER.
                         let own_pause =
                             saturating_add(now, FAILED_REFRESH_PAUSE).min(token.expires_on());
                         // However absurd the wait asked for (`Retry-After: 300000000000`),
                         // never an overflow: at worst, the latest date there is.
-                        let asked = saturating_add(now, err.retry_after().unwrap_or_default());
+                        let asked = saturating_add(now, honoured_wait(&err).unwrap_or_default());
                         state.quiet_until = Some(own_pause.max(asked));
                         warn!(
                             tenant = %app.tenant, client_id = %app.client_id, scope = %scope,
@@ -243,7 +249,8 @@ impl TokenCache {
                     }
                     None => {
                         slot.set_current(None);
-                        state.quiet_until = err.retry_after().map(|wait| saturating_add(now, wait));
+                        state.quiet_until =
+                            honoured_wait(&err).map(|wait| saturating_add(now, wait));
                         Err(err)
                     }
                 }
@@ -275,9 +282,16 @@ impl TokenCache {
     }
 }
 
+/// The wait the service asked for, at most [`MAX_HONOURED_RETRY_AFTER`].
+fn honoured_wait(err: &Error) -> Option<Duration> {
+    err.retry_after()
+        .map(|wait| wait.min(MAX_HONOURED_RETRY_AFTER))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use secrecy::SecretString;
 
     fn token(obtained: i64, lifetime: i64, refresh_in: Option<i64>) -> AccessToken {
@@ -316,6 +330,23 @@ mod tests {
         assert_eq!(
             huge.refresh_at(&token(0, 60, None)),
             time::PrimitiveDateTime::MIN.assume_utc()
+        );
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_honoured_only_up_to_the_cap() {
+        let asked = |secs: u64| {
+            Error::new(ErrorKind::Throttled, "throttled")
+                .with_retry_after(Some(Duration::from_secs(secs)))
+        };
+        assert_eq!(honoured_wait(&asked(7)), Some(Duration::from_secs(7)));
+        assert_eq!(
+            honoured_wait(&asked(300_000_000_000)),
+            Some(MAX_HONOURED_RETRY_AFTER)
+        );
+        assert_eq!(
+            honoured_wait(&Error::new(ErrorKind::Network, "reset")),
+            None
         );
     }
 }
