@@ -53,9 +53,11 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 use aws_sdk_secretsmanager::primitives::DateTime;
 use aws_sdk_secretsmanager::types::Tag;
+use aws_smithy_types::body::SdkBody;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
+use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, find_cause};
 use crate::{
     BackendError, ErrorKind, SecretMetadata, SecretStore, TokenPayload, WriteOutcome, pick_field,
 };
@@ -172,6 +174,7 @@ impl AwsStore {
         if let Some(url) = &options.endpoint_url {
             config = config.endpoint_url(url);
         }
+        config = config.interceptor(CapAnswers);
         let config = config.build();
         if config.region().is_none() {
             return Err(BackendError::new(
@@ -248,6 +251,14 @@ impl AwsStore {
                     )
                 }
             }
+            _ if find_cause::<BodyTooLarge>(&err).is_some() => (
+                ErrorKind::Protocol,
+                format!(
+                    "{op}: the Secrets Manager endpoint sent an answer larger than {} KiB, so it was not read: \
+                     check that endpoint_url points at Secrets Manager",
+                    MAX_ANSWER_BYTES / 1024
+                ),
+            ),
             SdkError::ResponseError(_) => (
                 ErrorKind::Protocol,
                 format!(
@@ -543,6 +554,70 @@ fn tag<'a>(out: &'a DescribeSecretOutput, key: &str) -> Option<&'a str> {
         .iter()
         .find(|t| t.key() == Some(key))
         .and_then(Tag::value)
+}
+
+/// Caps every answer the SDK reads at [`MAX_ANSWER_BYTES`] (a secret value is at most 64 KiB):
+/// the SDK reads a body whole before parsing it, so its body is swapped for one that fails
+/// past the cap, before deserialization starts.
+#[derive(Debug)]
+struct CapAnswers;
+
+impl aws_sdk_secretsmanager::config::Intercept for CapAnswers {
+    fn name(&self) -> &'static str {
+        "CapAnswers"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_secretsmanager::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &aws_sdk_secretsmanager::config::RuntimeComponents,
+        _cfg: &mut aws_sdk_secretsmanager::config::ConfigBag,
+    ) -> Result<(), aws_smithy_types::body::Error> {
+        let body = context.response_mut().take_body();
+        *context.response_mut().body_mut() = SdkBody::from_body_1_x(CappedBody {
+            inner: Box::pin(body),
+            read: 0,
+            limit: MAX_ANSWER_BYTES,
+        });
+        Ok(())
+    }
+}
+
+/// An SDK body that fails once more than `limit` bytes have come.
+struct CappedBody {
+    inner: std::pin::Pin<Box<SdkBody>>,
+    read: usize,
+    limit: usize,
+}
+
+impl http_body::Body for CappedBody {
+    type Data = bytes::Bytes;
+    type Error = aws_smithy_types::body::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = self.inner.as_mut().poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.read = self.read.saturating_add(data.len());
+            if self.read > self.limit {
+                let limit = self.limit;
+                return std::task::Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// `None` for a time outside the years 1 to 9999 (see [`crate::stored_time`]).

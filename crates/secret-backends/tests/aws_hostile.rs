@@ -92,3 +92,23 @@ async fn tags_no_backend_can_hold_are_no_expiry() {
     assert_eq!(metadata.updated_on, None, "{metadata:?}");
     assert_eq!(metadata.managed_by.as_deref(), Some("secret-sync"));
 }
+
+#[tokio::test]
+async fn a_huge_answer_is_cut_off_and_named() {
+    for huge in [
+        Behaviour::huge_body(200, "application/x-amz-json-1.1", 200 << 20).without_content_length(),
+        Behaviour::huge_body(200, "application/x-amz-json-1.1", 200 << 20),
+        Behaviour::huge_body(400, "application/x-amz-json-1.1", 200 << 20),
+    ] {
+        let endpoint = HostileServer::start(huge).await.unwrap();
+        let store = store(endpoint.base_url());
+        let err = store.read("graph-token", None).await.unwrap_err();
+        assert_eq!(err.kind(), secret_backends::ErrorKind::Protocol, "{err}");
+        assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
+        assert!(
+            endpoint.body_bytes_sent() < 32 << 20,
+            "the client read on: {} bytes sent",
+            endpoint.body_bytes_sent()
+        );
+    }
+}
