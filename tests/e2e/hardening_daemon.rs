@@ -351,6 +351,9 @@ async fn after_an_outage_longer_than_the_token_life_targets_hold_a_fresh_token_w
          requests during the outage at {requests_at:?}; output:\n{output}"
     );
     assert!(daemon.is_running());
+    eprintln!(
+        "recovered {recovery:?} after the return; token requests during the outage at {requests_at:?}"
+    );
     // One token for both jobs after the return.
     let issued = entra.issued_tokens();
     assert_eq!(
