@@ -1,15 +1,18 @@
 //! The secret backends under hostile servers and rotated login secrets, through the built
 //! binary: a Vault address that redirects elsewhere never sends the Vault token, an AppRole
-//! secret id or the access token there (the run fails naming the redirect), and a Vault token
-//! file rotated on disk is picked up by the daemon at its next renewal or refusal, without a
-//! SIGHUP.
+//! secret id or the access token there (the run fails naming the redirect); a Vault token file
+//! rotated on disk is picked up by the daemon at its next renewal or refusal, and a Key Vault
+//! client secret file at its next login, without a SIGHUP.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
 use testkit::real::OpenBao;
-use testkit::{AppRegistration, Behaviour, EntraEmulator, HostileServer, TokenOptions};
+use testkit::{
+    AppRegistration, Behaviour, EntraEmulator, HostileServer, KeyVaultEmulator, KeyVaultOptions,
+    TokenOptions,
+};
 
 use crate::support::{Daemon, secret_sync, wait_until};
 
@@ -175,6 +178,85 @@ async fn the_daemon_picks_up_a_vault_token_file_rotated_on_disk_without_a_reload
         "no token was written after the token file was rotated: {output}"
     );
     for secret in [SECRET, first.as_str(), second.as_str()] {
+        assert!(!output.contains(secret), "a secret leaked: {output}");
+    }
+}
+
+#[tokio::test]
+async fn the_daemon_picks_up_a_key_vault_client_secret_rotated_on_disk_without_a_reload() {
+    const KV_CLIENT: &str = "5e6f7a8b-1111-2222-3333-444455556677";
+    const OLD: &str = "Kv8~e2e.rotation.old.client.secret";
+    const NEW: &str = "Kv8~e2e.rotation.new.client.secret";
+    let entra = EntraEmulator::start_tls().await.unwrap();
+    entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
+    entra.register_app(AppRegistration::new(TENANT, KV_CLIENT).with_secret(OLD));
+    // 20 s tokens, refresh_before 10 s: a write every few seconds, and the Azure SDK asks for
+    // a Key Vault token at each request (its own refresh margin is 5 minutes)
+    entra.set_token_options(TokenOptions {
+        lifetime: Duration::from_secs(20),
+        ..TokenOptions::default()
+    });
+    let kv = KeyVaultEmulator::start(
+        entra.token_validator(),
+        KeyVaultOptions::for_entra(&entra, TENANT),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
+    let secret_file = dir.path().join("kv-client-secret");
+    std::fs::write(&secret_file, format!("{OLD}\n")).unwrap();
+    let config = dir.path().join("secret-sync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[settings]\nrefresh_before = \"10s\"\nauthority = \"{authority}\"\nca_file = \"{ca}\"\n\n\
+             [backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"{vault}\"\nca_file = \"{ca}\"\n\
+             auth = {{ method = \"client-secret\", tenant_id = \"{TENANT}\", client_id = \"{KV_CLIENT}\", \
+             client_secret = {{ file = \"{file}\" }} }}\n\n\
+             [jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
+             targets = [{{ to = \"kv\", name = \"graph-access-token\" }}]\n",
+            authority = entra.base_url(),
+            ca = ca.display(),
+            vault = kv.vault_url(),
+            file = secret_file.display(),
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::spawn(
+        dir.path().join("daemon.log"),
+        &config,
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let stored = || kv.secret("graph-access-token").map(|s| s.version);
+    assert!(
+        wait_until(Duration::from_secs(30), || stored().is_some()).await,
+        "the first token was not written: {}",
+        daemon.output()
+    );
+
+    // the secret is rotated: the old one no longer works, the new one is on disk
+    let kv_tokens = || {
+        entra
+            .issued_tokens()
+            .into_iter()
+            .filter(|t| t.client_id == KV_CLIENT)
+            .count()
+    };
+    std::fs::write(&secret_file, NEW).unwrap();
+    entra.register_app(AppRegistration::new(TENANT, KV_CLIENT).with_secret(NEW));
+    let (issued_before, version_before) = (kv_tokens(), stored());
+    let logged_in_again = wait_until(Duration::from_secs(60), || kv_tokens() > issued_before).await;
+    let rewritten = wait_until(Duration::from_secs(30), || stored() != version_before).await;
+    let (_, _, output) = daemon.stop("TERM").await;
+    assert!(
+        logged_in_again && rewritten,
+        "no Key Vault login with the rotated secret (logged in: {logged_in_again}, written: {rewritten}): {output}"
+    );
+    for secret in [SECRET, OLD, NEW] {
         assert!(!output.contains(secret), "a secret leaked: {output}");
     }
 }
