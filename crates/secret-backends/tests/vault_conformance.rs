@@ -21,7 +21,13 @@ struct Fixture {
 fn store(address: &str, mount: &str, token: SecretString) -> VaultStore {
     VaultStore::new(
         "ops-vault",
-        VaultOptions::new(address, mount, VaultAuth::Token { token: token.into() }),
+        VaultOptions::new(
+            address,
+            mount,
+            VaultAuth::Token {
+                token: token.into(),
+            },
+        ),
     )
     .unwrap()
 }
