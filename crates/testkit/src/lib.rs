@@ -12,7 +12,9 @@
 //!   [`EntraEmulator::token_requests`] / [`EntraEmulator::token_request_count`] ([`RecordedRequest`],
 //!   secrets redacted), [`EntraEmulator::set_token_options`] ([`TokenOptions`]),
 //!   [`EntraEmulator::issued_tokens`] and [`EntraEmulator::validate_bearer`], managed identity
-//!   ([`ManagedIdentity`], [`EntraEmulator::imds_endpoint`], [`EntraEmulator::identity_endpoint`]) and
+//!   ([`ManagedIdentity`], [`EntraEmulator::imds_endpoint`], [`EntraEmulator::identity_endpoint`],
+//!   Azure Arc: [`ArcAgent`], [`EntraEmulator::arc_identity_endpoint`]; the facts these endpoints
+//!   enforce, with their sources, are listed in the `entra::identity` module's doc) and
 //!   GitHub OIDC ([`GithubOidc`], [`EntraEmulator::github_oidc_request_url`]).
 //! - [`KeyVaultEmulator`]: started with the Entra emulator's [`TokenValidator`] and
 //!   [`KeyVaultOptions`]; hooks [`KeyVaultEmulator::secret`], [`KeyVaultEmulator::requests`],
@@ -73,7 +75,7 @@ pub use cert::{
     AssertionAlgorithm, CertificateFiles, ClientAssertion, TestCertificate, ThumbprintHeader,
 };
 pub use entra::{
-    AppRegistration, BearerError, EntraEmulator, FEDERATED_AUDIENCE, FederatedCredential,
+    AppRegistration, ArcAgent, BearerError, EntraEmulator, FEDERATED_AUDIENCE, FederatedCredential,
     GithubOidc, IssuedToken, ManagedIdentity, RecordedRequest, ServerOptions, TokenOptions,
     TokenSource, TokenValidator,
 };

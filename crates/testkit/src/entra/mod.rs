@@ -11,6 +11,7 @@
 //! | `POST /{tenant}/oauth2/v2.0/token` | client credentials: secret, certificate assertion, federated assertion |
 //! | `GET /metadata/identity/oauth2/token` | IMDS managed identity ([`EntraEmulator::imds_endpoint`]) |
 //! | `GET /msi/token` | App Service / Container Apps identity endpoint ([`EntraEmulator::identity_endpoint`]) |
+//! | `GET /arc/metadata/identity/oauth2/token` | Azure Arc agent's identity endpoint, with its key-file challenge ([`EntraEmulator::arc_identity_endpoint`]) |
 //! | `GET /token` | GitHub Actions OIDC request URL ([`EntraEmulator::github_oidc_request_url`]) |
 
 mod errors;
@@ -31,7 +32,7 @@ use crate::oidc::{GITHUB_ACTIONS_ISSUER, OidcIssuer};
 use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
-pub use identity::{GithubOidc, ManagedIdentity};
+pub use identity::{ArcAgent, GithubOidc, ManagedIdentity};
 
 /// The audience Entra expects in federated assertions (public cloud).
 pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -300,6 +301,7 @@ pub(crate) struct EntraState {
     used_jtis: HashSet<String>,
     token_options: TokenOptions,
     managed_identity: Option<ManagedIdentity>,
+    arc: Option<identity::ArcState>,
     github: Option<GithubOidc>,
 }
 
@@ -548,6 +550,23 @@ impl EntraEmulator {
         format!("{}/msi/token", self.base_url())
     }
 
+    /// Serves the Azure Arc agent's identity endpoint ([`EntraEmulator::arc_identity_endpoint`]):
+    /// its key files go into `agent.key_dir`; its tokens are those of the identity given to
+    /// [`EntraEmulator::enable_managed_identity`].
+    pub fn enable_arc_agent(&self, agent: ArcAgent) {
+        self.shared.lock().arc = Some(identity::ArcState::new(agent));
+    }
+
+    /// `{base_url}/arc/metadata/identity/oauth2/token`: the Arc machine's `IDENTITY_ENDPOINT`.
+    pub fn arc_identity_endpoint(&self) -> String {
+        format!("{}{}", self.base_url(), identity::ARC_PATH)
+    }
+
+    /// `{base_url}/arc`: the Arc machine's `IMDS_ENDPOINT` (clients only test that it is set).
+    pub fn arc_imds_endpoint(&self) -> String {
+        format!("{}/arc", self.base_url())
+    }
+
     /// Serves the GitHub Actions OIDC endpoint with this configuration.
     pub fn enable_github_oidc(&self, github: GithubOidc) {
         self.shared.lock().github = Some(github);
@@ -620,6 +639,7 @@ fn route(shared: &Shared, request: &Request) -> Reply {
     match request.path.as_str() {
         "/metadata/identity/oauth2/token" => identity::imds(shared, request),
         "/msi/token" => identity::app_service(shared, request),
+        identity::ARC_PATH => identity::arc(shared, request),
         "/token" => identity::github(shared, request),
         _ => Reply::json(
             http::StatusCode::NOT_FOUND,

@@ -1,9 +1,10 @@
-//! Managed identity (IMDS and App Service) and GitHub Actions OIDC endpoints: their header rules,
-//! Azure's string-typed expiry fields, identity selection, and a GitHub token that Entra then
-//! accepts as a federated credential.
+//! Managed identity (IMDS, App Service, Azure Arc) and GitHub Actions OIDC endpoints: their header
+//! rules, each host's answer shape (IMDS's string `expires_in`, App Service's `expires_on` only),
+//! the refusal of a v2 scope as `resource`, identity selection, Arc's key-file challenge, and a
+//! GitHub token that Entra then accepts as a federated credential.
 
 use testkit::{
-    AppRegistration, EntraEmulator, FEDERATED_AUDIENCE, Fault, FederatedCredential,
+    AppRegistration, ArcAgent, EntraEmulator, FEDERATED_AUDIENCE, Fault, FederatedCredential,
     GITHUB_ACTIONS_ISSUER, GithubOidc, ManagedIdentity, TokenSource,
 };
 
@@ -122,20 +123,6 @@ async fn app_service_requires_the_identity_header() {
     );
     let answer = get(&url, &[("X-IDENTITY-HEADER", &identity.identity_header)]).await;
     assert_eq!(answer.status, 200, "{}", answer.text);
-    assert!(
-        answer.body["expires_on"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .is_ok()
-    );
-    assert!(
-        answer.body["expires_in"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .is_ok()
-    );
     let old_version = format!(
         "{}?api-version=2017-09-01&resource=https://vault.azure.net",
         entra.identity_endpoint()
@@ -148,6 +135,219 @@ async fn app_service_requires_the_identity_header() {
         .await
         .status,
         400
+    );
+}
+
+/// The documented `2019-08-01` answer: `access_token`, `expires_on` (Unix seconds as a string),
+/// `resource`, `token_type`, `client_id`, and nothing else (no `expires_in`, unlike IMDS).
+#[tokio::test]
+async fn app_service_answers_its_documented_shape() {
+    let (entra, identity) = emulator_with_identity().await;
+    let url = format!(
+        "{}?api-version=2019-08-01&resource=https://vault.azure.net",
+        entra.identity_endpoint()
+    );
+    let before = testkit_now();
+    let answer = get(&url, &[("X-IDENTITY-HEADER", &identity.identity_header)]).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let mut keys: Vec<&str> = answer
+        .body
+        .as_object()
+        .expect("a JSON object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "client_id",
+            "expires_on",
+            "resource",
+            "token_type"
+        ],
+        "{}",
+        answer.text
+    );
+    let expires_on: u64 = answer.body["expires_on"]
+        .as_str()
+        .expect("expires_on is a string")
+        .parse()
+        .expect("of Unix seconds");
+    assert!(
+        (before + 3000..before + 3700).contains(&expires_on),
+        "expires_on {expires_on} is about an hour after {before}"
+    );
+    assert_eq!(answer.body["client_id"], MI_CLIENT);
+    assert_eq!(answer.body["resource"], "https://vault.azure.net");
+    assert_eq!(answer.body["token_type"], "Bearer");
+    let token = answer.body["access_token"].as_str().unwrap();
+    entra
+        .validate_bearer(token, "https://vault.azure.net")
+        .expect("a token the emulator issued");
+
+    // The EmptyAccessToken fault keeps each host's shape.
+    entra.inject(Fault::EmptyAccessToken);
+    let empty = get(&url, &[("X-IDENTITY-HEADER", &identity.identity_header)]).await;
+    assert_eq!(empty.body["access_token"], "", "{}", empty.text);
+    assert!(empty.body.get("expires_in").is_none(), "{}", empty.text);
+}
+
+fn testkit_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// IMDS and App Service take the bare resource URI; a v2 scope (`.../.default`) is refused.
+#[tokio::test]
+async fn imds_and_app_service_refuse_a_scope_as_resource() {
+    let (entra, identity) = emulator_with_identity().await;
+    let imds = get(
+        &format!(
+            "{}?api-version=2018-02-01&resource=https://vault.azure.net/.default",
+            entra.imds_endpoint()
+        ),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(imds.status, 400, "{}", imds.text);
+    assert_eq!(imds.body["error"], "invalid_resource", "{}", imds.text);
+    assert!(
+        imds.body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS500011"),
+        "{}",
+        imds.text
+    );
+    let app_service = get(
+        &format!(
+            "{}?api-version=2019-08-01&resource=https://vault.azure.net/.default",
+            entra.identity_endpoint()
+        ),
+        &[("X-IDENTITY-HEADER", &identity.identity_header)],
+    )
+    .await;
+    assert_eq!(app_service.status, 400, "{}", app_service.text);
+    assert!(
+        app_service.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("AADSTS500011"),
+        "{}",
+        app_service.text
+    );
+    assert!(entra.issued_tokens().is_empty(), "no token was issued");
+}
+
+/// Arc: a challenge naming a new `.key` file in the agent's directory, then the token for
+/// `Authorization: Basic <its content>`.
+#[tokio::test]
+async fn arc_agent_challenges_then_answers_the_key_file_secret() {
+    let (entra, _) = emulator_with_identity().await;
+    let dir = tempfile::tempdir().unwrap();
+    entra.enable_arc_agent(ArcAgent::new(dir.path()));
+    let url = format!(
+        "{}?api-version=2019-11-01&resource=https://vault.azure.net",
+        entra.arc_identity_endpoint()
+    );
+    let challenge = get(&url, &[("Metadata", "true")]).await;
+    assert_eq!(challenge.status, 401, "{}", challenge.text);
+    let header = challenge
+        .headers
+        .get("www-authenticate")
+        .expect("a WWW-Authenticate challenge");
+    let path = header
+        .strip_prefix("Basic realm=")
+        .unwrap_or_else(|| panic!("Basic realm=<path>: {header}"));
+    let path = std::path::Path::new(path);
+    assert_eq!(path.parent(), Some(dir.path()), "{header}");
+    assert_eq!(path.extension().and_then(|e| e.to_str()), Some("key"));
+    let secret = std::fs::read_to_string(path).unwrap();
+    assert!(!secret.is_empty());
+
+    let wrong = get(
+        &url,
+        &[("Metadata", "true"), ("Authorization", "Basic not-the-key")],
+    )
+    .await;
+    assert_eq!(wrong.status, 401, "a wrong key is challenged again");
+    assert!(wrong.headers.contains_key("www-authenticate"));
+
+    let answer = get(
+        &url,
+        &[
+            ("Metadata", "true"),
+            ("Authorization", &format!("Basic {secret}")),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert!(answer.body["expires_in"].is_string(), "IMDS's shape");
+    let token = answer.body["access_token"].as_str().unwrap();
+    let issued = entra
+        .validate_bearer(token, "https://vault.azure.net")
+        .unwrap();
+    assert_eq!(issued.source, TokenSource::ManagedIdentity);
+    assert_eq!(issued.client_id, MI_CLIENT);
+}
+
+#[tokio::test]
+async fn arc_agent_rules() {
+    let (entra, _) = emulator_with_identity().await;
+    let base = entra.arc_identity_endpoint();
+    let off = get(
+        &format!("{base}?api-version=2019-11-01&resource=https://vault.azure.net"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(off.status, 404, "off until enabled: {}", off.text);
+    let dir = tempfile::tempdir().unwrap();
+    entra.enable_arc_agent(ArcAgent::new(dir.path()));
+    let refused = [
+        (
+            "no Metadata header",
+            format!("{base}?api-version=2019-11-01&resource=https://vault.azure.net"),
+            vec![],
+        ),
+        (
+            "an api-version the agent does not serve",
+            format!("{base}?api-version=2018-02-01&resource=https://vault.azure.net"),
+            vec![("Metadata", "true")],
+        ),
+        (
+            "a scope as resource",
+            format!("{base}?api-version=2019-11-01&resource=https://vault.azure.net/.default"),
+            vec![("Metadata", "true")],
+        ),
+        (
+            "a user-assigned identity",
+            format!(
+                "{base}?api-version=2019-11-01&resource=https://vault.azure.net&client_id={MI_CLIENT}"
+            ),
+            vec![("Metadata", "true")],
+        ),
+    ];
+    for (what, url, headers) in refused {
+        let answer = get(&url, &headers).await;
+        assert_eq!(answer.status, 400, "{what}: {}", answer.text);
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "no key file is written for a refused request"
+    );
+    let newer = get(
+        &format!("{base}?api-version=2020-06-01&resource=https://vault.azure.net"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    assert_eq!(
+        newer.status, 401,
+        "2020-06-01 (azure-identity Python) is served"
     );
 }
 
