@@ -1,29 +1,73 @@
 //! The Azure Key Vault emulator: the secrets API over HTTPS (a CA generated at run time or shared
 //! with the Entra emulator), challenge authentication exactly as the service answers it, bearer
-//! tokens checked against what the Entra emulator issued, versions, attributes, soft delete with
+//! tokens checked against what the Entra emulator issued (audience, issuer tenant, lifetime),
+//! the API versions the service knows, versions, attributes, soft delete with an asynchronous
 //! recover and purge, Key Vault's name and size rules and error bodies, fault injection, and
 //! hooks for tests to look inside the vault without going through HTTP.
 //!
-//! Routes (`api-version` required, any value; a trailing slash is tolerated as the SDKs send it):
-//! `PUT|GET|PATCH /secrets/{name}[/{version}]`, `GET /secrets/{name}/versions`, `GET /secrets`,
-//! `DELETE /secrets/{name}`, `GET|DELETE /deletedsecrets/{name}`, `POST /deletedsecrets/{name}/recover`.
+//! Routes (`api-version` required, one of [`API_VERSIONS`]; a trailing slash is tolerated as the
+//! SDKs send it): `PUT|GET|PATCH /secrets/{name}[/{version}]`, `GET /secrets/{name}/versions`,
+//! `GET /secrets`, `DELETE /secrets/{name}`, `GET|DELETE /deletedsecrets/{name}`,
+//! `POST /deletedsecrets/{name}/recover`.
+//!
+//! What it enforces, and where each fact comes from (/work/shared/PROTOCOLS.md first):
+//!
+//! | behaviour | answer | source |
+//! |---|---|---|
+//! | no `Authorization` header | 401 `Unauthorized` `AKV10000: Request is missing a Bearer or PoP token.` + the challenge | PROTOCOLS.md "Challenge auth"; the message as the Azure SDK recordings show it |
+//! | challenge | `WWW-Authenticate: Bearer authorization="{authority}/{tenant}", resource="{resource}"`, the resource of the vault's cloud ([`KeyVaultOptions::resource`]) | PROTOCOLS.md "Challenge auth", "National clouds" |
+//! | a token for another resource | 401 `AKV10022: Invalid audience. Expected {resource}, found: {aud}.` | PROTOCOLS.md "Resource checks"; the text as the service sends it (users' transcripts) |
+//! | a token of another tenant than [`KeyVaultOptions::tenant`] | 401 `AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{tenant}/, found https://sts.windows.net/{other}/.` | PROTOCOLS.md "Resource checks"; the text as users quote it |
+//! | an expired token, or one the Entra emulator never issued | 401 `Unauthorized`, `Token validation failed: ...` | the service's own text for these is not in our sources: testkit's wording, no AKV code claimed |
+//! | `api-version` missing, or not one of [`API_VERSIONS`] | 400 `BadParameter` `The specified version (x) is not recognized. Consider using the latest supported version (2025-07-01).` | PROTOCOLS.md "Resource checks"; the versions from the Key Vault REST reference and the SDKs' version enums (see [`API_VERSIONS`]) |
+//! | recover a deleted secret | 200 at once, but for [`KeyVaultOptions::recovery_delay`] the secret is neither readable (404 `SecretNotFound`) nor writable (409 `Conflict`/`ObjectIsBeingRecovered`), nor listed as deleted | PROTOCOLS.md ("Recovery of a deleted secret finishes asynchronously"); the SDK pollers that wait on `GET /secrets/{name}` until it stops answering 404; `ObjectIsBeingRecovered` from the azure-sdk-for-net Key Vault changelog (4.5.0-beta.1) |
+//! | creating a deleted-but-recoverable name | 409 `Conflict`/`ObjectIsDeletedButRecoverable` | PROTOCOLS.md "Soft delete" |
+//! | name, value, content type and tag limits | 400 `BadParameter` | PROTOCOLS.md "Azure Key Vault secrets" |
+//! | SecretBundle shape, 32-hex versions, Unix-second times | as recorded | PROTOCOLS.md; tests/fixtures/keyvault (real recordings) |
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::cert::unix_now;
-use crate::entra::{EntraEmulator, TokenValidator};
+use crate::entra::{BearerError, EntraEmulator, TokenValidator};
 use crate::error::TestkitError;
 use crate::fault::{Fault, FaultQueue};
 use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
-/// The resource (audience) Key Vault tokens are issued for.
+/// The resource (audience) Key Vault tokens are issued for in the public cloud.
 pub const KEY_VAULT_RESOURCE: &str = "https://vault.azure.net";
+/// Key Vault's resource in Azure US Government (vaults under `*.vault.usgovcloudapi.net`).
+pub const KEY_VAULT_RESOURCE_US_GOVERNMENT: &str = "https://vault.usgovcloudapi.net";
+/// Key Vault's resource in Azure operated by 21Vianet (China; vaults under `*.vault.azure.cn`).
+pub const KEY_VAULT_RESOURCE_CHINA: &str = "https://vault.azure.cn";
+/// The `api-version`s the emulator accepts: the GA versions of the Key Vault data-plane REST API
+/// (the REST reference's version list and the SDKs' service-version enums: 2015-06-01,
+/// 2016-10-01, 7.0 to 7.6, and 2025-07-01, the default of azure_security_keyvault_secrets 1.x),
+/// plus `7.4-preview.1`, which the real service answered in our recorded fixture
+/// tests/fixtures/keyvault/get-missing-secret.json. Anything else is 400 `BadParameter`.
+pub const API_VERSIONS: &[&str] = &[
+    "2015-06-01",
+    "2016-10-01",
+    "7.0",
+    "7.1",
+    "7.2",
+    "7.3",
+    "7.4",
+    "7.5",
+    "7.6",
+    "2025-07-01",
+    "7.4-preview.1",
+];
+/// The latest version, named in the refusal of an unknown one.
+const LATEST_API_VERSION: &str = "2025-07-01";
+/// How long a recovery takes unless [`KeyVaultOptions::recovery_delay`] says otherwise.
+pub const DEFAULT_RECOVERY_DELAY: Duration = Duration::from_millis(200);
 /// Largest secret value Key Vault accepts, in bytes.
 pub const MAX_VALUE_BYTES: usize = 25 * 1024;
 const RECOVERY_LEVEL: &str = "CustomizedRecoverable+Purgeable";
@@ -43,27 +87,40 @@ pub struct KeyVaultOptions {
     pub tenant: String,
     /// Authority host named in the challenge (`authorization="{authority}/{tenant}"`).
     pub authority: String,
+    /// The vault's resource: the audience its tokens must carry, named in the challenge
+    /// ([`KEY_VAULT_RESOURCE`], [`KEY_VAULT_RESOURCE_US_GOVERNMENT`], [`KEY_VAULT_RESOURCE_CHINA`]).
+    pub resource: String,
+    /// How long a recovered secret stays unreadable and unwritable ([`DEFAULT_RECOVERY_DELAY`]).
+    pub recovery_delay: Duration,
 }
 
 impl KeyVaultOptions {
-    /// A new CA, and the challenge of the real service: `https://login.windows.net/{tenant}`.
+    /// A new CA, and the challenge of the real service: `https://login.windows.net/{tenant}`,
+    /// resource `https://vault.azure.net`. Only tokens of `tenant` are accepted.
     pub fn new(tenant: impl Into<String>) -> KeyVaultOptions {
         KeyVaultOptions {
             port: 0,
             ca: None,
             tenant: tenant.into(),
             authority: "https://login.windows.net".to_owned(),
+            resource: KEY_VAULT_RESOURCE.to_owned(),
+            recovery_delay: DEFAULT_RECOVERY_DELAY,
         }
     }
 
     /// The Entra emulator's CA (when it serves HTTPS), and a challenge pointing at it.
     pub fn for_entra(entra: &EntraEmulator, tenant: impl Into<String>) -> KeyVaultOptions {
         KeyVaultOptions {
-            port: 0,
             ca: entra.ca(),
-            tenant: tenant.into(),
             authority: entra.base_url(),
+            ..KeyVaultOptions::new(tenant)
         }
+    }
+
+    /// The same vault in another cloud: tokens for `resource`, which the challenge names.
+    pub fn with_resource(mut self, resource: impl Into<String>) -> KeyVaultOptions {
+        self.resource = resource.into();
+        self
     }
 }
 
@@ -110,6 +167,8 @@ pub struct StoredSecret {
     pub version_count: usize,
     /// Whether the secret is soft-deleted.
     pub deleted: bool,
+    /// Whether the secret is being recovered (neither readable nor writable yet).
+    pub recovering: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -130,11 +189,23 @@ struct Entry {
     name: String,
     versions: Vec<Version>,
     deleted_at: Option<i64>,
+    /// Set by a recover: until then the secret is neither live nor deleted.
+    recovering_until: Option<Instant>,
 }
 
 impl Entry {
     fn latest(&self) -> Option<&Version> {
         self.versions.last()
+    }
+
+    fn recovering(&self) -> bool {
+        self.recovering_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Neither deleted nor being recovered.
+    fn live(&self) -> bool {
+        self.deleted_at.is_none() && !self.recovering()
     }
 }
 
@@ -152,6 +223,9 @@ struct Shared {
     state: Mutex<VaultState>,
     validator: TokenValidator,
     challenge: String,
+    tenant: String,
+    resource: String,
+    recovery_delay: Duration,
 }
 
 impl Shared {
@@ -182,14 +256,18 @@ impl KeyVaultEmulator {
             None => Arc::new(TestCa::generate()?),
         };
         let challenge = format!(
-            "Bearer authorization=\"{}/{}\", resource=\"{KEY_VAULT_RESOURCE}\"",
+            "Bearer authorization=\"{}/{}\", resource=\"{}\"",
             options.authority.trim_end_matches('/'),
-            options.tenant
+            options.tenant,
+            options.resource
         );
         let shared = Arc::new(Shared {
             state: Mutex::new(VaultState::default()),
             validator,
             challenge,
+            tenant: options.tenant,
+            resource: options.resource,
+            recovery_delay: options.recovery_delay,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
         let handler_shared = shared.clone();
@@ -257,6 +335,7 @@ impl KeyVaultEmulator {
             updated: latest.updated,
             version_count: entry.versions.len(),
             deleted: entry.deleted_at.is_some(),
+            recovering: entry.recovering(),
         })
     }
 
@@ -279,7 +358,7 @@ impl KeyVaultEmulator {
     pub fn soft_delete(&self, name: &str) -> bool {
         let mut state = self.shared.lock();
         match state.secrets.get_mut(&name.to_ascii_lowercase()) {
-            Some(entry) if entry.deleted_at.is_none() => {
+            Some(entry) if entry.live() => {
                 entry.deleted_at = Some(unix_now_i64());
                 true
             }
@@ -370,6 +449,22 @@ fn unauthorized(shared: &Shared, message: &str) -> Reply {
         .with_header("www-authenticate", &shared.challenge)
 }
 
+/// Key Vault's message for a refused bearer token (see the module doc for the sources).
+fn bearer_refusal(shared: &Shared, err: &BearerError) -> String {
+    match err {
+        BearerError::WrongAudience { actual, .. } => format!(
+            "AKV10022: Invalid audience. Expected {}, found: {actual}.",
+            shared.resource
+        ),
+        BearerError::WrongTenant { actual, .. } => format!(
+            "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{}/, found https://sts.windows.net/{actual}/.",
+            shared.tenant
+        ),
+        BearerError::Expired => "Token validation failed: the token has expired.".to_owned(),
+        _ => "Token validation failed: the token's signature could not be verified.".to_owned(),
+    }
+}
+
 async fn authenticate_and_route(shared: &Shared, request: &Request) -> Reply {
     let Some(authorization) = request.header("authorization") else {
         return unauthorized(
@@ -387,9 +482,12 @@ async fn authenticate_and_route(shared: &Shared, request: &Request) -> Reply {
             "AKV10001: The Authorization header is not a Bearer token.",
         );
     };
-    let issued = match shared.validator.validate(token, KEY_VAULT_RESOURCE) {
+    let issued = match shared
+        .validator
+        .validate_in(token, &shared.tenant, &shared.resource)
+    {
         Ok(issued) => issued,
-        Err(err) => return unauthorized(shared, &format!("AKV10032: Invalid token: {err}.")),
+        Err(err) => return unauthorized(shared, &bearer_refusal(shared, &err)),
     };
     let fault = {
         let mut state = shared.lock();
@@ -466,8 +564,17 @@ fn fault_reply(shared: &Shared, request: &Request, fault: Fault) -> Reply {
 }
 
 fn route(shared: &Shared, request: &Request) -> Reply {
-    if !request.query_pairs().contains_key("api-version") {
-        return Refusal::bad_parameter("The api-version query parameter is missing.").reply();
+    match request.query_pairs().get("api-version") {
+        None => {
+            return Refusal::bad_parameter("The api-version query parameter is missing.").reply();
+        }
+        Some(version) if !API_VERSIONS.contains(&version.as_str()) => {
+            return Refusal::bad_parameter(format!(
+                "The specified version ({version}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
+            ))
+            .reply();
+        }
+        Some(_) => {}
     }
     let vault = format!("https://{}", request.header("host").unwrap_or("127.0.0.1"));
     let segments: Vec<&str> = request
@@ -505,7 +612,9 @@ fn route(shared: &Shared, request: &Request) -> Reply {
         (&Method::DELETE, ["secrets", name]) => delete_secret(state, &vault, name),
         (&Method::GET, ["deletedsecrets", name]) => get_deleted(state, &vault, name),
         (&Method::DELETE, ["deletedsecrets", name]) => purge(state, name),
-        (&Method::POST, ["deletedsecrets", name, "recover"]) => recover(state, &vault, name),
+        (&Method::POST, ["deletedsecrets", name, "recover"]) => {
+            recover(state, &vault, name, shared.recovery_delay)
+        }
         _ => Err(Refusal::new(
             StatusCode::NOT_FOUND,
             "NotFound",
@@ -549,7 +658,7 @@ fn live_entry<'a>(state: &'a mut VaultState, name: &str) -> Result<&'a mut Entry
     state
         .secrets
         .get_mut(&name.to_ascii_lowercase())
-        .filter(|entry| entry.deleted_at.is_none())
+        .filter(|entry| entry.live())
         .ok_or_else(|| Refusal::not_found(name))
 }
 
@@ -700,11 +809,23 @@ fn set_secret<'a>(
         refusal.inner = Some("ObjectIsDeletedButRecoverable");
         return Err(refusal);
     }
+    if state.secrets.get(&key).is_some_and(Entry::recovering) {
+        let mut refusal = Refusal::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!(
+                "Secret {name} is currently being recovered. Retry the operation once the recovery has completed."
+            ),
+        );
+        refusal.inner = Some("ObjectIsBeingRecovered");
+        return Err(refusal);
+    }
     let now = unix_now_i64();
     let entry = state.secrets.entry(key).or_insert_with(|| Entry {
         name: name.to_owned(),
         versions: Vec::new(),
         deleted_at: None,
+        recovering_until: None,
     });
     entry.versions.push(Version {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -768,7 +889,7 @@ fn list_secrets(state: &VaultState, vault: &str) -> Answer {
     let items: Vec<Value> = state
         .secrets
         .values()
-        .filter(|entry| entry.deleted_at.is_none())
+        .filter(|entry| entry.live())
         .filter_map(|entry| {
             let latest = entry.latest()?;
             let mut item = bundle_json(vault, entry, latest, false);
@@ -855,9 +976,17 @@ fn get_deleted(state: &mut VaultState, vault: &str, name: &str) -> Result<Answer
     deleted_bundle(vault, entry, deleted_at)
 }
 
-fn recover(state: &mut VaultState, vault: &str, name: &str) -> Result<Answer, Refusal> {
+/// Answers at once; the secret comes back only after `delay`, as the service recovers
+/// asynchronously.
+fn recover(
+    state: &mut VaultState,
+    vault: &str,
+    name: &str,
+    delay: Duration,
+) -> Result<Answer, Refusal> {
     let (entry, _) = deleted_entry(state, name)?;
     entry.deleted_at = None;
+    entry.recovering_until = Some(Instant::now() + delay);
     let latest = entry.latest().ok_or_else(|| Refusal::not_found(name))?;
     Ok(bundle(vault, entry, latest, false))
 }

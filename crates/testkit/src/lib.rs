@@ -8,7 +8,8 @@
 //! The pieces:
 //! - [`EntraEmulator`]: `start()` (HTTP) / `start_tls()` (HTTPS, [`EntraEmulator::ca_pem`]),
 //!   [`EntraEmulator::register_app`] with an [`AppRegistration`] (secrets, expired secrets,
-//!   certificates, [`FederatedCredential`]s), [`EntraEmulator::inject`] a [`Fault`],
+//!   certificates, [`FederatedCredential`]s), [`EntraEmulator::register_resource`] for a
+//!   custom API (Microsoft's own are [`KNOWN_RESOURCES`]), [`EntraEmulator::inject`] a [`Fault`],
 //!   [`EntraEmulator::token_requests`] / [`EntraEmulator::token_request_count`] ([`RecordedRequest`],
 //!   secrets redacted), [`EntraEmulator::set_token_options`] ([`TokenOptions`]),
 //!   [`EntraEmulator::issued_tokens`] and [`EntraEmulator::validate_bearer`], managed identity
@@ -17,8 +18,24 @@
 //!   enforce, with their sources, are listed in the `entra::identity` module's doc) and
 //!   GitHub OIDC ([`GithubOidc`], [`EntraEmulator::github_oidc_request_url`]).
 //! - [`KeyVaultEmulator`]: started with the Entra emulator's [`TokenValidator`] and
-//!   [`KeyVaultOptions`]; hooks [`KeyVaultEmulator::secret`], [`KeyVaultEmulator::requests`],
-//!   [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
+//!   [`KeyVaultOptions`] (tenant, cloud resource, recovery delay); hooks [`KeyVaultEmulator::secret`],
+//!   [`KeyVaultEmulator::requests`], [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
+//!
+//! As strict as the real services: every leniency is a bug that can reach users unseen. Each
+//! module's doc lists what it enforces and where the fact comes from (/work/shared/PROTOCOLS.md
+//! first; otherwise the vendors' docs, SDK sources and recordings). The facts enforced from
+//! PROTOCOLS.md, in short:
+//! - token endpoint (`entra::token`): the request shape and validation order, the AADSTS codes
+//!   and statuses of each refusal, certificate assertion claims (PS256/RS256, `x5t#S256`/`x5t`,
+//!   `aud` = token URL, `iss` = `sub` = client, `jti` once), federated credentials per issuer,
+//!   audience (per cloud: [`FEDERATED_AUDIENCE`], [`FEDERATED_AUDIENCE_US_GOVERNMENT`],
+//!   [`FEDERATED_AUDIENCE_CHINA`]) and case-sensitive subject, and a scope's resource must have a
+//!   service principal (400 `invalid_resource` AADSTS500011 otherwise);
+//! - managed identity (`entra::identity`): each host's request and answer shape;
+//! - Key Vault (`keyvault`): the challenge naming the vault's tenant and its cloud's resource;
+//!   401 `AKV10022` for a token of another audience and `AKV10032` for one of another tenant; 400
+//!   `BadParameter` for an `api-version` not in [`API_VERSIONS`]; an asynchronous recovery
+//!   ([`KeyVaultOptions::recovery_delay`]); the name, size and tag limits; soft delete's 409.
 //! - [`HostileServer`]: a server that misbehaves on purpose ([`Behaviour`]: redirects, huge and
 //!   slow bodies, hangs, canned absurd answers) and records every request ([`HostileRequest`]),
 //!   for the hardening tests; its module doc has an example.
@@ -75,16 +92,18 @@ pub use cert::{
     AssertionAlgorithm, CertificateFiles, ClientAssertion, TestCertificate, ThumbprintHeader,
 };
 pub use entra::{
-    AppRegistration, ArcAgent, BearerError, EntraEmulator, FEDERATED_AUDIENCE, FederatedCredential,
-    GithubOidc, IssuedToken, ManagedIdentity, RecordedRequest, ServerOptions, TokenOptions,
+    AppRegistration, ArcAgent, BearerError, EntraEmulator, FEDERATED_AUDIENCE,
+    FEDERATED_AUDIENCE_CHINA, FEDERATED_AUDIENCE_US_GOVERNMENT, FederatedCredential, GithubOidc,
+    IssuedToken, KNOWN_RESOURCES, ManagedIdentity, RecordedRequest, ServerOptions, TokenOptions,
     TokenSource, TokenValidator,
 };
 pub use error::TestkitError;
 pub use fault::Fault;
 pub use hostile::{Behaviour, HostileRequest, HostileServer};
 pub use keyvault::{
-    KEY_VAULT_RESOURCE, KeyVaultEmulator, KeyVaultOptions, MAX_VALUE_BYTES, StoredSecret,
-    VaultRequest,
+    API_VERSIONS, DEFAULT_RECOVERY_DELAY, KEY_VAULT_RESOURCE, KEY_VAULT_RESOURCE_CHINA,
+    KEY_VAULT_RESOURCE_US_GOVERNMENT, KeyVaultEmulator, KeyVaultOptions, MAX_VALUE_BYTES,
+    StoredSecret, VaultRequest,
 };
 pub use oidc::{GITHUB_ACTIONS_ISSUER, OidcClaims, OidcIssuer};
 pub use tls::TestCa;

@@ -33,9 +33,15 @@ use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
 pub use identity::{ArcAgent, GithubOidc, ManagedIdentity};
+pub use token::KNOWN_RESOURCES;
 
 /// The audience Entra expects in federated assertions (public cloud).
 pub const FEDERATED_AUDIENCE: &str = "api://AzureADTokenExchange";
+/// The audience Entra expects in federated assertions in Azure US Government (PROTOCOLS.md).
+pub const FEDERATED_AUDIENCE_US_GOVERNMENT: &str = "api://AzureADTokenExchangeUSGov";
+/// The audience Entra expects in federated assertions in Azure operated by 21Vianet (China,
+/// PROTOCOLS.md).
+pub const FEDERATED_AUDIENCE_CHINA: &str = "api://AzureADTokenExchangeChina";
 
 /// Where and how a testkit server listens.
 #[derive(Debug, Clone, Default)]
@@ -255,6 +261,14 @@ pub enum BearerError {
         /// The resource the token was issued for.
         actual: String,
     },
+    /// The token was issued in another tenant.
+    #[error("the bearer token was issued in tenant {actual}, not {expected}")]
+    WrongTenant {
+        /// The tenant the caller trusts.
+        expected: String,
+        /// The tenant the token was issued in.
+        actual: String,
+    },
 }
 
 /// A cheap handle that checks bearer tokens against what an [`EntraEmulator`] issued; it keeps
@@ -265,8 +279,38 @@ pub struct TokenValidator {
 }
 
 impl TokenValidator {
-    /// Accepts `token` if this emulator issued it for `resource` and it has not expired.
+    /// Accepts `token` if this emulator issued it in `tenant` (case-insensitive) for `resource`
+    /// and it has not expired, checked in Key Vault's order: audience, issuer, lifetime.
+    pub fn validate_in(
+        &self,
+        token: &str,
+        tenant: &str,
+        resource: &str,
+    ) -> Result<IssuedToken, BearerError> {
+        let issued = self.validate_audience(token, resource)?;
+        if !issued.tenant.eq_ignore_ascii_case(tenant) {
+            return Err(BearerError::WrongTenant {
+                expected: tenant.to_owned(),
+                actual: issued.tenant,
+            });
+        }
+        if issued.expires_at <= SystemTime::now() {
+            return Err(BearerError::Expired);
+        }
+        Ok(issued)
+    }
+
+    /// Accepts `token` if this emulator issued it (in any tenant) for `resource` and it has
+    /// not expired.
     pub fn validate(&self, token: &str, resource: &str) -> Result<IssuedToken, BearerError> {
+        let issued = self.validate_audience(token, resource)?;
+        if issued.expires_at <= SystemTime::now() {
+            return Err(BearerError::Expired);
+        }
+        Ok(issued)
+    }
+
+    fn validate_audience(&self, token: &str, resource: &str) -> Result<IssuedToken, BearerError> {
         let state = self.shared.lock();
         let issued = state
             .issued
@@ -278,9 +322,6 @@ impl TokenValidator {
                 expected: resource.to_owned(),
                 actual: issued.resource.clone(),
             });
-        }
-        if issued.expires_at <= SystemTime::now() {
-            return Err(BearerError::Expired);
         }
         Ok(issued.clone())
     }
@@ -303,6 +344,8 @@ pub(crate) struct EntraState {
     managed_identity: Option<ManagedIdentity>,
     arc: Option<identity::ArcState>,
     github: Option<GithubOidc>,
+    /// Resources registered with [`EntraEmulator::register_resource`], normalised.
+    resources: Vec<String>,
 }
 
 struct Shared {
@@ -437,6 +480,19 @@ impl EntraEmulator {
         let tenant = tenant.to_ascii_lowercase();
         if !state.tenants.contains(&tenant) {
             state.tenants.push(tenant);
+        }
+    }
+
+    /// Makes a resource (an application ID URI such as `api://my-api`, or an application id)
+    /// known in every tenant, so client credentials may ask for `{resource}/.default`. The
+    /// Microsoft resources of [`KNOWN_RESOURCES`] are always known; any other resource is
+    /// refused with 400 `invalid_resource` AADSTS500011, as Entra refuses a resource that has no
+    /// service principal in the tenant.
+    pub fn register_resource(&self, resource: &str) {
+        let resource = token::normalize_resource_id(resource);
+        let mut state = self.shared.lock();
+        if !state.resources.contains(&resource) {
+            state.resources.push(resource);
         }
     }
 

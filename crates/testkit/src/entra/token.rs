@@ -23,6 +23,23 @@
 //! | assertion expired or not yet valid (5 min skew on `nbf`) | 400 `invalid_client` 700024 |
 //! | federated: no credential for issuer / audience / subject | 400 `invalid_client` 700211 / 700212 / 700213 |
 //! | federated: issuer not trusted by the emulator | 400 `invalid_client` 50166 |
+//! | a resource neither in [`KNOWN_RESOURCES`] nor registered | 400 `invalid_resource` 500011 |
+//!
+//! The resource check comes after the client is authenticated, so a wrong secret is still
+//! reported as a wrong secret whatever the scope.
+//!
+//! Where the facts come from: the request and error shapes, the AADSTS codes and their
+//! classification are /work/shared/PROTOCOLS.md ("Entra ID, client credentials", "Resource
+//! checks"); the 500011 text (`The resource principal named {resource} was not found in the
+//! tenant named {tenant}. ...`, error `invalid_resource`) is Entra's as users quote it in bug
+//! reports and tooling tests; the resource identifiers of Graph and Key Vault per cloud are
+//! PROTOCOLS.md ("National clouds", "Microsoft Graph"); Azure Resource Manager's per cloud
+//! (`management.azure.com`, `management.usgovcloudapi.net`, `management.chinacloudapi.cn`, and the
+//! classic `management.core.windows.net`) are the clouds' `resourceManager` and
+//! `activeDirectoryResourceId` endpoints as `az cloud show` lists them; the application ids are
+//! Microsoft's first-party ids (Graph `00000003-0000-0000-c000-000000000000` in PROTOCOLS.md,
+//! Key Vault `cfa8b339-82a2-471a-a3c9-0fc0be7a4093` (`7e7c393b-45d0-48b1-a35e-2905ddf8183c` in
+//! US Government tenants, as the Key Vault storage-account-keys docs list them), ARM `797f4846-ba00-4fd7-ba43-dac1f8f63013`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -43,6 +60,57 @@ use crate::server::{Reply, Request};
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// How far in the future an assertion's `nbf` may be (clock skew).
 const NBF_SKEW_SECS: u64 = 300;
+
+/// The Microsoft resources every tenant has a service principal for, so client credentials can
+/// ask for `{resource}/.default` without [`super::EntraEmulator::register_resource`]: Microsoft
+/// Graph, Azure Key Vault and Azure Resource Manager in the public, US Government and China
+/// clouds, by application ID URI and by application id. Matching ignores ASCII case and trailing
+/// slashes (`https://management.azure.com//.default` is ARM's documented form).
+pub const KNOWN_RESOURCES: &[&str] = &[
+    // Microsoft Graph: public, US Government (L4 and DoD), China.
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+    "00000003-0000-0000-c000-000000000000",
+    // Azure Key Vault: public, US Government, China.
+    "https://vault.azure.net",
+    "https://vault.usgovcloudapi.net",
+    "https://vault.azure.cn",
+    "cfa8b339-82a2-471a-a3c9-0fc0be7a4093",
+    "7e7c393b-45d0-48b1-a35e-2905ddf8183c",
+    // Azure Resource Manager: public, US Government, China, and the classic identifier.
+    "https://management.azure.com",
+    "https://management.usgovcloudapi.net",
+    "https://management.chinacloudapi.cn",
+    "https://management.core.windows.net",
+    "797f4846-ba00-4fd7-ba43-dac1f8f63013",
+];
+
+/// How resource identifiers are compared: ASCII case and trailing slashes do not count.
+pub(super) fn normalize_resource_id(resource: &str) -> String {
+    resource.trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// 400 `invalid_resource` AADSTS500011 unless `resource` is known or registered.
+fn check_resource(state: &EntraState, tenant: &str, resource: &str) -> Result<(), EntraRefusal> {
+    let wanted = normalize_resource_id(resource);
+    let known = KNOWN_RESOURCES
+        .iter()
+        .any(|known| normalize_resource_id(known) == wanted)
+        || state.resources.contains(&wanted);
+    if known {
+        return Ok(());
+    }
+    Err(EntraRefusal::new(
+        400,
+        "invalid_resource",
+        500011,
+        format!(
+            "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+        ),
+    ))
+}
 
 /// The tenant of a `/{tenant}/oauth2/v2.0/token` path.
 pub(super) fn tenant_of(path: &str) -> Option<&str> {
@@ -194,6 +262,7 @@ fn check_request(
             ));
         }
     };
+    check_resource(state, tenant, &resource)?;
     Ok(Grant {
         client_id: client_id.clone(),
         resource,

@@ -19,10 +19,14 @@ pub struct Vault {
 }
 
 impl Vault {
+    /// The app is registered in the vault's tenant, and its token is for the vault's resource.
     pub async fn start(options: impl FnOnce(&EntraEmulator) -> KeyVaultOptions) -> Vault {
         let entra = EntraEmulator::start_tls().await.unwrap();
-        entra.register_app(AppRegistration::new(TENANT, CLIENT_ID).with_secret(SECRET));
-        let kv = KeyVaultEmulator::start(entra.token_validator(), options(&entra))
+        let options = options(&entra);
+        let tenant = options.tenant.clone();
+        let scope = format!("{}/.default", options.resource);
+        entra.register_app(AppRegistration::new(&tenant, CLIENT_ID).with_secret(SECRET));
+        let kv = KeyVaultEmulator::start(entra.token_validator(), options)
             .await
             .unwrap();
         // The vault may have its own CA: trust both.
@@ -32,18 +36,7 @@ impl Vault {
             .tls_certs_only(cas)
             .build()
             .unwrap();
-        let answer = post_form(
-            &client,
-            &entra.token_url(TENANT),
-            &[
-                ("grant_type", "client_credentials"),
-                ("client_id", CLIENT_ID),
-                ("client_secret", SECRET),
-                ("scope", VAULT_SCOPE),
-            ],
-        )
-        .await;
-        let token = answer.body["access_token"].as_str().unwrap().to_owned();
+        let token = token_for(&client, &entra, &tenant, &scope).await;
         Vault {
             entra,
             kv,
@@ -88,6 +81,28 @@ impl Vault {
         }
         Answer::from(request.send().await.expect("the vault answers")).await
     }
+}
+
+/// A client-secret token for CLIENT_ID in `tenant` for `scope` (the app must be registered there).
+async fn token_for(
+    client: &reqwest::Client,
+    entra: &EntraEmulator,
+    tenant: &str,
+    scope: &str,
+) -> String {
+    let answer = post_form(
+        client,
+        &entra.token_url(tenant),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("scope", scope),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "token for {scope}: {}", answer.text);
+    answer.body["access_token"].as_str().unwrap().to_owned()
 }
 
 use reqwest::Method;
@@ -146,20 +161,23 @@ async fn refused_tokens_get_401() {
     let answer = Answer::from(request.send().await.unwrap()).await;
     assert_kv_error(&answer, 401, "Unauthorized");
     assert!(answer.headers.contains_key("www-authenticate"));
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Token validation failed: "),
+        "{}",
+        answer.text
+    );
 
     // A token for another resource is refused too.
-    let graph_answer = post_form(
+    let graph_token = &token_for(
         &vault.client,
-        &vault.entra.token_url(TENANT),
-        &[
-            ("grant_type", "client_credentials"),
-            ("client_id", CLIENT_ID),
-            ("client_secret", SECRET),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ],
+        &vault.entra,
+        TENANT,
+        "https://graph.microsoft.com/.default",
     )
     .await;
-    let graph_token = graph_answer.body["access_token"].as_str().unwrap();
     let answer = Answer::from(
         vault
             .client
@@ -174,13 +192,152 @@ async fn refused_tokens_get_401() {
     )
     .await;
     assert_kv_error(&answer, 401, "Unauthorized");
+    assert_eq!(
+        answer.body["error"]["message"],
+        "AKV10022: Invalid audience. Expected https://vault.azure.net, found: https://graph.microsoft.com.",
+        "{}",
+        answer.text
+    );
 
     vault.entra.expire_issued_tokens();
-    assert_kv_error(
-        &vault.send(Method::GET, "/secrets/x", None, true).await,
-        401,
-        "Unauthorized",
+    let expired = vault.send(Method::GET, "/secrets/x", None, true).await;
+    assert_kv_error(&expired, 401, "Unauthorized");
+    assert_eq!(
+        expired.body["error"]["message"],
+        "Token validation failed: the token has expired."
     );
+}
+
+#[tokio::test]
+async fn a_token_of_another_tenant_is_an_invalid_issuer() {
+    const OTHER: &str = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let vault = Vault::new().await;
+    vault
+        .entra
+        .register_app(AppRegistration::new(OTHER, CLIENT_ID).with_secret(SECRET));
+    let foreign = token_for(&vault.client, &vault.entra, OTHER, VAULT_SCOPE).await;
+    let answer = Answer::from(
+        vault
+            .client
+            .get(format!(
+                "{}/secrets/x?api-version=2025-07-01",
+                vault.kv.vault_url()
+            ))
+            .bearer_auth(&foreign)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_kv_error(&answer, 401, "Unauthorized");
+    assert_eq!(
+        answer.body["error"]["message"],
+        format!(
+            "AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{TENANT}/, found https://sts.windows.net/{OTHER}/."
+        ),
+        "{}",
+        answer.text
+    );
+    assert!(answer.headers.contains_key("www-authenticate"));
+    // The vault's own tenant is accepted, whatever the case of its name.
+    let upper =
+        Vault::start(|entra| KeyVaultOptions::for_entra(entra, TENANT.to_uppercase())).await;
+    assert_eq!(
+        upper
+            .send(Method::GET, "/secrets/x", None, true)
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_api_version_is_a_bad_parameter() {
+    let vault = Vault::new().await;
+    for version in ["7.9", "2025-07-02", "latest", "7.3-preview"] {
+        let answer = vault
+            .send_url(
+                Method::GET,
+                &format!("{}/secrets/x?api-version={version}", vault.kv.vault_url()),
+                None,
+                true,
+            )
+            .await;
+        assert_kv_error(&answer, 400, "BadParameter");
+        assert_eq!(
+            answer.body["error"]["message"],
+            format!(
+                "The specified version ({version}) is not recognized. Consider using the latest supported version (2025-07-01)."
+            )
+        );
+    }
+    for version in testkit::API_VERSIONS {
+        let answer = vault
+            .send_url(
+                Method::GET,
+                &format!("{}/secrets/x?api-version={version}", vault.kv.vault_url()),
+                None,
+                true,
+            )
+            .await;
+        assert_kv_error(&answer, 404, "SecretNotFound");
+    }
+}
+
+#[tokio::test]
+async fn a_vault_of_another_cloud_wants_that_clouds_resource() {
+    for resource in [
+        testkit::KEY_VAULT_RESOURCE_US_GOVERNMENT,
+        testkit::KEY_VAULT_RESOURCE_CHINA,
+    ] {
+        let vault =
+            Vault::start(|entra| KeyVaultOptions::for_entra(entra, TENANT).with_resource(resource))
+                .await;
+        let challenge = vault.send(Method::GET, "/secrets/x", None, false).await;
+        assert_eq!(
+            challenge
+                .headers
+                .get("www-authenticate")
+                .map(String::as_str),
+            Some(
+                format!(
+                    "Bearer authorization=\"{}/{TENANT}\", resource=\"{resource}\"",
+                    vault.entra.base_url()
+                )
+                .as_str()
+            )
+        );
+        // The vault's token (for its cloud's resource) works.
+        assert_eq!(
+            vault
+                .send(Method::GET, "/secrets/x", None, true)
+                .await
+                .status,
+            404
+        );
+        // A public-cloud Key Vault token does not.
+        let public = token_for(&vault.client, &vault.entra, TENANT, VAULT_SCOPE).await;
+        let answer = Answer::from(
+            vault
+                .client
+                .get(format!(
+                    "{}/secrets/x?api-version=2025-07-01",
+                    vault.kv.vault_url()
+                ))
+                .bearer_auth(&public)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_kv_error(&answer, 401, "Unauthorized");
+        assert_eq!(
+            answer.body["error"]["message"],
+            format!(
+                "AKV10022: Invalid audience. Expected {resource}, found: https://vault.azure.net."
+            )
+        );
+    }
 }
 
 #[tokio::test]
@@ -454,12 +611,46 @@ async fn soft_delete_recover_and_purge() {
         .send(Method::POST, "/deletedsecrets/gone/recover", None, true)
         .await;
     assert_eq!(recovered.status, 200, "{}", recovered.text);
+    // Recovery is asynchronous: for a while the secret is neither readable nor writable.
+    assert!(vault.kv.secret("gone").unwrap().recovering);
+    assert_kv_error(
+        &vault.send(Method::GET, "/secrets/gone", None, true).await,
+        404,
+        "SecretNotFound",
+    );
+    assert_kv_error(
+        &vault
+            .send(Method::GET, "/deletedsecrets/gone", None, true)
+            .await,
+        404,
+        "SecretNotFound",
+    );
+    let busy = vault
+        .send(
+            Method::PUT,
+            "/secrets/gone",
+            Some(json!({"value": "too-early"})),
+            true,
+        )
+        .await;
+    assert_kv_error(&busy, 409, "Conflict");
+    assert_eq!(
+        busy.body["error"]["innererror"]["code"],
+        "ObjectIsBeingRecovered"
+    );
+    tokio::time::sleep(testkit::DEFAULT_RECOVERY_DELAY).await;
+    assert!(!vault.kv.secret("gone").unwrap().recovering);
     assert_eq!(
         vault
             .send(Method::GET, "/secrets/gone", None, true)
             .await
             .body["value"],
         "v"
+    );
+    assert_eq!(
+        vault.kv.version_count("gone"),
+        1,
+        "the early PUT wrote nothing"
     );
 
     assert!(vault.kv.soft_delete("gone"));

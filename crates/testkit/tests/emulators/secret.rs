@@ -201,8 +201,62 @@ async fn scope_rules() {
     post_secret(&entra, TENANT, CLIENT_ID, SECRET, "/.default")
         .await
         .assert_entra_error(400, "invalid_scope", 70011);
+    // A custom API is known once registered (its service principal exists in the tenant).
+    post_secret(&entra, TENANT, CLIENT_ID, SECRET, "api://my-api/.default")
+        .await
+        .assert_entra_error(400, "invalid_resource", 500011);
+    entra.register_resource("api://my-api");
     let ok = post_secret(&entra, TENANT, CLIENT_ID, SECRET, "api://my-api/.default").await;
     assert_eq!(ok.status, 200, "{}", ok.text);
+}
+
+#[tokio::test]
+async fn a_resource_without_a_service_principal_is_aadsts500011() {
+    let entra = emulator_with_secret_app().await;
+    let refused = post_secret(
+        &entra,
+        TENANT,
+        CLIENT_ID,
+        SECRET,
+        "https://contoso.example/.default",
+    )
+    .await;
+    refused.assert_entra_error(400, "invalid_resource", 500011);
+    assert!(
+        refused.body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!(
+                "AADSTS500011: The resource principal named https://contoso.example was not found in the tenant named {TENANT}."
+            )),
+        "{}",
+        refused.text
+    );
+    // A wrong secret is reported as such, whatever the resource.
+    post_secret(
+        &entra,
+        TENANT,
+        CLIENT_ID,
+        "wrong",
+        "https://contoso.example/.default",
+    )
+    .await
+    .assert_entra_error(401, "invalid_client", 7000215);
+    // Microsoft's resources are known in every cloud, by URI (any case, trailing slash) and app id.
+    for scope in [
+        "https://graph.microsoft.us/.default",
+        "https://microsoftgraph.chinacloudapi.cn/.default",
+        "https://vault.usgovcloudapi.net/.default",
+        "https://vault.azure.cn/.default",
+        "https://management.azure.com//.default",
+        "https://Management.ChinaCloudApi.cn/.default",
+        "00000003-0000-0000-c000-000000000000/.default",
+        "cfa8b339-82a2-471a-a3c9-0fc0be7a4093/.default",
+    ] {
+        let ok = post_secret(&entra, TENANT, CLIENT_ID, SECRET, scope).await;
+        assert_eq!(ok.status, 200, "{scope}: {}", ok.text);
+    }
+    assert!(testkit::KNOWN_RESOURCES.contains(&"https://vault.azure.net"));
 }
 
 #[tokio::test]
