@@ -25,6 +25,12 @@ use crate::token::{AccessToken, saturating_add, saturating_sub};
 /// service's own `Retry-After` holds further requests back, as MSAL does.
 const FAILED_REFRESH_PAUSE: Duration = Duration::from_secs(30);
 
+/// After a failed acquisition with no valid token left, how long callers share that failure
+/// instead of asking again: long enough for the jobs of one retry round that run in batches
+/// (more jobs than `concurrency`, each batch ending as soon as its token request failed) to
+/// get one answer, and shorter than the daemon's shortest backoff (2.5 s), which stays in charge.
+const FAILED_ACQUISITION_PAUSE: Duration = Duration::from_secs(2);
+
 /// The longest `Retry-After` the cache honours by not asking again. Entra ID's throttling asks
 /// for seconds to a few minutes; a longer wait (a broken or hostile server answering
 /// `Retry-After: 300000000000`) would otherwise keep a daemon from ever asking again. The
@@ -249,8 +255,12 @@ impl TokenCache {
                     }
                     None => {
                         slot.set_current(None);
-                        state.quiet_until =
-                            honoured_wait(&err).map(|wait| saturating_add(now, wait));
+                        // Callers arriving just after this failure (the next batch of jobs
+                        // with these credentials) share it instead of each asking again.
+                        let wait = honoured_wait(&err)
+                            .unwrap_or_default()
+                            .max(FAILED_ACQUISITION_PAUSE);
+                        state.quiet_until = Some(saturating_add(now, wait));
                         Err(err)
                     }
                 }

@@ -212,7 +212,13 @@ async fn an_expired_token_is_not_served_when_refresh_fails() {
     entra.inject(Fault::ServerError { status: 500 });
     let err = cache.get(&app, &scope()).await.unwrap_err();
     assert_eq!(err.http_status(), Some(500), "{err}");
-    // The next call asks again (and succeeds).
+    // A caller right after it (the next batch of jobs sharing these credentials) shares the
+    // failure instead of asking again.
+    let shared = cache.get(&app, &scope()).await.unwrap_err();
+    assert_eq!(shared.http_status(), Some(500), "{shared}");
+    assert_eq!(entra.token_request_count(), 2, "no second request right after a failure");
+    // Invalidating the entry (a reload, a refused token) asks again at once, and succeeds.
+    cache.invalidate(&app, &scope()).await;
     assert!(cache.get(&app, &scope()).await.is_ok());
     assert_eq!(entra.token_request_count(), 3);
 }
