@@ -18,6 +18,10 @@
 //! and Kubernetes (the pod's service-account token). Plain `http://` is refused unless the
 //! address is loopback or `allow_insecure_http` is set. Throttling (HTTP 429) and server
 //! errors (5xx, sealed, standby) are retried with exponential backoff ([`RetryPolicy`]).
+//! Login secrets given as files ([`LoginSecret::File`]) are read when used: the token file at
+//! each renewal point and after the server refused the token, a secret id or JWT file at each
+//! login. Requests follow a redirect only within the address's origin: one elsewhere fails the
+//! call rather than send the Vault token (and what is being written) there.
 //!
 //! ```
 //! use secrecy::SecretString;
