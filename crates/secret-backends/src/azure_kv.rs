@@ -945,6 +945,13 @@ fn http_error(
             ErrorKind::Unavailable,
             format!("the vault {vault} failed ({said}) after every retry: run again later"),
         ),
+        300..=399 => (
+            ErrorKind::Protocol,
+            format!(
+                "the vault {vault} answered with a redirect ({said}): secret-sync follows no redirect, since it \
+                 would send the bearer token (and what is being written) elsewhere: set vault_url to the vault itself"
+            ),
+        ),
         _ => (
             ErrorKind::Protocol,
             format!("the vault {vault} refused the request ({said})"),

@@ -93,7 +93,8 @@ async fn a_redirect_after_the_challenge_is_not_followed_and_nothing_reaches_its_
                 !text.contains(BEARER) && !text.contains(ACCESS_TOKEN),
                 "{text}"
             );
-            assert_ne!(err.kind(), ErrorKind::NotFound, "{text}");
+            assert_eq!(err.kind(), ErrorKind::Protocol, "{text}");
+            assert!(text.contains("follows no redirect"), "{text}");
         }
         let asked = vault.requests();
         assert!(
