@@ -3,10 +3,17 @@
 //! `TokenClient` always asks the service; caching and sharing requests is `TokenCache`'s job.
 //! Requests: the client-credentials POST to the authority's token endpoint (secret,
 //! certificate assertion or federated assertion), the GitHub Actions OIDC endpoint for a
-//! federated assertion, and the managed identity endpoints (IMDS, App Service).
+//! federated assertion, and the managed identity endpoints (IMDS, App Service, Azure Arc).
+//!
+//! Two connection pools: one for the authority and the GitHub OIDC endpoint, which honours the
+//! proxy variables (`HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY`...), and one for the managed identity
+//! endpoints, which never uses a proxy: they are local to the host (IMDS's link-local address,
+//! App Service's and Arc's loopback ones), and a proxy would either fail to reach them or see the
+//! identity header and Arc key.
 
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,8 +24,8 @@ use time::OffsetDateTime;
 use tracing::{debug, info};
 
 use crate::credential::{
-    AppCredential, Credential, FederatedTokenSource, MAX_CREDENTIAL_FILE, ManagedIdentity,
-    check_github_request_url, file_too_large,
+    AppCredential, Credential, FederatedTokenSource, MAX_ARC_KEY_FILE, MAX_CREDENTIAL_FILE,
+    ManagedIdentity, check_github_request_url, file_too_large,
 };
 use crate::error::{AssertionClaims, CredentialKind, Error, ErrorKind, RequestFacts, redact};
 use crate::input::Scope;
@@ -26,6 +33,9 @@ use crate::retry::{RetryPolicy, retry_after};
 use crate::token::{AccessToken, parse_response};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The `api-version` sent to the Azure Arc agent (MSAL.NET, Java and Node send it).
+const ARC_API_VERSION: &str = "2019-11-01";
 
 /// The most of an answer's body this crate reads from any server: token answers are a few KiB,
 /// so 1 MiB is generous. A longer body is refused as soon as it passes the cap (or at once when
@@ -38,6 +48,7 @@ enum Server {
     Token,
     Imds,
     AppService,
+    AzureArc,
     GithubOidc,
 }
 
@@ -47,6 +58,7 @@ impl Server {
             Server::Token => "the token endpoint",
             Server::Imds => "the managed identity endpoint (IMDS)",
             Server::AppService => "the App Service managed identity endpoint",
+            Server::AzureArc => "the Azure Arc managed identity endpoint",
             Server::GithubOidc => "the GitHub Actions OIDC endpoint",
         }
     }
@@ -96,7 +108,10 @@ impl fmt::Debug for ClientOptions {
 /// Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct TokenClient {
+    /// The authority and the GitHub OIDC endpoint: honours the proxy variables.
     http: reqwest::Client,
+    /// The managed identity endpoints: never through a proxy.
+    local: reqwest::Client,
     options: ClientOptions,
 }
 
@@ -111,11 +126,6 @@ impl fmt::Debug for TokenClient {
 impl TokenClient {
     /// A client with its own connection pool.
     pub fn new(options: ClientOptions) -> Result<Self, Error> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(options.request_timeout)
-            .connect_timeout(options.request_timeout)
-            .user_agent(options.user_agent.clone())
-            .redirect(reqwest::redirect::Policy::none());
         let mut roots = Vec::new();
         for (i, pem) in options.extra_root_certificates.iter().enumerate() {
             let not_pem = || {
@@ -135,17 +145,32 @@ impl TokenClient {
             }
             roots.extend(certs);
         }
-        if !roots.is_empty() {
-            builder = builder.tls_certs_merge(roots);
-        }
-        let http = builder.build().map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("cannot set up the HTTPS client: {}", causes(&e)),
-            )
-            .with_source(e)
-        })?;
-        Ok(Self { http, options })
+        // The two pools differ only in their proxy rule.
+        let build = |proxied: bool| {
+            let mut builder = reqwest::Client::builder()
+                .timeout(options.request_timeout)
+                .connect_timeout(options.request_timeout)
+                .user_agent(options.user_agent.clone())
+                .redirect(reqwest::redirect::Policy::none());
+            if !proxied {
+                builder = builder.no_proxy();
+            }
+            if !roots.is_empty() {
+                builder = builder.tls_certs_merge(roots.clone());
+            }
+            builder.build().map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!("cannot set up the HTTPS client: {}", causes(&e)),
+                )
+                .with_source(e)
+            })
+        };
+        Ok(Self {
+            http: build(true)?,
+            local: build(false)?,
+            options,
+        })
     }
 
     /// The options this client was built with.
@@ -200,6 +225,7 @@ impl TokenClient {
                 facts.credential = match identity {
                     ManagedIdentity::Imds { .. } => CredentialKind::Imds,
                     ManagedIdentity::AppService { .. } => CredentialKind::AppService,
+                    ManagedIdentity::AzureArc { .. } => CredentialKind::AzureArc,
                 };
                 // Managed identity endpoints take neither tenant nor app id.
                 facts.tenant = "(managed identity)".into();
@@ -263,6 +289,11 @@ impl TokenClient {
         scope: &Scope,
         facts: &RequestFacts,
     ) -> Result<AccessToken, Error> {
+        if let ManagedIdentity::AzureArc { endpoint, key_dir } = identity {
+            return self
+                .with_retries(facts, || self.arc_attempt(endpoint, key_dir, scope, facts))
+                .await;
+        }
         self.with_retries(facts, || async {
             let mut query = vec![("resource", scope.resource())];
             if let Some(id) = identity.client_id() {
@@ -272,7 +303,7 @@ impl TokenClient {
                 ManagedIdentity::Imds { endpoint, .. } => {
                     query.push(("api-version", "2018-02-01"));
                     let request = self
-                        .http
+                        .local
                         .get(endpoint.clone())
                         .query(&query)
                         .header("Metadata", "true");
@@ -282,19 +313,90 @@ impl TokenClient {
                     endpoint, header, ..
                 } => {
                     query.push(("api-version", "2019-08-01"));
-                    let request = self
-                        .http
-                        .get(endpoint.clone())
-                        .query(&query)
-                        .header("X-IDENTITY-HEADER", header.expose_secret());
+                    let request = self.local.get(endpoint.clone()).query(&query).header(
+                        "X-IDENTITY-HEADER",
+                        sensitive_header(header.expose_secret())?,
+                    );
                     (request, Server::AppService, Some(header.expose_secret()))
                 }
+                ManagedIdentity::AzureArc { .. } => unreachable!("handled above"),
             };
             let requested_at = OffsetDateTime::now_utc();
             let sensitive: Vec<&str> = sensitive.into_iter().collect();
             self.send(request, server, requested_at, facts, &sensitive)
                 .await
         })
+        .await
+    }
+
+    /// One Azure Arc acquisition: the request, the agent's 401 challenge naming a key file in
+    /// `key_dir`, and the request again with `Authorization: Basic <key>`.
+    async fn arc_attempt(
+        &self,
+        endpoint: &url::Url,
+        key_dir: &Path,
+        scope: &Scope,
+        facts: &RequestFacts,
+    ) -> Result<AccessToken, Error> {
+        let query = [
+            ("api-version", ARC_API_VERSION),
+            ("resource", scope.resource()),
+        ];
+        let request = || {
+            self.local
+                .get(endpoint.clone())
+                .query(&query)
+                .header("Metadata", "true")
+        };
+        let requested_at = OffsetDateTime::now_utc();
+        let response = request().send().await.map_err(|e| self.network_error(&e))?;
+        if response.status() != reqwest::StatusCode::UNAUTHORIZED {
+            // No challenge: an error (or, from a lenient agent, a token) to read as it is.
+            return self
+                .parse_answer(response, Server::AzureArc, requested_at, facts, &[])
+                .await;
+        }
+        let origin = origin(response.url());
+        let realm = response
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(basic_realm)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidResponse,
+                    format!(
+                        "the Azure Arc managed identity endpoint {origin} answered HTTP 401                          without a `WWW-Authenticate: Basic realm=<key file>` challenge: check                          that IDENTITY_ENDPOINT points at the Azure Connected Machine agent"
+                    ),
+                )
+                .with_status(401)
+            })?;
+        drop(response);
+        let key = read_arc_key(key_dir, &realm, &origin).await?;
+        let authorization = sensitive_header(&format!("Basic {}", key.expose_secret()))?;
+        let requested_at = OffsetDateTime::now_utc();
+        let response = request()
+            .header(reqwest::header::AUTHORIZATION, authorization)
+            .send()
+            .await
+            .map_err(|e| self.network_error(&e))?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(Error::new(
+                ErrorKind::Rejected,
+                format!(
+                    "the Azure Arc managed identity endpoint {origin} refused the key of its own                      challenge ({}): check that this process runs as a user in the agent's                      himds group and that the agent is healthy (azcmagent show)",
+                    realm.display()
+                ),
+            )
+            .with_status(401));
+        }
+        self.parse_answer(
+            response,
+            Server::AzureArc,
+            requested_at,
+            facts,
+            &[key.expose_secret()],
+        )
         .await
     }
 
@@ -308,6 +410,19 @@ impl TokenClient {
         sensitive: &[&str],
     ) -> Result<AccessToken, Error> {
         let response = request.send().await.map_err(|e| self.network_error(&e))?;
+        self.parse_answer(response, server, requested_at, facts, sensitive)
+            .await
+    }
+
+    /// Read `response` (bounded) and parse it as a token answer.
+    async fn parse_answer(
+        &self,
+        response: reqwest::Response,
+        server: Server,
+        requested_at: OffsetDateTime,
+        facts: &RequestFacts,
+        sensitive: &[&str],
+    ) -> Result<AccessToken, Error> {
         let status = response.status().as_u16();
         let wait = retry_after(response.headers());
         let body = self.read_body(response, server).await?;
@@ -576,6 +691,143 @@ async fn read_token_file(path: &std::path::Path) -> std::io::Result<String> {
     }
     String::from_utf8(bytes)
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8 text"))
+}
+
+/// A header value marked sensitive (left out of any debug output of the HTTP stack).
+fn sensitive_header(value: &str) -> Result<reqwest::header::HeaderValue, Error> {
+    let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        Error::new(
+            ErrorKind::Config,
+            "a managed identity secret (IDENTITY_HEADER or the Arc key) holds characters an \
+             HTTP header cannot carry",
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The path of `Basic realm=<path>` (quotes allowed), the Azure Arc agent's challenge.
+fn basic_realm(challenge: &str) -> Option<PathBuf> {
+    let (scheme, rest) = challenge.trim().split_once(char::is_whitespace)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let (name, value) = rest.trim().split_once('=')?;
+    if !name.trim().eq_ignore_ascii_case("realm") {
+        return None;
+    }
+    let value = value.trim();
+    let value = value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value);
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+/// Why the key file a challenge names may not be read, if it may not: it must sit directly in
+/// `key_dir` (no `..`), be named `*.key`, be a regular file (no symlink, FIFO or device) and
+/// hold at most [`MAX_ARC_KEY_FILE`] bytes, as azure-identity and MSAL require.
+fn arc_key_refusal(key_dir: &Path, path: &Path) -> Option<String> {
+    use std::path::Component;
+    let plain = path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    if !plain || path.parent() != Some(key_dir) {
+        return Some(format!(
+            "is not in the agent's token directory {}",
+            key_dir.display()
+        ));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if name.len() <= ".key".len() || !name.ends_with(".key") {
+        return Some("is not named *.key".into());
+    }
+    None
+}
+
+/// Checks the file the Arc agent's challenge named and reads its key (see [`arc_key_refusal`]).
+async fn read_arc_key(key_dir: &Path, path: &Path, origin: &str) -> Result<SecretString, Error> {
+    let refused = |why: String| {
+        Error::new(
+            ErrorKind::CredentialSource,
+            format!(
+                "the Azure Arc managed identity endpoint {origin} challenged with key file {}, \
+                 which {why}, so it was not read: an Arc agent writes its key files into its \
+                 token directory; check that IDENTITY_ENDPOINT points at the Azure Connected \
+                 Machine agent (and the token directory, if it is not {})",
+                path.display(),
+                crate::credential::ARC_TOKEN_DIR,
+            ),
+        )
+        .with_status(401)
+    };
+    if let Some(why) = arc_key_refusal(key_dir, path) {
+        return Err(refused(why));
+    }
+    let owned = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || read_arc_key_file(&owned))
+        .await
+        .map_err(|e| refused(format!("could not be read ({e})")))?;
+    match read {
+        Ok(key) => Ok(key),
+        Err(ArcKeyError::Refused(why)) => Err(refused(why)),
+        Err(ArcKeyError::Io(e)) => Err(refused(format!(
+            "could not be read ({e}); the key files are readable by the agent's himds group only"
+        ))
+        .with_source(e)),
+    }
+}
+
+enum ArcKeyError {
+    Refused(String),
+    Io(std::io::Error),
+}
+
+/// The key in `path`: a regular file (checked before opening, so a FIFO cannot block the
+/// read, and again on the open file) of at most [`MAX_ARC_KEY_FILE`] bytes of text.
+fn read_arc_key_file(path: &Path) -> Result<SecretString, ArcKeyError> {
+    use std::io::Read as _;
+    let too_large = || {
+        ArcKeyError::Refused(format!(
+            "is larger than {MAX_ARC_KEY_FILE} bytes, which no Arc key file is"
+        ))
+    };
+    let before = std::fs::symlink_metadata(path).map_err(ArcKeyError::Io)?;
+    if !before.file_type().is_file() {
+        return Err(ArcKeyError::Refused("is not a regular file".into()));
+    }
+    if before.len() > MAX_ARC_KEY_FILE {
+        return Err(too_large());
+    }
+    let file = std::fs::File::open(path).map_err(ArcKeyError::Io)?;
+    let after = file.metadata().map_err(ArcKeyError::Io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if (before.dev(), before.ino()) != (after.dev(), after.ino()) {
+            return Err(ArcKeyError::Refused(
+                "was replaced while it was being opened".into(),
+            ));
+        }
+    }
+    if !after.file_type().is_file() {
+        return Err(ArcKeyError::Refused("is not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ARC_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ArcKeyError::Io)?;
+    if bytes.len() as u64 > MAX_ARC_KEY_FILE {
+        return Err(too_large());
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|_| ArcKeyError::Refused("does not hold text".into()))?;
+    let key = SecretString::from(text.trim().to_owned());
+    if key.expose_secret().is_empty() {
+        return Err(ArcKeyError::Refused("is empty".into()));
+    }
+    Ok(key)
 }
 
 fn assertion_fields(assertion: SecretString) -> Vec<(&'static str, SecretString)> {

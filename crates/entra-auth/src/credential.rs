@@ -1,7 +1,7 @@
 //! The ways an application proves who it is, and the signed assertion for certificates.
 //!
 //! Everything secret here (client secret, private key, GitHub request token, App Service
-//! identity header) is held in a redacting type from the moment it is read, and `Debug`
+//! identity header; the Azure Arc key is read per request in `client.rs`) is held in a redacting type from the moment it is read, and `Debug`
 //! prints only non-secret facts (paths, variable names, thumbprints).
 
 use std::fmt;
@@ -385,7 +385,18 @@ fn redacted_url(url: &Url) -> String {
     url.to_string()
 }
 
+/// Where the Azure Arc agent writes the key files of its challenges on Linux (on Windows:
+/// `%ProgramData%\AzureConnectedMachineAgent\Tokens`). azure-identity and MSAL read a key file
+/// only from this directory.
+pub const ARC_TOKEN_DIR: &str = "/var/opt/azcmagent/tokens";
+
+/// The largest Arc key file read, as azure-identity and MSAL allow: 4096 bytes.
+pub(crate) const MAX_ARC_KEY_FILE: u64 = 4096;
+
 /// An Azure managed identity endpoint.
+///
+/// Every managed identity endpoint is local to the host (a link-local or loopback address), so
+/// its requests never go through a proxy (`HTTP_PROXY` and the like are ignored for them).
 #[derive(Clone)]
 pub enum ManagedIdentity {
     /// The Instance Metadata Service of VMs, scale sets and AKS nodes.
@@ -404,34 +415,194 @@ pub enum ManagedIdentity {
         /// A user-assigned identity's client id; `None` for the system-assigned identity.
         client_id: Option<ClientId>,
     },
+    /// Azure Arc-enabled servers (`IDENTITY_ENDPOINT` with `IMDS_ENDPOINT`): the agent answers
+    /// the first request with a challenge naming a key file, whose content authorises the
+    /// second. Only the system-assigned identity exists there.
+    AzureArc {
+        /// `IDENTITY_ENDPOINT`, usually `http://localhost:40342/metadata/identity/oauth2/token`.
+        endpoint: Url,
+        /// The only directory a challenge's key file may be in: [`ARC_TOKEN_DIR`] on a real
+        /// machine.
+        key_dir: PathBuf,
+    },
 }
 
+/// The variables that select a managed identity host, for messages.
+const MI_VARS: &str = "IDENTITY_ENDPOINT, IDENTITY_HEADER, IMDS_ENDPOINT, MSI_ENDPOINT";
+
 impl ManagedIdentity {
-    /// App Service / Container Apps when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set
-    /// (and the endpoint is a URL), otherwise IMDS at its well-known address.
-    pub fn from_env(client_id: Option<ClientId>) -> Self {
-        let endpoint = std::env::var("IDENTITY_ENDPOINT")
-            .ok()
-            .and_then(|e| Url::parse(&e).ok());
-        let header = std::env::var("IDENTITY_HEADER").ok();
-        match (endpoint, header) {
-            (Some(endpoint), Some(header)) => Self::AppService {
-                endpoint,
-                header: SecretString::from(header),
-                client_id,
-            },
-            _ => Self::Imds {
-                endpoint: Url::parse(IMDS_ENDPOINT).expect("the IMDS address is a URL"),
-                client_id,
-            },
+    /// The host's managed identity, detected from the environment as the Azure SDKs do
+    /// ([`ManagedIdentity::from_vars`]), with Arc key files taken from [`ARC_TOKEN_DIR`].
+    pub fn from_env(client_id: Option<ClientId>) -> Result<Self, ConfigError> {
+        Self::from_env_with_arc_dir(client_id, Path::new(ARC_TOKEN_DIR))
+    }
+
+    /// [`ManagedIdentity::from_env`] with another directory for Arc key files.
+    pub fn from_env_with_arc_dir(
+        client_id: Option<ClientId>,
+        arc_token_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        Self::from_vars(|name| std::env::var(name).ok(), client_id, arc_token_dir)
+    }
+
+    /// The managed identity host that the variables `var(NAME)` describe, in the order
+    /// MSAL and azure-identity test them (an empty value counts as unset):
+    /// 1. `IDENTITY_ENDPOINT` + `IDENTITY_HEADER`: App Service / Functions / Container Apps
+    ///    (with `IDENTITY_SERVER_THUMBPRINT` too: Service Fabric, refused as unsupported);
+    /// 2. `MSI_ENDPOINT` alone: Cloud Shell (or App Service's retired 2017-09-01 variables),
+    ///    refused as unsupported;
+    /// 3. `IDENTITY_ENDPOINT` + `IMDS_ENDPOINT`: Azure Arc (system-assigned only: a
+    ///    `client_id` is refused);
+    /// 4. none of these: IMDS, at `AZURE_POD_IDENTITY_AUTHORITY_HOST` when that is set (as
+    ///    MSAL does), else at [`IMDS_ENDPOINT`].
+    ///
+    /// Where the SDKs fall back to IMDS when a host's variables are only partly set
+    /// (`IDENTITY_ENDPOINT` alone, `IDENTITY_HEADER` alone, `IMDS_ENDPOINT` alone), this is
+    /// refused, naming what is missing: such a host is misconfigured, and IMDS would at best
+    /// answer for another identity. An endpoint that is not an http(s) URL is refused too.
+    pub fn from_vars(
+        var: impl Fn(&str) -> Option<String>,
+        client_id: Option<ClientId>,
+        arc_token_dir: &Path,
+    ) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).filter(|value| !value.trim().is_empty());
+        let identity_endpoint = get("IDENTITY_ENDPOINT");
+        let identity_header = get("IDENTITY_HEADER");
+        let imds_endpoint = get("IMDS_ENDPOINT");
+        let unsupported = |input: &'static str, host: &str, fix: &str| {
+            Err(ConfigError::new(
+                input,
+                None,
+                format!("is set, so this host is {host}, whose managed identity is not supported"),
+                fix.to_owned(),
+            ))
+        };
+        match (&identity_endpoint, &identity_header) {
+            (Some(endpoint), Some(header)) => {
+                if get("IDENTITY_SERVER_THUMBPRINT").is_some() {
+                    return unsupported(
+                        "IDENTITY_SERVER_THUMBPRINT",
+                        "a Service Fabric cluster",
+                        "use a client secret, certificate or federated credential instead",
+                    );
+                }
+                return Ok(Self::AppService {
+                    endpoint: endpoint_url("IDENTITY_ENDPOINT", endpoint)?,
+                    header: SecretString::from(header.clone()),
+                    client_id,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "IDENTITY_HEADER",
+                    None,
+                    "is set but IDENTITY_ENDPOINT is not: the App Service / Container Apps \
+                     managed identity needs both",
+                    format!(
+                        "check the host's managed identity settings (variables {MI_VARS}); \
+                         both are set by the platform when an identity is assigned"
+                    ),
+                ));
+            }
+            _ => {}
         }
+        if identity_endpoint.is_none() && get("MSI_ENDPOINT").is_some() {
+            return unsupported(
+                "MSI_ENDPOINT",
+                "Azure Cloud Shell (or an App Service with only the retired 2017-09-01 \
+                 variables)",
+                "on App Service, IDENTITY_ENDPOINT and IDENTITY_HEADER are set when an identity \
+                 is assigned; elsewhere use a client secret, certificate or federated credential",
+            );
+        }
+        match (&identity_endpoint, &imds_endpoint) {
+            (Some(endpoint), Some(_)) => {
+                if let Some(id) = client_id {
+                    return Err(ConfigError::new(
+                        "client id",
+                        Some(id.as_str()),
+                        "names a user-assigned identity, but Azure Arc-enabled servers have only \
+                         their system-assigned identity",
+                        "leave the client id out on an Arc-enabled server",
+                    ));
+                }
+                return Ok(Self::AzureArc {
+                    endpoint: endpoint_url("IDENTITY_ENDPOINT", endpoint)?,
+                    key_dir: arc_token_dir.to_owned(),
+                });
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "IDENTITY_ENDPOINT",
+                    None,
+                    "is set without IDENTITY_HEADER (App Service, Functions, Container Apps) or \
+                     IMDS_ENDPOINT (Azure Arc), so which managed identity host this is cannot be \
+                     told",
+                    format!(
+                        "set the variables the platform documents (on App Service both \
+                         IDENTITY_ENDPOINT and IDENTITY_HEADER, on Arc IDENTITY_ENDPOINT and \
+                         IMDS_ENDPOINT), or unset IDENTITY_ENDPOINT on a VM to use IMDS \
+                         (variables read: {MI_VARS})"
+                    ),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "IMDS_ENDPOINT",
+                    None,
+                    "is set but IDENTITY_ENDPOINT is not: the Azure Arc managed identity needs \
+                     both",
+                    "check the Azure Connected Machine agent (azcmagent show); it sets both \
+                     for services it manages, e.g. IDENTITY_ENDPOINT=http://localhost:40342/\
+                     metadata/identity/oauth2/token and IMDS_ENDPOINT=http://localhost:40342",
+                ));
+            }
+            (None, None) => {}
+        }
+        let endpoint = match get("AZURE_POD_IDENTITY_AUTHORITY_HOST") {
+            Some(host) => {
+                let mut url = endpoint_url("AZURE_POD_IDENTITY_AUTHORITY_HOST", &host)?;
+                url.set_path("/metadata/identity/oauth2/token");
+                url.set_query(None);
+                url
+            }
+            None => Url::parse(IMDS_ENDPOINT).expect("the IMDS address is a URL"),
+        };
+        Ok(Self::Imds {
+            endpoint,
+            client_id,
+        })
     }
 
     /// The user-assigned identity's client id, if any.
     pub fn client_id(&self) -> Option<&ClientId> {
         match self {
             Self::Imds { client_id, .. } | Self::AppService { client_id, .. } => client_id.as_ref(),
+            Self::AzureArc { .. } => None,
         }
+    }
+
+    /// The endpoint tokens are asked from.
+    pub fn endpoint(&self) -> &Url {
+        match self {
+            Self::Imds { endpoint, .. }
+            | Self::AppService { endpoint, .. }
+            | Self::AzureArc { endpoint, .. } => endpoint,
+        }
+    }
+}
+
+/// `value` of variable `input` as an http(s) URL; the value is not repeated (an endpoint may
+/// carry a token in its query on some hosts).
+fn endpoint_url(input: &'static str, value: &str) -> Result<Url, ConfigError> {
+    match Url::parse(value.trim()) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        _ => Err(ConfigError::new(
+            input,
+            None,
+            "is not an http(s) URL",
+            "it is set by the platform: check what changed it",
+        )),
     }
 }
 
@@ -455,6 +626,11 @@ impl fmt::Debug for ManagedIdentity {
                 .field("endpoint", &endpoint.as_str())
                 .field("header", &"[REDACTED]")
                 .field("client_id", client_id)
+                .finish(),
+            Self::AzureArc { endpoint, key_dir } => f
+                .debug_struct("AzureArc")
+                .field("endpoint", &endpoint.as_str())
+                .field("key_dir", key_dir)
                 .finish(),
         }
     }
@@ -509,6 +685,7 @@ impl AppCredential {
                 let (kind, endpoint) = match identity {
                     ManagedIdentity::Imds { endpoint, .. } => ("imds", endpoint),
                     ManagedIdentity::AppService { endpoint, .. } => ("app-service", endpoint),
+                    ManagedIdentity::AzureArc { endpoint, .. } => ("azure-arc", endpoint),
                 };
                 field("managed-identity", kind.as_bytes());
                 field("endpoint", endpoint.as_str().as_bytes());

@@ -19,7 +19,8 @@ pub enum ErrorKind {
     /// An input could not be used (bad key file, missing environment variable, ...).
     Config,
     /// The source of a federated assertion (token file, environment variable, GitHub Actions
-    /// OIDC endpoint) could not provide one.
+    /// OIDC endpoint) could not provide one, or the Azure Arc agent's challenge named a key
+    /// file that may not be read.
     CredentialSource,
     /// The endpoint could not be reached, or did not answer in time.
     Network,
@@ -266,6 +267,8 @@ pub(crate) enum CredentialKind {
     Imds,
     /// The App Service / Container Apps identity endpoint.
     AppService,
+    /// The Azure Arc agent's identity endpoint.
+    AzureArc,
 }
 
 /// What the request was about, for messages. Holds no secret.
@@ -352,7 +355,7 @@ fn message_for(
     };
     let mi = matches!(
         credential,
-        CredentialKind::Imds | CredentialKind::AppService
+        CredentialKind::Imds | CredentialKind::AppService | CredentialKind::AzureArc
     );
     for code in codes {
         let text = match code {

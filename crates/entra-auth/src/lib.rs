@@ -56,8 +56,8 @@ pub use azure::EntraTokenCredential;
 pub use cache::{RefreshPolicy, TokenCache};
 pub use client::{ClientOptions, TokenClient};
 pub use credential::{
-    AppCredential, AssertionAlgorithm, CertificateCredential, Credential, FederatedTokenSource,
-    IMDS_ENDPOINT, ManagedIdentity,
+    ARC_TOKEN_DIR, AppCredential, AssertionAlgorithm, CertificateCredential, Credential,
+    FederatedTokenSource, IMDS_ENDPOINT, ManagedIdentity,
 };
 pub use error::{Error, ErrorKind};
 pub use input::{Authority, ClientId, ConfigError, Scope, TenantId};

@@ -248,6 +248,12 @@ pub struct TokenArgs {
     #[arg(long, value_enum, default_value_t = AssertionAlg::Ps256, requires = "certificate")]
     pub assertion_alg: AssertionAlg,
 
+    /// With --managed-identity on an Azure Arc-enabled server: the directory the agent writes
+    /// its key files into (default /var/opt/azcmagent/tokens). A challenge naming a file
+    /// elsewhere is refused.
+    #[arg(long, value_name = "DIR", requires = "managed_identity")]
+    pub arc_token_dir: Option<PathBuf>,
+
     /// Extra CA certificate (PEM) to trust, for a private authority or a TLS-intercepting proxy.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
@@ -291,8 +297,9 @@ pub struct CredentialArgs {
     #[arg(long, group = "credential")]
     pub github_oidc: bool,
 
-    /// Use the managed identity of the Azure host (IMDS, App Service, Container Apps).
-    /// With --client-id, a user-assigned identity.
+    /// Use the managed identity of the Azure host (IMDS; App Service, Functions and Container
+    /// Apps; Azure Arc-enabled servers), detected from IDENTITY_ENDPOINT, IDENTITY_HEADER and
+    /// IMDS_ENDPOINT as the Azure SDKs do. With --client-id, a user-assigned identity.
     #[arg(long, group = "credential")]
     pub managed_identity: bool,
 }

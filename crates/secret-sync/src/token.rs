@@ -9,8 +9,9 @@ use std::path::Path;
 
 use anyhow::{Context, anyhow};
 use entra_auth::{
-    AccessToken, AppCredential, AssertionAlgorithm, Authority, CertificateCredential, ClientId,
-    ClientOptions, Credential, FederatedTokenSource, ManagedIdentity, Scope, TenantId, TokenClient,
+    ARC_TOKEN_DIR, AccessToken, AppCredential, AssertionAlgorithm, Authority,
+    CertificateCredential, ClientId, ClientOptions, Credential, FederatedTokenSource,
+    ManagedIdentity, Scope, TenantId, TokenClient,
 };
 use secrecy::{ExposeSecret, SecretString};
 use time::format_description::well_known::Rfc3339;
@@ -149,9 +150,14 @@ fn credential(token_args: &TokenArgs, client_id: Option<ClientId>) -> anyhow::Re
         return Ok(Credential::Federated(source));
     }
     if args.managed_identity {
-        return Ok(Credential::ManagedIdentity(ManagedIdentity::from_env(
-            client_id,
-        )));
+        let arc_token_dir = match &token_args.arc_token_dir {
+            Some(dir) => std::path::absolute(dir)
+                .with_context(|| format!("--arc-token-dir {} is not usable", dir.display()))?,
+            None => ARC_TOKEN_DIR.into(),
+        };
+        let identity = ManagedIdentity::from_env_with_arc_dir(client_id, &arc_token_dir)
+            .context("--managed-identity cannot tell which managed identity this host has")?;
+        return Ok(Credential::ManagedIdentity(identity));
     }
     // clap's required group makes this unreachable from the command line.
     Err(anyhow!("no credential given"))

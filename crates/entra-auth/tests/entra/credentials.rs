@@ -270,7 +270,7 @@ async fn github_actions_source_outside_a_runner_explains() {
 #[tokio::test]
 async fn managed_identity_from_the_environment() {
     if in_child() {
-        let identity = ManagedIdentity::from_env(None);
+        let identity = ManagedIdentity::from_env(None).expect("a complete environment");
         if std::env::var_os("IDENTITY_ENDPOINT").is_none() {
             match identity {
                 ManagedIdentity::Imds {

@@ -8,4 +8,5 @@ mod credentials;
 mod errors;
 mod hostile;
 mod hygiene;
+mod managed_identity;
 mod retries;

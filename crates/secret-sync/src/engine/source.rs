@@ -135,7 +135,9 @@ pub async fn app_credential(
         CredentialSpec::ManagedIdentity => {
             return Ok(AppCredential::managed_identity(
                 identity.authority.clone(),
-                ManagedIdentity::from_env(client_id),
+                ManagedIdentity::from_env(client_id).context(
+                    "managed_identity: cannot tell which managed identity this host has",
+                )?,
             ));
         }
         CredentialSpec::ClientSecret(source) => {

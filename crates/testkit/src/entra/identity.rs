@@ -266,38 +266,38 @@ pub(super) fn empty_token_reply(shared: &Shared, request: &Request) -> Reply {
 /// (not a v2 scope). Returns the query on success.
 fn imds_request_checks(
     request: &Request,
-) -> Result<std::collections::BTreeMap<String, String>, Reply> {
+) -> Result<std::collections::BTreeMap<String, String>, Box<Reply>> {
     if request.method != http::Method::GET {
-        return Err(imds_error(
+        return Err(Box::new(imds_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "Only GET is supported",
-        ));
+        )));
     }
     if request.header("metadata") != Some("true") {
-        return Err(imds_error(
+        return Err(Box::new(imds_error(
             StatusCode::BAD_REQUEST,
             "Required metadata header not specified",
-        ));
+        )));
     }
     let query = request.query_pairs();
     if !query.contains_key("api-version") {
-        return Err(imds_error(
+        return Err(Box::new(imds_error(
             StatusCode::BAD_REQUEST,
             "Required query variable 'api-version' is missing",
-        ));
+        )));
     }
     let Some(resource) = query.get("resource") else {
-        return Err(imds_error(
+        return Err(Box::new(imds_error(
             StatusCode::BAD_REQUEST,
             "Required query variable 'resource' is missing",
-        ));
+        )));
     };
     if resource.trim_end_matches('/').ends_with("/.default") {
-        return Err(imds_error_code(
+        return Err(Box::new(imds_error_code(
             StatusCode::BAD_REQUEST,
             "invalid_resource",
             &scope_as_resource(resource),
-        ));
+        )));
     }
     Ok(query)
 }
@@ -306,7 +306,7 @@ fn imds_request_checks(
 pub(super) fn imds(shared: &Shared, request: &Request) -> Reply {
     let query = match imds_request_checks(request) {
         Ok(query) => query,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     let resource = &query["resource"];
     let identity = shared.lock().managed_identity.clone();
@@ -420,7 +420,7 @@ fn arc_challenge(state: &mut ArcState) -> Reply {
 pub(super) fn arc(shared: &Shared, request: &Request) -> Reply {
     let query = match imds_request_checks(request) {
         Ok(query) => query,
-        Err(reply) => return reply,
+        Err(reply) => return *reply,
     };
     if !ARC_API_VERSIONS.contains(&query["api-version"].as_str()) {
         return imds_error(
