@@ -6,8 +6,10 @@
 //! `entra_auth::EntraTokenCredential` over a client secret registered in the Entra emulator,
 //! handed to the Azure SDK. On top of the shared conformance suite: the challenge flow, the
 //! native `exp` attribute, content type and tags, a deleted-but-recoverable name explained and
-//! (opted in) recovered, a disabled secret, RBAC refusal, a refused token, throttling with
-//! `Retry-After`, an untrusted CA, and a CA trusted through `SSL_CERT_FILE` instead of `ca_file`.
+//! (opted in) recovered (also when the recovery takes a while), a disabled secret, RBAC refusal,
+//! a refused token replaced once (a second refusal final), tokens of another tenant (AKV10032)
+//! and of another audience (AKV10022), throttling with `Retry-After`, an untrusted CA, and a CA
+//! trusted through `SSL_CERT_FILE` instead of `ca_file`.
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
@@ -40,11 +42,16 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Fixture::start_with(|options| options).await
+    }
+
+    /// The app registered in TENANT, the vault started with `vault` applied to its options.
+    async fn start_with(vault: impl FnOnce(KeyVaultOptions) -> KeyVaultOptions) -> Fixture {
         let entra = EntraEmulator::start().await.unwrap();
         entra.register_app(AppRegistration::new(TENANT, CLIENT_ID).with_secret(CLIENT_SECRET));
         let vault = KeyVaultEmulator::start(
             entra.token_validator(),
-            KeyVaultOptions::for_entra(&entra, TENANT),
+            vault(KeyVaultOptions::for_entra(&entra, TENANT)),
         )
         .await
         .unwrap();
@@ -609,20 +616,191 @@ async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version(
 }
 
 #[tokio::test]
-async fn a_token_the_vault_refuses_is_unauthorized() {
+async fn a_token_the_vault_refuses_is_replaced_once() {
     let f = Fixture::start().await;
     let store = f.store();
     let name = fresh_name();
     assert_eq!(store.metadata(&name).await.unwrap(), None);
+    assert_eq!(f.entra.token_request_count(), 1);
     // The vault now refuses the token the credential still caches (as after a revocation).
     f.entra.expire_issued_tokens();
+    assert_eq!(
+        store.metadata(&name).await.unwrap(),
+        None,
+        "the request is repeated with a new token"
+    );
+    assert_eq!(
+        f.entra.token_request_count(),
+        2,
+        "exactly one extra token request"
+    );
+    let last: Vec<(bool, Option<u16>)> = f
+        .vault
+        .requests()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|r| (r.authorized, r.status))
+        .collect();
+    assert_eq!(
+        last,
+        [(true, Some(404)), (true, Some(401))],
+        "(authorized, status), latest first"
+    );
+}
+
+#[tokio::test]
+async fn a_second_refusal_is_final_and_names_the_akv_code() {
+    // A vault of another tenant refuses every token of this identity.
+    const OTHER: &str = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let f = Fixture::start_with(|options| KeyVaultOptions {
+        tenant: OTHER.to_owned(),
+        ..options
+    })
+    .await;
+    let store = f.store();
+    let name = fresh_name();
+    store.metadata(&name).await.unwrap_err();
+    assert_eq!(f.entra.token_request_count(), 1);
+    // The SDK asks again for the refused token: it is replaced once, and refused again.
     let err = store.metadata(&name).await.unwrap_err();
+    assert_eq!(
+        f.entra.token_request_count(),
+        2,
+        "exactly one extra token request"
+    );
+    let again = store.metadata(&name).await.unwrap_err();
+    assert_eq!(
+        f.entra.token_request_count(),
+        2,
+        "a second refusal is final: no more token requests"
+    );
+    for err in [&err, &again] {
+        assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(
+            err.to_string()
+                .contains("refused the access token (Unauthorized: AKV10032: Invalid issuer."),
+            "{err}"
+        );
+        conformance::assert_no_leak(err, &[CLIENT_SECRET]);
+    }
+}
+
+#[tokio::test]
+async fn a_token_of_another_tenant_is_refused_as_an_invalid_issuer() {
+    // The vault belongs to another tenant than the identity's.
+    const OTHER: &str = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let f = Fixture::start_with(|options| KeyVaultOptions {
+        tenant: OTHER.to_owned(),
+        ..options
+    })
+    .await;
+    let err = f.store().metadata(&fresh_name()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
-    assert!(!err.is_retryable());
+    assert!(!err.is_retryable(), "{err}");
     assert!(
-        err.to_string()
-            .contains("refused the access token (Unauthorized: AKV10032"),
+        err.to_string().contains(&format!(
+            "(Unauthorized: AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{OTHER}/, \
+             found https://sts.windows.net/{TENANT}/.)"
+        )),
         "{err}"
+    );
+    conformance::assert_no_leak(&err, &[CLIENT_SECRET]);
+}
+
+/// A credential that answers a token for `scope` whatever the SDK asks for (a misconfigured
+/// identity, or a credential of another program).
+#[derive(Debug)]
+struct FixedScope {
+    inner: Arc<dyn azure_core::credentials::TokenCredential>,
+    scope: &'static str,
+}
+
+#[async_trait::async_trait]
+impl azure_core::credentials::TokenCredential for FixedScope {
+    async fn get_token(
+        &self,
+        _scopes: &[&str],
+        options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+    ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+        self.inner.get_token(&[self.scope], options).await
+    }
+}
+
+#[tokio::test]
+async fn a_token_for_another_resource_is_refused_as_an_invalid_audience() {
+    let f = Fixture::start().await;
+    let graph = Arc::new(FixedScope {
+        inner: f.credential(CLIENT_SECRET),
+        scope: "https://graph.microsoft.com/.default",
+    });
+    let store = AzureKeyVaultStore::new("kv-test", f.options(), graph).unwrap();
+    let err = store.metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(
+        err.to_string().contains(
+            "(Unauthorized: AKV10022: Invalid audience. Expected https://vault.azure.net, \
+             found: https://graph.microsoft.com.)"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_recovery_is_waited_for_then_written() {
+    let delay = Duration::from_millis(800);
+    let f = Fixture::start_with(|options| KeyVaultOptions {
+        recovery_delay: delay,
+        ..options
+    })
+    .await;
+    let name = fresh_name();
+    f.store()
+        .write(
+            &name,
+            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+        )
+        .await
+        .unwrap();
+    assert!(f.vault.soft_delete(&name));
+    let store = f.store_with(AzureKeyVaultOptions {
+        recover_deleted: true,
+        ..f.options()
+    });
+    let newer = conformance::unique_token();
+    let started = Instant::now();
+    let outcome = store
+        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    assert!(
+        started.elapsed() >= delay,
+        "the write came {:?} after the recover, before the recovery finished",
+        started.elapsed()
+    );
+    let stored = f.vault.secret(&name).unwrap();
+    assert_eq!(stored.value.expose_secret(), newer.expose_secret());
+    // The vault saw: the recover, reads answered 404 while it recovered, then a read and the PUT.
+    let requests = f.vault.requests();
+    let recover = requests
+        .iter()
+        .position(|r| r.method == "POST" && r.path == format!("/deletedsecrets/{name}/recover"))
+        .expect("a recover call");
+    let waiting = requests[recover..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.status == Some(404))
+        .count();
+    assert!(
+        waiting >= 2,
+        "the wait loop polled while the secret recovered: {requests:?}"
+    );
+    assert!(
+        !requests[recover..]
+            .iter()
+            .any(|r| r.method == "PUT" && r.status == Some(409)),
+        "no write was sent while the secret was being recovered: {requests:?}"
     );
 }
 
