@@ -48,6 +48,8 @@ mod cache;
 mod client;
 mod credential;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod input;
 mod retry;
 mod token;

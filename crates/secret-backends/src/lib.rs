@@ -28,6 +28,8 @@ pub mod vault;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 pub use aws::{AwsOptions, AwsStore};
 pub use azure_kv::{AzureKeyVaultOptions, AzureKeyVaultStore};

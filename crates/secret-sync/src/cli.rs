@@ -1,6 +1,6 @@
 //! The command line: every flag, its environment fallback and its help text, in one place.
 //!
-//! Only definitions live here; `main.rs` dispatches and the command modules do the work.
+//! Only definitions live here; `lib.rs` (`secret_sync::main`) dispatches and the command modules do the work.
 
 use std::path::PathBuf;
 

@@ -1,67 +1,9 @@
 //! `secret-sync`: the binary. It holds the command line, the glue and the mapping from
 //! outcomes to exit codes; the work lives in the `entra-auth` and `secret-backends` crates.
+//!
+//! The binary's own code is in this package's library target (`src/lib.rs`, not an API):
+//! this file is only the entry point.
 
-mod cli;
-mod completions;
-mod config;
-mod daemon;
-mod engine;
-mod failure;
-mod logging;
-mod manpage;
-mod output;
-mod plan;
-mod run;
-mod schema;
-mod token;
-mod validate;
-
-use std::process::ExitCode;
-
-use clap::Parser;
-
-use crate::cli::{Cli, Command};
-
-fn main() -> ExitCode {
-    // clap prints usage errors itself and exits with 2.
-    let cli = Cli::parse();
-    logging::init(cli.global.log_format);
-
-    // The daemon waits on timers and I/O almost all the time: one thread spares it the
-    // cross-thread wake-ups of a multi-threaded runtime (blocking file I/O still runs on
-    // tokio's blocking pool).
-    let daemon = match &cli.command {
-        Command::Daemon(_) => true,
-        Command::Run(args) => args.watch,
-        _ => false,
-    };
-    let mut builder = if daemon {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    let runtime = match builder.enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: could not start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Token(args) => token::run(args).await,
-            Command::Run(args) if args.watch => daemon::run(args.into()).await,
-            Command::Run(args) => run::run(args).await,
-            Command::Daemon(args) => daemon::run(args).await,
-            Command::Plan(args) => plan::run(args).await,
-            Command::Validate(args) => validate::run(args),
-            Command::Schema => schema::run(),
-            Command::Completions(args) => completions::run(args),
-            Command::Man(args) => manpage::run(args),
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => failure.report(),
-    }
+fn main() -> std::process::ExitCode {
+    secret_sync::main()
 }
