@@ -230,6 +230,7 @@ async fn azure_key_vault(
     let credential = Arc::new(KeyVaultLogin {
         cache: Arc::clone(cache),
         auth: spec.auth.clone(),
+        current: std::sync::Mutex::new(None),
     });
     let mut options = AzureKeyVaultOptions::new(spec.vault_url.clone());
     options.ca_file = spec.ca_file.clone();
@@ -241,10 +242,37 @@ async fn azure_key_vault(
 /// for a token (when it holds none, or its token is near expiry: a login), so a client secret or
 /// certificate rotated on disk is used from the next login on, without a reload. The token
 /// comes from the shared cache, whose key includes the credential, so a rotated secret asks
-/// Entra ID for a token of its own.
+/// Entra ID for a token of its own. While the login read stays the same, the same
+/// `EntraTokenCredential` answers, so it can tell the SDK asking again after a refusal (it
+/// replaces a refused token once) from a first request.
 struct KeyVaultLogin {
     cache: Arc<TokenCache>,
     auth: EntraIdentity,
+    current: std::sync::Mutex<Option<EntraTokenCredential>>,
+}
+
+impl KeyVaultLogin {
+    /// The credential for `app`: the current one while the login is unchanged.
+    fn credential(&self, app: entra_auth::AppCredential) -> EntraTokenCredential {
+        let same = |a: &entra_auth::AppCredential, b: &entra_auth::AppCredential| {
+            a.authority.as_str() == b.authority.as_str()
+                && a.tenant == b.tenant
+                && a.client_id == b.client_id
+                && a.fingerprint() == b.fingerprint()
+        };
+        let mut current = self
+            .current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*current {
+            Some(credential) if same(credential.app(), &app) => credential.clone(),
+            _ => {
+                let credential = EntraTokenCredential::new(Arc::clone(&self.cache), app);
+                *current = Some(credential.clone());
+                credential
+            }
+        }
+    }
 }
 
 impl fmt::Debug for KeyVaultLogin {
@@ -269,9 +297,7 @@ impl TokenCredential for KeyVaultLogin {
                     format!("auth: cannot read the Key Vault login: {e:#}"),
                 )
             })?;
-        EntraTokenCredential::new(Arc::clone(&self.cache), app)
-            .get_token(scopes, options)
-            .await
+        self.credential(app).get_token(scopes, options).await
     }
 }
 
