@@ -12,6 +12,7 @@ mod hardening_daemon;
 mod hardening_engine;
 mod hardening_file;
 mod hardening_token;
+mod managed_identity;
 mod metrics;
 mod packaging;
 mod readme;
