@@ -78,12 +78,18 @@ impl ConfigError {
     }
 }
 
-/// Which cloud an authority belongs to; decides the federated token audience.
+/// Which Azure cloud an authority belongs to; decides the federated token audience (and, for
+/// the callers that need them, which hosts the cloud's services have).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Cloud {
+#[non_exhaustive]
+pub enum Cloud {
+    /// The Azure public cloud (`login.microsoftonline.com`).
     Public,
+    /// Azure US Government (`login.microsoftonline.us`).
     UsGovernment,
+    /// Azure operated by 21Vianet (`login.chinacloudapi.cn`).
     China,
+    /// Another authority (an emulator, a private cloud): the public cloud's audience.
     Custom,
 }
 
@@ -191,6 +197,19 @@ impl Authority {
     /// The base URL, without a trailing slash.
     pub fn as_str(&self) -> &str {
         &self.base
+    }
+
+    /// The cloud this authority belongs to.
+    pub fn cloud(&self) -> Cloud {
+        self.cloud
+    }
+
+    /// The same base URL, taken as an authority of `cloud` (its federated audience): for an
+    /// authority reached at another address than the cloud's own, such as a proxy or, in
+    /// tests, an emulator on 127.0.0.1.
+    pub fn in_cloud(mut self, cloud: Cloud) -> Self {
+        self.cloud = cloud;
+        self
     }
 
     /// `{base}/{tenant}/oauth2/v2.0/token`.
@@ -444,6 +463,20 @@ mod tests {
     use super::*;
 
     const GUID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn an_authority_can_be_taken_as_another_clouds() {
+        let emulator = Authority::parse("http://127.0.0.1:8443").unwrap();
+        assert_eq!(emulator.cloud(), Cloud::Custom);
+        let usgov = emulator.clone().in_cloud(Cloud::UsGovernment);
+        assert_eq!(usgov.as_str(), "http://127.0.0.1:8443");
+        assert_eq!(usgov.federated_audience(), "api://AzureADTokenExchangeUSGov");
+        assert_eq!(
+            emulator.in_cloud(Cloud::China).federated_audience(),
+            "api://AzureADTokenExchangeChina"
+        );
+        assert_eq!(Authority::china().cloud(), Cloud::China);
+    }
 
     #[test]
     fn well_known_authorities_have_their_audiences() {

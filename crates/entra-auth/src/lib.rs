@@ -62,6 +62,6 @@ pub use credential::{
     FederatedTokenSource, IMDS_ENDPOINT, ManagedIdentity,
 };
 pub use error::{Error, ErrorKind};
-pub use input::{Authority, ClientId, ConfigError, Scope, TenantId};
+pub use input::{Authority, ClientId, Cloud, ConfigError, Scope, TenantId};
 pub use retry::RetryPolicy;
 pub use token::{AccessToken, MAX_TOKEN_LIFETIME};
