@@ -470,7 +470,10 @@ mod tests {
         assert_eq!(emulator.cloud(), Cloud::Custom);
         let usgov = emulator.clone().in_cloud(Cloud::UsGovernment);
         assert_eq!(usgov.as_str(), "http://127.0.0.1:8443");
-        assert_eq!(usgov.federated_audience(), "api://AzureADTokenExchangeUSGov");
+        assert_eq!(
+            usgov.federated_audience(),
+            "api://AzureADTokenExchangeUSGov"
+        );
         assert_eq!(
             emulator.in_cloud(Cloud::China).federated_audience(),
             "api://AzureADTokenExchangeChina"
