@@ -456,7 +456,7 @@ impl ManagedIdentity {
     /// 4. none of these: IMDS, at `AZURE_POD_IDENTITY_AUTHORITY_HOST` when that is set (as
     ///    MSAL does), else at [`IMDS_ENDPOINT`].
     ///
-    /// Where the SDKs fall back to IMDS when a host's variables are only partly set
+    /// Where MSAL falls back to IMDS when a host's variables are only partly set
     /// (`IDENTITY_ENDPOINT` alone, `IDENTITY_HEADER` alone, `IMDS_ENDPOINT` alone), this is
     /// refused, naming what is missing: such a host is misconfigured, and IMDS would at best
     /// answer for another identity. An endpoint that is not an http(s) URL is refused too.

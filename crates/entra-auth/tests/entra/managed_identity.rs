@@ -106,7 +106,7 @@ fn each_host_is_detected_as_the_sdks_do() {
 /// Variables, a client id, and what the refusal must say.
 type Refusal<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a [&'a str]);
 
-/// Where the SDKs would silently fall back to IMDS, an incomplete host is refused, naming the
+/// Where MSAL would silently fall back to IMDS, an incomplete host is refused, naming the
 /// variable and what it lacks.
 #[test]
 fn an_incomplete_or_unsupported_host_is_refused_clearly() {
