@@ -2,7 +2,8 @@
 //!
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
 //! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, the
-//!   packaging lint, all tests, README's Install section (install.rs), the demo.
+//!   packaging lint, all tests, README's Install section (install.rs), every fuzz target for
+//!   30 s (fuzz.rs), the demo.
 //! - `install-check`: README's Install block, then its Use steps with the installed binary
 //!   (install.rs; a step of `ci`).
 //! - `lint`: the release packaging (Dockerfile, workflows, action.yml) checked with hadolint and
@@ -14,12 +15,14 @@
 //!   tmpfs and on disk. `bench run` and `bench daemon` run one alone; `bench-daemon` is an alias
 //!   of `bench daemon`.
 //! - `man`: write the man pages generated from the CLI definitions to `target/man/`.
+//! - `fuzz`: run the cargo-fuzz targets in `fuzz/` on nightly (fuzz.rs; `ci` runs each for 30 s).
 //!
 //! This crate keeps few dependencies on purpose: it must build fast on a fresh machine.
 
 mod bench;
 mod bench_daemon;
 mod demo;
+mod fuzz;
 mod install;
 mod lint;
 mod man;
@@ -36,7 +39,7 @@ usage: cargo xtask <task>
 tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
   ci      setup, then cargo fmt --check, clippy -D warnings, lint, every test, README's
-          Install section (into target/install-check/), and the demo
+          Install section (into target/install-check/), every fuzz target for 30 s, and the demo
   lint    check Dockerfile (hadolint), .github/workflows/ and the recipe workflow, and
           action.yml (check-jsonschema's GitHub schemas); tools from .venv
   install-check  run README's Install block (cargo install --debug into target/install-check/),
@@ -52,6 +55,8 @@ tasks:
           writes target/bench/daemon.json (bench daemon --help)
   bench-daemon  the same as bench daemon
   man     write the man pages to target/man/
+  fuzz    run every cargo-fuzz target in fuzz/ (nightly) for 300 s each, or the named ones
+          (--seconds N, TARGET...); fails on a crash, printing the input (fuzz --help)
 ";
 
 fn main() -> ExitCode {
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
         Some("bench") => bench(&workspace_root(), &args[1..]),
         Some("bench-daemon") => bench_daemon_task(&workspace_root(), &args[1..]),
         Some("man") => man::run(&workspace_root()),
+        Some("fuzz") if wants_help(&args[1..]) => print_usage(fuzz::USAGE),
+        Some("fuzz") => fuzz::run(&workspace_root(), &args[1..]),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -125,7 +132,8 @@ fn print_usage(usage: &str) -> Result<()> {
 }
 
 fn setup() -> Result<()> {
-    servers::install(&workspace_root())
+    servers::install(&workspace_root())?;
+    fuzz::install()
 }
 
 fn ci() -> Result<()> {
@@ -150,6 +158,9 @@ fn ci() -> Result<()> {
     cargo(&root, &["test", "--workspace", "--doc", "--locked"])?;
     // After the tests, not beside them: the install build would starve their timing.
     install::check(&root)?;
+    // Every fuzz target for a bounded time (nightly; its own target dir, fuzz/target).
+    fuzz::install()?;
+    fuzz::ci(&root)?;
     // README's first command must keep working on a fresh clone too.
     demo::run(&root)?;
     Ok(())
