@@ -7,6 +7,7 @@ mod config;
 mod conventions;
 mod daemon;
 mod docs;
+mod first_hour;
 mod hardening_backends;
 mod hardening_daemon;
 mod hardening_engine;

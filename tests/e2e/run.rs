@@ -716,14 +716,15 @@ async fn a_failing_job_or_backend_never_stops_the_others() {
         kv = kv.vault_url(),
         ca = e.ca.display(),
     ));
-    // KV_SECRET is not set: the Key Vault backend cannot log in, its targets fail.
+    // KV_SECRET is not set: the Key Vault backend cannot log in, its targets fail; the other
+    // jobs still run, and the exit code is 2 (a missing variable is a usage error).
     let run = secret_sync(
         &["run", "--config", &config, "--output", "json"],
         &[("APP_SECRET", SECRET), ("BAO_TOKEN", "bao-token-e2e")],
     )
     .await;
     e.assert_no_leak(&run, &["bao-token-e2e"]);
-    run.assert_code(1);
+    run.assert_code(2);
     let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
     let targets = doc["targets"].as_array().unwrap();
     let outcome = |i: usize| targets[i]["outcome"].as_str().unwrap();
@@ -772,7 +773,11 @@ async fn only_targets_that_need_it_are_written_and_an_empty_token_is_never_writt
     let run = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
     run.assert_code(0);
     let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
-    assert_eq!(doc["counts"], json!({"fresh": 1, "created": 1}), "{doc}");
+    assert_eq!(
+        doc["counts"],
+        json!({"created": 1, "updated": 0, "unchanged": 0, "fresh": 1, "skipped": 0, "failed": 0}),
+        "{doc}"
+    );
     assert_eq!(modified(&e.out().join("kept")), kept_time);
     assert_eq!(
         std::fs::read_to_string(e.out().join("kept")).unwrap(),

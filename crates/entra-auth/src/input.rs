@@ -180,6 +180,32 @@ impl Authority {
                  the tenant id is a separate input",
             ));
         }
+        // `https://login.microsoftonline.com/contoso.onmicrosoft.com`, as MSAL takes it: the
+        // token URL would hold the tenant twice and Entra ID answers 404. A path prefix that is
+        // not a tenant (an emulator's, a proxy's) stays allowed.
+        if let Some(tenant) = path
+            .rsplit('/')
+            .next()
+            .filter(|last| looks_like_tenant(last))
+        {
+            let mut without = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(&host));
+            if let Some(port) = url.port() {
+                without.push_str(&format!(":{port}"));
+            }
+            without.push_str(
+                path.strip_suffix(tenant)
+                    .unwrap_or(path)
+                    .trim_end_matches('/'),
+            );
+            return Err(err(
+                &format!("ends with the tenant \"{tenant}\""),
+                &format!(
+                    "give the authority without it, \"{without}\", and the tenant as the tenant id \
+                     (tenant_id in a config file, --tenant-id or AZURE_TENANT_ID for the token \
+                     command)"
+                ),
+            ));
+        }
         let cloud = match host.as_str() {
             "login.microsoftonline.com" | "login.windows.net" => Cloud::Public,
             "login.microsoftonline.us" => Cloud::UsGovernment,
@@ -441,6 +467,15 @@ fn parse_guid(value: &str) -> Option<String> {
         .map(|id| id.hyphenated().to_string())
 }
 
+/// Whether an authority's last path segment is a tenant: a GUID, a domain, or one of the
+/// multi-tenant aliases.
+fn looks_like_tenant(segment: &str) -> bool {
+    let segment = segment.to_ascii_lowercase();
+    matches!(segment.as_str(), "common" | "organizations" | "consumers")
+        || parse_guid(&segment).is_some()
+        || is_domain(&segment)
+}
+
 /// A DNS name with at least two labels: letters, digits and inner hyphens.
 fn is_domain(value: &str) -> bool {
     let labels: Vec<&str> = value.split('.').collect();
@@ -463,6 +498,46 @@ mod tests {
     use super::*;
 
     const GUID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+
+    #[test]
+    fn an_authority_ending_in_a_tenant_is_refused_and_a_prefix_is_not() {
+        for tenant in [
+            "contoso.onmicrosoft.com",
+            GUID,
+            "common",
+            "Organizations",
+            "consumers",
+        ] {
+            for authority in [
+                format!("https://login.microsoftonline.com/{tenant}"),
+                format!("https://login.microsoftonline.com/{tenant}/"),
+            ] {
+                let err = Authority::parse(&authority).unwrap_err();
+                assert!(
+                    err.problem()
+                        .contains(&format!("ends with the tenant \"{tenant}\"")),
+                    "{err}"
+                );
+                assert!(
+                    err.fix().contains("\"https://login.microsoftonline.com\"")
+                        && err.fix().contains("tenant_id"),
+                    "{err}"
+                );
+            }
+        }
+        let err = Authority::parse(&format!("http://127.0.0.1:8443/prefix/{GUID}")).unwrap_err();
+        assert!(
+            err.fix().contains("\"http://127.0.0.1:8443/prefix\""),
+            "{err}"
+        );
+        for fine in [
+            "http://127.0.0.1:8443/prefix",
+            "https://login.example.com/entra/v1.0",
+            "https://login.example.com/tenant",
+        ] {
+            Authority::parse(fine).unwrap_or_else(|e| panic!("{fine}: {e}"));
+        }
+    }
 
     #[test]
     fn an_authority_can_be_taken_as_another_clouds() {

@@ -709,6 +709,32 @@ async fn a_token_of_another_tenant_is_refused_as_an_invalid_issuer() {
     conformance::assert_no_leak(&err, &[CLIENT_SECRET]);
 }
 
+#[tokio::test]
+async fn a_vault_that_does_not_know_the_api_version_is_a_bad_parameter() {
+    // A vault that does not offer the SDK's version yet (a national cloud lagging behind).
+    let f = Fixture::start_with(|options| KeyVaultOptions {
+        api_versions: vec!["7.4"],
+        ..options
+    })
+    .await;
+    let err = f.store().metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string().contains(
+            "(BadParameter: The specified version (2025-07-01) is not recognized. Consider using \
+             the latest supported version (7.4).)"
+        ),
+        "{err}"
+    );
+    let refused = f.vault.requests().last().cloned().unwrap();
+    assert_eq!(refused.status, Some(400), "{refused:?}");
+    assert_eq!(
+        refused.query.get("api-version").map(String::as_str),
+        Some("2025-07-01")
+    );
+}
+
 /// A credential that answers a token for `scope` whatever the SDK asks for (a misconfigured
 /// identity, or a credential of another program).
 #[derive(Debug)]

@@ -6,12 +6,42 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Exit codes, documented in `--help` and docs/cli.md.
+/// Exit codes of the program as a whole (the man page's EXIT STATUS), documented in docs/cli.md.
+/// Each command's `--help` shows only the codes that command can end with (below).
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success: every token is fresh or was updated
   1  at least one job, target or token request failed
   2  usage or configuration error (bad flag, bad value, missing environment variable)";
+
+/// `token`'s exit codes.
+pub const TOKEN_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the token was printed
+  1  the token request failed (refused, unreachable, an unusable answer)
+  2  usage or configuration error (bad flag, bad value, missing environment variable)";
+
+/// `run`'s exit codes: a missing variable is a usage error even though the other jobs ran.
+pub const RUN_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success: every token is fresh or was updated
+  1  at least one job, target or token request failed
+  2  usage or configuration error, including a job that failed because an environment
+     variable it names is not set (the other jobs still ran)";
+
+/// `plan`'s exit codes.
+pub const PLAN_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  run would succeed on every target
+  1  run would fail on at least one target (unreadable, or not managed without adopt = true)
+  2  usage or configuration error, including a backend whose login names an environment
+     variable that is not set";
+
+/// `validate`'s exit codes: it runs nothing, so nothing can fail at run time.
+pub const VALIDATE_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  the config is valid
+  2  the config has errors, or cannot be read";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,7 +97,7 @@ pub enum Command {
     /// Exactly one credential must be given: a client secret (from an environment variable
     /// or a file), a certificate, a federated token (workload identity), or managed identity.
     /// The token goes to stdout and nothing else does; errors go to stderr.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = TOKEN_EXIT_CODES_HELP)]
     Token(TokenArgs),
 
     /// One pass: for each job, keep every target's token fresh.
@@ -76,7 +106,7 @@ pub enum Command {
     /// without reading its credentials or asking for a token. Otherwise one token is obtained
     /// and written to every target that needs it; a failing target does not stop the others.
     /// Prints a per-target summary on stdout (never a secret or token value); logs go to stderr.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = RUN_EXIT_CODES_HELP)]
     Run(RunArgs),
 
     /// Keep every job's targets fresh until stopped (the same as `run --watch`).
@@ -95,7 +125,7 @@ pub enum Command {
     ///
     /// Reads no credential, asks for no token and writes nothing. Exits 1 when `run` would fail
     /// on a target (unreadable, or not managed by secret-sync without `adopt = true`).
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = PLAN_EXIT_CODES_HELP)]
     Plan(PlanArgs),
 
     /// Check a config file without running it: every mistake at once, each with its file,
@@ -103,7 +133,7 @@ pub enum Command {
     ///
     /// Reads no secret and contacts no server. Prints one OK line (jobs, targets, backends)
     /// and exits 0, or lists the errors on stderr and exits 2.
-    #[command(after_help = EXIT_CODES_HELP)]
+    #[command(after_help = VALIDATE_EXIT_CODES_HELP)]
     Validate(ValidateArgs),
 
     /// Print a JSON Schema of the config file, for editor completion and checks.
@@ -337,6 +367,32 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(["secret-sync", "daemon", "-c", "x.toml"]).unwrap();
         assert!(matches!(cli.command, Command::Daemon(_)));
+    }
+
+    #[test]
+    fn each_command_documents_only_the_exit_codes_it_can_end_with() {
+        let help = |name: &str| {
+            Cli::command()
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string()
+        };
+        let validate = help("validate");
+        assert!(
+            validate.contains("  2  the config has errors"),
+            "{validate}"
+        );
+        assert!(
+            !validate.contains("  1  "),
+            "validate cannot exit 1: {validate}"
+        );
+        for name in ["token", "run", "plan"] {
+            let text = help(name);
+            for code in ["  0  ", "  1  ", "  2  "] {
+                assert!(text.contains(code), "{name} lacks {code}: {text}");
+            }
+        }
     }
 
     #[test]

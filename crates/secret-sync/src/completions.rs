@@ -22,7 +22,7 @@ pub fn run(args: CompletionsArgs) -> Result<(), Failure> {
 }
 
 fn script(shell: Shell) -> String {
-    let mut command = Cli::command();
+    let mut command = without_hidden_subcommands(Cli::command());
     let name = command.get_name().to_owned();
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, &name, &mut script);
@@ -32,6 +32,28 @@ fn script(shell: Shell) -> String {
         Shell::Fish => script + &fish_positional_values(&command, &name),
         _ => script,
     }
+}
+
+/// `command` without its hidden subcommands (`man`, for xtask): clap_complete (4.6) offers
+/// hidden subcommands like any other, and clap cannot remove one, so the command is rebuilt
+/// from its parts (name, version, about, global arguments, the visible subcommands).
+fn without_hidden_subcommands(command: clap::Command) -> clap::Command {
+    // `Cli`'s name and version (clap keeps only `'static` strings without its `string` feature).
+    debug_assert_eq!(command.get_name(), "secret-sync");
+    let mut pruned = clap::Command::new("secret-sync")
+        .version(env!("CARGO_PKG_VERSION"))
+        .propagate_version(true)
+        .args(command.get_arguments().cloned())
+        .subcommands(
+            command
+                .get_subcommands()
+                .filter(|sub| !sub.is_hide_set())
+                .cloned(),
+        );
+    if let Some(about) = command.get_about() {
+        pruned = pruned.about(about.clone());
+    }
+    pruned
 }
 
 /// clap_complete's bash script (4.6) spells a subcommand's state `secret__sync__subcmd__run`
@@ -73,6 +95,28 @@ fn fish_positional_values(command: &clap::Command, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_shell_is_offered_the_hidden_man_command() {
+        for shell in [
+            Shell::Bash,
+            Shell::Zsh,
+            Shell::Fish,
+            Shell::Elvish,
+            Shell::PowerShell,
+        ] {
+            let script = script(shell);
+            assert!(!script.contains("subcmd__man"), "{shell}: {script}");
+            assert!(!script.contains("'man:"), "{shell}: {script}");
+            assert!(!script.contains("-a \"man\""), "{shell}: {script}");
+            assert!(
+                !script.contains(" man ") && !script.contains(" man\""),
+                "{shell}: {script}"
+            );
+            assert!(script.contains("validate"), "{shell}: {script}");
+            assert!(script.contains("log-format"), "{shell}: {script}");
+        }
+    }
 
     #[test]
     fn bash_case_arms_match_the_computed_subcommand_state() {

@@ -3,12 +3,20 @@
 //!
 //! Reports carry names, outcomes, expiries and messages only; no secret or token value ever
 //! reaches this module, so none can be printed.
+//!
+//! The JSON documents carry `"version": `[`JSON_VERSION`]: a field added keeps the version, a
+//! field renamed or removed (or a meaning changed) bumps it. Their shape is in docs/cli.md.
 
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::config::error::ConfigErrors;
+use crate::engine::decide::Action;
 use crate::engine::{Outcome, PlanEntry, TargetReport};
+
+/// The version of the JSON documents of `run`, `plan` and their errors (see the module doc).
+pub const JSON_VERSION: u64 = 1;
 
 /// Writes a summary to stdout; a closed stdout (`| head`) is an error, not a panic.
 pub fn print(summary: &str) -> anyhow::Result<()> {
@@ -34,8 +42,12 @@ pub fn run_table(reports: &[TargetReport]) -> String {
         })
         .collect();
     let mut out = table(["JOB", "TARGET", "OUTCOME", "EXPIRES", "DETAIL"], &rows);
-    let counts = counts(reports);
-    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let counts = counts(reports.iter().map(|r| r.outcome));
+    let summary: Vec<String> = counts
+        .iter()
+        .filter(|&&(_, n)| n > 0)
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
     out.push_str(&format!(
         "{} target(s): {}\n",
         reports.len(),
@@ -48,7 +60,8 @@ pub fn run_table(reports: &[TargetReport]) -> String {
     out
 }
 
-/// The `run` summary as one JSON document.
+/// The `run` summary as one JSON document: every target has a `reason` (what happened, or
+/// what went wrong); a failed one also has it as `error`.
 pub fn run_json(reports: &[TargetReport], dry_run: bool) -> Value {
     let targets: Vec<Value> = reports
         .iter()
@@ -60,25 +73,50 @@ pub fn run_json(reports: &[TargetReport], dry_run: bool) -> Value {
                 "outcome": r.outcome.as_str(),
                 "expires_on": r.expires_on.map(OffsetDateTime::unix_timestamp),
                 "expires_at": r.expires_on.map(rfc3339),
+                "reason": r.detail,
             });
-            let key = if r.outcome == Outcome::Failed {
-                "error"
-            } else {
-                "reason"
-            };
-            entry[key] = Value::String(r.detail.clone());
+            if r.outcome == Outcome::Failed {
+                entry["error"] = Value::String(r.detail.clone());
+            }
             entry
         })
         .collect();
     json!({
+        "version": JSON_VERSION,
         "ok": reports.iter().all(|r| r.outcome != Outcome::Failed),
         "dry_run": dry_run,
-        "counts": counts(reports)
-            .into_iter()
-            .map(|(outcome, n)| (outcome.to_owned(), Value::from(n)))
-            .collect::<serde_json::Map<_, _>>(),
+        "counts": counts_json(counts(reports.iter().map(|r| r.outcome))),
         "targets": targets,
     })
+}
+
+/// The JSON document `run` and `plan` print on stdout under `--output json` when they cannot
+/// start (a config error, an unknown `--job`): `{"version", "ok": false, "error": {"kind",
+/// "message", "errors"}}`, `errors` listing each config error with its position and key.
+pub fn error_json(err: &anyhow::Error) -> Value {
+    let message = format!("{err:#}");
+    match err.downcast_ref::<ConfigErrors>() {
+        Some(config) => json!({
+            "version": JSON_VERSION,
+            "ok": false,
+            "error": {
+                "kind": "config",
+                "message": message,
+                "errors": config.errors().iter().map(|e| json!({
+                    "file": config.file().display().to_string(),
+                    "line": e.position.map(|(line, _)| line),
+                    "column": e.position.map(|(_, column)| column),
+                    "key": e.key,
+                    "message": e.message,
+                })).collect::<Vec<_>>(),
+            },
+        }),
+        None => json!({
+            "version": JSON_VERSION,
+            "ok": false,
+            "error": { "kind": "usage", "message": message, "errors": [] },
+        }),
+    }
 }
 
 /// The plan as a table, with a closing line saying how many writes `run` would do.
@@ -125,26 +163,48 @@ pub fn plan_json(entries: &[PlanEntry]) -> Value {
         })
         .collect();
     json!({
+        "version": JSON_VERSION,
         "ok": entries.iter().all(|e| !e.is_failure()),
         "writes": entries.iter().filter(|e| e.action.is_some_and(|a| a.writes())).count(),
+        "counts": counts_json(counts(entries.iter().map(predicted_outcome))),
         "targets": targets,
     })
+}
+
+/// The outcome `run` would report for a plan entry (a plan cannot foresee `unchanged`, and
+/// `skipped` is `run --dry-run`'s).
+fn predicted_outcome(entry: &PlanEntry) -> Outcome {
+    match entry.action {
+        Some(Action::Keep) => Outcome::Fresh,
+        Some(Action::Create) => Outcome::Created,
+        Some(Action::Update) => Outcome::Updated,
+        Some(Action::Refuse) | None => Outcome::Failed,
+    }
 }
 
 fn action(entry: &PlanEntry) -> &'static str {
     entry.action.map_or("error", |a| a.as_str())
 }
 
-/// How many targets had each outcome, in the order of [`Outcome::ALL`], zero counts left out.
-fn counts(reports: &[TargetReport]) -> Vec<(&'static str, usize)> {
+/// How many targets had each outcome, in the order of [`Outcome::ALL`], zeros included.
+fn counts(outcomes: impl Iterator<Item = Outcome> + Clone) -> Vec<(&'static str, usize)> {
     Outcome::ALL
         .iter()
         .map(|&outcome| {
-            let n = reports.iter().filter(|r| r.outcome == outcome).count();
+            let n = outcomes.clone().filter(|&o| o == outcome).count();
             (outcome.as_str(), n)
         })
-        .filter(|&(_, n)| n > 0)
         .collect()
+}
+
+/// Every outcome's count as a JSON object (zeros too, so a program can read any key).
+fn counts_json(counts: Vec<(&'static str, usize)>) -> Value {
+    Value::Object(
+        counts
+            .into_iter()
+            .map(|(outcome, n)| (outcome.to_owned(), Value::from(n)))
+            .collect(),
+    )
 }
 
 fn target(backend: &str, name: &str) -> String {
@@ -194,7 +254,6 @@ fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::decide::Action;
     use time::macros::datetime;
 
     fn report(name: &str, outcome: Outcome, detail: &str) -> TargetReport {
@@ -206,6 +265,7 @@ mod tests {
             expires_on: (outcome != Outcome::Failed)
                 .then_some(datetime!(2026-11-24 07:00:00.5 UTC)),
             detail: detail.to_owned(),
+            usage_error: false,
         }
     }
 
@@ -233,9 +293,15 @@ graph  local:t           failed   -                     backend \"local\": canno
             report("b", Outcome::Failed, "boom"),
         ];
         let doc = run_json(&reports, false);
+        assert_eq!(doc["version"], 1);
         assert_eq!(doc["ok"], false);
-        assert_eq!(doc["counts"], json!({"failed": 1, "fresh": 1}));
+        assert_eq!(
+            doc["counts"],
+            json!({"created": 0, "updated": 0, "unchanged": 0, "fresh": 1, "skipped": 0, "failed": 1})
+        );
         assert_eq!(doc["targets"][0]["reason"], "fresh");
+        assert_eq!(doc["targets"][0].get("error"), None);
+        assert_eq!(doc["targets"][1]["reason"], "boom");
         assert_eq!(doc["targets"][0]["expires_at"], "2026-11-24T07:00:00Z");
         assert_eq!(doc["targets"][0]["expires_on"], 1_795_503_600_i64);
         assert_eq!(doc["targets"][1]["error"], "boom");
@@ -251,6 +317,7 @@ graph  local:t           failed   -                     backend \"local\": canno
             action,
             expires_on: None,
             reason: "why".to_owned(),
+            usage_error: false,
         };
         let entries = [
             entry(Some(Action::Create)),
@@ -266,6 +333,11 @@ graph  local:t           failed   -                     backend \"local\": canno
         let doc = plan_json(&entries);
         assert_eq!(doc["writes"], 1);
         assert_eq!(doc["ok"], false);
+        assert_eq!(doc["version"], 1);
+        assert_eq!(
+            doc["counts"],
+            json!({"created": 1, "updated": 0, "unchanged": 0, "fresh": 1, "skipped": 0, "failed": 2})
+        );
         assert_eq!(doc["targets"][3]["action"], "error");
     }
 }

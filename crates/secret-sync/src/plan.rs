@@ -1,29 +1,33 @@
 //! `secret-sync plan`: what `run` would do to each target and why, from metadata alone.
 //!
 //! Reads no credential, asks for no token and writes nothing: the stores are built exactly as
-//! for `run` and only their metadata is read. Exit 1 when `run` would fail on some target.
-
-use anyhow::anyhow;
+//! for `run` and only their metadata is read. Exit 1 when `run` would fail on some target (2
+//! when that is because an environment variable the config names is not set).
 
 use crate::cli::{OutputFormat, PlanArgs};
-use crate::failure::Failure;
+use crate::failure::{Failure, PassFailures};
 use crate::output;
-use crate::run::prepare;
+use crate::run::prepare_for;
 
 pub async fn run(args: PlanArgs) -> Result<(), Failure> {
-    let (engine, jobs) = prepare(&args.config, &args.jobs).await?;
+    let (engine, jobs) = prepare_for(&args.config, &args.jobs, args.output).await?;
     let entries = engine.plan(&jobs, args.force).await;
     let summary = match args.output {
         OutputFormat::Text => output::plan_table(&entries),
         OutputFormat::Json => format!("{}\n", output::plan_json(&entries)),
     };
     output::print(&summary).map_err(Failure::failed)?;
-    let failing = entries.iter().filter(|e| e.is_failure()).count();
-    if failing > 0 {
-        return Err(Failure::failed(anyhow!(
-            "run would fail on {failing} of {} target(s): see the reasons above",
+    let failing: Vec<_> = entries.iter().filter(|e| e.is_failure()).collect();
+    let counts = PassFailures {
+        failed: failing.len(),
+        missing_env: failing.iter().filter(|e| e.usage_error).count(),
+    };
+    Failure::of_pass(
+        counts,
+        &format!(
+            "run would fail on {} of {} target(s)",
+            failing.len(),
             entries.len()
-        )));
-    }
-    Ok(())
+        ),
+    )
 }

@@ -1,7 +1,9 @@
 //! `secret-sync run`: one pass of the sync engine over the config's jobs, then the summary.
 //!
-//! Loading and checking the config is a usage error (exit 2); once the pass starts, a failed
-//! target or job is reported in the summary and makes the exit code 1, never stopping the rest.
+//! Loading and checking the config is a usage error (exit 2; under `--output json` also a JSON
+//! error document on stdout); once the pass starts, a failed target or job is reported in the
+//! summary and never stops the rest. The exit code is then 1, or 2 when a target failed
+//! because an environment variable the config names is not set (`failure.rs`).
 
 use anyhow::anyhow;
 
@@ -9,11 +11,11 @@ use crate::cli::{ConfigArgs, OutputFormat, RunArgs};
 use crate::config::SyncConfig;
 use crate::engine::build::build;
 use crate::engine::{Engine, Job, Outcome, PassOptions};
-use crate::failure::Failure;
+use crate::failure::{Failure, PassFailures};
 use crate::output;
 
 pub async fn run(args: RunArgs) -> Result<(), Failure> {
-    let (engine, jobs) = prepare(&args.config, &args.jobs).await?;
+    let (engine, jobs) = prepare_for(&args.config, &args.jobs, args.output).await?;
     let options = PassOptions {
         force: args.force,
         dry_run: args.dry_run,
@@ -24,17 +26,35 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         OutputFormat::Json => format!("{}\n", output::run_json(&reports, args.dry_run)),
     };
     output::print(&summary).map_err(Failure::failed)?;
-    let failed = reports
+    let failed: Vec<_> = reports
         .iter()
         .filter(|r| r.outcome == Outcome::Failed)
-        .count();
-    if failed > 0 {
-        return Err(Failure::failed(anyhow!(
-            "{failed} of {} target(s) failed: see the summary for each error",
-            reports.len()
-        )));
+        .collect();
+    let counts = PassFailures {
+        failed: failed.len(),
+        missing_env: failed.iter().filter(|r| r.usage_error).count(),
+    };
+    Failure::of_pass(
+        counts,
+        &format!("{} of {} target(s) failed", failed.len(), reports.len()),
+    )
+}
+
+/// [`prepare`], and under `--output json` a JSON error document on stdout when it fails, so a
+/// program reading stdout always gets a document.
+pub async fn prepare_for(
+    config: &ConfigArgs,
+    jobs: &[String],
+    format: OutputFormat,
+) -> Result<(Engine, Vec<Job>), Failure> {
+    let prepared = prepare(config, jobs).await;
+    if let (Err(Failure::Usage(err) | Failure::Failed(err)), OutputFormat::Json) =
+        (&prepared, format)
+    {
+        // Best effort: the error itself still goes to stderr with its exit code.
+        let _ = output::print(&format!("{}\n", output::error_json(err)));
     }
-    Ok(())
+    prepared
 }
 
 /// Loads the config, checks the `--job` names and builds the engine (exit 2 on any mistake).
@@ -54,10 +74,19 @@ pub fn check_job_names(config: &SyncConfig, jobs: &[String]) -> anyhow::Result<(
         return Ok(());
     }
     let known: Vec<&str> = config.jobs.iter().map(|job| job.name.as_str()).collect();
-    Err(anyhow!(
+    let suggestions: Vec<String> = unknown
+        .iter()
+        .filter_map(|name| crate::config::load::suggest(name, known.iter().copied()))
+        .map(|close| format!("did you mean \"{close}\"?"))
+        .collect();
+    let mut message = format!(
         "--job {}: no such job in {} (its jobs: {})",
         unknown.join(", "),
         config.source_path.display(),
         known.join(", ")
-    ))
+    );
+    if !suggestions.is_empty() {
+        message.push_str(&format!("; {}", suggestions.join(" ")));
+    }
+    Err(anyhow!(message))
 }

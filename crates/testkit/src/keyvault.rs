@@ -19,7 +19,7 @@
 //! | a token for another resource | 401 `AKV10022: Invalid audience. Expected {resource}, found: {aud}.` | PROTOCOLS.md "Resource checks"; the text as the service sends it (users' transcripts) |
 //! | a token of another tenant than [`KeyVaultOptions::tenant`] | 401 `AKV10032: Invalid issuer. Expected one of https://sts.windows.net/{tenant}/, found https://sts.windows.net/{other}/.` | PROTOCOLS.md "Resource checks"; the text as users quote it |
 //! | an expired token, or one the Entra emulator never issued | 401 `Unauthorized`, `Token validation failed: ...` | the service's own text for these is not in our sources: testkit's wording, no AKV code claimed |
-//! | `api-version` missing, or not one of [`API_VERSIONS`] | 400 `BadParameter` `The specified version (x) is not recognized. Consider using the latest supported version (2025-07-01).` | PROTOCOLS.md "Resource checks"; the versions from the Key Vault REST reference and the SDKs' version enums (see [`API_VERSIONS`]) |
+//! | `api-version` missing, or not one of [`API_VERSIONS`] (or of [`KeyVaultOptions::api_versions`]) | 400 `BadParameter` `The specified version (x) is not recognized. Consider using the latest supported version (2025-07-01).` | PROTOCOLS.md "Resource checks"; the versions from the Key Vault REST reference and the SDKs' version enums (see [`API_VERSIONS`]) |
 //! | recover a deleted secret | 200 at once, but for [`KeyVaultOptions::recovery_delay`] the secret is neither readable (404 `SecretNotFound`) nor writable (409 `Conflict`/`ObjectIsBeingRecovered`), nor listed as deleted | PROTOCOLS.md ("Recovery of a deleted secret finishes asynchronously"); the SDK pollers that wait on `GET /secrets/{name}` until it stops answering 404; `ObjectIsBeingRecovered` from the azure-sdk-for-net Key Vault changelog (4.5.0-beta.1) |
 //! | creating a deleted-but-recoverable name | 409 `Conflict`/`ObjectIsDeletedButRecoverable` | PROTOCOLS.md "Soft delete" |
 //! | name, value, content type and tag limits | 400 `BadParameter` | PROTOCOLS.md "Azure Key Vault secrets" |
@@ -92,6 +92,9 @@ pub struct KeyVaultOptions {
     pub resource: String,
     /// How long a recovered secret stays unreadable and unwritable ([`DEFAULT_RECOVERY_DELAY`]).
     pub recovery_delay: Duration,
+    /// The `api-version`s this vault knows ([`API_VERSIONS`]); fewer emulate a service that
+    /// does not offer the newest yet (a national cloud lagging behind, an Azure Stack Hub).
+    pub api_versions: Vec<&'static str>,
 }
 
 impl KeyVaultOptions {
@@ -105,6 +108,7 @@ impl KeyVaultOptions {
             authority: "https://login.windows.net".to_owned(),
             resource: KEY_VAULT_RESOURCE.to_owned(),
             recovery_delay: DEFAULT_RECOVERY_DELAY,
+            api_versions: API_VERSIONS.to_vec(),
         }
     }
 
@@ -226,6 +230,7 @@ struct Shared {
     tenant: String,
     resource: String,
     recovery_delay: Duration,
+    api_versions: Vec<&'static str>,
 }
 
 impl Shared {
@@ -268,6 +273,7 @@ impl KeyVaultEmulator {
             tenant: options.tenant,
             resource: options.resource,
             recovery_delay: options.recovery_delay,
+            api_versions: options.api_versions,
         });
         let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config()?);
         let handler_shared = shared.clone();
@@ -568,9 +574,18 @@ fn route(shared: &Shared, request: &Request) -> Reply {
         None => {
             return Refusal::bad_parameter("The api-version query parameter is missing.").reply();
         }
-        Some(version) if !API_VERSIONS.contains(&version.as_str()) => {
+        Some(version) if !shared.api_versions.contains(&version.as_str()) => {
+            let latest = if shared.api_versions.contains(&LATEST_API_VERSION) {
+                LATEST_API_VERSION
+            } else {
+                shared
+                    .api_versions
+                    .last()
+                    .copied()
+                    .unwrap_or(LATEST_API_VERSION)
+            };
             return Refusal::bad_parameter(format!(
-                "The specified version ({version}) is not recognized. Consider using the latest supported version ({LATEST_API_VERSION})."
+                "The specified version ({version}) is not recognized. Consider using the latest supported version ({latest})."
             ))
             .reply();
         }

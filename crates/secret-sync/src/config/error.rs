@@ -36,9 +36,13 @@ impl ConfigErrors {
     }
 
     /// The errors, in file order.
-    #[cfg(test)]
     pub fn errors(&self) -> &[ConfigError] {
         &self.errors
+    }
+
+    /// The config file they are in.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 }
 

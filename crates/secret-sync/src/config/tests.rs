@@ -793,11 +793,13 @@ fn toml_syntax_errors_are_reported_with_their_line() {
 
 #[test]
 fn an_unreadable_file_says_how_to_point_at_the_right_one() {
+    // A path given with --config (SECRET_SYNC_CONFIG is not set in unit tests): the advice is
+    // about that path; the default and the variable are covered end to end (e2e first_hour).
     let errors = load(Path::new("/nonexistent/secret-sync.toml")).unwrap_err();
     let shown = errors.to_string();
     assert!(
         shown.contains("/nonexistent/secret-sync.toml: cannot read the config file")
-            && shown.contains("pass --config FILE or set SECRET_SYNC_CONFIG"),
+            && shown.contains("check the path given to --config"),
         "{shown}"
     );
 }
@@ -839,6 +841,9 @@ fn suggestions_are_only_for_close_words() {
         suggest("token", &["method", "token_env"]),
         Some("token_env")
     );
+    // Two letters swapped is one mistake, as people make it.
+    assert_eq!(suggest("grpah", &["graph", "sharepoint"]), Some("graph"));
+    assert_eq!(suggest("scpoe", &["scope", "targets"]), Some("scope"));
 }
 
 #[test]

@@ -670,6 +670,7 @@ mod tests {
             outcome,
             expires_on: expires_in.map(|s| NOW + time::Duration::seconds(s)),
             detail: String::new(),
+            usage_error: false,
         }
     }
 

@@ -172,9 +172,9 @@ pub async fn app_credential(
         }
         CredentialSpec::WorkloadIdentity => {
             let path = std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
-                anyhow!(
+                MissingEnv::with_message(
                     "workload_identity = true needs AZURE_FEDERATED_TOKEN_FILE: is workload \
-                     identity enabled for this pod or service account?"
+                     identity enabled for this pod or service account?",
                 )
             })?;
             Credential::Federated(FederatedTokenSource::File(path.into()))
@@ -199,9 +199,46 @@ pub async fn app_credential(
 }
 
 fn env(var: &str, what: &str) -> anyhow::Result<SecretString> {
-    std::env::var(var).map(SecretString::from).map_err(|_| {
-        anyhow!("{what}: environment variable {var} is not set (or not UTF-8): export it")
-    })
+    std::env::var(var)
+        .map(SecretString::from)
+        .map_err(|_| MissingEnv::new(what, var).into())
+}
+
+/// An environment variable the config names is not set: the user's setup is incomplete, a
+/// usage error (exit 2, `failure.rs`), not a failure of a server. Found in an error's chain by
+/// [`is_missing_env`], whatever context was added on the way.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct MissingEnv {
+    message: String,
+}
+
+impl MissingEnv {
+    /// `what` (a key, e.g. `client_secret`) was to come from `var`, which is not set.
+    pub fn new(what: &str, var: &str) -> Self {
+        MissingEnv {
+            message: format!(
+                "{what}: environment variable {var} is not set (or not UTF-8): export it"
+            ),
+        }
+    }
+
+    /// A variable that a setting needs (the message names both and says what to check).
+    pub fn with_message(message: impl Into<String>) -> Self {
+        MissingEnv {
+            message: message.into(),
+        }
+    }
+}
+
+/// The missing environment variable somewhere in `err`'s chain, if one is the cause.
+pub fn missing_env(err: &anyhow::Error) -> Option<&MissingEnv> {
+    err.chain().find_map(|e| e.downcast_ref::<MissingEnv>())
+}
+
+/// Whether `err` comes from an environment variable that is not set (see [`MissingEnv`]).
+pub fn is_missing_env(err: &anyhow::Error) -> bool {
+    missing_env(err).is_some()
 }
 
 async fn from_backend(
@@ -328,6 +365,11 @@ mod tests {
             "client_secret: environment variable SECRET_SYNC_UNIT_TEST_SURELY_UNSET is not set \
              (or not UTF-8): export it"
         );
+        // Found through any context, so that `run` can exit 2 for it.
+        assert!(is_missing_env(
+            &err.context("cannot read the job's credentials")
+        ));
+        assert!(!is_missing_env(&anyhow!("another failure")));
     }
 
     #[tokio::test]

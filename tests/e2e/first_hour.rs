@@ -1,0 +1,469 @@
+//! The first hour of a new user (issue 12): the mistakes people make that used to pass
+//! `validate` and fail later, or fail with the wrong exit code, and the output they read or
+//! parse. Each test runs the built binary where a user meets the problem: a file `dir` that
+//! does not exist, a Vault path copied from the API, an authority holding the tenant, a missing
+//! environment variable, `--output json`, `--help`, `--job` typos, completions.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use testkit::{AppRegistration, EntraEmulator};
+
+use crate::support::{Run, secret_sync};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
+const SECRET: &str = "Zq8~e2e.first.hour.client-secret";
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+
+/// The Entra emulator (plain http on 127.0.0.1) with one app, and a temp dir for the config.
+struct Fixture {
+    entra: EntraEmulator,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn start() -> Fixture {
+        let entra = EntraEmulator::start().await.unwrap();
+        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
+        Fixture {
+            entra,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `[settings]` with the emulator's authority, then `rest`; returns the config's path.
+    fn config(&self, rest: &str) -> PathBuf {
+        let path = self.path("secret-sync.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[settings]\nauthority = \"{}\"\n\n{rest}",
+                self.entra.base_url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A job `name` reading its client secret from `secret_env`, writing `targets`.
+    fn job(name: &str, secret_env: &str, targets: &str) -> String {
+        format!(
+            "[jobs.{name}]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret = {{ env = \"{secret_env}\" }}\nscope = \"{GRAPH}\"\n\
+             targets = [{targets}]\n\n"
+        )
+    }
+}
+
+async fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    secret_sync(&all, env).await
+}
+
+fn json(run: &Run) -> Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            run.stdout, run.stderr
+        )
+    })
+}
+
+// ----- item 4: a file backend whose dir does not exist -----
+
+#[tokio::test]
+async fn a_file_dir_that_does_not_exist_fails_plan_and_run_before_any_token_request() {
+    let f = Fixture::start().await;
+    std::fs::create_dir(f.path("tokens")).unwrap();
+    let config = f.config(&format!(
+        "[backends.typo]\nkind = \"file\"\ndir = \"tokenz\"\n\n\
+         [backends.local]\nkind = \"file\"\ndir = \"tokens\"\n\n{}",
+        Fixture::job(
+            "graph",
+            "GRAPH_SECRET",
+            "{ to = \"typo\", name = \"graph-token\" }"
+        ) + &Fixture::job(
+            "nested",
+            "GRAPH_SECRET",
+            "{ to = \"local\", name = \"apps/graph/token\" }"
+        )
+    ));
+    let env = [("GRAPH_SECRET", SECRET)];
+    let missing = f.path("tokenz");
+
+    let plan = run(&config, &["plan", "--job", "graph"], &env).await;
+    plan.assert_code(1);
+    assert!(
+        plan.stdout.contains("error")
+            && plan
+                .stdout
+                .contains(&format!("{} does not exist", missing.display()))
+            && plan.stdout.contains("create it"),
+        "plan: {}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("1 would fail"), "{}", plan.stdout);
+
+    let run1 = run(&config, &["run"], &env).await;
+    run1.assert_code(1);
+    let line = run1
+        .stdout
+        .lines()
+        .find(|l| l.contains("typo:graph-token"))
+        .unwrap_or_else(|| panic!("no line for the target: {}", run1.stdout));
+    assert!(
+        line.contains("failed")
+            && line.contains(&format!("{} does not exist", missing.display()))
+            && line.contains("mkdir -p"),
+        "{line}"
+    );
+    assert!(
+        !missing.exists(),
+        "dir was created: a typo must not be hidden"
+    );
+    // Only the nested job (dir exists) asked for a token; its subdirectories were created.
+    assert_eq!(f.entra.token_request_count(), 1);
+    assert!(
+        f.path("tokens/apps/graph/token").is_file(),
+        "{}",
+        run1.stdout
+    );
+    run1.assert_no_leak(&[SECRET]);
+}
+
+// ----- item 5: a Vault path copied from the API -----
+
+#[tokio::test]
+async fn a_vault_target_name_with_the_mount_or_data_prefix_is_refused_with_the_right_name() {
+    let f = Fixture::start().await;
+    let vault = |name: &str, mount: &str, kv: &str| {
+        format!(
+            "[backends.{name}]\nkind = \"vault\"\naddress = \"http://127.0.0.1:8200\"\n\
+             mount = \"{mount}\"\n{kv}auth = {{ method = \"token\", token_env = \"VAULT_TOKEN\" }}\n\n"
+        )
+    };
+    let config = f.config(&format!(
+        "{}{}{}{}",
+        vault("v2", "secret", "kv_version = 2\n"),
+        vault("v1", "kv/apps", "kv_version = 1\n"),
+        vault("detect", "secret", ""),
+        Fixture::job(
+            "graph",
+            "GRAPH_SECRET",
+            "{ to = \"v2\", name = \"secret/data/apps/graph/token\" }, \
+             { to = \"v2\", name = \"secret/metadata/apps/graph/meta\" }, \
+             { to = \"v1\", name = \"kv/apps/graph/token\" }, \
+             { to = \"detect\", name = \"secret/apps/graph/other\" }, \
+             { to = \"v2\", name = \"apps/secret/data/fine\" }"
+        )
+    ));
+    let out = run(&config, &["validate"], &[]).await;
+    out.assert_code(2);
+    for (index, right) in [
+        (0, "\"apps/graph/token\""),
+        (1, "\"apps/graph/meta\""),
+        (2, "\"graph/token\""),
+        (3, "\"apps/graph/other\""),
+    ] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("targets[{index}].name")))
+            .unwrap_or_else(|| panic!("no error for targets[{index}]: {}", out.stderr));
+        assert!(
+            line.contains("starts with the mount") && line.contains(&format!("write {right}")),
+            "{line}"
+        );
+    }
+    assert!(!out.stderr.contains("targets[4]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("4 configuration errors"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ----- item 6: an authority that holds the tenant -----
+
+#[tokio::test]
+async fn an_authority_ending_in_a_tenant_is_refused_naming_tenant_id() {
+    let f = Fixture::start().await;
+    for tenant in ["contoso.onmicrosoft.com", TENANT, "common", "organizations"] {
+        let authority = format!("https://login.microsoftonline.com/{tenant}/");
+        let path = f.path("authority.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[settings]\nauthority = \"{authority}\"\n\n[backends.local]\nkind = \"file\"\n\
+                 dir = \".\"\n\n{}",
+                Fixture::job("graph", "S", "{ to = \"local\", name = \"t\" }")
+            ),
+        )
+        .unwrap();
+        let out = run(&path, &["validate"], &[]).await;
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains("settings.authority")
+                && out.stderr.contains("tenant_id")
+                && out.stderr.contains("https://login.microsoftonline.com\""),
+            "{tenant}: {}",
+            out.stderr
+        );
+        let token = secret_sync(
+            &[
+                "token",
+                "--scope",
+                GRAPH,
+                "--tenant-id",
+                TENANT,
+                "--client-id",
+                CLIENT,
+                "--client-secret-env",
+                "S",
+                "--authority",
+                &authority,
+            ],
+            &[("S", SECRET)],
+        )
+        .await;
+        token.assert_code(2);
+        assert!(token.stderr.contains("tenant"), "{}", token.stderr);
+    }
+    // A path prefix that is not a tenant stays allowed.
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \".\"\n\n[jobs.graph]\n\
+         authority = \"{}/prefix\"\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+         client_secret = {{ env = \"S\" }}\nscope = \"{GRAPH}\"\n\
+         targets = [{{ to = \"local\", name = \"t\" }}]\n",
+        f.entra.base_url()
+    ));
+    run(&config, &["validate"], &[]).await.assert_code(0);
+}
+
+// ----- item 7: a missing environment variable is a usage error -----
+
+#[tokio::test]
+async fn a_missing_secret_variable_exits_2_and_the_other_jobs_still_run() {
+    let f = Fixture::start().await;
+    std::fs::create_dir(f.path("tokens")).unwrap();
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \"tokens\"\n\n{}{}",
+        Fixture::job("unset", "NOT_EXPORTED", "{ to = \"local\", name = \"a\" }"),
+        Fixture::job("good", "GRAPH_SECRET", "{ to = \"local\", name = \"b\" }"),
+    ));
+    let env = [("GRAPH_SECRET", SECRET)];
+    let out = run(&config, &["run"], &env).await;
+    out.assert_code(2);
+    assert!(
+        f.path("tokens/b").is_file(),
+        "the other job did not run: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("environment variable NOT_EXPORTED is not set"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("NOT_EXPORTED") || out.stderr.contains("environment variable"),
+        "{}",
+        out.stderr
+    );
+    out.assert_no_leak(&[SECRET]);
+
+    // The same failure mixed with one of another kind (a wrong secret) is still exit 2; only
+    // other kinds of failure are exit 1.
+    std::fs::remove_file(f.path("tokens/b")).unwrap();
+    let out = run(&config, &["run"], &[("GRAPH_SECRET", "wrong")]).await;
+    out.assert_code(2);
+    let out = run(
+        &config,
+        &["run", "--job", "good"],
+        &[("GRAPH_SECRET", "wrong")],
+    )
+    .await;
+    out.assert_code(1);
+
+    // `token` agrees, and `run --help` says so.
+    let token = secret_sync(
+        &[
+            "token",
+            "--scope",
+            GRAPH,
+            "--tenant-id",
+            TENANT,
+            "--client-id",
+            CLIENT,
+            "--client-secret-env",
+            "NOT_EXPORTED",
+            "--authority",
+            &f.entra.base_url(),
+        ],
+        &[],
+    )
+    .await;
+    token.assert_code(2);
+    let help = secret_sync(&["run", "--help"], &[]).await;
+    help.assert_code(0);
+    assert!(
+        help.stdout.contains(
+            "2  usage or configuration error, including a job that failed because an environment\n     \
+             variable it names is not set"
+        ),
+        "{}",
+        help.stdout
+    );
+}
+
+// ----- item 11: run and plan --output json -----
+
+#[tokio::test]
+async fn json_output_is_versioned_with_every_count_and_a_reason_for_every_target() {
+    let f = Fixture::start().await;
+    std::fs::create_dir(f.path("tokens")).unwrap();
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \"tokens\"\n\n\
+         [backends.typo]\nkind = \"file\"\ndir = \"tokenz\"\n\n{}",
+        Fixture::job(
+            "graph",
+            "GRAPH_SECRET",
+            "{ to = \"local\", name = \"a\" }, { to = \"typo\", name = \"b\" }"
+        ),
+    ));
+    let env = [("GRAPH_SECRET", SECRET)];
+    let keys = [
+        "created",
+        "updated",
+        "unchanged",
+        "fresh",
+        "skipped",
+        "failed",
+    ];
+
+    let plan = run(&config, &["plan", "-o", "json"], &env).await;
+    plan.assert_code(1);
+    let doc = json(&plan);
+    assert_eq!(doc["version"], 1, "{doc}");
+    for key in keys {
+        assert!(doc["counts"][key].is_u64(), "plan counts lack {key}: {doc}");
+    }
+    assert_eq!(doc["counts"]["created"], 1, "{doc}");
+    assert_eq!(doc["counts"]["failed"], 1, "{doc}");
+    assert_eq!(doc["counts"]["fresh"], 0, "{doc}");
+
+    let out = run(&config, &["run", "-o", "json"], &env).await;
+    out.assert_code(1);
+    let doc = json(&out);
+    assert_eq!(doc["version"], 1, "{doc}");
+    for key in keys {
+        assert!(doc["counts"][key].is_u64(), "run counts lack {key}: {doc}");
+    }
+    assert_eq!(doc["counts"]["created"], 1, "{doc}");
+    assert_eq!(doc["counts"]["updated"], 0, "{doc}");
+    let targets = doc["targets"].as_array().unwrap();
+    for target in targets {
+        assert!(target["reason"].is_string(), "no reason: {target}");
+    }
+    let failed = targets.iter().find(|t| t["outcome"] == "failed").unwrap();
+    assert_eq!(failed["reason"], failed["error"], "{failed}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{failed}"
+    );
+    out.assert_no_leak(&[SECRET]);
+
+    // A config error under --output json is a JSON document on stdout too (and text on stderr).
+    std::fs::write(&config, "[settings]\nrefresh_before = 5\n").unwrap();
+    for command in ["run", "plan"] {
+        let out = run(&config, &[command, "-o", "json"], &env).await;
+        out.assert_code(2);
+        let doc = json(&out);
+        assert_eq!(doc["version"], 1, "{doc}");
+        assert_eq!(doc["ok"], false, "{doc}");
+        assert_eq!(doc["error"]["kind"], "config", "{doc}");
+        let errors = doc["error"]["errors"].as_array().unwrap();
+        let first = errors
+            .iter()
+            .find(|e| e["key"] == "settings.refresh_before")
+            .unwrap_or_else(|| panic!("no error for settings.refresh_before: {doc}"));
+        assert_eq!(first["line"], 2, "{doc}");
+        assert!(first["message"].is_string(), "{doc}");
+        assert!(
+            out.stderr.contains("settings.refresh_before"),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+// ----- item 13: help, did you mean, SECRET_SYNC_CONFIG, completions, Key Vault names -----
+
+#[tokio::test]
+async fn help_footers_job_typos_config_variable_completions_and_key_vault_names() {
+    // validate and plan footers say only what they can do.
+    let validate = secret_sync(&["validate", "--help"], &[]).await;
+    assert!(
+        !validate.stdout.contains("1  ") && validate.stdout.contains("2  "),
+        "{}",
+        validate.stdout
+    );
+    let schema = secret_sync(&["schema", "--help"], &[]).await;
+    assert!(!schema.stdout.contains("1  "), "{}", schema.stdout);
+
+    let f = Fixture::start().await;
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \".\"\n\n{}",
+        Fixture::job("graph", "S", "{ to = \"local\", name = \"t\" }")
+    ));
+    for command in ["run", "plan", "daemon"] {
+        let out = run(&config, &[command, "--job", "grpah"], &[]).await;
+        out.assert_code(2);
+        assert!(
+            out.stderr.contains("did you mean \"graph\"?"),
+            "{command}: {}",
+            out.stderr
+        );
+    }
+
+    let missing = f.path("nope.toml");
+    let out = secret_sync(
+        &["validate"],
+        &[("SECRET_SYNC_CONFIG", missing.to_str().unwrap())],
+    )
+    .await;
+    out.assert_code(2);
+    assert!(
+        !out.stderr.contains("set SECRET_SYNC_CONFIG") && out.stderr.contains("SECRET_SYNC_CONFIG"),
+        "{}",
+        out.stderr
+    );
+    let out = secret_sync(&["validate", "--config", missing.to_str().unwrap()], &[]).await;
+    assert!(!out.stderr.contains("SECRET_SYNC_CONFIG"), "{}", out.stderr);
+
+    let bash = secret_sync(&["completions", "bash"], &[]).await;
+    bash.assert_code(0);
+    assert!(
+        !bash.stdout.contains("secret__sync__man") && !bash.stdout.contains(" man "),
+        "the hidden man command is offered"
+    );
+    assert!(bash.stdout.contains("validate"), "{}", bash.stdout);
+
+    let kv = f.config(&format!(
+        "[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"https://contoso.vault.azure.net\"\n\
+         auth = {{ method = \"managed-identity\" }}\n\n{}",
+        Fixture::job("graph", "S", "{ to = \"kv\", name = \"graph_token\" }")
+    ));
+    let out = run(&kv, &["validate"], &[]).await;
+    out.assert_code(2);
+    assert!(out.stderr.contains("\"graph_token\""), "{}", out.stderr);
+}
