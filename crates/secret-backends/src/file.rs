@@ -18,7 +18,9 @@
 //!
 //! Names are relative paths inside `dir` (`graph.json`, `apps/graph-token`); absolute paths,
 //! `..` and empty segments are refused, and so is a symlink anywhere on the path unless
-//! `follow_symlinks` is set. Missing parent directories are created with mode `0700`.
+//! `follow_symlinks` is set. Missing parent directories below `dir` are created with mode
+//! `0700`; `dir` itself never is: a target's metadata read and a write fail when it does not
+//! exist (most often a typo or a volume that is not mounted), saying to create it.
 //!
 //! Other users may be able to write in `dir` (an emptyDir shared with an app, `/run/...`), so
 //! nothing here trusts what it finds there:
@@ -301,24 +303,37 @@ impl FileStore {
         )
     }
 
-    /// Opens `dir` itself (following symlinks: the operator chose it), creating it with mode
-    /// `0700` when `create` says so. `None` when it does not exist and is not created.
-    fn open_root(&self, name: &str, create: bool) -> Result<Option<OwnedFd>, BackendError> {
+    /// Opens `dir` itself (following symlinks: the operator chose it). `dir` is never created:
+    /// one that does not exist is most often a typo or a volume that is not mounted, which
+    /// creating it would hide. When it does not exist: an error naming it if `required` (a
+    /// write), else `None`.
+    fn open_root(&self, name: &str, required: bool) -> Result<Option<OwnedFd>, BackendError> {
         let dir = &self.options.dir;
         match open_dir(rustix::fs::CWD, dir, true) {
-            Ok(fd) => return Ok(Some(fd)),
-            Err(e) if e == Errno::NOENT && create => {}
-            Err(e) if e == Errno::NOENT => return Ok(None),
-            Err(e) => return Err(self.io_error(name, "open the directory", dir, e.into())),
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if e == Errno::NOENT && required => Err(self.missing_dir(name)),
+            Err(e) if e == Errno::NOENT => Ok(None),
+            Err(e) => Err(self.io_error(name, "open the directory", dir, e.into())),
         }
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| self.io_error(name, "create the directory", dir, e))?;
-        open_dir(rustix::fs::CWD, dir, true)
-            .map(Some)
-            .map_err(|e| self.io_error(name, "open the directory", dir, e.into()))
+    }
+
+    /// Fails unless `dir` exists: a target in a directory that does not exist cannot be
+    /// written, so `plan` and `run` report it before any token is requested.
+    fn require_dir(&self, name: &str) -> Result<(), BackendError> {
+        self.open_root(name, true).map(drop)
+    }
+
+    fn missing_dir(&self, name: &str) -> BackendError {
+        let dir = self.options.dir.display();
+        self.error(
+            ErrorKind::InvalidConfig,
+            name,
+            format!(
+                "the backend's directory {dir} does not exist: create it (mkdir -p {dir}), or \
+                 correct dir if it is a typo or a volume that is not mounted (secret-sync \
+                 creates the directories below dir, never dir itself)"
+            ),
+        )
     }
 
     /// The directory that holds `name` and the file's name in it (`exists` not inspected yet).
@@ -416,6 +431,7 @@ impl FileStore {
         let path = self.options.dir.join(name);
         let parent_path = path.parent().unwrap_or(&self.options.dir);
         if create_parents {
+            self.require_dir(name)?;
             fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -571,6 +587,8 @@ impl FileStore {
     }
 
     fn metadata_blocking(&self, name: &str) -> Result<Option<SecretMetadata>, BackendError> {
+        self.check_name(name)?;
+        self.require_dir(name)?;
         let Some(entry) = self.resolve(name, false)?.filter(|e| e.exists) else {
             return Ok(None);
         };
@@ -1168,6 +1186,33 @@ mod tests {
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[tokio::test]
+    async fn a_dir_that_does_not_exist_is_never_created_and_is_named() {
+        let parent = tempfile::tempdir().unwrap();
+        let missing = parent.path().join("tokenz");
+        for follow_symlinks in [false, true] {
+            let store = FileStore::new(
+                "local",
+                FileOptions {
+                    follow_symlinks,
+                    ..FileOptions::new(&missing)
+                },
+            );
+            let expected = format!("{} does not exist: create it", missing.display());
+            let err = store.metadata("apps/graph-token").await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+            assert!(err.to_string().contains(&expected), "{err}");
+            let err = store
+                .write("apps/graph-token", &payload(TOKEN, Format::Raw))
+                .await
+                .unwrap_err();
+            assert!(err.to_string().contains(&expected), "{err}");
+            assert!(!missing.exists(), "dir was created");
+            // Nothing to sweep in a directory that does not exist.
+            assert_eq!(store.remove_stale_temp_files("t").await.unwrap(), 0);
+        }
     }
 
     #[tokio::test]

@@ -115,12 +115,29 @@ pub fn load(path: &Path) -> Result<SyncConfig, ConfigErrors> {
                 position: None,
                 key: String::new(),
                 message: format!(
-                    "cannot read the config file ({err}): pass --config FILE or set SECRET_SYNC_CONFIG"
+                    "cannot read the config file ({err}): {}",
+                    missing_file_advice(path)
                 ),
             }],
         )
     })?;
     parse(&text, path, &|var| std::env::var(var).ok())
+}
+
+/// What to do about a config file that cannot be read, by where its path came from: the
+/// variable SECRET_SYNC_CONFIG, the default `secret-sync.toml`, or `--config`.
+fn missing_file_advice(path: &Path) -> &'static str {
+    match std::env::var_os("SECRET_SYNC_CONFIG") {
+        Some(var) if Path::new(&var) == path => {
+            "it is the file the environment variable SECRET_SYNC_CONFIG names: correct the \
+             variable or unset it, or pass --config FILE"
+        }
+        None if path == Path::new("secret-sync.toml") => {
+            "without --config or SECRET_SYNC_CONFIG, secret-sync.toml in the current directory \
+             is read: pass --config FILE or set SECRET_SYNC_CONFIG"
+        }
+        _ => "check the path given to --config",
+    }
 }
 
 /// Checks `text` as the content of the file `path`, looking environment variables up with `env`.
@@ -1108,7 +1125,48 @@ impl Loader<'_> {
             }
         }
         self.same_secrets(&written, backends);
+        self.vault_names_below_mount(&written, backends);
         jobs
+    }
+
+    /// Refuses a Vault target name that starts with the backend's mount (and on KV v2 its
+    /// `data/` or `metadata/`): copied from the API, `secret/data/apps/graph/token` would be
+    /// written to `secret/data/secret/data/apps/graph/token`. The message gives the right name.
+    fn vault_names_below_mount(
+        &mut self,
+        written: &[WrittenTarget],
+        backends: &BTreeMap<String, BackendSpec>,
+    ) {
+        for target in written {
+            let Some(BackendSpec::Vault(vault)) = backends.get(&target.backend) else {
+                continue;
+            };
+            let Some(right) = vault_name_below_mount(&target.name, vault) else {
+                continue;
+            };
+            let mount = vault.mount.trim_matches('/');
+            let message = if right.is_empty() {
+                format!(
+                    "\"{}\" starts with the mount \"{mount}\" of backend \"{}\": the name is \
+                     the path below the mount, e.g. \"apps/graph/token\"",
+                    target.name, target.backend
+                )
+            } else {
+                format!(
+                    "\"{}\" starts with the mount \"{mount}\" of backend \"{}\" (a path as the \
+                     API or the UI shows it): the name is the path below the mount{}; write \
+                     \"{right}\"",
+                    target.name,
+                    target.backend,
+                    if vault.kv_version == Some(KvVersion::V1) {
+                        ""
+                    } else {
+                        " and below KV v2's data/ or metadata/"
+                    }
+                )
+            };
+            self.error(&target.span, &join(&target.at, "name"), message);
+        }
     }
 
     /// Refuses targets that are one secret however they are spelled, so that two targets (of
@@ -1551,7 +1609,11 @@ impl Loader<'_> {
         };
         let (backend, kind) = backend?;
         if let Err(err) = kind.check_name(&backend, &reference.name) {
-            self.error(&span, &table.path_of("ref"), err.message().to_owned());
+            self.error(
+                &span,
+                &table.path_of("ref"),
+                refused_name(&reference.name, &err),
+            );
             return None;
         }
         Some(BackendRef { backend, reference })
@@ -1658,7 +1720,11 @@ impl Loader<'_> {
         let (name, name_span) = name?;
         let (backend, kind) = backend?;
         if let Err(err) = kind.check_name(&backend, &name) {
-            self.error(&name_span, &table.path_of("name"), err.message().to_owned());
+            self.error(
+                &name_span,
+                &table.path_of("name"),
+                refused_name(&name, &err),
+            );
             return None;
         }
         // Checked against the other targets once every job is read (`same_secrets`).
@@ -1693,6 +1759,27 @@ impl Loader<'_> {
             );
         }
     }
+}
+
+/// A name a backend's rule refuses, quoted (a name is never a secret), then the rule.
+fn refused_name(name: &str, err: &BackendError) -> String {
+    format!("\"{name}\" is not a valid name: {}", err.message())
+}
+
+/// The name a Vault target should have when `name` starts with the backend's `mount` (as a
+/// path copied from the API or the UI does, `secret/data/apps/graph`): the path below the
+/// mount, and on KV v2 (or a version to be detected) below its `data/` or `metadata/` too.
+/// `None` when the name does not start with the mount.
+fn vault_name_below_mount(name: &str, vault: &VaultSpec) -> Option<String> {
+    let mount = vault.mount.trim_matches('/');
+    let rest = name.strip_prefix(mount)?.strip_prefix('/')?;
+    let kv2 = vault.kv_version != Some(KvVersion::V1);
+    let below = ["data/", "metadata/"]
+        .iter()
+        .filter(|_| kv2)
+        .find_map(|api| rest.strip_prefix(api))
+        .unwrap_or(rest);
+    Some(below.to_owned())
 }
 
 const USERINFO: &str = "must not contain user information (user:password@): remove it; \
@@ -1878,7 +1965,7 @@ fn unknown_choice(what: &str, value: &str, choices: &[&str]) -> String {
 }
 
 /// The candidate closest to `word`, when it is close enough to be a likely typo.
-pub(super) fn suggest<'a>(
+pub(crate) fn suggest<'a>(
     word: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
@@ -1899,21 +1986,55 @@ pub(super) fn suggest<'a>(
     })
 }
 
+/// Edits (insert, delete, substitute, or swap two neighbours: `grpah` is one from `graph`)
+/// between `a` and `b` (optimal string alignment distance).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let current = row[j + 1];
-            row[j + 1] = (previous + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(current + 1);
-            previous = current;
+    // Three rows: two before the current one, for the swap.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (previous[j - 1] + cost)
+                .min(row[j - 1] + 1)
+                .min(previous[j] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                row[j] = row[j].min(before[j - 2] + 1);
+            }
         }
+        before = std::mem::replace(&mut previous, row);
     }
-    row[b.len()]
+    previous[b.len()]
+}
+
+/// The Key Vault cloud of a login in `cloud` (another authority: the public cloud's).
+pub(crate) fn key_vault_cloud(cloud: Cloud) -> AzureCloud {
+    match cloud {
+        Cloud::UsGovernment => AzureCloud::UsGovernment,
+        Cloud::China => AzureCloud::China,
+        _ => AzureCloud::Public,
+    }
+}
+
+/// The `[settings] cloud` value naming `cloud`.
+fn cloud_name(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::UsGovernment => "usgov",
+        Cloud::China => "china",
+        _ => "public",
+    }
+}
+
+/// How messages name `cloud`.
+fn cloud_description(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::UsGovernment => "US Government",
+        Cloud::China => "China (21Vianet)",
+        _ => "public",
+    }
 }
 
 /// `public`, `usgov`, `china` or an authority URL, as written in the file or in

@@ -87,12 +87,9 @@ pub async fn build_with_cache(
         let store = match store(&name, spec, &cache).await {
             Ok(store) => store,
             Err(err) => {
-                let reason = format!("{err:#}");
-                warn!(backend = %name, error = %reason, "backend cannot be set up; its targets fail");
-                Arc::new(Unusable {
-                    backend: name.clone(),
-                    reason,
-                })
+                warn!(backend = %name, error = format!("{err:#}"),
+                    "backend cannot be set up; its targets fail");
+                Arc::new(Unusable::new(&name, &err))
             }
         };
         stores.insert(name, store);
@@ -305,7 +302,11 @@ impl TokenCredential for KeyVaultLogin {
 /// fail and the others run.
 pub(super) struct Unusable {
     pub(super) backend: String,
+    /// Why, without the missing variable when there is one (that is the error's source).
     pub(super) reason: String,
+    /// The environment variable that is not set, when that is why: kept as the errors' source,
+    /// so the engine can tell a usage error (exit 2) from a failure.
+    pub(super) missing_env: Option<source::MissingEnv>,
 }
 
 impl fmt::Debug for Unusable {
@@ -317,12 +318,37 @@ impl fmt::Debug for Unusable {
 }
 
 impl Unusable {
+    fn new(backend: &str, err: &anyhow::Error) -> Self {
+        let missing_env = source::missing_env(err).cloned();
+        // With a missing variable, the reason is the context above it: the variable's own
+        // message comes from the source, so `{:#}` prints each part once.
+        let reason = match &missing_env {
+            Some(_) => err
+                .chain()
+                .take_while(|e| !e.is::<source::MissingEnv>())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": "),
+            None => format!("{err:#}"),
+        };
+        Unusable {
+            backend: backend.to_owned(),
+            reason,
+            missing_env,
+        }
+    }
+
     fn error(&self) -> BackendError {
-        BackendError::new(
-            ErrorKind::InvalidConfig,
-            &self.backend,
-            format!("the backend could not be set up: {}", self.reason),
-        )
+        let message = if self.reason.is_empty() {
+            "the backend could not be set up".to_owned()
+        } else {
+            format!("the backend could not be set up: {}", self.reason)
+        };
+        let error = BackendError::new(ErrorKind::InvalidConfig, &self.backend, message);
+        match &self.missing_env {
+            Some(missing) => error.with_source(missing.clone()),
+            None => error,
+        }
     }
 }
 

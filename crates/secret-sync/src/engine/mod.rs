@@ -19,6 +19,7 @@ pub mod source;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -155,6 +156,10 @@ pub struct TargetReport {
     pub expires_on: Option<OffsetDateTime>,
     /// Why (for fresh, skipped and written targets) or what went wrong (failed).
     pub detail: String,
+    /// A failed target whose cause is the user's setup, not a server: an environment variable
+    /// the config names is not set ([`source::MissingEnv`]). `run` exits 2 for it
+    /// (`failure.rs`); the other jobs still run.
+    pub usage_error: bool,
 }
 
 impl TargetReport {
@@ -172,7 +177,14 @@ impl TargetReport {
             outcome,
             expires_on,
             detail,
+            usage_error: false,
         }
+    }
+
+    /// Marks the report as a usage error when `err` comes from a missing environment variable.
+    fn caused_by(mut self, err: &anyhow::Error) -> Self {
+        self.usage_error = source::is_missing_env(err);
+        self
     }
 }
 
@@ -187,6 +199,9 @@ pub struct PlanEntry {
     /// Expiry of the token the target holds now, when known.
     pub expires_on: Option<OffsetDateTime>,
     pub reason: String,
+    /// The metadata could not be read because an environment variable the config names is not
+    /// set (a backend's login): a usage error, as for [`TargetReport::usage_error`].
+    pub usage_error: bool,
 }
 
 impl PlanEntry {
@@ -204,8 +219,30 @@ pub enum TokenStep {
     /// A token obtained at `obtained_at` by a request made while this job waited for it (jobs
     /// that shared one request see the same `obtained_at`).
     Requested { obtained_at: OffsetDateTime },
-    /// No token: the credentials could not be read or the request failed.
+    /// No token: a request was sent to the token endpoint (or was on its way when the pass's
+    /// deadline came) and failed. A job that failed before a request could be sent
+    /// (credentials that could not be read: a missing variable or file, a federated token
+    /// source that failed) reports no token step at all: it is a failed pass, not a request.
     Failed,
+}
+
+/// Whether a failed token step sent a request to the token endpoint: the credentials were read
+/// and the failure is not one entra-auth reports before sending (its `Config` and
+/// `CredentialSource` kinds: a key that cannot sign, a federated token that cannot be read).
+fn reached_token_endpoint(err: &anyhow::Error, credentials_read: &AtomicBool) -> bool {
+    if !credentials_read.load(Ordering::Relaxed) {
+        return false;
+    }
+    let local = err
+        .chain()
+        .filter_map(|e| e.downcast_ref::<entra_auth::Error>())
+        .any(|e| {
+            matches!(
+                e.kind(),
+                entra_auth::ErrorKind::Config | entra_auth::ErrorKind::CredentialSource
+            )
+        });
+    !local
 }
 
 /// Told about every job's token step; the daemon counts token requests with it.
@@ -294,13 +331,14 @@ impl Engine {
                 .iter()
                 .zip(states)
                 .map(|(target, state)| {
-                    let (action, expires_on, reason) = match state {
+                    let (action, expires_on, reason, usage_error) = match state {
                         Ok(state) => (
                             Some(state.action(force)),
                             state.expires_on(),
                             state.reason(force, self.refresh_before, self.lead, now),
+                            false,
                         ),
-                        Err(err) => (None, None, format!("{err:#}")),
+                        Err(err) => (None, None, format!("{err:#}"), source::is_missing_env(&err)),
                     };
                     PlanEntry {
                         job: job.name.clone(),
@@ -309,6 +347,7 @@ impl Engine {
                         action,
                         expires_on,
                         reason,
+                        usage_error,
                     }
                 })
                 .collect::<Vec<_>>()
@@ -356,12 +395,9 @@ impl Engine {
                 Err(err) => {
                     warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
                         error = format!("{err:#}"), "target failed");
-                    reports.push(Some(report(
-                        target,
-                        Outcome::Failed,
-                        None,
-                        format!("{err:#}"),
-                    )));
+                    reports.push(Some(
+                        report(target, Outcome::Failed, None, format!("{err:#}")).caused_by(&err),
+                    ));
                     continue;
                 }
             };
@@ -415,11 +451,14 @@ impl Engine {
         };
         info!(job = %job.name, targets = writes.len(), "reading credentials and getting a token");
         let started = OffsetDateTime::now_utc();
+        // Set once the credentials are read: from then on a request may be on its way.
+        let credentials_read = AtomicBool::new(false);
         let token = timeout_at(deadline, async {
             let _permit = self.permit().await;
             let app = source::app_credential(&job.identity, &self.stores)
                 .await
                 .context("cannot read the job's credentials")?;
+            credentials_read.store(true, Ordering::Relaxed);
             // Wait for a refresh another job has in flight: the targets need the new token.
             self.cache
                 .get_renewed(&app, &job.scope)
@@ -435,13 +474,19 @@ impl Engine {
         });
         if let Some(observer) = &self.observer {
             let step = match &token {
-                Ok(token) if token.obtained_at() >= started => TokenStep::Requested {
+                Ok(token) if token.obtained_at() >= started => Some(TokenStep::Requested {
                     obtained_at: token.obtained_at(),
-                },
-                Ok(_) => TokenStep::Cached,
-                Err(_) => TokenStep::Failed,
+                }),
+                Ok(_) => Some(TokenStep::Cached),
+                Err(err) if reached_token_endpoint(err, &credentials_read) => {
+                    Some(TokenStep::Failed)
+                }
+                // Failed before any request (a missing variable, an unreadable file).
+                Err(_) => None,
             };
-            observer.token_step(&job.name, step);
+            if let Some(step) = step {
+                observer.token_step(&job.name, step);
+            }
         }
         let token = match token {
             Ok(token) => token,
@@ -450,7 +495,9 @@ impl Engine {
                 return writes
                     .iter()
                     .map(|(i, state)| {
-                        line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"))
+                        let (i, report) =
+                            line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"));
+                        (i, report.caused_by(&err))
                     })
                     .collect();
             }
@@ -528,7 +575,9 @@ impl Engine {
                     Err(err) => {
                         warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
                             error = format!("{err:#}"), "target failed");
-                        line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"))
+                        let (i, report) =
+                            line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"));
+                        (i, report.caused_by(&err))
                     }
                 }
             }
@@ -616,6 +665,7 @@ mod tests {
         let down: Arc<dyn SecretStore> = Arc::new(build::Unusable {
             backend: "down".to_owned(),
             reason: "VAULT_TOKEN is not set".to_owned(),
+            missing_env: None,
         });
         let target = |store: &Arc<dyn SecretStore>, name: &str, format| Target {
             store: Arc::clone(store),
