@@ -59,7 +59,8 @@ use time::OffsetDateTime;
 
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, find_cause};
 use crate::{
-    BackendError, ErrorKind, SecretMetadata, SecretStore, TokenPayload, WriteOutcome, pick_field,
+    BackendError, ErrorKind, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
+    WritePrecondition, pick_field,
 };
 
 /// Tag holding the expiry as Unix seconds.
@@ -439,37 +440,32 @@ impl SecretStore for AwsStore {
             return Ok(None);
         };
         self.check_not_deleted(name, &out)?;
-        let current_version = out.version_ids_to_stages().and_then(|versions| {
-            versions
-                .iter()
-                .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
-                .map(|(id, _)| id.clone())
-        });
-        Ok(Some(SecretMetadata {
-            expires_on: tag(&out, TAG_EXPIRES_ON)
-                .and_then(|s| s.trim().parse().ok())
-                .and_then(crate::unix_time),
-            managed_by: tag(&out, TAG_MANAGED_BY).map(str::to_owned),
-            version: current_version,
-            updated_on: out.last_changed_date().and_then(to_offset),
-        }))
+        Ok(Some(described(&out)))
     }
 
     async fn write(
         &self,
         name: &str,
         payload: &TokenPayload,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
         let tags = self.tags(name, payload)?;
-        let current = match self.describe(name).await? {
+        // When the engine's read saw no secret, create it straight away: CreateSecret fails if
+        // one appeared since, which a DescribeSecret first would not close.
+        let found = if precondition.expects_missing() {
+            None
+        } else {
+            self.describe(name).await?
+        };
+        let current = match found {
             Some(current) => current,
             None => match self.create(name, payload, tags.clone()).await {
                 Ok(()) => {
                     tracing::debug!(backend = %self.backend, secret = name, "created the secret");
                     return Ok(WriteOutcome::Created);
                 }
-                // Created by someone else since DescribeSecret: update it like any other.
+                // Created by someone else since it was read: the rule decides on what is there.
                 Err(err) if err.code() == Some("ResourceExistsException") => self
                     .describe(name)
                     .await?
@@ -478,6 +474,14 @@ impl SecretStore for AwsStore {
             },
         };
         self.check_not_deleted(name, &current)?;
+        // No PutSecretValue precondition exists: between this DescribeSecret and the write, a
+        // writer is not seen (docs/security.md).
+        precondition.check(
+            &self.backend,
+            name,
+            Some(&described(&current)),
+            payload.managed_by(),
+        )?;
         let outcome = self.update(name, &current, payload, tags).await?;
         tracing::debug!(backend = %self.backend, secret = name, %outcome, "wrote the secret");
         Ok(outcome)
@@ -545,6 +549,24 @@ fn classify(code: &str, status: u16, aws_message: &str, name: &str) -> (ErrorKin
                 "unexpected answer from Secrets Manager".to_owned(),
             ),
         },
+    }
+}
+
+/// What `DescribeSecret` says about a secret, as [`SecretMetadata`].
+fn described(out: &DescribeSecretOutput) -> SecretMetadata {
+    let current_version = out.version_ids_to_stages().and_then(|versions| {
+        versions
+            .iter()
+            .find(|(_, stages)| stages.iter().any(|s| s == "AWSCURRENT"))
+            .map(|(id, _)| id.clone())
+    });
+    SecretMetadata {
+        expires_on: tag(out, TAG_EXPIRES_ON)
+            .and_then(|s| s.trim().parse().ok())
+            .and_then(crate::unix_time),
+        managed_by: tag(out, TAG_MANAGED_BY).map(str::to_owned),
+        version: current_version,
+        updated_on: out.last_changed_date().and_then(to_offset),
     }
 }
 

@@ -84,7 +84,7 @@ pub use azure_core::{Error as AzureError, error::ErrorKind as AzureErrorKind};
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES};
 use crate::{
     BackendError, ErrorKind, Format, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
-    parse_rfc3339, pick_field, stored_time,
+    WritePrecondition, parse_rfc3339, pick_field, stored_time,
 };
 
 /// The largest value Key Vault accepts (25 KB).
@@ -493,6 +493,7 @@ impl SecretStore for AzureKeyVaultStore {
         &self,
         name: &str,
         payload: &TokenPayload,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
         if payload.managed_by().chars().count() > MAX_TAG_CHARS {
@@ -502,8 +503,16 @@ impl SecretStore for AzureKeyVaultStore {
                 format!("the managed-by marker is longer than the {MAX_TAG_CHARS} characters a Key Vault tag holds: shorten it"),
             ));
         }
+        // Key Vault has no conditional write (every PUT makes a version): the rule is applied
+        // to what this read finds, and a writer between it and the PUT is not seen.
         let exists = match self.get(name).await {
             Ok(Some(current)) => {
+                precondition.check(
+                    &self.backend,
+                    name,
+                    Some(&current.metadata),
+                    payload.managed_by(),
+                )?;
                 let same_value = current
                     .value
                     .as_ref()
@@ -516,7 +525,16 @@ impl SecretStore for AzureKeyVaultStore {
             }
             Ok(None) => false,
             // A disabled secret cannot be read, but a new (enabled) version can be written.
-            Err(err) if err.kind() == ErrorKind::Conflict => true,
+            // Its tags cannot be read either: the rule goes by what the caller's read saw.
+            Err(err) if err.kind() == ErrorKind::Conflict => {
+                precondition.check(
+                    &self.backend,
+                    name,
+                    precondition.seen().flatten(),
+                    payload.managed_by(),
+                )?;
+                true
+            }
             Err(err) => return Err(err),
         };
         match self.set(name, payload).await {

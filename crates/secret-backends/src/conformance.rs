@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
-use crate::{BackendError, ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
+use crate::{
+    BackendError, ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome, WritePrecondition,
+};
 
 /// The managed-by marker the suite writes.
 pub const MANAGED_BY: &str = "secret-sync-conformance";
@@ -148,7 +150,14 @@ pub async fn write_then_read_back(h: &Harness) {
     for &format in &h.formats {
         let name = (h.fresh_name)();
         let token = unique_token();
-        let outcome = h.store.write(&name, &payload(&token, 60, format)).await;
+        let outcome = h
+            .store
+            .write(
+                &name,
+                &payload(&token, 60, format),
+                &WritePrecondition::unread(false),
+            )
+            .await;
         let outcome = outcome.unwrap_or_else(|e| panic!("writing {name} ({format:?}) failed: {e}"));
         assert_eq!(
             outcome,
@@ -169,12 +178,20 @@ pub async fn overwrite(h: &Harness) {
         let name = (h.fresh_name)();
         let first = unique_token();
         h.store
-            .write(&name, &payload(&first, 30, format))
+            .write(
+                &name,
+                &payload(&first, 30, format),
+                &WritePrecondition::unread(false),
+            )
             .await
             .expect("first write");
         let second = unique_token();
         let new = payload(&second, 90, format);
-        let outcome = h.store.write(&name, &new).await.expect("second write");
+        let outcome = h
+            .store
+            .write(&name, &new, &WritePrecondition::unread(false))
+            .await
+            .expect("second write");
         assert_eq!(
             outcome,
             WriteOutcome::Updated,
@@ -204,7 +221,10 @@ pub async fn metadata_round_trip(h: &Harness) {
     for &format in &h.formats {
         let name = (h.fresh_name)();
         let written = payload(&unique_token(), 75, format);
-        h.store.write(&name, &written).await.expect("write");
+        h.store
+            .write(&name, &written, &WritePrecondition::unread(false))
+            .await
+            .expect("write");
         let meta = h
             .store
             .metadata(&name)
@@ -229,14 +249,21 @@ pub async fn unchanged_write(h: &Harness) {
     for &format in &h.formats {
         let name = (h.fresh_name)();
         let written = payload(&unique_token(), 60, format);
-        h.store.write(&name, &written).await.expect("first write");
+        h.store
+            .write(&name, &written, &WritePrecondition::unread(false))
+            .await
+            .expect("first write");
         let before = h
             .store
             .metadata(&name)
             .await
             .expect("metadata")
             .expect("exists");
-        let outcome = h.store.write(&name, &written).await.expect("second write");
+        let outcome = h
+            .store
+            .write(&name, &written, &WritePrecondition::unread(false))
+            .await
+            .expect("second write");
         assert_eq!(
             outcome,
             WriteOutcome::Unchanged,
@@ -263,7 +290,11 @@ pub async fn missing_field(h: &Harness) {
     let name = (h.fresh_name)();
     let token = unique_token();
     h.store
-        .write(&name, &payload(&token, 60, format))
+        .write(
+            &name,
+            &payload(&token, 60, format),
+            &WritePrecondition::unread(false),
+        )
         .await
         .expect("write");
     let err = h
@@ -297,14 +328,22 @@ pub async fn refused_before_network(h: &Harness, offline: &dyn SecretStore) {
             .expect_err("metadata of an invalid name");
         assert_kind(&err, ErrorKind::InvalidName, "metadata of an invalid name");
         let err = store
-            .write(&h.invalid_name, &payload(&token, 60, h.formats[0]))
+            .write(
+                &h.invalid_name,
+                &payload(&token, 60, h.formats[0]),
+                &WritePrecondition::unread(false),
+            )
             .await
             .expect_err("write to an invalid name");
         assert_kind(&err, ErrorKind::InvalidName, "write to an invalid name");
 
         let huge = SecretString::from("x".repeat(store.max_value_bytes() + 1));
         let err = store
-            .write(&name, &payload(&huge, 60, Format::Raw))
+            .write(
+                &name,
+                &payload(&huge, 60, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .expect_err("an oversized write");
         assert_kind(&err, ErrorKind::ValueTooLarge, "an oversized write");
@@ -329,7 +368,11 @@ pub async fn server_unreachable(h: &Harness, unreachable: &dyn SecretStore) {
             .await
             .expect_err("metadata from a closed port"),
         unreachable
-            .write(&name, &payload(&token, 60, h.formats[0]))
+            .write(
+                &name,
+                &payload(&token, 60, h.formats[0]),
+                &WritePrecondition::unread(false),
+            )
             .await
             .expect_err("write to a closed port"),
     ];
@@ -368,7 +411,11 @@ pub async fn authentication_refused(h: &Harness, bad_auth: &dyn SecretStore, cre
             .await
             .expect_err("metadata with a bad credential"),
         bad_auth
-            .write(&name, &payload(&token, 60, h.formats[0]))
+            .write(
+                &name,
+                &payload(&token, 60, h.formats[0]),
+                &WritePrecondition::unread(false),
+            )
             .await
             .expect_err("write with a bad credential"),
     ];
@@ -393,7 +440,11 @@ pub async fn throttling_retried(h: &Harness, throttled: &dyn SecretStore) {
     let token = unique_token();
     let format = h.formats[0];
     let outcome = throttled
-        .write(&name, &payload(&token, 60, format))
+        .write(
+            &name,
+            &payload(&token, 60, format),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap_or_else(|e| panic!("a throttled write was not retried to success: {e}"));
     assert_eq!(outcome, WriteOutcome::Created, "throttled write");
@@ -401,6 +452,82 @@ pub async fn throttling_retried(h: &Harness, throttled: &dyn SecretStore) {
         read_token(h, &name, format).await,
         token.expose_secret(),
         "token after throttling"
+    );
+}
+
+/// A secret someone else creates between the metadata read and the write is not overwritten.
+///
+/// The race, made deterministic: the suite reads the metadata (no secret), then
+/// `create_as_other(name)` creates the secret through another client (the raw API, without
+/// secret-sync's marker), then the suite writes with the precondition of its read. The write
+/// fails with `Conflict`, saying so and naming `adopt`, and the other writer's value is intact.
+/// The same write with `adopt` set takes the secret over.
+pub async fn created_since_read_is_not_overwritten(h: &Harness, create_as_other: &dyn Fn(&str)) {
+    let name = (h.fresh_name)();
+    let format = h.formats[0];
+    let token = unique_token();
+    let seen = h
+        .store
+        .metadata(&name)
+        .await
+        .expect("metadata before the write");
+    assert_eq!(seen, None, "a fresh name exists already");
+    create_as_other(&name);
+    let theirs = h
+        .store
+        .read(&name, None)
+        .await
+        .expect("reading what the other writer created");
+    let err = h
+        .store
+        .write(
+            &name,
+            &payload(&token, 60, format),
+            &WritePrecondition::from_read(seen.clone(), false),
+        )
+        .await
+        .expect_err("a write over a secret someone else created since the read must fail");
+    assert_kind(
+        &err,
+        ErrorKind::Conflict,
+        "a write over a secret created since the read",
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("someone else wrote this secret since secret-sync read it")
+            && text.contains("adopt = true"),
+        "the error says what happened and what to do: {text}"
+    );
+    assert_no_leak(&err, &[token.expose_secret(), theirs.expose_secret()]);
+    let after = h
+        .store
+        .read(&name, None)
+        .await
+        .expect("reading the secret after the refused write");
+    assert_eq!(
+        after.expose_secret(),
+        theirs.expose_secret(),
+        "the other writer's value was overwritten"
+    );
+
+    let adopted = h
+        .store
+        .write(
+            &name,
+            &payload(&token, 60, format),
+            &WritePrecondition::from_read(seen, true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("with adopt, the write takes the secret over: {e}"));
+    assert_eq!(
+        adopted,
+        WriteOutcome::Updated,
+        "an adopted secret is updated"
+    );
+    assert_eq!(
+        read_token(h, &name, format).await,
+        token.expose_secret(),
+        "token after adopting"
     );
 }
 

@@ -81,7 +81,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -90,7 +90,7 @@ use time::OffsetDateTime;
 
 use crate::{
     BackendError, ErrorKind, Format, SecretMetadata, SecretStore, StoredToken, TokenPayload,
-    WriteOutcome, expiry_from_map, pick_field,
+    WriteOutcome, WritePrecondition, expiry_from_map, pick_field,
 };
 
 /// The suffix of the sidecar that holds the expiry of a raw token file.
@@ -592,7 +592,16 @@ impl FileStore {
         let Some(entry) = self.resolve(name, false)?.filter(|e| e.exists) else {
             return Ok(None);
         };
-        let Some((text, meta)) = self.read_text(name, &entry)? else {
+        self.metadata_of(name, &entry)
+    }
+
+    /// The metadata of `entry`'s file as it is now; `None` when there is none.
+    fn metadata_of(
+        &self,
+        name: &str,
+        entry: &Entry,
+    ) -> Result<Option<SecretMetadata>, BackendError> {
+        let Some((text, meta)) = self.read_text(name, entry)? else {
             return Ok(None);
         };
         // Checked: an mtime after year 9999 (tmpfs keeps one) is no updated time, not a panic.
@@ -604,7 +613,7 @@ impl FileStore {
             // fresh. Its managed-by still counts, so the target stays ours and is rewritten.
             // The token is compared as read (one trailing newline removed), as the write's
             // unchanged check compares it.
-            None => match self.read_sidecar(name, &entry)? {
+            None => match self.read_sidecar(name, entry)? {
                 Some(meta) => {
                     let describes_token = meta.token_sha256.as_deref()
                         == Some(token_fingerprint(text.expose_secret()).as_str());
@@ -646,6 +655,7 @@ impl FileStore {
         &self,
         name: &str,
         payload: &TokenPayload,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
         let Some(entry) = self.resolve(name, true)? else {
@@ -664,6 +674,18 @@ impl FileStore {
         if entry.exists && self.is_unchanged(name, &entry, payload)? {
             return Ok(WriteOutcome::Unchanged);
         }
+        // The adopt rule, applied again to what is there right before the renames. A rename
+        // replaces unconditionally, so a writer between this check and the rename is not seen;
+        // only a create is closed: it renames with RENAME_NOREPLACE (see `replace_atomically`).
+        // `true` when the file exists now.
+        let recheck = || -> Result<bool, BackendError> {
+            if precondition.adopt() {
+                return Ok(true);
+            }
+            let current = self.metadata_of(name, &entry)?;
+            precondition.check(&self.backend, name, current.as_ref(), payload.managed_by())?;
+            Ok(current.is_some())
+        };
         let content = payload.encode();
         let sidecar = entry.sidecar_name();
         match payload.format() {
@@ -693,6 +715,7 @@ impl FileStore {
                         (&entry.file_name, content.expose_secret().as_bytes()),
                         (&sidecar, meta.as_bytes()),
                     ],
+                    &recheck,
                 )?;
             }
             Format::Json => {
@@ -700,6 +723,7 @@ impl FileStore {
                     name,
                     &entry,
                     &[(&entry.file_name, content.expose_secret().as_bytes())],
+                    &recheck,
                 )?;
                 match rustix::fs::unlinkat(&entry.parent, sidecar.as_str(), AtFlags::empty()) {
                     Ok(()) => {}
@@ -769,25 +793,52 @@ impl FileStore {
     /// directory is fsynced once. All relative to the directory's handle. On failure the
     /// temporary files not renamed yet are removed; a file whose rename has not happened is
     /// untouched.
+    ///
+    /// `recheck` runs right before the renames (it applies the adopt rule and says whether the
+    /// first file exists). When it does not, the first rename is `RENAME_NOREPLACE`, so a file
+    /// created since is never replaced unchecked: the rename fails, `recheck` runs again on
+    /// what appeared, and only if it allows the write is the file replaced.
     fn replace_atomically(
         &self,
         name: &str,
         entry: &Entry,
         files: &[(&str, &[u8])],
+        recheck: &dyn Fn() -> Result<bool, BackendError>,
     ) -> Result<(), BackendError> {
         // Dropping a TempFile that was not renamed removes it, so `?` anywhere below cleans up.
         let mut temps = Vec::with_capacity(files.len());
         for (file, content) in files {
             temps.push(self.write_temp(name, entry, file, content)?);
         }
+        let mut create_only = !recheck()?;
         for temp in &mut temps {
-            rustix::fs::renameat(
-                &entry.parent,
-                temp.name.as_str(),
-                &entry.parent,
-                temp.target,
-            )
-            .map_err(|e| {
+            let rename = |flags| {
+                rustix::fs::renameat_with(
+                    &entry.parent,
+                    temp.name.as_str(),
+                    &entry.parent,
+                    temp.target,
+                    flags,
+                )
+            };
+            let renamed = if create_only {
+                create_only = false;
+                match rename(RenameFlags::NOREPLACE) {
+                    // Created by someone since the check: the rule decides on what is there.
+                    Err(e) if e == Errno::EXIST => {
+                        recheck()?;
+                        rename(RenameFlags::empty())
+                    }
+                    // A file system without RENAME_NOREPLACE: the window stays open.
+                    Err(e) if e == Errno::INVAL || e == Errno::NOSYS || e == Errno::NOTSUP => {
+                        rename(RenameFlags::empty())
+                    }
+                    other => other,
+                }
+            } else {
+                rename(RenameFlags::empty())
+            };
+            renamed.map_err(|e| {
                 self.io_error(
                     name,
                     "rename the temporary file onto",
@@ -1109,9 +1160,14 @@ impl SecretStore for FileStore {
         &self,
         name: &str,
         payload: &TokenPayload,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         let (store, name, payload) = (self.clone(), name.to_owned(), payload.clone());
-        run_blocking(&self.backend, move || store.write_blocking(&name, &payload)).await
+        let precondition = precondition.clone();
+        run_blocking(&self.backend, move || {
+            store.write_blocking(&name, &payload, &precondition)
+        })
+        .await
     }
 }
 
@@ -1205,7 +1261,11 @@ mod tests {
             assert_eq!(err.kind(), ErrorKind::InvalidConfig);
             assert!(err.to_string().contains(&expected), "{err}");
             let err = store
-                .write("apps/graph-token", &payload(TOKEN, Format::Raw))
+                .write(
+                    "apps/graph-token",
+                    &payload(TOKEN, Format::Raw),
+                    &WritePrecondition::unread(false),
+                )
                 .await
                 .unwrap_err();
             assert!(err.to_string().contains(&expected), "{err}");
@@ -1220,7 +1280,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let outcome = store
-            .write("apps/graph-token", &payload(TOKEN, Format::Raw))
+            .write(
+                "apps/graph-token",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         assert_eq!(outcome, WriteOutcome::Created);
@@ -1248,12 +1312,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         store
-            .write("t", &payload(TOKEN, Format::Raw))
+            .write(
+                "t",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         assert_eq!(
             store
-                .write("t", &payload(TOKEN, Format::Json))
+                .write(
+                    "t",
+                    &payload(TOKEN, Format::Json),
+                    &WritePrecondition::unread(false)
+                )
                 .await
                 .unwrap(),
             WriteOutcome::Updated
@@ -1276,7 +1348,11 @@ mod tests {
         );
         assert_eq!(
             store
-                .write("t", &payload(TOKEN, Format::Json))
+                .write(
+                    "t",
+                    &payload(TOKEN, Format::Json),
+                    &WritePrecondition::unread(false)
+                )
                 .await
                 .unwrap(),
             WriteOutcome::Unchanged
@@ -1294,11 +1370,19 @@ mod tests {
             },
         );
         store
-            .write("a", &payload(TOKEN, Format::Raw))
+            .write(
+                "a",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         store
-            .write("a", &payload("other.token.value", Format::Raw))
+            .write(
+                "a",
+                &payload("other.token.value", Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         let mut names: Vec<String> = fs::read_dir(dir.path())
@@ -1352,7 +1436,11 @@ mod tests {
         let strict = store(dir.path());
         for name in ["link", "linkdir/x"] {
             let err = strict
-                .write(name, &payload(TOKEN, Format::Raw))
+                .write(
+                    name,
+                    &payload(TOKEN, Format::Raw),
+                    &WritePrecondition::unread(false),
+                )
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -1369,7 +1457,11 @@ mod tests {
             },
         );
         relaxed
-            .write("link", &payload(TOKEN, Format::Raw))
+            .write(
+                "link",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(true),
+            )
             .await
             .unwrap();
         assert!(
@@ -1391,7 +1483,11 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         store
-            .write("apps/t", &payload("old.token", Format::Raw))
+            .write(
+                "apps/t",
+                &payload("old.token", Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         // Between the checks and the writes, `apps` becomes a symlink to a directory outside.
@@ -1400,7 +1496,13 @@ mod tests {
             fs::rename(root.join("apps"), root.join("apps.moved")).unwrap();
             symlink(&away, root.join("apps")).unwrap();
         });
-        let result = store.write("apps/t", &payload(TOKEN, Format::Raw)).await;
+        let result = store
+            .write(
+                "apps/t",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
+            .await;
         assert_eq!(
             entries(outside.path()),
             Vec::<String>::new(),
@@ -1495,7 +1597,11 @@ mod tests {
         );
         assert!(store.metadata("nope").await.unwrap().is_none());
         let err = store
-            .write("sub", &payload(TOKEN, Format::Raw))
+            .write(
+                "sub",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
@@ -1535,11 +1641,19 @@ mod tests {
         let first = datetime!(2026-11-24 06:00 UTC);
         let second = datetime!(2026-11-24 07:00 UTC);
         store
-            .write("t", &payload_expiring("old.token", first, "secret-sync"))
+            .write(
+                "t",
+                &payload_expiring("old.token", first, "secret-sync"),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         let outcome = store
-            .write("t", &payload_expiring("new.token", second, "secret-sync"))
+            .write(
+                "t",
+                &payload_expiring("new.token", second, "secret-sync"),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         assert_eq!(outcome, WriteOutcome::Updated);
@@ -1554,7 +1668,11 @@ mod tests {
         assert_eq!(meta.expires_on, Some(second));
         assert_eq!(
             store
-                .write("t", &payload_expiring("new.token", second, "secret-sync"))
+                .write(
+                    "t",
+                    &payload_expiring("new.token", second, "secret-sync"),
+                    &WritePrecondition::unread(false)
+                )
                 .await
                 .unwrap(),
             WriteOutcome::Unchanged
@@ -1568,20 +1686,29 @@ mod tests {
         let expiry = datetime!(2026-11-24 06:00 UTC);
         let sidecar = dir.path().join("t.meta.json");
         let same = payload_expiring(TOKEN, expiry, "secret-sync");
-        store.write("t", &same).await.unwrap();
+        store
+            .write("t", &same, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
         let written = fs::read_to_string(&sidecar).unwrap();
 
         // The sidecar matches but the token differs: the token is read and the write happens.
         let other_token = payload_expiring("other.token", expiry, "secret-sync");
         assert_eq!(
-            store.write("t", &other_token).await.unwrap(),
+            store
+                .write("t", &other_token, &WritePrecondition::unread(false))
+                .await
+                .unwrap(),
             WriteOutcome::Updated
         );
         assert_eq!(
             fs::read_to_string(dir.path().join("t")).unwrap(),
             "other.token"
         );
-        store.write("t", &same).await.unwrap();
+        store
+            .write("t", &same, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
 
         // Same token, but the sidecar is missing, is not JSON, differs in expiry or marker,
         // names another token, or names none (an older version's sidecar).
@@ -1606,8 +1733,12 @@ mod tests {
                 None => fs::remove_file(&sidecar).unwrap(),
                 Some(text) => fs::write(&sidecar, text).unwrap(),
             }
+            // adopt: a foreign sidecar's marker would refuse the write otherwise
             assert_eq!(
-                store.write("t", &same).await.unwrap(),
+                store
+                    .write("t", &same, &WritePrecondition::unread(true))
+                    .await
+                    .unwrap(),
                 WriteOutcome::Updated,
                 "{broken:?}"
             );
@@ -1616,7 +1747,10 @@ mod tests {
             assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
         }
         assert_eq!(
-            store.write("t", &same).await.unwrap(),
+            store
+                .write("t", &same, &WritePrecondition::unread(false))
+                .await
+                .unwrap(),
             WriteOutcome::Unchanged
         );
     }
@@ -1629,6 +1763,7 @@ mod tests {
             .write(
                 "t",
                 &payload_expiring("old.token", datetime!(2026-11-24 06:00 UTC), "secret-sync"),
+                &WritePrecondition::unread(false),
             )
             .await
             .unwrap();
@@ -1644,6 +1779,7 @@ mod tests {
             .write(
                 "t",
                 &payload_expiring("new.token", datetime!(2026-11-24 07:00 UTC), "secret-sync"),
+                &WritePrecondition::unread(false),
             )
             .await
             .unwrap_err();
@@ -1674,7 +1810,11 @@ mod tests {
         assert!(sidecar_temp.len() > 255, "{sidecar_temp:?}");
         fs::write(&target, "old.token\n").unwrap();
         let err = store
-            .write(&name, &payload("new.token", Format::Raw))
+            .write(
+                &name,
+                &payload("new.token", Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io, "{err}");
@@ -1713,7 +1853,10 @@ mod tests {
         );
         assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
         assert_eq!(
-            store.write("t", payload).await.unwrap(),
+            store
+                .write("t", payload, &WritePrecondition::unread(false))
+                .await
+                .unwrap(),
             WriteOutcome::Updated
         );
         assert_eq!(
@@ -1729,7 +1872,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         store
-            .write("t", &payload(TOKEN, Format::Raw))
+            .write(
+                "t",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         let sidecar = sidecar_of(dir.path(), "t");
@@ -1742,7 +1889,11 @@ mod tests {
             "token_type, expires_on, expires_at, managed_by, token_sha256: {sidecar}"
         );
         store
-            .write("t", &payload("other.token", Format::Raw))
+            .write(
+                "t",
+                &payload("other.token", Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -1756,7 +1907,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = payload(TOKEN, Format::Raw);
-        store.write("t", &same).await.unwrap();
+        store
+            .write("t", &same, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
         fs::write(dir.path().join("t"), "hand.placed.token\n").unwrap();
         // The sidecar still names the payload's token, but the file does not hold it: the same
         // token written again (as a cached token would be) repairs the file.
@@ -1768,7 +1922,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = payload(TOKEN, Format::Raw);
-        store.write("t", &same).await.unwrap();
+        store
+            .write("t", &same, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
         let mut sidecar = sidecar_of(dir.path(), "t");
         sidecar.as_object_mut().unwrap().remove("token_sha256");
         fs::write(dir.path().join("t.meta.json"), sidecar.to_string()).unwrap();
@@ -1785,7 +1942,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = payload(TOKEN, Format::Raw);
-        store.write("t", &same).await.unwrap();
+        store
+            .write("t", &same, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
         // An old mtime: a rewrite within the filesystem's timestamp tick would not show.
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
         let stamp = |path: &Path| {
@@ -1805,7 +1965,10 @@ mod tests {
         let before = (stamp(&token), stamp(&sidecar));
         assert_eq!(before.0.1, old);
         assert_eq!(
-            store.write("t", &same).await.unwrap(),
+            store
+                .write("t", &same, &WritePrecondition::unread(false))
+                .await
+                .unwrap(),
             WriteOutcome::Unchanged
         );
         assert_eq!((stamp(&token), stamp(&sidecar)), before);
@@ -1822,12 +1985,16 @@ mod tests {
         let first = datetime!(2026-11-24 06:00 UTC);
         let later = datetime!(2026-11-24 07:00 UTC);
         store
-            .write("t", &payload_expiring("token.a", first, "secret-sync"))
+            .write(
+                "t",
+                &payload_expiring("token.a", first, "secret-sync"),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         let newer = payload_expiring("token.b", later, "secret-sync");
         FileStore::new("local", FileOptions::new(other.path()))
-            .write("t", &newer)
+            .write("t", &newer, &WritePrecondition::unread(false))
             .await
             .unwrap();
         fs::copy(

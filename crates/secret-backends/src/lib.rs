@@ -83,8 +83,141 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
 
     /// Writes a token, creating the secret when it is missing. When the stored token and expiry
     /// are already identical nothing is written and the outcome is [`WriteOutcome::Unchanged`].
-    async fn write(&self, name: &str, payload: &TokenPayload)
-    -> Result<WriteOutcome, BackendError>;
+    ///
+    /// `precondition` says what the caller's metadata read saw and whether the target may take
+    /// over a secret secret-sync did not write; the backend applies it as close to the write as
+    /// its API allows (see [`WritePrecondition`]). A secret that someone else wrote since, and
+    /// that the rule does not let this write take over, is left as it is and the error is
+    /// [`ErrorKind::Conflict`].
+    async fn write(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+        precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError>;
+}
+
+/// What a write may go over: what the metadata read before it saw, and `adopt`.
+///
+/// The adopt rule is "never overwrite a secret whose managed-by marker is not the payload's
+/// unless the target says `adopt = true`". The caller decides it from its metadata read; this
+/// type carries that read into [`SecretStore::write`] so the backend can apply the rule again
+/// against what is there at the moment it writes, and so a secret someone else wrote between
+/// the read and the write is not overwritten. Backends apply it where their API can:
+///
+/// - Vault KV v2: check-and-set on the version (`cas = 0` when the read saw no secret), so the
+///   store itself refuses a write over a version that came after the one checked; on a
+///   mismatch the rule is applied to the new version.
+/// - AWS Secrets Manager: `CreateSecret` when the read saw no secret (it fails with
+///   `ResourceExistsException` if one appeared); then the rule is applied to what
+///   `DescribeSecret` says now.
+/// - Vault KV v1, Azure Key Vault, the file backend: no conditional write (or, for a file,
+///   only for a create: `RENAME_NOREPLACE`), so the rule is applied to a read made right before
+///   the write; a writer in between is not seen (docs/security.md).
+///
+/// What the read learned ([`WritePrecondition::seen`]: version, expiry, marker) also lets a
+/// backend skip reads that would repeat it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritePrecondition {
+    seen: Seen,
+    adopt: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// No metadata read was made before the write.
+    NotRead,
+    /// The read found no secret.
+    Missing,
+    /// The read found this.
+    Present(SecretMetadata),
+}
+
+impl WritePrecondition {
+    /// From the metadata read made before the write: `seen` is what
+    /// [`SecretStore::metadata`] returned (`None`: no secret). `adopt`: the write may take over
+    /// a secret without the payload's marker.
+    pub fn from_read(seen: Option<SecretMetadata>, adopt: bool) -> Self {
+        WritePrecondition {
+            seen: match seen {
+                Some(meta) => Seen::Present(meta),
+                None => Seen::Missing,
+            },
+            adopt,
+        }
+    }
+
+    /// No metadata read before the write: the backend applies the rule to what it finds.
+    pub fn unread(adopt: bool) -> Self {
+        WritePrecondition {
+            seen: Seen::NotRead,
+            adopt,
+        }
+    }
+
+    /// Whether the write may take over a secret without the payload's marker.
+    pub fn adopt(&self) -> bool {
+        self.adopt
+    }
+
+    /// What the read saw: `None` when no read was made, `Some(None)` when it found no secret.
+    pub fn seen(&self) -> Option<Option<&SecretMetadata>> {
+        match &self.seen {
+            Seen::NotRead => None,
+            Seen::Missing => Some(None),
+            Seen::Present(meta) => Some(Some(meta)),
+        }
+    }
+
+    /// Whether the read found no secret (so the write is a create, and a backend that can
+    /// create conditionally does).
+    pub fn expects_missing(&self) -> bool {
+        self.seen == Seen::Missing
+    }
+
+    /// Applies the adopt rule to `current`, what the store holds right before the write
+    /// (`None`: no secret): a secret without `managed_by` as its marker is not overwritten
+    /// unless `adopt`. The error is [`ErrorKind::Conflict`] and says whether the secret changed
+    /// since the read.
+    pub fn check(
+        &self,
+        backend: &str,
+        name: &str,
+        current: Option<&SecretMetadata>,
+        managed_by: &str,
+    ) -> Result<(), BackendError> {
+        let Some(current) = current else {
+            return Ok(());
+        };
+        if self.adopt || current.managed_by.as_deref() == Some(managed_by) {
+            return Ok(());
+        }
+        let marker = match &current.managed_by {
+            Some(marker) => format!("its managed-by marker is \"{marker}\""),
+            None => "it has no managed-by marker".to_owned(),
+        };
+        let changed = match &self.seen {
+            Seen::NotRead => false,
+            Seen::Missing => true,
+            Seen::Present(seen) => {
+                seen.managed_by != current.managed_by
+                    || (seen.version.is_some() && seen.version != current.version)
+            }
+        };
+        let message = if changed {
+            format!(
+                "someone else wrote this secret since secret-sync read it ({marker}): it was not \
+                 overwritten; if secret-sync should take it over, set adopt = true on the target, \
+                 otherwise find the other writer (two writers of one secret overwrite each other)"
+            )
+        } else {
+            format!(
+                "this secret was not written by secret-sync ({marker}): it was not overwritten; \
+                 set adopt = true on the target if secret-sync should take it over"
+            )
+        };
+        Err(BackendError::new(ErrorKind::Conflict, backend, message).with_secret(name))
+    }
 }
 
 /// What a backend knows about a stored secret, without its value.

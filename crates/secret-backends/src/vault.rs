@@ -72,7 +72,7 @@ use vaultrs::error::ClientError;
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, ReadError, RedirectRefused, find_cause};
 use crate::{
     BackendError, ErrorKind, SecretMetadata, SecretStore, StoredToken, TokenPayload, WriteOutcome,
-    expiry_from_map, pick_from_map,
+    WritePrecondition, expiry_from_map, pick_from_map,
 };
 
 /// The largest value this backend writes (Vault's storage backends commonly cap entries at 512 KiB).
@@ -1150,27 +1150,48 @@ impl SecretStore for VaultStore {
         &self,
         name: &str,
         payload: &TokenPayload,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
-        let current = self
-            .read_map(name, "reading the secret before writing")
-            .await?;
-        if let Some((map, _)) = &current
-            && StoredToken::from_map(map).is_some_and(|stored| {
-                stored.same_as(payload)
-                    && stored.managed_by.as_deref() == Some(payload.managed_by())
-            })
-        {
-            return Ok(WriteOutcome::Unchanged);
-        }
+        let kv = self.kv_version(name).await?;
+        // KV v2 after a read that saw no secret: nothing to compare, and cas = 0 makes Vault
+        // refuse the write if one appeared since.
+        let mut current = if kv == KvVersion::V2 && precondition.expects_missing() {
+            None
+        } else {
+            self.read_map(name, "reading the secret before writing")
+                .await?
+        };
         let op = Op {
             secret: Some(name),
             doing: "writing the secret",
         };
         let data = Arc::new(token_map(payload));
         let (mount, path) = (self.mount.clone(), name.to_owned());
-        match self.kv_version(name).await? {
-            KvVersion::V1 => {
+        // On KV v2, a check-and-set mismatch (someone wrote since the version checked) reads
+        // the secret again and applies the rule to what is there: at most twice.
+        let mut attempt = 0;
+        let written = loop {
+            attempt += 1;
+            if let Some((map, version)) = &current {
+                if StoredToken::from_map(map).is_some_and(|stored| {
+                    stored.same_as(payload)
+                        && stored.managed_by.as_deref() == Some(payload.managed_by())
+                }) {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let found = SecretMetadata {
+                    managed_by: map
+                        .get("managed_by")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                    version: version.map(|v| v.to_string()),
+                    ..SecretMetadata::default()
+                };
+                precondition.check(&self.backend, name, Some(&found), payload.managed_by())?;
+            }
+            if kv == KvVersion::V1 {
+                // KV v1 has no check-and-set: a writer since the read above is not seen.
                 self.call(op, |client| {
                     let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
                     async move {
@@ -1180,55 +1201,74 @@ impl SecretStore for VaultStore {
                     }
                 })
                 .await?;
+                break None;
             }
-            KvVersion::V2 => {
-                // check-and-set against the version we compared with, so a concurrent writer is noticed
-                let cas = current.as_ref().and_then(|(_, v)| *v);
-                let written = self
-                    .call(op, |client| {
-                        let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
-                        async move {
-                            match cas.and_then(|v| u32::try_from(v).ok()) {
-                                Some(cas) => {
-                                    let options = SetSecretRequestOptions { cas };
-                                    vaultrs::kv2::set_with_options(
-                                        &*client, &mount, &path, &*data, options,
-                                    )
-                                    .await
-                                }
-                                None => vaultrs::kv2::set(&*client, &mount, &path, &*data).await,
-                            }
-                        }
-                    })
-                    .await?;
-                let custom: HashMap<String, String> = [
-                    (
-                        "expires_on",
-                        payload.expires_on().unix_timestamp().to_string(),
-                    ),
-                    ("expires_at", payload.expires_at_rfc3339()),
-                    ("managed_by", payload.managed_by().to_owned()),
-                    // custom_metadata outlives versions: this says which version it describes
-                    ("version", written.version.to_string()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
-                let op = Op {
-                    secret: Some(name),
-                    doing: "writing the secret's custom_metadata (the token itself was written)",
-                };
-                self.call(op, |client| {
-                    let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+            // The version checked, 0 for "must not exist"; none for a deleted latest version,
+            // which reads as no secret but has a version number (after a mismatch only).
+            let cas = match &current {
+                Some((_, version)) => version.and_then(|v| u32::try_from(v).ok()),
+                None if attempt == 1 => Some(0),
+                None => None,
+            };
+            let result = self
+                .call(op, |client| {
+                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
                     async move {
-                        let mut request = SetSecretMetadataRequest::builder();
-                        request.custom_metadata(custom);
-                        vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut request))
-                            .await
+                        match cas {
+                            Some(cas) => {
+                                let options = SetSecretRequestOptions { cas };
+                                vaultrs::kv2::set_with_options(
+                                    &*client, &mount, &path, &*data, options,
+                                )
+                                .await
+                            }
+                            None => vaultrs::kv2::set(&*client, &mount, &path, &*data).await,
+                        }
                     }
                 })
-                .await?;
+                .await;
+            match result {
+                Ok(written) => break Some(written),
+                Err(err) if err.kind() == ErrorKind::Conflict && attempt < 2 => {
+                    tracing::debug!(backend = %self.backend, secret = name,
+                        "check-and-set mismatch: reading the secret again");
+                    current = self
+                        .read_map(
+                            name,
+                            "reading the secret again after a check-and-set mismatch",
+                        )
+                        .await?;
+                }
+                Err(err) => return Err(err),
             }
+        };
+        if let Some(written) = written {
+            let custom: HashMap<String, String> = [
+                (
+                    "expires_on",
+                    payload.expires_on().unix_timestamp().to_string(),
+                ),
+                ("expires_at", payload.expires_at_rfc3339()),
+                ("managed_by", payload.managed_by().to_owned()),
+                // custom_metadata outlives versions: this says which version it describes
+                ("version", written.version.to_string()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+            let op = Op {
+                secret: Some(name),
+                doing: "writing the secret's custom_metadata (the token itself was written)",
+            };
+            self.call(op, |client| {
+                let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+                async move {
+                    let mut request = SetSecretMetadataRequest::builder();
+                    request.custom_metadata(custom);
+                    vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut request)).await
+                }
+            })
+            .await?;
         }
         Ok(if current.is_some() {
             WriteOutcome::Updated

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::config::{Credentials, Region, SharedCredentialsProvider};
 use secrecy::{ExposeSecret, SecretString};
+use secret_backends::WritePrecondition;
 use secret_backends::conformance::{self, Harness};
 use secret_backends::{
     AwsOptions, AwsStore, ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome,
@@ -92,6 +93,21 @@ fn fixture_on(moto: Moto, make_store: impl FnOnce(String, u32) -> AwsStore) -> F
 #[tokio::test]
 async fn missing_secret_is_not_found() {
     conformance::missing_secret_is_not_found(&fixture().harness).await;
+}
+
+/// Another client (boto3) creates the secret between the read and the write: CreateSecret's
+/// ResourceExistsException makes the write describe it again and refuse it.
+#[tokio::test]
+async fn created_since_read_is_not_overwritten() {
+    let f = fixture();
+    conformance::created_since_read_is_not_overwritten(&f.harness, &|name| {
+        boto3(
+            &f.moto,
+            "sm.create_secret(Name=sys.argv[2], SecretString=\"someone else's value\")\nprint('{}')",
+            &[name],
+        );
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -330,7 +346,11 @@ async fn boto3_reads_back_what_the_backend_wrote() {
     let expires = OffsetDateTime::from_unix_timestamp(1_795_500_000).unwrap();
     for (name, format) in [("graph/raw", Format::Raw), ("graph/json", Format::Json)] {
         let written = payload("eyJ0eXAiOiJKV1QifQ.interop.sig", expires, format);
-        let outcome = f.store.write(name, &written).await.unwrap();
+        let outcome = f
+            .store
+            .write(name, &written, &WritePrecondition::unread(false))
+            .await
+            .unwrap();
         assert_eq!(outcome, WriteOutcome::Created, "{name}");
 
         let seen = boto3(&f.moto, READ_BACK, &[name]);
@@ -381,10 +401,17 @@ async fn same_token_with_a_new_expiry_only_retags() {
     let token = "eyJ0eXAiOiJKV1QifQ.retag.sig";
     let first = payload(token, now + time::Duration::minutes(30), Format::Raw);
     let later = payload(token, now + time::Duration::minutes(60), Format::Raw);
-    f.store.write("graph/retag", &first).await.unwrap();
+    f.store
+        .write("graph/retag", &first, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     let before = f.store.metadata("graph/retag").await.unwrap().unwrap();
 
-    let outcome = f.store.write("graph/retag", &later).await.unwrap();
+    let outcome = f
+        .store
+        .write("graph/retag", &later, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
     let after = f.store.metadata("graph/retag").await.unwrap().unwrap();
     assert_eq!(after.expires_on, Some(later.expires_on()));
@@ -401,14 +428,21 @@ async fn a_secret_scheduled_for_deletion_is_explained() {
     let f = fixture();
     let token = "eyJ0eXAiOiJKV1QifQ.deleted.sig";
     let written = payload(token, OffsetDateTime::now_utc(), Format::Raw);
-    f.store.write("graph/deleted", &written).await.unwrap();
+    f.store
+        .write("graph/deleted", &written, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     boto3(
         &f.moto,
         "sm.delete_secret(SecretId=sys.argv[2], RecoveryWindowInDays=7)\nprint('{}')",
         &["graph/deleted"],
     );
 
-    let write = f.store.write("graph/deleted", &written).await.unwrap_err();
+    let write = f
+        .store
+        .write("graph/deleted", &written, &WritePrecondition::unread(false))
+        .await
+        .unwrap_err();
     let meta = f.store.metadata("graph/deleted").await.unwrap_err();
     for err in [&write, &meta] {
         assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -511,7 +545,10 @@ async fn a_new_secret_uses_the_configured_kms_key() {
         OffsetDateTime::now_utc(),
         Format::Raw,
     );
-    store.write("graph/kms", &written).await.unwrap();
+    store
+        .write("graph/kms", &written, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     let seen = boto3(
         &moto,
         "print(json.dumps(sm.describe_secret(SecretId=sys.argv[2]).get('KmsKeyId')))",

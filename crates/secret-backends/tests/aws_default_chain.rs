@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use secrecy::SecretString;
+use secret_backends::WritePrecondition;
 use secret_backends::{AwsOptions, AwsStore, Format, SecretStore, TokenPayload, WriteOutcome};
 use testkit::real::Moto;
 use time::OffsetDateTime;
@@ -91,6 +92,9 @@ async fn write_with_profile(endpoint: String) {
         Format::Raw,
     )
     .unwrap();
-    let outcome = store.write("graph/profile", &payload).await.unwrap();
+    let outcome = store
+        .write("graph/profile", &payload, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
 }

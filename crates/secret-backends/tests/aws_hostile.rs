@@ -6,6 +6,7 @@
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::config::{Credentials, Region, SharedCredentialsProvider};
 use secrecy::SecretString;
+use secret_backends::WritePrecondition;
 use secret_backends::{AwsOptions, AwsStore, Format, SecretStore, TokenPayload};
 use serde_json::json;
 use testkit::{Behaviour, HostileServer};
@@ -51,7 +52,10 @@ async fn a_redirect_is_not_followed_and_nothing_reaches_its_target() {
             .await
             .unwrap();
         let store = store(endpoint.base_url());
-        let write = store.write("graph-token", &payload()).await.unwrap_err();
+        let write = store
+            .write("graph-token", &payload(), &WritePrecondition::unread(false))
+            .await
+            .unwrap_err();
         let read = store.read("graph-token", None).await.unwrap_err();
         for err in [write, read] {
             let text = format!("{err} {err:?}");

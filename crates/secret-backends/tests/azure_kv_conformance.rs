@@ -21,6 +21,7 @@ use entra_auth::{
     TokenCache, TokenClient,
 };
 use secrecy::{ExposeSecret, SecretString};
+use secret_backends::WritePrecondition;
 use secret_backends::azure_kv::{
     AzureKeyVaultOptions, AzureKeyVaultStore, EXPIRES_AT_TAG, MANAGED_BY_TAG, RetrySettings,
 };
@@ -258,7 +259,10 @@ async fn write_sets_exp_content_type_and_tags() {
     let token = conformance::unique_token();
     let raw = conformance::payload(&token, 60, Format::Raw);
     assert_eq!(
-        store.write(&raw_name, &raw).await.unwrap(),
+        store
+            .write(&raw_name, &raw, &WritePrecondition::unread(false))
+            .await
+            .unwrap(),
         WriteOutcome::Created
     );
     let stored = f.vault.secret(&raw_name).expect("the secret was written");
@@ -281,7 +285,10 @@ async fn write_sets_exp_content_type_and_tags() {
 
     let json_name = fresh_name();
     let json = conformance::payload(&token, 60, Format::Json);
-    store.write(&json_name, &json).await.unwrap();
+    store
+        .write(&json_name, &json, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     let stored = f.vault.secret(&json_name).unwrap();
     assert_eq!(stored.content_type.as_deref(), Some("application/json"));
     assert_eq!(
@@ -298,7 +305,10 @@ async fn write_sets_exp_content_type_and_tags() {
         ..f.options()
     });
     let plain_name = fresh_name();
-    chosen.write(&plain_name, &raw).await.unwrap();
+    chosen
+        .write(&plain_name, &raw, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     assert_eq!(
         f.vault.secret(&plain_name).unwrap().content_type.as_deref(),
         Some("text/plain"),
@@ -317,12 +327,19 @@ async fn a_new_expiry_alone_makes_a_new_version() {
     let name = fresh_name();
     let token = conformance::unique_token();
     store
-        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&token, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let later = conformance::payload(&token, 90, Format::Raw);
     assert_eq!(
-        store.write(&name, &later).await.unwrap(),
+        store
+            .write(&name, &later, &WritePrecondition::unread(false))
+            .await
+            .unwrap(),
         WriteOutcome::Updated
     );
     assert_eq!(f.vault.version_count(&name), 2);
@@ -357,14 +374,22 @@ async fn deleted_but_recoverable_is_explained() {
     let name = fresh_name();
     let token = conformance::unique_token();
     store
-        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&token, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert!(f.vault.soft_delete(&name));
 
     let newer = conformance::unique_token();
     let err = store
-        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&newer, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .expect_err("writing over a soft-deleted name must fail without recover_deleted");
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -392,6 +417,7 @@ async fn recover_deleted_recovers_then_writes() {
         .write(
             &name,
             &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+            &WritePrecondition::unread(false),
         )
         .await
         .unwrap();
@@ -403,7 +429,11 @@ async fn recover_deleted_recovers_then_writes() {
     });
     let newer = conformance::unique_token();
     let outcome = store
-        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&newer, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -434,7 +464,11 @@ async fn an_identity_without_access_is_told_which_role_to_grant() {
         store.read(&name, None).await.unwrap_err(),
         store.metadata(&name).await.unwrap_err(),
         store
-            .write(&name, &conformance::payload(&token, 60, Format::Raw))
+            .write(
+                &name,
+                &conformance::payload(&token, 60, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap_err(),
     ];
@@ -472,6 +506,7 @@ async fn retry_after_is_honoured() {
         .write(
             &name,
             &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+            &WritePrecondition::unread(false),
         )
         .await
         .unwrap();
@@ -515,7 +550,11 @@ async fn a_server_error_is_retried() {
     let name = fresh_name();
     let token = conformance::unique_token();
     store
-        .write(&name, &conformance::payload(&token, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&token, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -592,6 +631,7 @@ async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version(
         .write(
             &name,
             &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+            &WritePrecondition::unread(false),
         )
         .await
         .unwrap();
@@ -603,7 +643,11 @@ async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version(
 
     let newer = conformance::unique_token();
     let outcome = store
-        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&newer, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -786,6 +830,7 @@ async fn a_slow_recovery_is_waited_for_then_written() {
         .write(
             &name,
             &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
+            &WritePrecondition::unread(false),
         )
         .await
         .unwrap();
@@ -797,7 +842,11 @@ async fn a_slow_recovery_is_waited_for_then_written() {
     let newer = conformance::unique_token();
     let started = Instant::now();
     let outcome = store
-        .write(&name, &conformance::payload(&newer, 60, Format::Raw))
+        .write(
+            &name,
+            &conformance::payload(&newer, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -849,7 +898,11 @@ async fn ssl_cert_file_is_honoured() {
         let name = fresh_name();
         let token = conformance::unique_token();
         store
-            .write(&name, &conformance::payload(&token, 60, Format::Raw))
+            .write(
+                &name,
+                &conformance::payload(&token, 60, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
             .await
             .unwrap();
         let read = store.read(&name, None).await.unwrap();
@@ -904,4 +957,15 @@ async fn a_url_that_is_not_a_key_vault_is_a_configuration_error() {
         err.to_string().contains("answered 404") && err.to_string().contains("vault_url"),
         "{err}"
     );
+}
+
+/// Another client (the emulator's own API) creates the secret between the read and the write.
+/// Key Vault has no conditional write: the read right before the PUT is what refuses it.
+#[tokio::test]
+async fn created_since_read_is_not_overwritten() {
+    let f = Fixture::start().await;
+    conformance::created_since_read_is_not_overwritten(&f.harness(), &|name| {
+        f.vault.set_secret(name, "someone-else-s-value").unwrap();
+    })
+    .await;
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
+use secret_backends::WritePrecondition;
 use secret_backends::azure_kv::{
     AccessToken, AzureError, AzureKeyVaultOptions, AzureKeyVaultStore, RetrySettings,
     TokenCredential, TokenRequestOptions,
@@ -86,7 +87,10 @@ async fn a_redirect_after_the_challenge_is_not_followed_and_nothing_reaches_its_
         vault.once(SECRET_PATH, challenge());
         let read = store.read("graph-token", None).await.unwrap_err();
         vault.once(SECRET_PATH, challenge());
-        let write = store.write("graph-token", &payload()).await.unwrap_err();
+        let write = store
+            .write("graph-token", &payload(), &WritePrecondition::unread(false))
+            .await
+            .unwrap_err();
         for err in [read, write] {
             let text = format!("{err} {err:?}");
             assert!(

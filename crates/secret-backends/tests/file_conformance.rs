@@ -69,3 +69,15 @@ async fn refused_before_any_io() {
     );
     conformance::refused_before_network(&f.harness, &offline).await;
 }
+
+#[tokio::test]
+async fn created_since_read_is_not_overwritten() {
+    let f = fixture();
+    let dir = f._dir.path().to_owned();
+    conformance::created_since_read_is_not_overwritten(&f.harness, &|name| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "someone else's value").unwrap();
+    })
+    .await;
+}

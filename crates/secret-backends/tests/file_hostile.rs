@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use secrecy::{ExposeSecret, SecretString};
+use secret_backends::WritePrecondition;
 use secret_backends::{ErrorKind, FileOptions, FileStore, Format, SecretStore, TokenPayload};
 use secret_backends::{SecretMetadata, WriteOutcome};
 use time::macros::datetime;
@@ -73,9 +74,12 @@ async fn metadata(store: &FileStore, name: &str) -> Result<Option<SecretMetadata
 }
 
 async fn write(store: &FileStore, name: &str, p: &TokenPayload) -> Result<WriteOutcome, String> {
-    quickly("write", store.write(name, p))
-        .await
-        .map_err(|e| e.to_string())
+    quickly(
+        "write",
+        store.write(name, p, &WritePrecondition::unread(false)),
+    )
+    .await
+    .map_err(|e| e.to_string())
 }
 
 async fn read(store: &FileStore, name: &str) -> Result<String, String> {
@@ -90,7 +94,11 @@ async fn a_fifo_sidecar_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     store
-        .write("t", &payload(TOKEN, Format::Raw))
+        .write(
+            "t",
+            &payload(TOKEN, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let sidecar = dir.path().join("t.meta.json");
@@ -133,7 +141,11 @@ async fn a_fifo_target_is_a_clear_error_not_a_hang_and_is_not_replaced() {
 async fn a_sidecar_symlinked_to_dev_zero_is_refused_even_when_symlinks_are_followed() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path())
-        .write("t", &payload(TOKEN, Format::Raw))
+        .write(
+            "t",
+            &payload(TOKEN, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let sidecar = dir.path().join("t.meta.json");
@@ -174,7 +186,10 @@ async fn a_torn_or_edited_sidecar_counts_as_ours_without_expiry_and_is_rewritten
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     let same = payload(TOKEN, Format::Raw);
-    store.write("t", &same).await.unwrap();
+    store
+        .write("t", &same, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     let sidecar = dir.path().join("t.meta.json");
     let whole = fs::read_to_string(&sidecar).unwrap();
     let half = &whole[..whole.len() / 2];
@@ -188,7 +203,10 @@ async fn a_torn_or_edited_sidecar_counts_as_ours_without_expiry_and_is_rewritten
             "{broken:?}"
         );
         assert_eq!(
-            store.write("t", &same).await.unwrap(),
+            store
+                .write("t", &same, &WritePrecondition::unread(false))
+                .await
+                .unwrap(),
             WriteOutcome::Updated,
             "{broken:?}"
         );
@@ -225,7 +243,11 @@ async fn a_stored_expiry_out_of_range_is_an_unknown_expiry() {
     assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
     assert_eq!(
         store
-            .write("t", &payload(TOKEN, Format::Json))
+            .write(
+                "t",
+                &payload(TOKEN, Format::Json),
+                &WritePrecondition::unread(false)
+            )
             .await
             .unwrap(),
         WriteOutcome::Updated
@@ -240,7 +262,11 @@ async fn an_mtime_after_year_9999_is_no_updated_time_and_no_panic() {
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
     store
-        .write("t", &payload(TOKEN, Format::Json))
+        .write(
+            "t",
+            &payload(TOKEN, Format::Json),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     // Year 10000 and a bit.
@@ -283,7 +309,11 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
         },
     );
     eager
-        .write("t", &payload(TOKEN, Format::Raw))
+        .write(
+            "t",
+            &payload(TOKEN, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     leave_stale_temporary_files(dir.path());
@@ -299,13 +329,21 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
     }
     // The default age keeps temporary files younger than a few minutes (a write in progress).
     store(dir.path())
-        .write("t", &payload("other.token", Format::Raw))
+        .write(
+            "t",
+            &payload("other.token", Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert!(dir.path().join(".t.tmp-4242-0badf00d-0").exists());
 
     eager
-        .write("t", &payload(TOKEN, Format::Raw))
+        .write(
+            "t",
+            &payload(TOKEN, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
@@ -317,7 +355,11 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
     leave_stale_temporary_files(dir.path());
     assert_eq!(
         eager
-            .write("t", &payload(TOKEN, Format::Raw))
+            .write(
+                "t",
+                &payload(TOKEN, Format::Raw),
+                &WritePrecondition::unread(false)
+            )
             .await
             .unwrap(),
         WriteOutcome::Unchanged
@@ -340,7 +382,11 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
     let outside = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
     store
-        .write("apps/t", &payload("first.token", Format::Raw))
+        .write(
+            "apps/t",
+            &payload("first.token", Format::Raw),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("apps.link")).unwrap();
@@ -369,7 +415,14 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
     let (mut written, mut refused) = (0, 0);
     for i in 0..2000 {
         let token = format!("token.number.{i}");
-        match store.write("apps/t", &payload(&token, Format::Raw)).await {
+        match store
+            .write(
+                "apps/t",
+                &payload(&token, Format::Raw),
+                &WritePrecondition::unread(false),
+            )
+            .await
+        {
             Ok(_) => written += 1,
             Err(_) => refused += 1,
         }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
+use secret_backends::WritePrecondition;
 use secret_backends::conformance::{self, Harness};
 use secret_backends::vault::{
     JwtSource, KvVersion, LoginSecret, RetryPolicy, VaultAuth, VaultOptions, VaultStore,
@@ -67,7 +68,11 @@ async fn approle_login_writes_and_a_wrong_secret_id_is_refused_without_echo() {
     let creds = bao.enable_approle("approle", "sync", &["writer"]);
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
     let outcome = store
-        .write("apps/graph-token", &payload("approle.token.value"))
+        .write(
+            "apps/graph-token",
+            &payload("approle.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
@@ -117,7 +122,11 @@ async fn a_policy_without_write_access_is_forbidden() {
     let creds = bao.enable_approle("approle", "reader", &["reader"]);
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
     let err = store
-        .write("apps/x", &payload("some.token.value"))
+        .write(
+            "apps/x",
+            &payload("some.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
@@ -168,7 +177,11 @@ async fn jwt_login_reads_the_token_from_a_file() {
     .unwrap();
     assert_eq!(
         store
-            .write("ci/token", &payload("jwt.token.value"))
+            .write(
+                "ci/token",
+                &payload("jwt.token.value"),
+                &WritePrecondition::unread(false)
+            )
             .await
             .unwrap(),
         WriteOutcome::Created
@@ -218,7 +231,11 @@ async fn a_renewable_token_is_renewed_before_it_expires() {
     let store = token_store(&bao, "secret", token);
     let started = Instant::now();
     store
-        .write("renew/t", &payload("renew.token.value"))
+        .write(
+            "renew/t",
+            &payload("renew.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     // past two thirds of the lease: the next call renews
@@ -243,12 +260,20 @@ async fn approle_logs_in_again_when_its_token_reached_its_max_ttl() {
     );
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
     store
-        .write("relogin/t", &payload("first.token.value"))
+        .write(
+            "relogin/t",
+            &payload("first.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let outcome = store
-        .write("relogin/t", &payload("second.token.value"))
+        .write(
+            "relogin/t",
+            &payload("second.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -325,7 +350,10 @@ async fn what_the_backend_wrote_reads_back_with_the_bao_cli_and_plain_http() {
     let bao = OpenBao::start();
     let store = token_store(&bao, "secret", bao.root_token().clone());
     let written = payload("interop.token.value");
-    store.write("interop/graph", &written).await.unwrap();
+    store
+        .write("interop/graph", &written, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
 
     let output = Command::new(testkit::real::tool("bao"))
         .args([
@@ -372,7 +400,9 @@ async fn what_the_backend_wrote_reads_back_with_the_bao_cli_and_plain_http() {
     // KV v1 through plain HTTP
     bao.enable_kv("kv1", 1);
     let v1 = token_store(&bao, "kv1", bao.root_token().clone());
-    v1.write("interop/graph", &written).await.unwrap();
+    v1.write("interop/graph", &written, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
     let raw = bao.api("GET", "kv1/interop/graph", None);
     assert_eq!(raw["data"]["access_token"], "interop.token.value");
     assert_eq!(raw["data"]["expires_on"], expires_on.as_str());
@@ -408,9 +438,13 @@ async fn credentials_written_by_people_are_read_by_field() {
     assert_eq!(meta.version.as_deref(), Some("1"));
     assert!(meta.updated_on.is_some());
 
-    // a token written by secret-sync over it: the next version, with the marker
+    // a token written by secret-sync over it (adopted): the next version, with the marker
     store
-        .write("apps/graph", &payload("over.token.value"))
+        .write(
+            "apps/graph",
+            &payload("over.token.value"),
+            &WritePrecondition::unread(true),
+        )
         .await
         .unwrap();
     let meta = store.metadata("apps/graph").await.unwrap().unwrap();
@@ -464,7 +498,11 @@ async fn namespaces_are_sent_with_every_request() {
     )
     .unwrap();
     store
-        .write("graph", &payload("ns.token.value"))
+        .write(
+            "graph",
+            &payload("ns.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let read = bao.api("GET", "team-a/kvns/data/graph", None);
@@ -570,7 +608,11 @@ async fn https_with_a_ca_file_is_verified() {
     };
     assert_eq!(
         store
-            .write("tls/t", &payload("tls.token.value"))
+            .write(
+                "tls/t",
+                &payload("tls.token.value"),
+                &WritePrecondition::unread(false)
+            )
             .await
             .unwrap(),
         WriteOutcome::Created
@@ -722,7 +764,11 @@ async fn kubernetes_login_with_the_service_account_token_file() {
         .unwrap()
     };
     let outcome = store("sync")
-        .write("k8s/token", &payload("k8s.token.value"))
+        .write(
+            "k8s/token",
+            &payload("k8s.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
@@ -786,7 +832,11 @@ async fn expected_failures_log_no_errors_and_logs_hold_no_secrets() {
         ErrorKind::NotFound
     );
     store
-        .write("logged/t", &payload("logged.token.value"))
+        .write(
+            "logged/t",
+            &payload("logged.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let wrong = approle_store(
@@ -840,7 +890,11 @@ async fn concurrent_calls_share_one_login() {
             let store = store.clone();
             tokio::spawn(async move {
                 store
-                    .write(&format!("many/t-{i}"), &payload("shared.token.value"))
+                    .write(
+                        &format!("many/t-{i}"),
+                        &payload("shared.token.value"),
+                        &WritePrecondition::unread(false),
+                    )
                     .await
             })
         })
@@ -891,7 +945,11 @@ async fn a_token_file_rotated_on_disk_is_read_again_after_the_old_token_is_refus
     std::fs::write(&file, format!("{first}\n")).unwrap();
     let store = token_file_store(&bao, &file);
     store
-        .write("rotate/t", &payload("first.token.value"))
+        .write(
+            "rotate/t",
+            &payload("first.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
 
@@ -900,7 +958,11 @@ async fn a_token_file_rotated_on_disk_is_read_again_after_the_old_token_is_refus
     std::fs::write(&file, &second).unwrap();
     bao.api("POST", "auth/token/revoke", Some(json!({"token": first})));
     let outcome = store
-        .write("rotate/t", &payload("second.token.value"))
+        .write(
+            "rotate/t",
+            &payload("second.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -929,7 +991,11 @@ async fn a_token_file_rotated_on_disk_is_used_at_the_next_renewal() {
     std::fs::write(&file, &first).unwrap();
     let store = token_file_store(&bao, &file);
     store
-        .write("rotate/t", &payload("first.token.value"))
+        .write(
+            "rotate/t",
+            &payload("first.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     let second = create_token(&bao, &["writer"], "1h");
@@ -975,7 +1041,11 @@ async fn a_secret_id_file_is_read_at_each_login() {
     )
     .unwrap();
     store
-        .write("relogin/t", &payload("first.token.value"))
+        .write(
+            "relogin/t",
+            &payload("first.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     // a new secret id on disk, the old one destroyed: the next login must use the new one
@@ -989,7 +1059,11 @@ async fn a_secret_id_file_is_read_at_each_login() {
     std::fs::write(&file, &new_secret_id).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let outcome = store
-        .write("relogin/t", &payload("second.token.value"))
+        .write(
+            "relogin/t",
+            &payload("second.token.value"),
+            &WritePrecondition::unread(false),
+        )
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);

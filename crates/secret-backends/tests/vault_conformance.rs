@@ -131,3 +131,39 @@ macro_rules! conformance_tests {
 
 conformance_tests!(kv2, 2);
 conformance_tests!(kv1, 1);
+
+/// Another client (the raw API, root token) creates the secret between the read and the write.
+fn create_as_other(f: &Fixture, name: &str) {
+    let (path, body) = if f.mount == "secret" {
+        (
+            format!("secret/data/{name}"),
+            serde_json::json!({"data": {"value": "someone else's value"}}),
+        )
+    } else {
+        (
+            format!("{}/{name}", f.mount),
+            serde_json::json!({"value": "someone else's value"}),
+        )
+    };
+    f.bao.api("POST", &path, Some(body));
+}
+
+/// KV v2: the write's check-and-set (`cas = 0`: must not exist) is what refuses it.
+#[tokio::test]
+async fn kv2_created_since_read_is_not_overwritten() {
+    let f = fixture(2);
+    conformance::created_since_read_is_not_overwritten(&f.harness, &|name| {
+        create_as_other(&f, name)
+    })
+    .await;
+}
+
+/// KV v1 has no check-and-set: the re-read right before the write is what refuses it.
+#[tokio::test]
+async fn kv1_created_since_read_is_not_overwritten() {
+    let f = fixture(1);
+    conformance::created_since_read_is_not_overwritten(&f.harness, &|name| {
+        create_as_other(&f, name)
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //! to the place it points at, and absurd numbers or times in answers neither panic nor stick.
 
 use secrecy::SecretString;
+use secret_backends::WritePrecondition;
 use secret_backends::vault::{KvVersion, VaultAuth, VaultOptions, VaultStore};
 use secret_backends::{ErrorKind, Format, SecretStore, TokenPayload};
 use serde_json::json;
@@ -86,7 +87,10 @@ async fn a_redirect_to_another_origin_is_refused_and_nothing_reaches_it() {
             token_store(&vault.base_url()),
             approle_store(&vault.base_url()),
         ] {
-            let write = store.write("apps/graph", &payload()).await.unwrap_err();
+            let write = store
+                .write("apps/graph", &payload(), &WritePrecondition::unread(false))
+                .await
+                .unwrap_err();
             let read = store.read("apps/graph", None).await.unwrap_err();
             let metadata = store.metadata("apps/graph").await.unwrap_err();
             for err in [write, read, metadata] {
@@ -137,7 +141,10 @@ async fn an_https_address_redirecting_to_plain_http_on_the_same_host_is_refused(
     options.retry.max_attempts = 1;
     options.ca_file = Some(ca);
     let store = VaultStore::new("hostile-vault", options).unwrap();
-    let err = store.write("apps/graph", &payload()).await.unwrap_err();
+    let err = store
+        .write("apps/graph", &payload(), &WritePrecondition::unread(false))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
     assert!(vault.request_count() > 0, "{err}");
     assert!(elsewhere.requests().is_empty());

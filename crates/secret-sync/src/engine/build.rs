@@ -19,7 +19,7 @@ use secret_backends::azure_kv::{
 use secret_backends::vault::{LoginSecret, VaultAuth, VaultOptions};
 use secret_backends::{
     AwsStore, AzureKeyVaultOptions, AzureKeyVaultStore, BackendError, ErrorKind, FileStore,
-    SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
+    SecretMetadata, SecretStore, TokenPayload, WriteOutcome, WritePrecondition,
 };
 use tracing::warn;
 
@@ -378,6 +378,7 @@ impl SecretStore for Unusable {
         &self,
         name: &str,
         _payload: &TokenPayload,
+        _precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
         Err(self.error().with_secret(name))
     }

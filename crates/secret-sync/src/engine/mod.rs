@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::Context;
 use entra_auth::{Scope, TokenCache};
 use futures::future::join_all;
-use secret_backends::{Format, SecretStore, TokenPayload, WriteOutcome};
+use secret_backends::{Format, SecretStore, TokenPayload, WriteOutcome, WritePrecondition};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
@@ -332,7 +332,7 @@ impl Engine {
                 .zip(states)
                 .map(|(target, state)| {
                     let (action, expires_on, reason, usage_error) = match state {
-                        Ok(state) => (
+                        Ok((state, _)) => (
                             Some(state.action(force)),
                             state.expires_on(),
                             state.reason(force, self.refresh_before, self.lead, now),
@@ -357,8 +357,13 @@ impl Engine {
     }
 
     /// Reads every target's metadata, concurrently, and classifies it; a read unfinished at
-    /// `deadline` is an error.
-    async fn inspect(&self, job: &Job, deadline: Instant) -> Vec<anyhow::Result<TargetState>> {
+    /// `deadline` is an error. Beside each state, what a write must check against: what the
+    /// read saw and the target's `adopt`.
+    async fn inspect(
+        &self,
+        job: &Job,
+        deadline: Instant,
+    ) -> Vec<anyhow::Result<(TargetState, WritePrecondition)>> {
         join_all(job.targets.iter().map(|target| async move {
             let metadata = timeout_at(deadline, async {
                 let _permit = self.permit().await;
@@ -367,12 +372,13 @@ impl Engine {
             .await
             .map_err(|_| job.past_deadline("cannot read the target's metadata"))?
             .context("cannot read the target's metadata")?;
-            Ok(TargetState::classify(
+            let state = TargetState::classify(
                 metadata.as_ref(),
                 target.adopt,
                 self.renew_within(),
                 OffsetDateTime::now_utc(),
-            ))
+            );
+            Ok((state, WritePrecondition::from_read(metadata, target.adopt)))
         }))
         .await
     }
@@ -388,10 +394,10 @@ impl Engine {
 
         // First the targets that need no token; remember the ones that need a write.
         let mut reports: Vec<Option<TargetReport>> = Vec::with_capacity(job.targets.len());
-        let mut writes: Vec<(usize, TargetState)> = Vec::new();
+        let mut writes: Vec<(usize, TargetState, WritePrecondition)> = Vec::new();
         for (i, (target, state)) in job.targets.iter().zip(states).enumerate() {
-            let state = match state {
-                Ok(state) => state,
+            let (state, precondition) = match state {
+                Ok(inspected) => inspected,
                 Err(err) => {
                     warn!(job = %job.name, backend = %target.backend(), secret = %target.name,
                         error = format!("{err:#}"), "target failed");
@@ -416,7 +422,7 @@ impl Engine {
                     format!("dry run: would {}: {reason}", action.as_str()),
                 )),
                 _ => {
-                    writes.push((i, state));
+                    writes.push((i, state, precondition));
                     None
                 }
             };
@@ -440,7 +446,7 @@ impl Engine {
     async fn write_job(
         &self,
         job: &Job,
-        writes: &[(usize, TargetState)],
+        writes: &[(usize, TargetState, WritePrecondition)],
         force: bool,
         now: OffsetDateTime,
         deadline: Instant,
@@ -494,7 +500,7 @@ impl Engine {
                 warn!(job = %job.name, error = format!("{err:#}"), "job failed");
                 return writes
                     .iter()
-                    .map(|(i, state)| {
+                    .map(|(i, state, _)| {
                         let (i, report) =
                             line(*i, Outcome::Failed, state.expires_on(), format!("{err:#}"));
                         (i, report.caused_by(&err))
@@ -520,7 +526,7 @@ impl Engine {
             // Never write a token that no consumer can use over one that may still work.
             return writes
                 .iter()
-                .map(|(i, state)| {
+                .map(|(i, state, _)| {
                     line(
                         *i,
                         Outcome::Failed,
@@ -531,7 +537,7 @@ impl Engine {
                 .collect();
         }
 
-        join_all(writes.iter().map(|(i, state)| {
+        join_all(writes.iter().map(|(i, state, precondition)| {
             let target = &job.targets[*i];
             let token = &token;
             let shortfall = &shortfall;
@@ -549,7 +555,9 @@ impl Engine {
                     let _permit = self.permit().await;
                     let outcome = target
                         .store
-                        .write(&target.name, &payload)
+                        // The backend applies the adopt rule again at the write: a secret
+                        // someone else wrote since the read is a Conflict saying so.
+                        .write(&target.name, &payload, precondition)
                         .await
                         .context("cannot write the token")?;
                     anyhow::Ok((outcome, payload.expires_on()))
