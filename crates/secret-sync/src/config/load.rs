@@ -2010,33 +2010,6 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
-/// The Key Vault cloud of a login in `cloud` (another authority: the public cloud's).
-pub(crate) fn key_vault_cloud(cloud: Cloud) -> AzureCloud {
-    match cloud {
-        Cloud::UsGovernment => AzureCloud::UsGovernment,
-        Cloud::China => AzureCloud::China,
-        _ => AzureCloud::Public,
-    }
-}
-
-/// The `[settings] cloud` value naming `cloud`.
-fn cloud_name(cloud: Cloud) -> &'static str {
-    match cloud {
-        Cloud::UsGovernment => "usgov",
-        Cloud::China => "china",
-        _ => "public",
-    }
-}
-
-/// How messages name `cloud`.
-fn cloud_description(cloud: Cloud) -> &'static str {
-    match cloud {
-        Cloud::UsGovernment => "US Government",
-        Cloud::China => "China (21Vianet)",
-        _ => "public",
-    }
-}
-
 /// `public`, `usgov`, `china` or an authority URL, as written in the file or in
 /// `AZURE_AUTHORITY_HOST`; the error says what to write instead.
 fn authority_from_text(text: &str) -> Result<Authority, String> {
