@@ -124,6 +124,9 @@ pub struct AzureKeyVaultOptions {
     pub timeout: Duration,
     /// How long to wait for a recovered secret to come back (default 60 s).
     pub recovery_timeout: Duration,
+    /// The cloud of the vault and of its login (default public): named in refusals, and a
+    /// vault host of another cloud is refused before any request.
+    pub cloud: AzureCloud,
 }
 
 impl AzureKeyVaultOptions {
@@ -138,6 +141,7 @@ impl AzureKeyVaultOptions {
             retry: RetrySettings::default(),
             timeout: Duration::from_secs(30),
             recovery_timeout: Duration::from_secs(60),
+            cloud: AzureCloud::Public,
         }
     }
 }
@@ -166,14 +170,78 @@ impl Default for RetrySettings {
     }
 }
 
+/// The Azure cloud a vault is in: the host a bare vault name becomes and the resource (token
+/// audience) its tokens are for (PROTOCOLS.md "National clouds").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AzureCloud {
+    /// The public cloud: `*.vault.azure.net`, resource `https://vault.azure.net`.
+    #[default]
+    Public,
+    /// Azure US Government: `*.vault.usgovcloudapi.net`, resource `https://vault.usgovcloudapi.net`.
+    UsGovernment,
+    /// Azure operated by 21Vianet (China): `*.vault.azure.cn`, resource `https://vault.azure.cn`.
+    China,
+}
+
+impl AzureCloud {
+    const ALL: [AzureCloud; 3] = [
+        AzureCloud::Public,
+        AzureCloud::UsGovernment,
+        AzureCloud::China,
+    ];
+
+    /// The DNS suffix of this cloud's vaults, e.g. `vault.usgovcloudapi.net`.
+    pub fn vault_suffix(self) -> &'static str {
+        match self {
+            AzureCloud::Public => "vault.azure.net",
+            AzureCloud::UsGovernment => "vault.usgovcloudapi.net",
+            AzureCloud::China => "vault.azure.cn",
+        }
+    }
+
+    /// The resource Key Vault tokens of this cloud are for, e.g. `https://vault.usgovcloudapi.net`.
+    pub fn key_vault_resource(self) -> &'static str {
+        match self {
+            AzureCloud::Public => "https://vault.azure.net",
+            AzureCloud::UsGovernment => "https://vault.usgovcloudapi.net",
+            AzureCloud::China => "https://vault.azure.cn",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            AzureCloud::Public => "the public cloud",
+            AzureCloud::UsGovernment => "Azure US Government",
+            AzureCloud::China => "Azure China (21Vianet)",
+        }
+    }
+
+    /// The cloud whose vault suffix `host` has, if any.
+    fn of_host(host: &str) -> Option<AzureCloud> {
+        let host = host.to_ascii_lowercase();
+        AzureCloud::ALL
+            .into_iter()
+            .find(|cloud| host.ends_with(&format!(".{}", cloud.vault_suffix())))
+    }
+}
+
 /// The URL of the vault named `vault` in Azure's public cloud: `contoso-kv` becomes
 /// `https://contoso-kv.vault.azure.net/`; a host (`contoso-kv.vault.azure.cn`) becomes
-/// `https://HOST/`. This is how `azure-kv://VAULT/NAME` references name their vault.
+/// `https://HOST/`. See [`vault_url_in`] for the other clouds.
 pub fn vault_url(vault: &str) -> Result<Url, BackendError> {
+    vault_url_in(vault, AzureCloud::Public)
+}
+
+/// The URL of the vault named `vault` in `cloud`: `contoso-kv` becomes
+/// `https://contoso-kv.{suffix}/` (`vault.azure.net`, `vault.usgovcloudapi.net`,
+/// `vault.azure.cn`); a host (`contoso-kv.vault.azure.cn`) becomes `https://HOST/`. This is
+/// how `azure-kv://VAULT/NAME` references and bare `vault_url` names are resolved.
+pub fn vault_url_in(vault: &str, cloud: AzureCloud) -> Result<Url, BackendError> {
     let host = if vault.contains('.') {
         vault.to_owned()
     } else {
-        format!("{vault}.vault.azure.net")
+        format!("{vault}.{}", cloud.vault_suffix())
     };
     let valid = !vault.is_empty()
         && vault
@@ -188,7 +256,8 @@ pub fn vault_url(vault: &str) -> Result<Url, BackendError> {
             vault,
             format!(
                 "\"{vault}\" is not a vault name or host: use the vault's name (contoso-kv) or host \
-                 (contoso-kv.vault.azure.net)"
+                 (contoso-kv.{})",
+                cloud.vault_suffix()
             ),
         )
     })
@@ -351,7 +420,7 @@ impl AzureKeyVaultStore {
                         headers.get_optional_str(&RETRY_AFTER_MS),
                     )
                 });
-                let (kind, message) = http_error(name, vault, *status, &body);
+                let (kind, message) = http_error(name, vault, self.options.cloud, *status, &body);
                 (kind, message, retry_after)
             }
             _ if crate::http::find_cause::<BodyTooLarge>(&err).is_some() => (
@@ -384,14 +453,7 @@ impl AzureKeyVaultStore {
                     None,
                 )
             }
-            azure_core::error::ErrorKind::Credential => (
-                ErrorKind::Unauthorized,
-                format!(
-                    "could not get an access token for the vault: {}: check the backend's auth settings",
-                    root_cause(&err)
-                ),
-                None,
-            ),
+            azure_core::error::ErrorKind::Credential => credential_error(&err),
             azure_core::error::ErrorKind::DataConversion => (
                 ErrorKind::Protocol,
                 format!(
@@ -602,6 +664,17 @@ fn check_options(backend: &str, options: &AzureKeyVaultOptions) -> Result<(), Ba
             "the vault URL {} must be just the vault's address, e.g. https://contoso-kv.vault.azure.net \
              (no path, query or user)",
             redact_userinfo(url)
+        ));
+    }
+    if let Some(host_cloud) = url.host_str().and_then(AzureCloud::of_host)
+        && host_cloud != options.cloud
+    {
+        return invalid(format!(
+            "the vault {} is in {}, but its login is {}'s: give the login that cloud's authority \
+             (authority = \"usgov\" or \"china\"), or the vault of the login's cloud",
+            redact_userinfo(url),
+            host_cloud.describe(),
+            options.cloud.describe()
         ));
     }
     if options.tags.len() > MAX_EXTRA_TAGS {
@@ -898,10 +971,73 @@ impl ServiceError {
     }
 }
 
+/// What a failed token request for the vault was. The credential says it in `azure_core`'s
+/// words (entra-auth's `EntraTokenCredential` does): a `Credential` error whose source is a
+/// `Connection` error (the token service was unreachable) or an `HttpResponse` with the token
+/// service's status (429 throttled, 408/5xx unavailable, other: refused) and its `Retry-After`.
+/// Any other credential error is a refusal.
+fn credential_error(err: &azure_core::Error) -> (ErrorKind, String, Option<Duration>) {
+    let cause = root_cause(err);
+    let inner = causes(err)
+        .filter_map(|e| e.downcast_ref::<azure_core::Error>())
+        .map(azure_core::Error::kind)
+        .find(|kind| !matches!(kind, azure_core::error::ErrorKind::Credential));
+    match inner {
+        Some(azure_core::error::ErrorKind::Connection | azure_core::error::ErrorKind::Io) => (
+            ErrorKind::Unreachable,
+            format!(
+                "could not reach the token service for a vault token: {cause}: check the authority, \
+                 DNS and network; it is tried again"
+            ),
+            None,
+        ),
+        Some(azure_core::error::ErrorKind::HttpResponse {
+            status,
+            raw_response,
+            ..
+        }) => {
+            let retry_after = raw_response
+                .as_deref()
+                .and_then(|r| retry_after(r.headers().get_optional_str(&RETRY_AFTER), None));
+            match u16::from(*status) {
+                429 => (
+                    ErrorKind::Throttled,
+                    format!(
+                        "the token service throttled the request for a vault token: {cause}: it is tried again later"
+                    ),
+                    retry_after,
+                ),
+                408 | 500..=599 => (
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the token service was unavailable for a vault token: {cause}: it is tried again later"
+                    ),
+                    retry_after,
+                ),
+                _ => (
+                    ErrorKind::Unauthorized,
+                    format!(
+                        "the token service refused the vault login: {cause}: check the backend's auth settings"
+                    ),
+                    None,
+                ),
+            }
+        }
+        _ => (
+            ErrorKind::Unauthorized,
+            format!(
+                "could not get an access token for the vault: {cause}: check the backend's auth settings"
+            ),
+            None,
+        ),
+    }
+}
+
 /// The kind and message for an HTTP error status from the vault.
 fn http_error(
     name: &str,
     vault: &str,
+    cloud: AzureCloud,
     status: StatusCode,
     body: &ServiceError,
 ) -> (ErrorKind, String) {
@@ -911,7 +1047,8 @@ fn http_error(
             ErrorKind::Unauthorized,
             format!(
                 "the vault {vault} refused the access token ({said}): check that the identity belongs to the \
-                 vault's tenant and that the token is for https://vault.azure.net"
+                 vault's tenant and that the token is for {}",
+                cloud.key_vault_resource()
             ),
         ),
         403 if body.has_code("SecretDisabled") => (
@@ -1065,6 +1202,71 @@ mod tests {
             );
         }
         assert_eq!(kv.max_value_bytes(), 25_600);
+    }
+
+    #[test]
+    fn a_bare_vault_name_is_a_host_of_its_cloud() {
+        for (cloud, url, resource) in [
+            (
+                AzureCloud::Public,
+                "https://contoso-kv.vault.azure.net/",
+                "https://vault.azure.net",
+            ),
+            (
+                AzureCloud::UsGovernment,
+                "https://contoso-kv.vault.usgovcloudapi.net/",
+                "https://vault.usgovcloudapi.net",
+            ),
+            (
+                AzureCloud::China,
+                "https://contoso-kv.vault.azure.cn/",
+                "https://vault.azure.cn",
+            ),
+        ] {
+            assert_eq!(vault_url_in("contoso-kv", cloud).unwrap().as_str(), url);
+            assert_eq!(cloud.key_vault_resource(), resource);
+            // A host stays as given, whatever the cloud.
+            assert_eq!(
+                vault_url_in("contoso-kv.vault.azure.cn", cloud)
+                    .unwrap()
+                    .as_str(),
+                "https://contoso-kv.vault.azure.cn/"
+            );
+            let err = vault_url_in("a b", cloud).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("contoso-kv.{}", cloud.vault_suffix())),
+                "{err}"
+            );
+            // A vault host of this cloud is fine; one of another cloud is refused.
+            let mut o = options(url);
+            o.cloud = cloud;
+            store(o).unwrap();
+        }
+        let mut o = options("https://contoso-kv.vault.azure.net");
+        o.cloud = AzureCloud::UsGovernment;
+        let err = store(o).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(
+            err.to_string()
+                .contains("is in the public cloud, but its login is Azure US Government's"),
+            "{err}"
+        );
+        // The refusal names the cloud's resource.
+        let refused = ServiceError::parse(
+            br#"{"error":{"code":"Unauthorized","message":"AKV10022: Invalid audience."}}"#,
+        );
+        let (_, message) = http_error(
+            "s",
+            "https://kv.vault.azure.cn",
+            AzureCloud::China,
+            StatusCode::Unauthorized,
+            &refused,
+        );
+        assert!(
+            message.ends_with("the token is for https://vault.azure.cn"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -1249,7 +1451,13 @@ mod tests {
             } else {
                 ServiceError::parse(body.as_bytes())
             };
-            let (got, message) = http_error("s", vault, StatusCode::from(status), &parsed);
+            let (got, message) = http_error(
+                "s",
+                vault,
+                AzureCloud::Public,
+                StatusCode::from(status),
+                &parsed,
+            );
             assert_eq!(got, kind, "status {status}: {message}");
             assert!(
                 message.contains(expected),
@@ -1257,10 +1465,11 @@ mod tests {
             );
         }
         assert_eq!(
-            http_error("s", vault, StatusCode::from(418), &none).0,
+            http_error("s", vault, AzureCloud::Public, StatusCode::from(418), &none).0,
             ErrorKind::Protocol
         );
-        let (kind, message) = http_error("s", vault, StatusCode::NotFound, &none);
+        let (kind, message) =
+            http_error("s", vault, AzureCloud::Public, StatusCode::NotFound, &none);
         assert_eq!(
             kind,
             ErrorKind::InvalidConfig,

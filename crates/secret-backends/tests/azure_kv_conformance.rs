@@ -779,6 +779,86 @@ async fn a_vault_that_does_not_know_the_api_version_is_a_bad_parameter() {
     );
 }
 
+/// A credential whose token client retries fast, against `authority`.
+fn fast_credential(authority: &str) -> Arc<dyn azure_core::credentials::TokenCredential> {
+    let mut options = ClientOptions::default();
+    options.retry.max_attempts = 2;
+    options.retry.initial_backoff = Duration::from_millis(10);
+    options.retry.max_backoff = Duration::from_millis(20);
+    let client = TokenClient::new(options).unwrap();
+    let cache = Arc::new(TokenCache::new(client, RefreshPolicy::default()));
+    let app = AppCredential {
+        authority: Authority::parse(authority).unwrap(),
+        tenant: TENANT.parse().unwrap(),
+        client_id: CLIENT_ID.parse().unwrap(),
+        credential: Credential::ClientSecret(SecretString::from(CLIENT_SECRET)),
+    };
+    EntraTokenCredential::new(cache, app).into_shared()
+}
+
+#[tokio::test]
+async fn a_token_service_failure_is_reported_as_what_it_was() {
+    let f = Fixture::start().await;
+    let store = |authority: &str| {
+        AzureKeyVaultStore::new("kv-test", f.options(), fast_credential(authority)).unwrap()
+    };
+
+    f.entra.inject_times(
+        Fault::TooManyRequests {
+            retry_after_secs: Some(7),
+        },
+        10,
+    );
+    let err = store(&f.entra.base_url())
+        .metadata(&fresh_name())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Throttled, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the token service throttled the request for a vault token"),
+        "{err}"
+    );
+    f.entra.clear_faults();
+
+    f.entra.inject_times(Fault::ServerError { status: 503 }, 10);
+    let err = store(&f.entra.base_url())
+        .metadata(&fresh_name())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    f.entra.clear_faults();
+
+    let closed = closed_url().as_str().replacen("https", "http", 1);
+    let err = store(closed.trim_end_matches('/'))
+        .metadata(&fresh_name())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err}");
+    assert!(err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("could not reach the token service"),
+        "{err}"
+    );
+
+    // A refusal stays a refusal, with Entra's advice.
+    let wrong =
+        AzureKeyVaultStore::new("kv-test", f.options(), f.credential("kv-test-Wrong~S")).unwrap();
+    let err = wrong.metadata(&fresh_name()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unauthorized, "{err}");
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("the token service refused the vault login"),
+        "{err}"
+    );
+    conformance::assert_no_leak(&err, &[CLIENT_SECRET, "kv-test-Wrong~S"]);
+}
+
 /// A credential that answers a token for `scope` whatever the SDK asks for (a misconfigured
 /// identity, or a credential of another program).
 #[derive(Debug)]
