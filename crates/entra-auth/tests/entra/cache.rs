@@ -216,7 +216,11 @@ async fn an_expired_token_is_not_served_when_refresh_fails() {
     // failure instead of asking again.
     let shared = cache.get(&app, &scope()).await.unwrap_err();
     assert_eq!(shared.http_status(), Some(500), "{shared}");
-    assert_eq!(entra.token_request_count(), 2, "no second request right after a failure");
+    assert_eq!(
+        entra.token_request_count(),
+        2,
+        "no second request right after a failure"
+    );
     // Invalidating the entry (a reload, a refused token) asks again at once, and succeeds.
     cache.invalidate(&app, &scope()).await;
     assert!(cache.get(&app, &scope()).await.is_ok());
