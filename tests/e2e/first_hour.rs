@@ -467,3 +467,52 @@ async fn help_footers_job_typos_config_variable_completions_and_key_vault_names(
     out.assert_code(2);
     assert!(out.stderr.contains("\"graph_token\""), "{}", out.stderr);
 }
+
+// ----- item 12: log fields people read -----
+
+#[tokio::test]
+async fn log_fields_show_times_in_rfc_3339_and_enums_as_config_words() {
+    let f = Fixture::start().await;
+    std::fs::create_dir(f.path("tokens")).unwrap();
+    // refresh_before longer than the token: the engine's warning carries the token's expiry.
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \"tokens\"\n\n{}",
+        Fixture::job("graph", "GRAPH_SECRET", "{ to = \"local\", name = \"t\" }"),
+    ));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[settings]\n", "[settings]\nrefresh_before = \"3h\"\n");
+    std::fs::write(&config, text).unwrap();
+    let env = [("GRAPH_SECRET", SECRET), ("RUST_LOG", "info")];
+    let out = run(&config, &["run"], &env).await;
+    out.assert_code(1);
+    let acquired = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("access token acquired"))
+        .unwrap_or_else(|| panic!("no acquisition line: {}", out.stderr));
+    assert!(acquired.contains("credential=client_secret"), "{acquired}");
+    let rfc3339 = |line: &str| {
+        let at = line.find("expires_on=").expect("an expires_on field") + "expires_on=".len();
+        let value: String = line[at..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        assert!(
+            time::OffsetDateTime::parse(&value, &time::format_description::well_known::Rfc3339)
+                .is_ok()
+                && value.ends_with('Z'),
+            "not RFC 3339: {value} in {line}"
+        );
+    };
+    rfc3339(acquired);
+    let short = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("does not last beyond refresh_before"))
+        .unwrap_or_else(|| panic!("no short-token warning: {}", out.stderr));
+    rfc3339(short);
+    assert!(!out.stderr.contains("+00:00:00"), "{}", out.stderr);
+    assert!(!out.stderr.contains("credential=Secret"), "{}", out.stderr);
+    out.assert_no_leak(&[SECRET]);
+}

@@ -248,7 +248,7 @@ impl TokenCache {
                         state.quiet_until = Some(own_pause.max(asked));
                         warn!(
                             tenant = %app.tenant, client_id = %app.client_id, scope = %scope,
-                            expires_on = %token.expires_on(), error = %err,
+                            expires_on = %token.expires_at(), error = %err,
                             "token refresh failed; serving the cached token until it expires"
                         );
                         Ok(token)

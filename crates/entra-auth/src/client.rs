@@ -239,14 +239,14 @@ impl TokenClient {
         match &result {
             Ok(token) => info!(
                 tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
-                credential = ?facts.credential, expires_on = %token.expires_on(),
+                credential = %facts.credential.as_str(), expires_on = %token.expires_at(),
                 "access token acquired"
             ),
             // The error goes back to the caller, who reports it once; logging it here too
             // would print every failure twice.
             Err(err) => debug!(
                 tenant = %facts.tenant, client_id = %facts.client_id, scope = %scope,
-                credential = ?facts.credential, error = %err, "access token not acquired"
+                credential = %facts.credential.as_str(), error = %err, "access token not acquired"
             ),
         }
         result

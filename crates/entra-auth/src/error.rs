@@ -271,6 +271,21 @@ pub(crate) enum CredentialKind {
     AzureArc,
 }
 
+impl CredentialKind {
+    /// The config word of the credential (`client_secret = ...`, `managed_identity = true`),
+    /// as log fields show it; a managed identity names its endpoint after a colon.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CredentialKind::Secret => "client_secret",
+            CredentialKind::Certificate => "certificate",
+            CredentialKind::Federated => "federated_token",
+            CredentialKind::Imds => "managed_identity:imds",
+            CredentialKind::AppService => "managed_identity:app_service",
+            CredentialKind::AzureArc => "managed_identity:azure_arc",
+        }
+    }
+}
+
 /// What the request was about, for messages. Holds no secret.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestFacts {

@@ -72,6 +72,20 @@ impl AccessToken {
     pub fn refresh_on(&self) -> Option<OffsetDateTime> {
         self.refresh_on
     }
+
+    /// [`AccessToken::expires_on`] in RFC 3339 (UTC, whole seconds), as log fields show times.
+    pub fn expires_at(&self) -> String {
+        rfc3339(self.expires_on)
+    }
+}
+
+/// `at` in RFC 3339, UTC, whole seconds (`2026-11-24T06:00:00Z`): how log fields show times.
+pub(crate) fn rfc3339(at: OffsetDateTime) -> String {
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    utc.replace_nanosecond(0)
+        .unwrap_or(utc)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
 impl fmt::Debug for AccessToken {

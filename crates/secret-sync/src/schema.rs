@@ -3,9 +3,16 @@
 //! the file).
 //!
 //! Written by hand, beside the loader: the tests below check that every table of the schema
-//! lists exactly the keys the loader accepts (`config::load::keys`) and that every example
-//! config in config/ validates against it. The loader stays the authority: it also checks
-//! what a schema cannot (one credential per job, names valid per backend, references).
+//! lists exactly the keys the loader accepts (`config::load::keys`), that every property has a
+//! description (what an editor shows on hover), and that every example config in config/ and
+//! every complete TOML example in README.md and docs/ validates against it, as an editor would
+//! check them. It carries the rules a schema can express (tenant and client id shapes, the
+//! multi-tenant aliases refused, Key Vault vault names, https for Vault and Key Vault off
+//! loopback). The loader stays the authority: it also checks what a schema cannot (one
+//! credential per job, names valid per backend, references, duplicate targets).
+//!
+//! Draft 7 ignores every keyword beside a `$ref`, so a description written beside one is
+//! moved, with the `$ref`, into an `allOf` ([`draft07`]) before the schema is printed.
 
 use serde_json::{Value, json};
 
@@ -20,6 +27,47 @@ pub fn run() -> Result<(), Failure> {
 
 /// The schema of the config file.
 pub fn schema() -> Value {
+    let mut schema = authored();
+    draft07(&mut schema);
+    schema
+}
+
+/// Draft 7 ignores the keywords beside a `$ref`: an object holding a `$ref` and anything else
+/// (a description) becomes those keywords plus `allOf: [{ "$ref": ... }]`, everywhere.
+fn draft07(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for child in map.values_mut() {
+                draft07(child);
+            }
+            if map.len() > 1
+                && let Some(reference) = map.remove("$ref")
+            {
+                map.insert("allOf".to_owned(), json!([{ "$ref": reference }]));
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(draft07),
+        _ => {}
+    }
+}
+
+/// A GUID, as Entra ID writes directory (tenant) and application (client) ids.
+const GUID: &str = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+
+/// A tenant: a GUID or a domain name (so not `common`, `organizations` or `consumers`, where
+/// Entra ID refuses client credentials).
+const TENANT: &str = "^([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z]{2,63})$";
+
+/// https, or plain http to a loopback address (tests, emulators).
+const HTTPS_OR_LOOPBACK: &str =
+    "^(https://|http://(127\\.[0-9]+\\.[0-9]+\\.[0-9]+|localhost|\\[::1\\])(:[0-9]+)?(/|$))";
+
+/// An Azure Key Vault's name: 3-24 letters, digits and single dashes, starting with a letter
+/// and not ending with a dash.
+const VAULT_NAME: &str = "^[A-Za-z](-?[A-Za-z0-9])+$";
+
+/// The schema as written, descriptions beside `$ref`s (see [`draft07`]).
+fn authored() -> Value {
     json!({
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "secret-sync configuration",
@@ -28,7 +76,10 @@ pub fn schema() -> Value {
         "additionalProperties": false,
         "required": ["jobs"],
         "properties": {
-            "settings": { "$ref": "#/definitions/settings" },
+            "settings": {
+                "description": "Defaults for every job and backend: refresh_before, concurrency, authority, pass_timeout, the daemon's listen address.",
+                "$ref": "#/definitions/settings"
+            },
             "backends": {
                 "description": "Secret stores, by name. A job's targets and `from` references name them.",
                 "type": "object",
@@ -53,6 +104,7 @@ fn definitions() -> Value {
     for part in [
         json!({
         "name": {
+            "description": "A job or backend name: 1-64 letters, digits, - and _.",
             "type": "string",
             "pattern": "^[A-Za-z0-9_-]{1,64}$"
         },
@@ -67,6 +119,7 @@ fn definitions() -> Value {
             "minLength": 1
         },
         "env_name": {
+            "description": "The name of an environment variable, read when it is needed (a missing one is a usage error, exit 2).",
             "type": "string",
             "pattern": "^[A-Za-z_][A-Za-z0-9_]*$"
         },
@@ -75,14 +128,24 @@ fn definitions() -> Value {
             "type": "object",
             "additionalProperties": false,
             "required": ["env"],
-            "properties": { "env": { "$ref": "#/definitions/env_name" } }
+            "properties": {
+                "env": {
+                    "description": "The environment variable that holds the value.",
+                    "$ref": "#/definitions/env_name"
+                }
+            }
         },
         "file": {
             "description": "Read from this file (one trailing newline is dropped).",
             "type": "object",
             "additionalProperties": false,
             "required": ["file"],
-            "properties": { "file": { "$ref": "#/definitions/path" } }
+            "properties": {
+                "file": {
+                    "description": "The file that holds the value (read each time it is needed).",
+                    "$ref": "#/definitions/path"
+                }
+            }
         },
         "from": {
             "description": "Read from a configured backend: `ref` is NAME or NAME#FIELD inside it.",
@@ -90,8 +153,15 @@ fn definitions() -> Value {
             "additionalProperties": false,
             "required": ["from", "ref"],
             "properties": {
-                "from": { "$ref": "#/definitions/name" },
-                "ref": { "type": "string", "minLength": 1 }
+                "from": {
+                    "description": "The backend to read from (a [backends.NAME] table).",
+                    "$ref": "#/definitions/name"
+                },
+                "ref": {
+                    "description": "The secret in that backend, NAME or NAME#FIELD (a field of a JSON value), e.g. \"apps/graph#client_secret\".",
+                    "type": "string",
+                    "minLength": 1
+                }
             }
         },
         "secret": {
@@ -109,10 +179,18 @@ fn definitions() -> Value {
                 { "$ref": "#/definitions/file" }
             ]
         },
-        "value": {
-            "description": "A literal, or where to read it at run time.",
+        "tenant_id": {
+            "description": "Directory (tenant) id: a GUID or a verified domain such as contoso.onmicrosoft.com (not common, organizations or consumers: Entra ID refuses client credentials there), or where to read it at run time.",
             "oneOf": [
-                { "type": "string", "minLength": 1 },
+                { "type": "string", "pattern": TENANT },
+                { "$ref": "#/definitions/env" },
+                { "$ref": "#/definitions/from" }
+            ]
+        },
+        "client_id": {
+            "description": "Application (client) id: the GUID on the app registration's overview page, or where to read it at run time.",
+            "oneOf": [
+                { "type": "string", "pattern": GUID },
                 { "$ref": "#/definitions/env" },
                 { "$ref": "#/definitions/from" }
             ]
@@ -138,7 +216,10 @@ fn definitions() -> Value {
                     "description": "Token requests and writes at once. Default 8.",
                     "type": "integer", "minimum": 1, "maximum": 1024
                 },
-                "authority": { "$ref": "#/definitions/authority" },
+                "authority": {
+                    "description": "The default authority of every job and Key Vault login. Default: AZURE_AUTHORITY_HOST when set, else public.",
+                    "$ref": "#/definitions/authority"
+                },
                 "ca_file": {
                     "description": "Extra PEM CA bundle trusted for the authority.",
                     "$ref": "#/definitions/path"
@@ -154,10 +235,14 @@ fn definitions() -> Value {
             }
         },
         "backend": {
+            "description": "A secret store: kind = file, vault, aws-secrets-manager or azure-key-vault, and that kind's keys.",
             "type": "object",
             "required": ["kind"],
             "properties": {
-                "kind": { "enum": ["file", "vault", "aws-secrets-manager", "azure-key-vault"] }
+                "kind": {
+                    "description": "The kind of store.",
+                    "enum": ["file", "vault", "aws-secrets-manager", "azure-key-vault"]
+                }
             },
             "oneOf": [
                 { "$ref": "#/definitions/file_backend" },
@@ -171,8 +256,11 @@ fn definitions() -> Value {
             "additionalProperties": false,
             "required": ["kind", "dir"],
             "properties": {
-                "kind": { "const": "file" },
-                "dir": { "$ref": "#/definitions/path" },
+                "kind": { "description": "Files in a directory.", "const": "file" },
+                "dir": {
+                    "description": "The directory target names are relative to. It must exist: secret-sync creates directories below it, never dir itself.",
+                    "$ref": "#/definitions/path"
+                },
                 "mode": {
                     "description": "Permission bits of written files, octal. Default 0o600.",
                     "oneOf": [
@@ -180,7 +268,10 @@ fn definitions() -> Value {
                         { "type": "string", "pattern": "^(0o|0)?[67][0-7]{2}$" }
                     ]
                 },
-                "follow_symlinks": { "type": "boolean" },
+                "follow_symlinks": {
+                    "description": "Follow a symlink at or on the way to a target. Default false: refused.",
+                    "type": "boolean"
+                },
                 "stale_temp_after": {
                     "description": "Age after which a temporary file left by an interrupted write is removed by the next write of its target. Default \"5m\".",
                     "$ref": "#/definitions/duration"
@@ -192,29 +283,70 @@ fn definitions() -> Value {
             "additionalProperties": false,
             "required": ["kind", "address", "auth"],
             "properties": {
-                "kind": { "const": "vault" },
-                "address": { "type": "string", "format": "uri" },
-                "mount": { "type": "string", "description": "KV mount. Default \"secret\"." },
-                "kv_version": { "enum": [1, 2] },
-                "namespace": { "type": "string" },
-                "auth": { "$ref": "#/definitions/vault_auth" },
-                "allow_insecure_http": { "type": "boolean" },
-                "ca_file": { "$ref": "#/definitions/path" },
-                "timeout": { "$ref": "#/definitions/duration" }
+                "kind": { "description": "HashiCorp Vault or OpenBao, KV v1 or v2.", "const": "vault" },
+                "address": {
+                    "description": "The server, e.g. https://vault.example.com:8200 (plain http only to a loopback address, unless allow_insecure_http = true).",
+                    "type": "string",
+                    "format": "uri"
+                },
+                "mount": {
+                    "description": "The KV mount. Default \"secret\". Target names are paths below it (not starting with it, nor with data/).",
+                    "type": "string"
+                },
+                "kv_version": {
+                    "description": "The KV engine's version. Default: detected at first use.",
+                    "enum": [1, 2]
+                },
+                "namespace": {
+                    "description": "The Vault Enterprise / OpenBao namespace.",
+                    "type": "string"
+                },
+                "auth": {
+                    "description": "How to log in: method = token, approle, jwt or kubernetes.",
+                    "$ref": "#/definitions/vault_auth"
+                },
+                "allow_insecure_http": {
+                    "description": "Allow plain http to a host that is not a loopback address (a trusted network only). Default false.",
+                    "type": "boolean"
+                },
+                "ca_file": {
+                    "description": "Extra PEM CA bundle trusted for the server.",
+                    "$ref": "#/definitions/path"
+                },
+                "timeout": {
+                    "description": "The limit of one request. Default \"30s\".",
+                    "$ref": "#/definitions/duration"
+                }
+            },
+            "if": {
+                "not": {
+                    "required": ["allow_insecure_http"],
+                    "properties": { "allow_insecure_http": { "const": true } }
+                }
+            },
+            "then": {
+                "properties": { "address": { "pattern": HTTPS_OR_LOOPBACK } }
             }
         }
         }),
         json!({
         "vault_auth": {
+            "description": "A Vault login.",
             "oneOf": [
                 {
                     "type": "object",
                     "additionalProperties": false,
                     "required": ["method"],
                     "properties": {
-                        "method": { "const": "token" },
-                        "token_env": { "$ref": "#/definitions/env_name" },
-                        "token_file": { "$ref": "#/definitions/path" }
+                        "method": { "description": "A Vault token.", "const": "token" },
+                        "token_env": {
+                            "description": "The environment variable that holds the token.",
+                            "$ref": "#/definitions/env_name"
+                        },
+                        "token_file": {
+                            "description": "The file that holds the token (read again at each renewal, e.g. a Vault Agent sink).",
+                            "$ref": "#/definitions/path"
+                        }
                     }
                 },
                 {
@@ -222,11 +354,20 @@ fn definitions() -> Value {
                     "additionalProperties": false,
                     "required": ["method", "role_id"],
                     "properties": {
-                        "method": { "const": "approle" },
-                        "mount": { "type": "string" },
-                        "role_id": { "type": "string" },
-                        "secret_id_env": { "$ref": "#/definitions/env_name" },
-                        "secret_id_file": { "$ref": "#/definitions/path" }
+                        "method": { "description": "AppRole login.", "const": "approle" },
+                        "mount": {
+                            "description": "The AppRole auth mount. Default \"approle\".",
+                            "type": "string"
+                        },
+                        "role_id": { "description": "The role's RoleID (not a secret).", "type": "string" },
+                        "secret_id_env": {
+                            "description": "The environment variable that holds the SecretID.",
+                            "$ref": "#/definitions/env_name"
+                        },
+                        "secret_id_file": {
+                            "description": "The file that holds the SecretID (read at each login).",
+                            "$ref": "#/definitions/path"
+                        }
                     }
                 },
                 {
@@ -234,11 +375,23 @@ fn definitions() -> Value {
                     "additionalProperties": false,
                     "required": ["method"],
                     "properties": {
-                        "method": { "const": "jwt" },
-                        "mount": { "type": "string" },
-                        "role": { "type": "string" },
-                        "jwt_env": { "$ref": "#/definitions/env_name" },
-                        "jwt_file": { "$ref": "#/definitions/path" }
+                        "method": { "description": "JWT/OIDC login, e.g. a CI job's OIDC token.", "const": "jwt" },
+                        "mount": {
+                            "description": "The JWT auth mount. Default \"jwt\".",
+                            "type": "string"
+                        },
+                        "role": {
+                            "description": "The role. Default: the mount's default role.",
+                            "type": "string"
+                        },
+                        "jwt_env": {
+                            "description": "The environment variable that holds the JWT.",
+                            "$ref": "#/definitions/env_name"
+                        },
+                        "jwt_file": {
+                            "description": "The file that holds the JWT (read at each login).",
+                            "$ref": "#/definitions/path"
+                        }
                     }
                 },
                 {
@@ -246,10 +399,16 @@ fn definitions() -> Value {
                     "additionalProperties": false,
                     "required": ["method", "role"],
                     "properties": {
-                        "method": { "const": "kubernetes" },
-                        "mount": { "type": "string" },
-                        "role": { "type": "string" },
-                        "jwt_file": { "$ref": "#/definitions/path" }
+                        "method": { "description": "Kubernetes service-account login.", "const": "kubernetes" },
+                        "mount": {
+                            "description": "The Kubernetes auth mount. Default \"kubernetes\".",
+                            "type": "string"
+                        },
+                        "role": { "description": "The role.", "type": "string" },
+                        "jwt_file": {
+                            "description": "The service-account token. Default /var/run/secrets/kubernetes.io/serviceaccount/token.",
+                            "$ref": "#/definitions/path"
+                        }
                     }
                 }
             ]
@@ -259,12 +418,28 @@ fn definitions() -> Value {
             "additionalProperties": false,
             "required": ["kind"],
             "properties": {
-                "kind": { "const": "aws-secrets-manager" },
-                "region": { "type": "string" },
-                "endpoint_url": { "type": "string", "format": "uri" },
-                "kms_key_id": { "type": "string" },
-                "profile": { "type": "string" },
-                "max_attempts": { "type": "integer", "minimum": 1, "maximum": 20 }
+                "kind": { "description": "AWS Secrets Manager.", "const": "aws-secrets-manager" },
+                "region": {
+                    "description": "The region, e.g. eu-west-1. Default: the AWS SDK's (AWS_REGION, the profile).",
+                    "type": "string"
+                },
+                "endpoint_url": {
+                    "description": "Another endpoint (a VPC endpoint, a test server); plain http only to a loopback address.",
+                    "type": "string",
+                    "format": "uri"
+                },
+                "kms_key_id": {
+                    "description": "The KMS key secrets are created with. Default: the account's aws/secretsmanager key.",
+                    "type": "string"
+                },
+                "profile": {
+                    "description": "The AWS profile to take credentials and region from.",
+                    "type": "string"
+                },
+                "max_attempts": {
+                    "description": "Attempts per request, retries included. Default: the SDK's (3).",
+                    "type": "integer", "minimum": 1, "maximum": 20
+                }
             }
         },
         "azure_backend": {
@@ -272,26 +447,62 @@ fn definitions() -> Value {
             "additionalProperties": false,
             "required": ["kind", "vault_url", "auth"],
             "properties": {
-                "kind": { "const": "azure-key-vault" },
-                "vault_url": { "type": "string", "description": "https://NAME.vault.azure.net, or the vault's name." },
-                "ca_file": { "$ref": "#/definitions/path" },
-                "recover_deleted": { "type": "boolean" },
-                "auth": { "$ref": "#/definitions/azure_auth" }
+                "kind": { "description": "Azure Key Vault secrets.", "const": "azure-key-vault" },
+                "vault_url": {
+                    "description": "https://NAME.vault.azure.net (http only to a loopback address), the vault's host, or its name (3-24 letters, digits and single dashes, starting with a letter).",
+                    "type": "string",
+                    "anyOf": [
+                        { "pattern": HTTPS_OR_LOOPBACK },
+                        { "pattern": VAULT_NAME, "minLength": 3, "maxLength": 24 },
+                        { "pattern": "^[A-Za-z0-9-]+(\\.[A-Za-z0-9-]+)+$" }
+                    ]
+                },
+                "ca_file": {
+                    "description": "Extra PEM CA bundle trusted for the vault.",
+                    "$ref": "#/definitions/path"
+                },
+                "recover_deleted": {
+                    "description": "Recover a deleted-but-recoverable secret of a target's name instead of failing. Default false.",
+                    "type": "boolean"
+                },
+                "auth": {
+                    "description": "How secret-sync gets its own token for the vault: method = client-secret, certificate, federated-token, workload-identity, github-oidc or managed-identity.",
+                    "$ref": "#/definitions/azure_auth"
+                }
             }
         },
         "azure_auth": {
+            "description": "A Key Vault login through Entra ID.",
             "oneOf": [
                 azure_auth("client-secret", &["client_secret"], json!({
-                    "client_secret": { "$ref": "#/definitions/backend_secret" }
+                    "client_secret": {
+                        "description": "Where the client secret is.",
+                        "$ref": "#/definitions/backend_secret"
+                    }
                 })),
                 azure_auth("certificate", &["certificate"], json!({
-                    "certificate": { "$ref": "#/definitions/backend_secret" },
-                    "certificate_key": { "$ref": "#/definitions/backend_secret" },
-                    "assertion_alg": { "enum": ["ps256", "rs256"] }
+                    "certificate": {
+                        "description": "Where the certificate (PEM) is; it may hold the key.",
+                        "$ref": "#/definitions/backend_secret"
+                    },
+                    "certificate_key": {
+                        "description": "Where the private key (PEM) is, when not in the certificate's file.",
+                        "$ref": "#/definitions/backend_secret"
+                    },
+                    "assertion_alg": {
+                        "description": "The client assertion's signature: ps256 (x5t#S256, default) or rs256 (x5t).",
+                        "enum": ["ps256", "rs256"]
+                    }
                 })),
                 azure_auth("federated-token", &[], json!({
-                    "federated_token_file": { "$ref": "#/definitions/path" },
-                    "federated_token_env": { "$ref": "#/definitions/env_name" }
+                    "federated_token_file": {
+                        "description": "The file that holds the federated (OIDC) token, re-read at each request.",
+                        "$ref": "#/definitions/path"
+                    },
+                    "federated_token_env": {
+                        "description": "The environment variable that holds the federated (OIDC) token.",
+                        "$ref": "#/definitions/env_name"
+                    }
                 })),
                 azure_auth("workload-identity", &[], json!({})),
                 azure_auth("github-oidc", &[], json!({})),
@@ -301,34 +512,66 @@ fn definitions() -> Value {
         }),
         json!({
         "job": {
+            "description": "One token (an app, a scope) and the targets it is kept fresh in.",
             "type": "object",
             "additionalProperties": false,
             "required": ["scope", "targets"],
             "properties": {
-                "authority": { "$ref": "#/definitions/authority" },
+                "authority": {
+                    "description": "This job's authority. Default: [settings] authority.",
+                    "$ref": "#/definitions/authority"
+                },
                 "tenant_id": {
                     "description": "Directory (tenant) id: a GUID or verified domain (not common/consumers/organizations).",
-                    "$ref": "#/definitions/value"
+                    "$ref": "#/definitions/tenant_id"
                 },
                 "client_id": {
                     "description": "Application (client) id GUID.",
-                    "$ref": "#/definitions/value"
+                    "$ref": "#/definitions/client_id"
                 },
-                "client_secret": { "$ref": "#/definitions/secret" },
-                "certificate": { "$ref": "#/definitions/secret" },
-                "certificate_key": { "$ref": "#/definitions/secret" },
-                "assertion_alg": { "enum": ["ps256", "rs256"] },
-                "federated_token_file": { "$ref": "#/definitions/path" },
-                "federated_token_env": { "$ref": "#/definitions/env_name" },
-                "workload_identity": { "type": "boolean" },
-                "github_oidc": { "type": "boolean" },
-                "managed_identity": { "type": "boolean" },
+                "client_secret": {
+                    "description": "Where the app's client secret is (its Value, not its Secret ID).",
+                    "$ref": "#/definitions/secret"
+                },
+                "certificate": {
+                    "description": "Where the certificate registered on the app (PEM) is; it may hold the key.",
+                    "$ref": "#/definitions/secret"
+                },
+                "certificate_key": {
+                    "description": "Where the certificate's private key (PEM) is, when not in the same file.",
+                    "$ref": "#/definitions/secret"
+                },
+                "assertion_alg": {
+                    "description": "The client assertion's signature: ps256 (x5t#S256, default) or rs256 (x5t).",
+                    "enum": ["ps256", "rs256"]
+                },
+                "federated_token_file": {
+                    "description": "Workload identity federation: the file that holds the OIDC token, re-read at each request.",
+                    "$ref": "#/definitions/path"
+                },
+                "federated_token_env": {
+                    "description": "Workload identity federation: the environment variable that holds the OIDC token.",
+                    "$ref": "#/definitions/env_name"
+                },
+                "workload_identity": {
+                    "description": "Workload identity as Azure sets it up (AKS): AZURE_FEDERATED_TOKEN_FILE, AZURE_TENANT_ID, AZURE_CLIENT_ID.",
+                    "type": "boolean"
+                },
+                "github_oidc": {
+                    "description": "Workload identity federation from GitHub Actions' OIDC endpoint (permissions: id-token: write).",
+                    "type": "boolean"
+                },
+                "managed_identity": {
+                    "description": "The Azure host's managed identity (IMDS, App Service, Container Apps, Azure Arc); with client_id, a user-assigned one.",
+                    "type": "boolean"
+                },
                 "scope": {
                     "description": "One resource followed by /.default, e.g. https://graph.microsoft.com/.default.",
                     "type": "string",
                     "pattern": "/\\.default$"
                 },
                 "targets": {
+                    "description": "Where the token goes: at least one { to = \"BACKEND\", name = \"...\" }.",
                     "type": "array",
                     "minItems": 1,
                     "items": { "$ref": "#/definitions/target" }
@@ -340,13 +583,24 @@ fn definitions() -> Value {
             }
         },
         "target": {
+            "description": "One place the job's token is written to.",
             "type": "object",
             "additionalProperties": false,
             "required": ["to", "name"],
             "properties": {
-                "to": { "$ref": "#/definitions/name" },
-                "name": { "type": "string", "minLength": 1 },
-                "format": { "enum": ["raw", "json"] },
+                "to": {
+                    "description": "The backend to write to (a [backends.NAME] table).",
+                    "$ref": "#/definitions/name"
+                },
+                "name": {
+                    "description": "The secret's name in that backend: a path inside a file backend's dir, a path below a Vault mount, an AWS secret name, a Key Vault secret name (1-127 letters, digits and dashes).",
+                    "type": "string",
+                    "minLength": 1
+                },
+                "format": {
+                    "description": "raw: the bare token (file: expiry in a sidecar); json: a document with the token, its type and expiry. Default raw.",
+                    "enum": ["raw", "json"]
+                },
                 "adopt": {
                     "description": "Overwrite a secret that secret-sync did not write. Default false.",
                     "type": "boolean"
@@ -365,10 +619,19 @@ fn definitions() -> Value {
 /// One `auth` method of an Azure Key Vault backend: `method`, the identity keys, its own keys.
 fn azure_auth(method: &str, required: &[&str], own: Value) -> Value {
     let mut properties = json!({
-        "method": { "const": method },
-        "authority": { "$ref": "#/definitions/authority" },
-        "tenant_id": { "$ref": "#/definitions/value" },
-        "client_id": { "$ref": "#/definitions/value" }
+        "method": { "description": format!("Log in with {method}."), "const": method },
+        "authority": {
+            "description": "The login's authority. Default: [settings] authority.",
+            "$ref": "#/definitions/authority"
+        },
+        "tenant_id": {
+            "description": "Directory (tenant) id of the app that writes to the vault.",
+            "$ref": "#/definitions/tenant_id"
+        },
+        "client_id": {
+            "description": "Application (client) id GUID of the app that writes to the vault.",
+            "$ref": "#/definitions/client_id"
+        }
     });
     if let (Some(properties), Value::Object(own)) = (properties.as_object_mut(), own) {
         properties.extend(own);
@@ -557,6 +820,115 @@ mod tests {
         }
     }
 
+    /// Every complete ```toml block of README.md and docs/*.md (```toml-fragment blocks are
+    /// parts of a file), with its file and first line.
+    fn docs_examples() -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = vec![root.join("README.md")];
+        let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "md"))
+            .collect();
+        docs.sort();
+        files.extend(docs);
+        let mut examples = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let mut current: Option<(usize, String)> = None;
+            for (index, line) in text.lines().enumerate() {
+                let trimmed = line.trim_start();
+                match &mut current {
+                    None if trimmed.strip_prefix("```").map(str::trim) == Some("toml") => {
+                        current = Some((index + 2, String::new()));
+                    }
+                    None => {}
+                    Some((start, body)) if trimmed.starts_with("```") => {
+                        examples
+                            .push((format!("{}:{start}", file.display()), std::mem::take(body)));
+                        current = None;
+                    }
+                    Some((_, body)) => {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                }
+            }
+        }
+        examples
+    }
+
+    /// What an editor does with the schema (`#:schema` in Even Better TOML): every example a
+    /// user copies from the docs shows no error.
+    #[test]
+    fn every_docs_example_validates_against_the_schema_as_an_editor_checks_it() {
+        let (schemas, index) = validator();
+        let examples = docs_examples();
+        assert!(
+            examples.len() >= 4,
+            "only {} examples found",
+            examples.len()
+        );
+        for (place, text) in examples {
+            if let Err(err) = check(&schemas, index, &text) {
+                panic!("the example at {place} does not match the schema:\n{err}\n{text}");
+            }
+        }
+    }
+
+    /// Every property an editor can show has a description, and none is lost beside a `$ref`
+    /// (draft 7 ignores a `$ref`'s siblings).
+    #[test]
+    fn every_property_has_a_description_and_no_ref_has_siblings() {
+        fn walk(value: &Value, at: &str, missing: &mut Vec<String>, beside_ref: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if map.contains_key("$ref") && map.len() > 1 {
+                        beside_ref.push(at.to_owned());
+                    }
+                    if let Some(Value::Object(properties)) = map.get("properties") {
+                        for (name, property) in properties {
+                            // `if`/`then` only narrow properties described elsewhere.
+                            if property.get("description").is_none()
+                                && !at.ends_with("/if")
+                                && !at.ends_with("/then")
+                                && !at.contains("/if/")
+                            {
+                                missing.push(format!("{at}/properties/{name}"));
+                            }
+                        }
+                    }
+                    for (key, child) in map {
+                        walk(child, &format!("{at}/{key}"), missing, beside_ref);
+                    }
+                }
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(item, &format!("{at}/{i}"), missing, beside_ref);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (mut missing, mut beside_ref) = (Vec::new(), Vec::new());
+        walk(&schema(), "", &mut missing, &mut beside_ref);
+        assert!(
+            missing.is_empty(),
+            "properties without a description: {missing:#?}"
+        );
+        assert!(
+            beside_ref.is_empty(),
+            "keywords beside a $ref: {beside_ref:#?}"
+        );
+        // Descriptions written beside a $ref survive, in an allOf.
+        let tenant = &schema()["definitions"]["job"]["properties"]["tenant_id"];
+        assert!(tenant["description"].is_string(), "{tenant}");
+        assert_eq!(
+            tenant["allOf"][0]["$ref"], "#/definitions/tenant_id",
+            "{tenant}"
+        );
+    }
+
     #[test]
     fn the_schema_refuses_what_the_loader_refuses() {
         let (schemas, index) = validator();
@@ -596,6 +968,39 @@ targets = [{ to = "local", name = "graph.json" }]
                 "microsoft.com/.default",
                 "microsoft.com/User.Read",
             ),
+            (
+                "the common tenant",
+                "\"contoso.onmicrosoft.com\"",
+                "\"common\"",
+            ),
+            (
+                "the organizations tenant",
+                "\"contoso.onmicrosoft.com\"",
+                "\"Organizations\"",
+            ),
+            (
+                "a client id that is not a GUID",
+                "\"00000000-0000-0000-0000-000000000001\"",
+                "\"graph-app\"",
+            ),
+            (
+                "plain http to a remote Vault",
+                "[jobs.graph]",
+                "[backends.v]\nkind = \"vault\"\naddress = \"http://vault.example.com:8200\"\n\
+                 auth = { method = \"token\", token_env = \"T\" }\n\n[jobs.graph]",
+            ),
+            (
+                "a Key Vault name with an underscore",
+                "[jobs.graph]",
+                "[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"contoso_kv\"\n\
+                 auth = { method = \"managed-identity\" }\n\n[jobs.graph]",
+            ),
+            (
+                "a Key Vault name too short",
+                "[jobs.graph]",
+                "[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"kv\"\n\
+                 auth = { method = \"managed-identity\" }\n\n[jobs.graph]",
+            ),
         ] {
             let bad = good.replace(from, to);
             assert_ne!(bad, good, "the replacement for {mistake} did not apply");
@@ -603,6 +1008,43 @@ targets = [{ to = "local", name = "graph.json" }]
                 check(&schemas, index, &bad).is_err(),
                 "the schema accepted {mistake}"
             );
+        }
+        // What the loader accepts, the schema accepts too.
+        for (what, from, to) in [
+            (
+                "a GUID tenant",
+                "\"contoso.onmicrosoft.com\"",
+                "\"72F988BF-86F1-41AF-91AB-2D7CD011DB47\"",
+            ),
+            (
+                "http to a loopback Vault",
+                "[jobs.graph]",
+                "[backends.v]\nkind = \"vault\"\naddress = \"http://127.0.0.1:8200\"\n\
+                 auth = { method = \"token\", token_env = \"T\" }\n\n[jobs.graph]",
+            ),
+            (
+                "http to a remote Vault when allowed",
+                "[jobs.graph]",
+                "[backends.v]\nkind = \"vault\"\naddress = \"http://vault.internal:8200\"\n\
+                 allow_insecure_http = true\nauth = { method = \"token\", token_env = \"T\" }\n\n[jobs.graph]",
+            ),
+            (
+                "a Key Vault by name",
+                "[jobs.graph]",
+                "[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"contoso-kv\"\n\
+                 auth = { method = \"managed-identity\" }\n\n[jobs.graph]",
+            ),
+            (
+                "a tenant from the environment",
+                "\"contoso.onmicrosoft.com\"",
+                "{ env = \"TENANT\" }",
+            ),
+        ] {
+            let fine = good.replace(from, to);
+            assert_ne!(fine, good, "the replacement for {what} did not apply");
+            if let Err(err) = check(&schemas, index, &fine) {
+                panic!("the schema refused {what}: {err}");
+            }
         }
     }
 }

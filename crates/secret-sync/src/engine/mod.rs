@@ -510,13 +510,13 @@ impl Engine {
         };
         let shortfall = self.shortfall(&token, token.obtained_at() >= started);
         if let Some(Shortfall::Expired(problem) | Shortfall::Short(problem)) = &shortfall {
-            warn!(job = %job.name, expires_on = %token.expires_on(), problem = %problem,
+            warn!(job = %job.name, expires_on = %token.expires_at(), problem = %problem,
                 "the token does not last beyond refresh_before; its targets fail");
         } else if token.obtained_at() >= started
             && token.expires_on() - OffsetDateTime::now_utc() <= self.renew_within()
         {
             // Valid beyond refresh_before but within the daemon's lead: every pass renews it.
-            warn!(job = %job.name, expires_on = %token.expires_on(),
+            warn!(job = %job.name, expires_on = %token.expires_at(),
                 refresh_before = %humantime::format_duration(self.refresh_before),
                 lead = %humantime::format_duration(self.lead),
                 "the new token is valid for less than refresh_before plus the daemon's lead, so \
