@@ -3,6 +3,7 @@
 //! traffic, and in later modules the real moto and OpenBao servers). One module per topic.
 
 mod bench_baseline;
+mod clouds;
 mod config;
 mod conventions;
 mod daemon;

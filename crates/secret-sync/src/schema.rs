@@ -220,6 +220,10 @@ fn definitions() -> Value {
                     "description": "The default authority of every job and Key Vault login. Default: AZURE_AUTHORITY_HOST when set, else public.",
                     "$ref": "#/definitions/authority"
                 },
+                "cloud": {
+                    "description": "The Azure cloud every authority belongs to (federated audience, Key Vault host of a bare name): public, usgov or china. Default: the authority's.",
+                    "enum": ["public", "usgov", "china"]
+                },
                 "ca_file": {
                     "description": "Extra PEM CA bundle trusted for the authority.",
                     "$ref": "#/definitions/path"

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use entra_auth::{AssertionAlgorithm, Authority, ClientId, Scope, TenantId};
+use entra_auth::{AssertionAlgorithm, Authority, ClientId, Cloud, Scope, TenantId};
+use secret_backends::azure_kv::AzureCloud;
 use secret_backends::vault::{JwtSource, KvVersion};
 use secret_backends::{AwsOptions, BackendError, FileOptions, Format, NameRef};
 use toml::Spanned;
@@ -38,6 +39,7 @@ pub mod keys {
         "refresh_before",
         "concurrency",
         "authority",
+        "cloud",
         "ca_file",
         "listen",
         "pass_timeout",
@@ -158,6 +160,7 @@ pub fn parse(
         errors: Vec::new(),
         kinds: BTreeMap::new(),
         authority: Authority::public(),
+        cloud: None,
         pass_timeout: Settings::DEFAULT_PASS_TIMEOUT,
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
@@ -274,6 +277,8 @@ struct Loader<'s> {
     kinds: BTreeMap<String, Option<Kind>>,
     /// `[settings] authority`, the default of jobs and Key Vault identities.
     authority: Authority,
+    /// `[settings] cloud`: every authority is taken as this cloud's.
+    cloud: Option<Cloud>,
     /// `[settings] pass_timeout`, the default of jobs.
     pass_timeout: Duration,
 }
@@ -567,13 +572,51 @@ impl Loader<'_> {
                 return None;
             }
         };
-        match authority_from_text(&text) {
+        match authority_from_text(&text).and_then(|a| self.in_cloud(a)) {
             Ok(authority) => Some(authority),
             Err(message) => {
                 self.error(&span, &path, message);
                 None
             }
         }
+    }
+
+    /// `authority` taken as `[settings] cloud`'s (a proxy's or an emulator's URL), refusing the
+    /// well-known authority of another cloud.
+    fn in_cloud(&self, authority: Authority) -> Result<Authority, String> {
+        let Some(cloud) = self.cloud else {
+            return Ok(authority);
+        };
+        match authority.cloud() {
+            Cloud::Custom => Ok(authority.in_cloud(cloud)),
+            same if same == cloud => Ok(authority),
+            other => Err(format!(
+                "{} is the {} cloud's authority, but [settings] says cloud = \"{}\": \
+                 remove one of them, or give that cloud's authority",
+                authority.as_str(),
+                cloud_description(other),
+                cloud_name(cloud)
+            )),
+        }
+    }
+
+    /// `[settings] cloud`: `public`, `usgov` or `china`.
+    fn cloud(&mut self, table: &Tbl<'_, '_>) -> Option<Cloud> {
+        let (text, span) = self.string(table, "cloud")?;
+        let cloud = match text.trim().to_ascii_lowercase().as_str() {
+            "public" => Cloud::Public,
+            "usgov" => Cloud::UsGovernment,
+            "china" => Cloud::China,
+            _ => {
+                self.error(
+                    &span,
+                    &table.path_of("cloud"),
+                    format!("\"{text}\" is not a cloud: use public, usgov or china"),
+                );
+                return None;
+            }
+        };
+        Some(cloud)
     }
 
     // ----- [settings] -----
@@ -598,6 +641,27 @@ impl Loader<'_> {
             return settings;
         };
         self.check_keys(&table, keys::SETTINGS);
+        // The cloud first: the authorities below (and the jobs' and logins') are taken as its.
+        self.cloud = self.cloud(&table);
+        if let Some(cloud) = self.cloud {
+            let from_env = (self.env)("AZURE_AUTHORITY_HOST").is_some_and(|h| !h.trim().is_empty());
+            if !table.has("authority") && !from_env {
+                settings.authority = match cloud {
+                    Cloud::UsGovernment => Authority::us_government(),
+                    Cloud::China => Authority::china(),
+                    _ => Authority::public(),
+                };
+            }
+            match self.in_cloud(settings.authority.clone()) {
+                Ok(authority) => settings.authority = authority,
+                Err(message) if !table.has("authority") => self.error(
+                    &table.at,
+                    "settings.authority",
+                    format!("the default authority from AZURE_AUTHORITY_HOST: {message}"),
+                ),
+                Err(_) => {}
+            }
+        }
         if let Some(d) = self.duration(&table, "refresh_before") {
             settings.refresh_before = d;
         }
@@ -939,10 +1003,15 @@ impl Loader<'_> {
 
     fn azure_backend(&mut self, table: &Tbl<'_, '_>) -> Option<AzureKeyVaultSpec> {
         self.check_keys(table, keys::AZURE_KEY_VAULT);
-        let vault_url = self.vault_url(table);
+        // The login first: its authority's cloud is where a bare vault name points.
+        let auth = self.azure_auth(table);
+        let cloud = key_vault_cloud(
+            auth.as_ref()
+                .map_or_else(|| self.authority.cloud(), |a| a.authority.cloud()),
+        );
+        let vault_url = self.vault_url(table, cloud);
         let ca_file = self.existing_file(table, "ca_file");
         let recover_deleted = self.boolean(table, "recover_deleted").unwrap_or(false);
-        let auth = self.azure_auth(table);
         Some(AzureKeyVaultSpec {
             vault_url: vault_url?,
             ca_file,
@@ -951,8 +1020,9 @@ impl Loader<'_> {
         })
     }
 
-    /// `https://NAME.vault.azure.net` (https only: Key Vault and its SDK need TLS), or a vault name.
-    fn vault_url(&mut self, table: &Tbl<'_, '_>) -> Option<Url> {
+    /// `https://NAME.vault.azure.net` (https only: Key Vault and its SDK need TLS), or a vault
+    /// name, the host of that name in `cloud`.
+    fn vault_url(&mut self, table: &Tbl<'_, '_>, cloud: AzureCloud) -> Option<Url> {
         let (text, span) = self.required_string(
             table,
             "vault_url",
@@ -960,7 +1030,7 @@ impl Loader<'_> {
         )?;
         let path = table.path_of("vault_url");
         if !text.contains("://") {
-            return match secret_backends::azure_kv::vault_url(&text) {
+            return match secret_backends::azure_kv::vault_url_in(&text, cloud) {
                 Ok(url) => Some(url),
                 Err(err) => {
                     self.error(&span, &path, err.message().to_owned());
@@ -2008,6 +2078,33 @@ fn edit_distance(a: &str, b: &str) -> usize {
         before = std::mem::replace(&mut previous, row);
     }
     previous[b.len()]
+}
+
+/// The Key Vault cloud of a login in `cloud` (another authority: the public cloud's).
+pub(crate) fn key_vault_cloud(cloud: Cloud) -> AzureCloud {
+    match cloud {
+        Cloud::UsGovernment => AzureCloud::UsGovernment,
+        Cloud::China => AzureCloud::China,
+        _ => AzureCloud::Public,
+    }
+}
+
+/// The `[settings] cloud` value naming `cloud`.
+fn cloud_name(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::UsGovernment => "usgov",
+        Cloud::China => "china",
+        _ => "public",
+    }
+}
+
+/// How messages name `cloud`.
+fn cloud_description(cloud: Cloud) -> &'static str {
+    match cloud {
+        Cloud::UsGovernment => "US Government",
+        Cloud::China => "China (21Vianet)",
+        _ => "public",
+    }
 }
 
 /// `public`, `usgov`, `china` or an authority URL, as written in the file or in

@@ -232,6 +232,7 @@ async fn azure_key_vault(
     let mut options = AzureKeyVaultOptions::new(spec.vault_url.clone());
     options.ca_file = spec.ca_file.clone();
     options.recover_deleted = spec.recover_deleted;
+    options.cloud = crate::config::load::key_vault_cloud(spec.auth.authority.cloud());
     Ok(AzureKeyVaultStore::new(name, options, credential)?)
 }
 
