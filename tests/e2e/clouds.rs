@@ -6,7 +6,8 @@
 //! stand for (as it does for a proxy in front of a national cloud); how a bare vault name maps
 //! to each cloud's host is unit-tested in secret-backends. The emulators refuse what the cloud
 //! would: a federated assertion with another cloud's audience (AADSTS700212), a token for
-//! another cloud's vault (AKV10022).
+//! another cloud's vault (AKV10022). And what the binary does with a vault token the vault
+//! refuses: it is replaced once, and a second refusal fails with the vault's code.
 
 use std::path::Path;
 
@@ -67,6 +68,11 @@ struct World {
 
 impl World {
     async fn start(cloud: &Cloud) -> World {
+        World::start_with_vault_tenant(cloud, TENANT).await
+    }
+
+    /// As [`World::start`], with a vault that belongs to `vault_tenant`.
+    async fn start_with_vault_tenant(cloud: &Cloud, vault_tenant: &str) -> World {
         let entra = EntraEmulator::start_tls().await.unwrap();
         let issuer = OidcIssuer::new(ISSUER).unwrap();
         entra.trust_issuer(&issuer);
@@ -80,7 +86,7 @@ impl World {
         }
         let kv = KeyVaultEmulator::start(
             entra.token_validator(),
-            KeyVaultOptions::for_entra(&entra, TENANT).with_resource(cloud.vault_resource),
+            KeyVaultOptions::for_entra(&entra, vault_tenant).with_resource(cloud.vault_resource),
         )
         .await
         .unwrap();
@@ -96,18 +102,28 @@ impl World {
 
     /// A config for `cloud` whose federated token (for both logins) carries `audience`.
     fn config(&self, cloud: &Cloud, audience: &str) -> String {
+        self.config_with(
+            cloud,
+            audience,
+            "",
+            "{ to = \"kv\", name = \"graph-token\" }",
+        )
+    }
+
+    /// As [`World::config`], with more `[settings]` lines and the job's `targets`.
+    fn config_with(&self, cloud: &Cloud, audience: &str, settings: &str, targets: &str) -> String {
         let dir = self.dir.path();
         let token = dir.join("federated.jwt");
         std::fs::write(&token, self.issuer.mint(SUBJECT, audience)).unwrap();
         let ca = dir.join("ca.pem");
         let text = format!(
-            "[settings]\ncloud = \"{cloud}\"\nauthority = \"{authority}\"\nca_file = \"{ca}\"\n\n\
+            "[settings]\ncloud = \"{cloud}\"\nauthority = \"{authority}\"\nca_file = \"{ca}\"\n{settings}\n\
              [backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"{vault}\"\nca_file = \"{ca}\"\n\
              auth = {{ method = \"federated-token\", federated_token_file = \"{token}\", \
              tenant_id = \"{TENANT}\", client_id = \"{KV_CLIENT}\" }}\n\n\
              [jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
              federated_token_file = \"{token}\"\nscope = \"{graph}/.default\"\n\
-             targets = [{{ to = \"kv\", name = \"graph-token\" }}]\n",
+             targets = [{targets}]\n",
             cloud = cloud.name,
             authority = self.entra.base_url(),
             ca = ca.display(),
@@ -242,4 +258,38 @@ async fn a_cloud_that_does_not_match_the_authority_is_a_config_error() {
         refused.stderr
     );
     assert!(Path::new(&path).exists());
+}
+
+#[tokio::test]
+async fn a_vault_token_refused_twice_fails_with_the_akv_code_after_one_renewal() {
+    // The vault belongs to another tenant: it refuses every token of this identity.
+    const OTHER: &str = "0f0e0d0c-0b0a-0908-0706-050403020100";
+    let public = &CLOUDS[0];
+    let world = World::start_with_vault_tenant(public, OTHER).await;
+    // One at a time: the first target's read meets the challenge and the refusal, the
+    // second's is where the SDK asks again for the refused token.
+    let config = world.config_with(
+        public,
+        public.federated_audience,
+        "concurrency = 1\n",
+        "{ to = \"kv\", name = \"a-token\" }, { to = \"kv\", name = \"b-token\" }",
+    );
+    let failed = run(&config).await;
+    failed.assert_code(1);
+    world.assert_no_leak(&failed);
+    let vault_logins = world
+        .entra
+        .token_requests()
+        .iter()
+        .filter(|r| {
+            r.form.get("client_id").map(String::as_str) == Some(KV_CLIENT) && r.status == Some(200)
+        })
+        .count();
+    assert_eq!(
+        vault_logins, 2,
+        "the first vault token, and exactly one renewal after the vault refused it"
+    );
+    let all = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(all.contains("AKV10032: Invalid issuer"), "{all}");
+    assert!(world.kv.secret("a-token").is_none() && world.kv.secret("b-token").is_none());
 }
