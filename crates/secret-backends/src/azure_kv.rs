@@ -10,9 +10,15 @@
 //! Authentication is an `Arc<dyn TokenCredential>` handed in by the caller; the binary builds
 //! `entra_auth::EntraTokenCredential` from its config, so there is one Entra stack in the
 //! program. The first request goes out without a token; the vault's `401` challenge names the
-//! resource, for which the credential is asked a token (scope `https://vault.azure.net/.default`).
-//! The SDK checks that the vault's host is under the challenged resource; that check is turned
-//! off only when the vault URL is a loopback address (tests, emulators).
+//! resource, for which the credential is asked a token (scope `https://vault.azure.net/.default`
+//! in the public cloud, `https://vault.usgovcloudapi.net/.default` and
+//! `https://vault.azure.cn/.default` in the national clouds: [`AzureCloud`]). The SDK checks that
+//! the vault's host is under the challenged resource; that check is turned off only when the
+//! vault URL is a loopback address (tests, emulators). After a `401` on a request that carried a
+//! token the SDK asks the credential again once (entra-auth's then replaces the refused token);
+//! the second `401` is the error. A failed token request is reported as what it was (throttled,
+//! unavailable, unreachable: retryable; refused), as the credential says it in the
+//! `azure_core::Error` (see `credential_error`).
 //!
 //! What a write stores (`PUT /secrets/{name}`):
 //! - value: the bare token ([`Format::Raw`]) or the JSON document ([`Format::Json`]);

@@ -10,7 +10,7 @@
 //! `GET /secrets`, `DELETE /secrets/{name}`, `GET|DELETE /deletedsecrets/{name}`,
 //! `POST /deletedsecrets/{name}/recover`.
 //!
-//! What it enforces, and where each fact comes from (/work/shared/PROTOCOLS.md first):
+//! What it enforces, and where each fact comes from (PROTOCOLS.md first):
 //!
 //! | behaviour | answer | source |
 //! |---|---|---|

@@ -22,7 +22,7 @@
 //!   [`KeyVaultEmulator::requests`], [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
 //!
 //! As strict as the real services: every leniency is a bug that can reach users unseen. Each
-//! module's doc lists what it enforces and where the fact comes from (/work/shared/PROTOCOLS.md
+//! module's doc lists what it enforces and where the fact comes from (PROTOCOLS.md
 //! first; otherwise the vendors' docs, SDK sources and recordings). The facts enforced from
 //! PROTOCOLS.md, in short:
 //! - token endpoint (`entra::token`): the request shape and validation order, the AADSTS codes

@@ -29,7 +29,7 @@
 //! reported as a wrong secret whatever the scope.
 //!
 //! Where the facts come from: the request and error shapes, the AADSTS codes and their
-//! classification are /work/shared/PROTOCOLS.md ("Entra ID, client credentials", "Resource
+//! classification are PROTOCOLS.md ("Entra ID, client credentials", "Resource
 //! checks"); the 500011 text (`The resource principal named {resource} was not found in the
 //! tenant named {tenant}. ...`, error `invalid_resource`) is Entra's as users quote it in bug
 //! reports and tooling tests; the resource identifiers of Graph and Key Vault per cloud are
