@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::{Run, secret_sync};
+use std::time::Duration;
+
+use crate::support::{Daemon, Run, http_get, secret_sync, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -515,4 +517,169 @@ async fn log_fields_show_times_in_rfc_3339_and_enums_as_config_words() {
     assert!(!out.stderr.contains("+00:00:00"), "{}", out.stderr);
     assert!(!out.stderr.contains("credential=Secret"), "{}", out.stderr);
     out.assert_no_leak(&[SECRET]);
+}
+
+// ----- items 7, 8, 10, 12: the daemon -----
+
+/// A config with `listen = "127.0.0.1:0"` and `jobs`.
+fn daemon_config(f: &Fixture, jobs: &str) -> PathBuf {
+    std::fs::create_dir_all(f.path("tokens")).unwrap();
+    let config = f.config(&format!(
+        "[backends.local]\nkind = \"file\"\ndir = \"tokens\"\n\n{jobs}"
+    ));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[settings]\n", "[settings]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[tokio::test]
+async fn the_daemon_says_it_started_and_stopped_at_the_default_log_level() {
+    let f = Fixture::start().await;
+    let config = daemon_config(
+        &f,
+        &(Fixture::job("graph", "GRAPH_SECRET", "{ to = \"local\", name = \"a\" }")
+            + &Fixture::job(
+                "sharepoint",
+                "GRAPH_SECRET",
+                "{ to = \"local\", name = \"b\" }",
+            )),
+    );
+    // No RUST_LOG: the default level, warn.
+    let log = f.path("daemon.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_secret-sync"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GRAPH_SECRET", SECRET)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = wait_until(Duration::from_secs(20), || {
+        read().contains("daemon started") && f.path("tokens/b").exists()
+    })
+    .await;
+    assert!(started, "no start line at the default level:\n{}", read());
+    let text = read();
+    let line = text.lines().find(|l| l.contains("daemon started")).unwrap();
+    assert!(
+        line.contains(&format!("config={}", config.display()))
+            && line.contains("jobs=2")
+            && line.contains("listen=127.0.0.1:"),
+        "{line}"
+    );
+    // Only that line: the passes' info lines stay below the default level.
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("the daemon stops")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{}", read());
+    let text = read();
+    assert!(
+        text.lines().last().unwrap().contains("daemon stopped"),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(!text.contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_missing_variable_fails_the_job_in_readyz_and_is_no_token_request() {
+    let f = Fixture::start().await;
+    let config = daemon_config(
+        &f,
+        &(Fixture::job("unset", "NOT_EXPORTED", "{ to = \"local\", name = \"a\" }")
+            + &Fixture::job("wrong", "WRONG_SECRET", "{ to = \"local\", name = \"b\" }")
+            + &Fixture::job("good", "GRAPH_SECRET", "{ to = \"local\", name = \"c\" }")),
+    );
+    let daemon = Daemon::spawn(
+        f.path("daemon.log"),
+        &config,
+        &["daemon"],
+        &[("GRAPH_SECRET", SECRET), ("WRONG_SECRET", "not-the-secret")],
+    );
+    let addr = daemon.listen_addr().await;
+    let mut metrics = String::new();
+    let ran = wait_until(Duration::from_secs(20), || {
+        metrics = http_get(&addr, "/metrics").2;
+        ["unset", "wrong", "good"]
+            .iter()
+            .all(|job| metrics.contains(&format!("secret_sync_job_runs_total{{job=\"{job}\"")))
+    })
+    .await;
+    assert!(ran, "the jobs never ran:\n{metrics}\n{}", daemon.output());
+    assert!(
+        metrics.contains("secret_sync_job_runs_total{job=\"unset\",outcome=\"failure\"}"),
+        "{metrics}"
+    );
+    // No request was sent for the job without its variable; the refused one counts.
+    assert!(
+        !metrics.contains("secret_sync_token_requests_total{job=\"unset\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("secret_sync_token_requests_total{job=\"wrong\",outcome=\"failure\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("secret_sync_token_requests_total{job=\"good\",outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    let (status, _, body) = http_get(&addr, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("unset (local:a: ")
+            && body.contains("environment variable NOT_EXPORTED is not set"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("not-the-secret") && !body.contains(SECRET),
+        "{body}"
+    );
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert!(!output.contains(SECRET) && !output.contains("not-the-secret"));
+}
+
+#[tokio::test]
+async fn a_taken_listen_address_names_the_os_error_once() {
+    let f = Fixture::start().await;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = daemon_config(
+        &f,
+        &Fixture::job("graph", "GRAPH_SECRET", "{ to = \"local\", name = \"a\" }"),
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &addr.to_string());
+    std::fs::write(&config, text).unwrap();
+    let out = run(&config, &["daemon"], &[("GRAPH_SECRET", SECRET)]).await;
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains(&format!("could not listen on {addr}")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("os error").count(),
+        1,
+        "the OS error is repeated: {}",
+        out.stderr
+    );
 }

@@ -55,8 +55,14 @@ fn within_cap(metadata: &Metadata<'_>) -> bool {
     *metadata.level() < Level::TRACE || !capped(metadata.target())
 }
 
+/// The target of the daemon's start and stop lines: shown at `info` by default (without
+/// `RUST_LOG`), so that a daemon at the default level still says it started, with what, and
+/// that it stopped. `RUST_LOG` replaces the default, this too.
+pub const LIFECYCLE: &str = "secret_sync::lifecycle";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,{LIFECYCLE}=info")));
     // Colours only for a person at a terminal, never in captured logs.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let layer = tracing_subscriber::fmt::layer()

@@ -34,9 +34,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HttpError {
+    // The OS error is the source: `{:#}` prints it once, after this.
     #[error(
-        "could not listen on {addr} ([settings] listen): {source}; stop the process that holds \
-         the address or choose another one"
+        "could not listen on {addr} ([settings] listen): stop the process that holds the \
+         address or choose another one"
     )]
     Bind {
         addr: SocketAddr,

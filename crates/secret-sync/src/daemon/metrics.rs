@@ -9,7 +9,7 @@
 //! Names follow `secret_sync_<what>_<unit>_total` for counters. The registry is shared as
 //! `Arc<Metrics>`; every method takes `&self` and holds one `Mutex` only while it copies numbers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::{Mutex, MutexGuard};
 
@@ -67,8 +67,8 @@ struct State {
     job_runs: BTreeMap<(String, Status), u64>,
     config_reloads: BTreeMap<Status, u64>,
     config_loaded: bool,
-    /// Jobs whose last run failed.
-    failing: BTreeSet<String>,
+    /// Jobs whose last run failed, with why (the first failed target and its reason).
+    failing: BTreeMap<String, String>,
 }
 
 const TOKEN_REQUESTS: &str = "secret_sync_token_requests_total";
@@ -122,9 +122,21 @@ impl Metrics {
         let mut state = self.state();
         *state.job_runs.entry((job.to_owned(), outcome)).or_default() += 1;
         match outcome {
-            Status::Success => state.failing.remove(job),
-            Status::Failure => state.failing.insert(job.to_owned()),
-        };
+            Status::Success => {
+                state.failing.remove(job);
+            }
+            Status::Failure => {
+                state.failing.entry(job.to_owned()).or_default();
+            }
+        }
+    }
+
+    /// Why the last run of `job` failed, for `/readyz`: a target and its reason (names and
+    /// messages, never a value). Call after [`Metrics::record_job_run`] with a failure.
+    pub fn set_failure_reason(&self, job: &str, reason: &str) {
+        if let Some(why) = self.state().failing.get_mut(job) {
+            reason.clone_into(why);
+        }
     }
 
     /// A SIGHUP reload ended (the first load is not a reload: call [`Metrics::set_config_loaded`]).
@@ -155,10 +167,10 @@ impl Metrics {
             return Readiness::NotReady("no config loaded yet".to_owned());
         }
         let now = now.unix_timestamp();
-        let expired: Vec<&str> = state
+        let expired: Vec<String> = state
             .failing
             .iter()
-            .filter(|job| {
+            .filter(|(job, _)| {
                 let earliest = state
                     .token_expiry
                     .iter()
@@ -167,7 +179,13 @@ impl Metrics {
                     .min();
                 earliest.is_none_or(|expiry| expiry <= now)
             })
-            .map(String::as_str)
+            .map(|(job, why)| {
+                if why.is_empty() {
+                    job.clone()
+                } else {
+                    format!("{job} ({why})")
+                }
+            })
             .collect();
         if expired.is_empty() {
             Readiness::Ready

@@ -52,6 +52,7 @@ use crate::config::{BackendSpec, SyncConfig};
 use crate::engine::build::{build_with_cache, token_cache};
 use crate::engine::{Engine, Job, Outcome, PassOptions, TargetReport, TokenObserver, TokenStep};
 use crate::failure::Failure;
+use crate::logging::LIFECYCLE;
 use crate::output::rfc3339;
 use crate::run::check_job_names;
 
@@ -105,9 +106,11 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     crate::engine::build::remove_stale_temp_files(&generation.config, &generation.jobs).await;
 
     let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut listener_addr = None;
     let listener = match generation.config.settings.listen {
         Some(addr) => {
             let listener = Listener::bind(addr).await.map_err(Failure::usage)?;
+            listener_addr = Some(listener.local_addr());
             info!(listen = %listener.local_addr(), "health and metrics listener bound");
             let served = listener.serve(Arc::clone(&metrics), async {
                 let _ = stopped.await;
@@ -117,8 +120,10 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
         None => None,
     };
     metrics.set_config_loaded(true);
-    info!(config = %path.display(), jobs = generation.jobs.len(),
-        "daemon started: every job runs a pass now");
+    // At the default level too (`logging::LIFECYCLE`): a daemon that prints nothing looks hung.
+    let listen = listener_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
+    info!(target: LIFECYCLE, config = %path.display(), jobs = generation.jobs.len(),
+        listen = %listen, "daemon started: every job runs a pass now");
 
     let mut daemon = Daemon {
         path,
@@ -135,7 +140,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     if let Some(listener) = listener {
         let _ = listener.await;
     }
-    info!("daemon stopped");
+    info!(target: LIFECYCLE, "daemon stopped");
     Ok(())
 }
 
@@ -433,6 +438,13 @@ impl Daemon {
             }
             Pass::Failed { .. } => {
                 self.metrics.record_job_run(name, Status::Failure);
+                // What /readyz says about the job: its first failed target's reason.
+                if let Some(failed) = reports.iter().find(|r| r.outcome == Outcome::Failed) {
+                    self.metrics.set_failure_reason(
+                        name,
+                        &format!("{}: {}", target_label(failed), failed.detail),
+                    );
+                }
                 let failed = reports
                     .iter()
                     .filter(|r| r.outcome == Outcome::Failed)
