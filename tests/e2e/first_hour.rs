@@ -683,3 +683,48 @@ async fn a_taken_listen_address_names_the_os_error_once() {
         out.stderr
     );
 }
+
+// ----- item 9: an AWS backend without a region -----
+
+#[tokio::test]
+async fn an_aws_backend_without_a_region_prints_our_message_without_sdk_noise() {
+    let f = Fixture::start().await;
+    let config = f.config(&format!(
+        "[backends.aws]\nkind = \"aws-secrets-manager\"\n\n{}",
+        Fixture::job(
+            "graph",
+            "GRAPH_SECRET",
+            "{ to = \"aws\", name = \"graph/token\" }"
+        )
+    ));
+    // The instance metadata service the SDK probes for a region: a closed port on 127.0.0.1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let home = f.path("home");
+    std::fs::create_dir(&home).unwrap();
+    let env = [
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+        ("HOME", home.to_str().unwrap()),
+        ("AWS_ACCESS_KEY_ID", "AKIAE2ETESTKEY000001"),
+        (
+            "AWS_SECRET_ACCESS_KEY",
+            "e2e/aws/secret/access/key/value/0000000",
+        ),
+    ];
+    for format in ["text", "json"] {
+        let out = run(&config, &["plan", "--log-format", format], &env).await;
+        out.assert_code(1);
+        assert!(
+            out.stdout.contains("no AWS region is configured"),
+            "{}",
+            out.stdout
+        );
+        assert!(
+            !out.stderr.contains("aws_config") && !out.stderr.contains("IMDS"),
+            "SDK noise on stderr: {}",
+            out.stderr
+        );
+        assert_eq!(out.stderr.lines().count(), 2, "{}", out.stderr);
+    }
+}

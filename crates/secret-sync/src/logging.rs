@@ -60,9 +60,34 @@ fn within_cap(metadata: &Metadata<'_>) -> bool {
 /// that it stopped. `RUST_LOG` replaces the default, this too.
 pub const LIFECYCLE: &str = "secret_sync::lifecycle";
 
+/// SDK targets whose warnings secret-sync's own message replaces, kept to `error` unless
+/// `RUST_LOG` names them: off EC2, the AWS SDK's region and credential providers warn once per
+/// IMDS attempt (three lines with the whole HTTP answer) before the backend's own "no AWS region
+/// is configured: set `region`..." error says what to do.
+const QUIETED: &[&str] = &["aws_config::imds"];
+
+/// The filter: `RUST_LOG` (else `warn` and the [`LIFECYCLE`] lines at `info`), with the
+/// [`QUIETED`] targets at `error` unless `RUST_LOG` mentions them.
+fn filter(rust_log: Option<&str>) -> EnvFilter {
+    let mut filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(format!("warn,{LIFECYCLE}=info")));
+    for target in QUIETED {
+        let krate = target.split("::").next().unwrap_or(target);
+        if !rust_log.is_some_and(|directives| directives.contains(krate)) {
+            filter = filter.add_directive(
+                format!("{target}=error")
+                    .parse()
+                    .expect("a valid directive"),
+            );
+        }
+    }
+    filter
+}
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,{LIFECYCLE}=info")));
+    let rust_log = std::env::var(EnvFilter::DEFAULT_ENV).ok();
+    let filter = filter(rust_log.as_deref());
     // Colours only for a person at a terminal, never in captured logs.
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let layer = tracing_subscriber::fmt::layer()
@@ -81,6 +106,27 @@ pub fn init(format: LogFormat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_aws_imds_probe_warnings_are_quiet_unless_rust_log_names_aws_config() {
+        for (rust_log, quiet) in [
+            (None, true),
+            (Some("info"), true),
+            (Some("debug,aws_config=debug"), false),
+        ] {
+            let text = filter(rust_log).to_string();
+            assert_eq!(
+                text.contains("aws_config::imds=error"),
+                quiet,
+                "{rust_log:?}: {text}"
+            );
+        }
+        assert!(
+            filter(None)
+                .to_string()
+                .contains("secret_sync::lifecycle=info")
+        );
+    }
 
     #[test]
     fn the_sdks_and_http_clients_are_capped_and_our_crates_are_not() {
