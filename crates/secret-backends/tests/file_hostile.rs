@@ -377,7 +377,7 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
 #[tokio::test(flavor = "multi_thread")]
 async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_write() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let outside = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
@@ -391,8 +391,9 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
         .unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("apps.link")).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicU64::new(0));
     let swapper = {
-        let (root, stop) = (dir.path().to_owned(), stop.clone());
+        let (root, stop, count) = (dir.path().to_owned(), stop.clone(), swaps.clone());
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -405,6 +406,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
                 )
                 .unwrap();
                 swaps += 1;
+                count.store(swaps, Ordering::Relaxed);
                 if swaps % 2 == 1 {
                     std::thread::yield_now();
                 }
@@ -412,8 +414,16 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
             swaps
         })
     };
+    // At least 2,000 writes, and on a loaded machine more, until the swapper has swapped often
+    // enough and both outcomes were seen (bounded: 50,000 writes or 60 s).
     let (mut written, mut refused) = (0, 0);
-    for i in 0..2000 {
+    let started = std::time::Instant::now();
+    for i in 0..50_000 {
+        if i >= 2000 && swaps.load(Ordering::Relaxed) > 1000 && written > 0 && refused > 0
+            || started.elapsed() > std::time::Duration::from_secs(60)
+        {
+            break;
+        }
         let token = format!("token.number.{i}");
         match store
             .write(
@@ -434,7 +444,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
     }
     stop.store(true, Ordering::Relaxed);
     let swaps = swapper.join().unwrap();
-    assert!(swaps > 100, "the swapper hardly ran: {swaps} swaps");
+    assert!(swaps > 1000, "the swapper hardly ran: {swaps} swaps");
     assert!(
         written > 0 && refused > 0,
         "{written} written, {refused} refused"
