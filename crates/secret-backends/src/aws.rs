@@ -6,9 +6,13 @@
 //! `profile`; `region` and `endpoint_url` override the chain's.
 //!
 //! A write creates the secret when it is missing (`CreateSecret`, with the optional KMS key),
-//! else stores a new version (`PutSecretValue`), each with a fresh `ClientRequestToken` so the
-//! SDK's retries of one write never make two versions. Tags carry what is stored beside the
-//! token, readable by `metadata` without reading the value (`DescribeSecret`):
+//! else stores a new version (`PutSecretValue`) and then the tags (`TagResource`): after the
+//! caller's metadata read, a refresh is those two calls. Each write has a fresh
+//! `ClientRequestToken` (the new version's id), so the SDK's retries of one write never make two
+//! versions; its first half fingerprints the value, so the version id `DescribeSecret` gives
+//! says whether the stored value is already the payload's without reading it. Tags carry what
+//! is stored beside the token, readable by `metadata` without reading the value
+//! (`DescribeSecret`):
 //!
 //! | tag | value |
 //! |---|---|
@@ -18,7 +22,10 @@
 //!
 //! AWS advises at most one `PutSecretValue` per 10 minutes per secret and keeps ~100 versions,
 //! so a write whose token and expiry are already stored writes nothing ([`WriteOutcome::Unchanged`]),
-//! and one whose token is stored with another expiry only updates the tags. Throttling and
+//! and one whose token is stored with another expiry only updates the tags. Both are decided
+//! from the metadata read (the current version's id and the tags); the value is read
+//! (`GetSecretValue`) only when another writer made the current version and its expiry tag is
+//! the payload's. Throttling and
 //! transient failures are retried by the SDK (standard retry mode, `max_attempts`). A secret
 //! scheduled for deletion is reported with the command that restores it. Names must match
 //! `^[A-Za-z0-9/_+=.@-]{1,512}$` and values be at most 65,536 bytes, checked before any call.
@@ -339,7 +346,7 @@ impl AwsStore {
             .name(name)
             .description("Access token written by secret-sync")
             .secret_string(payload.encode().expose_secret())
-            .client_request_token(request_token())
+            .client_request_token(version_id(name, payload))
             .set_kms_key_id(self.options.kms_key_id.clone())
             .set_tags(Some(tags))
             .send()
@@ -347,20 +354,55 @@ impl AwsStore {
             .map(|_| ())
     }
 
-    /// Stores a new version and then the tags; when the tags fail the older expiry stays, so
-    /// the token is only refreshed early, never late.
+    /// `CreateSecret`; when a secret of that name appeared since it was read
+    /// (`ResourceExistsException`), what `DescribeSecret` says about it now, for the rule.
+    async fn create_or_describe(
+        &self,
+        name: &str,
+        payload: &TokenPayload,
+        tags: &[Tag],
+    ) -> Result<Option<SecretMetadata>, BackendError> {
+        match self.create(name, payload, tags.to_vec()).await {
+            Ok(()) => {
+                tracing::debug!(backend = %self.backend, secret = name, "created the secret");
+                Ok(None)
+            }
+            // Created by someone else since it was read: the rule decides on what is there.
+            Err(err) if err.code() == Some("ResourceExistsException") => {
+                let out = self
+                    .describe(name)
+                    .await?
+                    .ok_or_else(|| self.sdk_error(name, "CreateSecret", err))?;
+                self.check_not_deleted(name, &out)?;
+                Ok(Some(described(&out)))
+            }
+            Err(err) => Err(self.sdk_error(name, "CreateSecret", err)),
+        }
+    }
+
+    /// Stores a new version (`PutSecretValue`) and then the tags (`TagResource`), or only the
+    /// tags when `current` (what a `DescribeSecret` said) shows the value is already the
+    /// payload's, or nothing when the tags are the payload's too. When the tags fail the older
+    /// expiry stays, so the token is only refreshed early, never late.
     async fn update(
         &self,
         name: &str,
-        current: &DescribeSecretOutput,
+        current: &SecretMetadata,
         payload: &TokenPayload,
         tags: Vec<Tag>,
     ) -> Result<WriteOutcome, BackendError> {
-        let stored_expiry = tag(current, TAG_EXPIRES_ON);
-        let wanted_expiry = payload.expires_on().unix_timestamp().to_string();
-        let same_tags = stored_expiry == Some(wanted_expiry.as_str())
-            && tag(current, TAG_MANAGED_BY) == Some(payload.managed_by());
-        if self.holds(name, payload).await? {
+        let same_tags = current.expires_on == Some(payload.expires_on())
+            && current.managed_by.as_deref() == Some(payload.managed_by());
+        let holds = match current_holds(name, current.version.as_deref(), payload) {
+            Some(holds) => holds,
+            // A version someone else made (or an older secret-sync): the same token can only be
+            // there with the expiry it was written with, so the value is read only then.
+            None if current.expires_on == Some(payload.expires_on()) => {
+                self.holds(name, payload).await?
+            }
+            None => false,
+        };
+        if holds {
             if same_tags {
                 return Ok(WriteOutcome::Unchanged);
             }
@@ -369,7 +411,7 @@ impl AwsStore {
                 .put_secret_value()
                 .secret_id(name)
                 .secret_string(payload.encode().expose_secret())
-                .client_request_token(request_token())
+                .client_request_token(version_id(name, payload))
                 .send()
                 .await
                 .map_err(|e| self.sdk_error(name, "PutSecretValue", e))?;
@@ -451,38 +493,47 @@ impl SecretStore for AwsStore {
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
         let tags = self.tags(name, payload)?;
-        // When the engine's read saw no secret, create it straight away: CreateSecret fails if
-        // one appeared since, which a DescribeSecret first would not close.
-        let found = if precondition.expects_missing() {
-            None
-        } else {
-            self.describe(name).await?
-        };
-        let current = match found {
-            Some(current) => current,
-            None => match self.create(name, payload, tags.clone()).await {
-                Ok(()) => {
-                    tracing::debug!(backend = %self.backend, secret = name, "created the secret");
-                    return Ok(WriteOutcome::Created);
+        let current = match precondition.seen() {
+            // The caller's DescribeSecret saw no secret: create it straight away. CreateSecret
+            // fails if one appeared since, which a DescribeSecret first would not close.
+            Some(None) => match self.create_or_describe(name, payload, &tags).await? {
+                Some(current) => current,
+                None => return Ok(WriteOutcome::Created),
+            },
+            // The caller's DescribeSecret saw it: that read is what the rule and the
+            // identical-token check go by (PutSecretValue has no precondition, so a second
+            // DescribeSecret would narrow the window by one round trip, not close it).
+            Some(Some(seen)) => seen.clone(),
+            None => match self.describe(name).await? {
+                Some(out) => {
+                    self.check_not_deleted(name, &out)?;
+                    described(&out)
                 }
-                // Created by someone else since it was read: the rule decides on what is there.
-                Err(err) if err.code() == Some("ResourceExistsException") => self
-                    .describe(name)
-                    .await?
-                    .ok_or_else(|| self.sdk_error(name, "CreateSecret", err))?,
-                Err(err) => return Err(self.sdk_error(name, "CreateSecret", err)),
+                None => match self.create_or_describe(name, payload, &tags).await? {
+                    Some(current) => current,
+                    None => return Ok(WriteOutcome::Created),
+                },
             },
         };
-        self.check_not_deleted(name, &current)?;
-        // No PutSecretValue precondition exists: between this DescribeSecret and the write, a
-        // writer is not seen (docs/security.md).
-        precondition.check(
-            &self.backend,
-            name,
-            Some(&described(&current)),
-            payload.managed_by(),
-        )?;
-        let outcome = self.update(name, &current, payload, tags).await?;
+        precondition.check(&self.backend, name, Some(&current), payload.managed_by())?;
+        let outcome = match self.update(name, &current, payload, tags.clone()).await {
+            // Deleted for good since it was read: create it again, conditionally as any create.
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                match self.create_or_describe(name, payload, &tags).await? {
+                    None => WriteOutcome::Created,
+                    Some(now) => {
+                        precondition.check(
+                            &self.backend,
+                            name,
+                            Some(&now),
+                            payload.managed_by(),
+                        )?;
+                        self.update(name, &now, payload, tags).await?
+                    }
+                }
+            }
+            outcome => outcome?,
+        };
         tracing::debug!(backend = %self.backend, secret = name, %outcome, "wrote the secret");
         Ok(outcome)
     }
@@ -647,10 +698,51 @@ fn to_offset(date: &DateTime) -> Option<OffsetDateTime> {
     crate::unix_time(date.secs())
 }
 
-/// A fresh idempotency token (36 characters; AWS wants 32 to 64): the SDK's retries of one
-/// call reuse it, so a retried write never makes a second version.
-fn request_token() -> String {
-    uuid::Uuid::new_v4().to_string()
+/// Hex digits of a version id that fingerprint its value ([`version_id`]).
+const FINGERPRINT_HEX: usize = 32;
+
+/// The `ClientRequestToken` of a write, which Secrets Manager makes the new version's id: 32
+/// hex digits that fingerprint the stored value, then 32 random ones (64 in all, the most AWS
+/// takes). The SDK's retries of one call reuse it, so a retried write never makes a second
+/// version; the random half makes every write a new id, so a write is never taken for a
+/// retry of an earlier one. The fingerprint lets a `DescribeSecret` (which gives the current
+/// version's id, not its value) tell whether the current value is the payload's
+/// ([`current_holds`]) without `GetSecretValue`: a version's value never changes, and AWS
+/// refuses a second value under an id it already has.
+///
+/// The fingerprint is the first 128 bits of SHA-256 over a fixed label, the secret's name and
+/// the value: it says nothing of a token to someone who reads version ids (DescribeSecret,
+/// ListSecretVersionIds, CloudTrail) but not values, except whether a token they already hold
+/// is the one stored (docs/security.md).
+fn version_id(name: &str, payload: &TokenPayload) -> String {
+    let mut id = fingerprint(name, payload);
+    id.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    id
+}
+
+fn fingerprint(name: &str, payload: &TokenPayload) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"secret-sync aws-secrets-manager version v1\0");
+    hash.update(name.as_bytes());
+    hash.update(b"\0");
+    hash.update(payload.encode().expose_secret().as_bytes());
+    hash.finalize()[..FINGERPRINT_HEX / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether the current version (its id, as `DescribeSecret` gives it) holds the payload's
+/// value: `Some` for an id [`version_id`] made, `None` for one it did not (another writer's,
+/// an older secret-sync's) or no current version.
+fn current_holds(name: &str, version: Option<&str>, payload: &TokenPayload) -> Option<bool> {
+    let version = version?;
+    let ours = version.len() == 2 * FINGERPRINT_HEX
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ours.then(|| version[..FINGERPRINT_HEX] == fingerprint(name, payload))
 }
 
 /// Validates the options that can be checked without the network.
@@ -749,6 +841,41 @@ mod tests {
             advice.contains("aws secretsmanager restore-secret --secret-id graph/token"),
             "{advice}"
         );
+    }
+
+    #[test]
+    fn a_version_id_fingerprints_the_value_of_that_secret_only() {
+        let at = time::macros::datetime!(2026-11-24 06:00 UTC);
+        let make = |token: &str, format| {
+            TokenPayload::new(
+                SecretString::from(token),
+                "Bearer",
+                at,
+                "secret-sync",
+                format,
+            )
+            .unwrap()
+        };
+        let raw = make("eyJ0eXAiOiJKV1QifQ.a.sig", crate::Format::Raw);
+        let id = version_id("graph/token", &raw);
+        assert_eq!(id.len(), 64, "{id}");
+        assert_ne!(id, version_id("graph/token", &raw), "every write a new id");
+        assert!(!id.contains("eyJ0eXAiOiJKV1QifQ"), "{id}");
+        assert_eq!(current_holds("graph/token", Some(&id), &raw), Some(true));
+        // Another value, the same value under another name, and ids secret-sync did not make.
+        let other = make("eyJ0eXAiOiJKV1QifQ.b.sig", crate::Format::Raw);
+        assert_eq!(current_holds("graph/token", Some(&id), &other), Some(false));
+        assert_eq!(current_holds("graph/other", Some(&id), &raw), Some(false));
+        let json = make("eyJ0eXAiOiJKV1QifQ.a.sig", crate::Format::Json);
+        assert_eq!(current_holds("graph/token", Some(&id), &json), Some(false));
+        for foreign in [
+            "8a9f6c1e-3b2d-4e5f-9a8b-7c6d5e4f3a2b",
+            &id.to_uppercase(),
+            &id[..63],
+        ] {
+            assert_eq!(current_holds("graph/token", Some(foreign), &raw), None);
+        }
+        assert_eq!(current_holds("graph/token", None, &raw), None);
     }
 
     #[test]

@@ -109,8 +109,9 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
 ///   store itself refuses a write over a version that came after the one checked; on a
 ///   mismatch the rule is applied to the new version.
 /// - AWS Secrets Manager: `CreateSecret` when the read saw no secret (it fails with
-///   `ResourceExistsException` if one appeared); then the rule is applied to what
-///   `DescribeSecret` says now.
+///   `ResourceExistsException` if one appeared, and the rule is applied to what
+///   `DescribeSecret` says now); an update is checked against the read itself, as
+///   `PutSecretValue` has no precondition.
 /// - Vault KV v1, Azure Key Vault, the file backend: no conditional write (or, for a file,
 ///   only for a create: `RENAME_NOREPLACE`), so the rule is applied to a read made right before
 ///   the write; a writer in between is not seen (docs/security.md).

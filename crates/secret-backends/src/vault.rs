@@ -1154,14 +1154,31 @@ impl SecretStore for VaultStore {
     ) -> Result<WriteOutcome, BackendError> {
         self.check_write(name, payload)?;
         let kv = self.kv_version(name).await?;
+        // KV v2 after a read that saw version N with another expiry than the payload's: the
+        // stored data (token and expiry) cannot be the payload's, and cas = N makes Vault
+        // refuse the write if anyone wrote since, so the data is not read again; the rule is
+        // applied to what the read saw, and again after a mismatch.
+        let seen_version = match precondition.seen() {
+            Some(Some(seen))
+                if kv == KvVersion::V2 && seen.expires_on != Some(payload.expires_on()) =>
+            {
+                precondition.check(&self.backend, name, Some(seen), payload.managed_by())?;
+                seen.version.as_deref().and_then(|v| v.parse::<u32>().ok())
+            }
+            _ => None,
+        };
         // KV v2 after a read that saw no secret: nothing to compare, and cas = 0 makes Vault
         // refuse the write if one appeared since.
-        let mut current = if kv == KvVersion::V2 && precondition.expects_missing() {
-            None
-        } else {
-            self.read_map(name, "reading the secret before writing")
-                .await?
-        };
+        let mut current =
+            if kv == KvVersion::V2 && (precondition.expects_missing() || seen_version.is_some()) {
+                None
+            } else {
+                self.read_map(name, "reading the secret before writing")
+                    .await?
+            };
+        // Whether the write replaces a secret (Updated) or makes one (Created): what was read
+        // here, or the version the caller's read saw when nothing was read here.
+        let mut existed = current.is_some() || seen_version.is_some();
         let op = Op {
             secret: Some(name),
             doing: "writing the secret",
@@ -1203,11 +1220,12 @@ impl SecretStore for VaultStore {
                 .await?;
                 break None;
             }
-            // The version checked, 0 for "must not exist"; none for a deleted latest version,
-            // which reads as no secret but has a version number (after a mismatch only).
+            // The version checked (read here or by the caller), 0 for "must not exist"; none for
+            // a deleted latest version, which reads as no secret but has a version number
+            // (after a mismatch only).
             let cas = match &current {
                 Some((_, version)) => version.and_then(|v| u32::try_from(v).ok()),
-                None if attempt == 1 => Some(0),
+                None if attempt == 1 => Some(seen_version.unwrap_or(0)),
                 None => None,
             };
             let result = self
@@ -1238,6 +1256,7 @@ impl SecretStore for VaultStore {
                             "reading the secret again after a check-and-set mismatch",
                         )
                         .await?;
+                    existed = current.is_some();
                 }
                 Err(err) => return Err(err),
             }
@@ -1270,7 +1289,7 @@ impl SecretStore for VaultStore {
             })
             .await?;
         }
-        Ok(if current.is_some() {
+        Ok(if existed {
             WriteOutcome::Updated
         } else {
             WriteOutcome::Created

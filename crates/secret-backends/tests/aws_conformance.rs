@@ -556,3 +556,264 @@ async fn a_new_secret_uses_the_configured_kms_key() {
     );
     assert_eq!(seen, "alias/secret-sync-tokens");
 }
+
+/// A moto that records every request it receives (moto's recorder, in a file of this test),
+/// so a test can see which Secrets Manager operations a write made.
+struct Recorded {
+    fixture: Fixture,
+    recording: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Recorded {
+    fn start() -> Recorded {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = dir.path().join("requests.jsonl");
+        let moto = Moto::start_with_env(&[
+            ("MOTO_ENABLE_RECORDING", "True"),
+            ("MOTO_RECORDER_FILEPATH", recording.to_str().unwrap()),
+        ]);
+        Recorded {
+            fixture: fixture_on(moto, store_at),
+            recording,
+            _dir: dir,
+        }
+    }
+
+    /// The operations (`X-Amz-Target` without the service prefix) received so far, in order.
+    fn operations(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            // The readiness probe of testkit's Moto::start.
+            .filter(|entry| !entry["url"].as_str().unwrap().contains("/moto-api/"))
+            .map(|entry| {
+                let line = entry.to_string();
+                let headers = entry["headers"].as_object().unwrap();
+                let target = headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+                    .and_then(|(_, v)| v.as_str())
+                    .unwrap_or_else(|| panic!("a request without X-Amz-Target: {line}"));
+                target.trim_start_matches("secretsmanager.").to_owned()
+            })
+            .collect()
+    }
+
+    /// What `write` sends after the caller's metadata read, as the engine does it: the
+    /// metadata read, then the write with the precondition of that read; returns the outcome
+    /// and the operations of the write alone.
+    async fn refresh(
+        &self,
+        name: &str,
+        written: &TokenPayload,
+        adopt: bool,
+    ) -> (
+        Result<WriteOutcome, secret_backends::BackendError>,
+        Vec<String>,
+    ) {
+        let store = &self.fixture.store;
+        let seen = store.metadata(name).await.unwrap();
+        let before = self.operations().len();
+        let outcome = store
+            .write(name, written, &WritePrecondition::from_read(seen, adopt))
+            .await;
+        (outcome, self.operations()[before..].to_vec())
+    }
+}
+
+fn ops(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+/// A refresh (a new token over the one written before) is the metadata read plus
+/// PutSecretValue and TagResource: no second DescribeSecret, no GetSecretValue.
+#[tokio::test]
+async fn a_refresh_after_the_metadata_read_is_put_and_tag() {
+    let r = Recorded::start();
+    let now = OffsetDateTime::now_utc();
+    for format in [Format::Raw, Format::Json] {
+        let name = format!("graph/refresh-{format:?}");
+        let first = payload(
+            "eyJ0eXAiOiJKV1QifQ.first.sig",
+            now + time::Duration::minutes(5),
+            format,
+        );
+        let (outcome, calls) = r.refresh(&name, &first, false).await;
+        assert_eq!(outcome.unwrap(), WriteOutcome::Created);
+        assert_eq!(calls, ops(&["CreateSecret"]), "create ({format:?})");
+
+        let second = payload(
+            "eyJ0eXAiOiJKV1QifQ.second.sig",
+            now + time::Duration::minutes(65),
+            format,
+        );
+        let (outcome, calls) = r.refresh(&name, &second, false).await;
+        assert_eq!(outcome.unwrap(), WriteOutcome::Updated);
+        assert_eq!(
+            calls,
+            ops(&["PutSecretValue", "TagResource"]),
+            "refresh ({format:?})"
+        );
+        let seen = boto3(&r.fixture.moto, READ_BACK, &[&name]);
+        assert_eq!(
+            seen["value"].as_str(),
+            Some(second.encode().expose_secret()),
+            "{format:?}"
+        );
+        assert_eq!(
+            seen["tags"]["secret-sync:expires-on"].as_str(),
+            Some(second.expires_on().unix_timestamp().to_string().as_str()),
+            "{format:?}: {seen}"
+        );
+        assert_eq!(seen["versions"], 2, "{format:?}: {seen}");
+
+        // The same token and expiry again: decided from the metadata read, no call at all.
+        let (outcome, calls) = r.refresh(&name, &second, false).await;
+        assert_eq!(outcome.unwrap(), WriteOutcome::Unchanged, "{format:?}");
+        assert_eq!(calls, ops(&[]), "identical token ({format:?})");
+    }
+}
+
+/// The token already stored with another expiry (the tags of an earlier write failed, or the
+/// cache served the token recorded there): raw, only the tags are written; no new version.
+#[tokio::test]
+async fn the_stored_token_with_another_expiry_is_retagged_without_reading_the_value() {
+    let r = Recorded::start();
+    let now = OffsetDateTime::now_utc();
+    let token = "eyJ0eXAiOiJKV1QifQ.same.sig";
+    let (outcome, _) = r
+        .refresh(
+            "graph/same",
+            &payload(token, now + time::Duration::minutes(5), Format::Raw),
+            false,
+        )
+        .await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Created);
+    let later = payload(token, now + time::Duration::minutes(50), Format::Raw);
+    let (outcome, calls) = r.refresh("graph/same", &later, false).await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Updated);
+    assert_eq!(calls, ops(&["TagResource"]));
+    let seen = boto3(&r.fixture.moto, READ_BACK, &["graph/same"]);
+    assert_eq!(seen["versions"], 1, "{seen}");
+    assert_eq!(
+        seen["tags"]["secret-sync:expires-on"].as_str(),
+        Some(later.expires_on().unix_timestamp().to_string().as_str()),
+        "{seen}"
+    );
+}
+
+/// A version secret-sync did not make (its id carries no fingerprint) whose tags record the
+/// payload's expiry and marker may hold the payload's token: only then is the value read, and
+/// an identical one is not written again. With another expiry recorded it is not read.
+#[tokio::test]
+async fn a_version_made_by_someone_else_is_read_only_when_its_expiry_is_the_payloads() {
+    let r = Recorded::start();
+    let expires = OffsetDateTime::from_unix_timestamp(1_795_500_000).unwrap();
+    let token = "eyJ0eXAiOiJKV1QifQ.foreign.sig";
+    boto3(
+        &r.fixture.moto,
+        "sm.create_secret(Name=sys.argv[2], SecretString=sys.argv[3], Tags=[
+    {'Key': 'secret-sync:expires-on', 'Value': '1795500000'},
+    {'Key': 'secret-sync:expires-at', 'Value': '2026-11-24T06:00:00Z'},
+    {'Key': 'secret-sync:managed-by', 'Value': 'secret-sync-test'}])\nprint('{}')",
+        &["graph/foreign", token],
+    );
+    let same = payload(token, expires, Format::Raw);
+    let (outcome, calls) = r.refresh("graph/foreign", &same, false).await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Unchanged);
+    assert_eq!(calls, ops(&["GetSecretValue"]));
+
+    let other = payload("eyJ0eXAiOiJKV1QifQ.other.sig", expires, Format::Raw);
+    let (outcome, calls) = r.refresh("graph/foreign", &other, false).await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Updated);
+    assert_eq!(
+        calls,
+        ops(&["GetSecretValue", "PutSecretValue", "TagResource"])
+    );
+
+    let newer = payload(
+        "eyJ0eXAiOiJKV1QifQ.newer.sig",
+        expires + time::Duration::hours(1),
+        Format::Raw,
+    );
+    let (outcome, calls) = r.refresh("graph/foreign", &newer, false).await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Updated);
+    assert_eq!(calls, ops(&["PutSecretValue", "TagResource"]));
+    let seen = boto3(&r.fixture.moto, READ_BACK, &["graph/foreign"]);
+    assert_eq!(
+        seen["value"].as_str(),
+        Some("eyJ0eXAiOiJKV1QifQ.newer.sig"),
+        "{seen}"
+    );
+}
+
+/// The adopt rule goes by the metadata read: a secret without the marker is refused without
+/// any call (it was not overwritten), and taken over with adopt in two calls.
+#[tokio::test]
+async fn a_secret_without_the_marker_is_refused_from_the_read_without_a_call() {
+    let r = Recorded::start();
+    boto3(
+        &r.fixture.moto,
+        "sm.create_secret(Name='graph/theirs', SecretString=\"someone else's value\")\nprint('{}')",
+        &[],
+    );
+    let written = payload(
+        "eyJ0eXAiOiJKV1QifQ.theirs.sig",
+        OffsetDateTime::now_utc(),
+        Format::Raw,
+    );
+    let (outcome, calls) = r.refresh("graph/theirs", &written, false).await;
+    let err = outcome.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains("adopt = true"), "{err}");
+    conformance::assert_no_leak(&err, &["eyJ0eXAiOiJKV1QifQ.theirs.sig"]);
+    assert_eq!(calls, ops(&[]));
+    let seen = boto3(&r.fixture.moto, READ_BACK, &["graph/theirs"]);
+    assert_eq!(seen["value"].as_str(), Some("someone else's value"));
+
+    let (outcome, calls) = r.refresh("graph/theirs", &written, true).await;
+    assert_eq!(outcome.unwrap(), WriteOutcome::Updated);
+    assert_eq!(calls, ops(&["PutSecretValue", "TagResource"]));
+}
+
+/// A secret deleted for good between the read and the write is created again.
+#[tokio::test]
+async fn a_secret_deleted_since_the_read_is_created_again() {
+    let r = Recorded::start();
+    let now = OffsetDateTime::now_utc();
+    let first = payload("eyJ0eXAiOiJKV1QifQ.gone.sig", now, Format::Raw);
+    let store = &r.fixture.store;
+    store
+        .write("graph/gone", &first, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
+    let seen = store.metadata("graph/gone").await.unwrap();
+    assert!(seen.is_some());
+    boto3(
+        &r.fixture.moto,
+        "sm.delete_secret(SecretId=sys.argv[2], ForceDeleteWithoutRecovery=True)\nprint('{}')",
+        &["graph/gone"],
+    );
+    let second = payload(
+        "eyJ0eXAiOiJKV1QifQ.back.sig",
+        now + time::Duration::hours(1),
+        Format::Raw,
+    );
+    let before = r.operations().len();
+    let outcome = store
+        .write(
+            "graph/gone",
+            &second,
+            &WritePrecondition::from_read(seen, false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Created);
+    assert_eq!(
+        r.operations()[before..].to_vec(),
+        ops(&["PutSecretValue", "CreateSecret"])
+    );
+    let seen = boto3(&r.fixture.moto, READ_BACK, &["graph/gone"]);
+    assert_eq!(seen["value"].as_str(), Some("eyJ0eXAiOiJKV1QifQ.back.sig"));
+}

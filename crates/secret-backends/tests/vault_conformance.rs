@@ -167,3 +167,70 @@ async fn kv1_created_since_read_is_not_overwritten() {
     })
     .await;
 }
+
+/// KV v2: a write after a metadata read does not read the data again (the expiry read is not
+/// the payload's, so the token cannot be); check-and-set on the version read is what refuses
+/// a secret someone else overwrote since, and what lets `adopt` take it over (a mismatch, then
+/// the rule on what is there). A refresh over an untouched secret makes one version.
+#[tokio::test]
+async fn kv2_overwritten_since_read_is_refused_by_check_and_set() {
+    use secrecy::ExposeSecret;
+    use secret_backends::{ErrorKind, WriteOutcome, WritePrecondition};
+    let f = fixture(2);
+    let store = &f.harness.store;
+    let name = "conformance/overwritten";
+    let first = conformance::payload(&conformance::unique_token(), 30, Format::Raw);
+    store
+        .write(name, &first, &WritePrecondition::unread(false))
+        .await
+        .unwrap();
+
+    let seen = store.metadata(name).await.unwrap().unwrap();
+    let token = conformance::unique_token();
+    let refresh = conformance::payload(&token, 90, Format::Raw);
+    let outcome = store
+        .write(
+            name,
+            &refresh,
+            &WritePrecondition::from_read(Some(seen.clone()), false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    let after = store.metadata(name).await.unwrap().unwrap();
+    let version = |v: &Option<String>| v.as_deref().unwrap().parse::<u32>().unwrap();
+    assert_eq!(version(&after.version), version(&seen.version) + 1);
+    assert_eq!(after.expires_on, Some(refresh.expires_on()));
+    let read = store.read(name, Some("access_token")).await.unwrap();
+    assert_eq!(read.expose_secret(), token.expose_secret());
+
+    create_as_other(&f, name);
+    let next = conformance::payload(&conformance::unique_token(), 120, Format::Raw);
+    let err = store
+        .write(
+            name,
+            &next,
+            &WritePrecondition::from_read(Some(after.clone()), false),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(
+        err.to_string().contains("since secret-sync read it"),
+        "{err}"
+    );
+    let theirs = store.read(name, Some("value")).await.unwrap();
+    assert_eq!(theirs.expose_secret(), "someone else's value");
+
+    let outcome = store
+        .write(
+            name,
+            &next,
+            &WritePrecondition::from_read(Some(after), true),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    let meta = store.metadata(name).await.unwrap().unwrap();
+    assert_eq!(meta.expires_on, Some(next.expires_on()));
+}
