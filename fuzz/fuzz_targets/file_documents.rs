@@ -14,7 +14,9 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use secrecy::SecretString;
 use secret_backends::file::SIDECAR_SUFFIX;
-use secret_backends::{FileOptions, FileStore, Format, SecretStore, TokenPayload, WriteOutcome};
+use secret_backends::{
+    FileOptions, FileStore, Format, SecretStore, TokenPayload, WriteOutcome, WritePrecondition,
+};
 use time::macros::datetime;
 
 struct Fixture {
@@ -103,8 +105,10 @@ fuzz_target!(|data: &[u8]| {
             format,
         )
         .expect("a valid payload");
+        // adopt = true: whatever marker the input carries, the write may take it over
+        let precondition = WritePrecondition::from_read(Some(meta), true);
         store
-            .write(NAME, &payload)
+            .write(NAME, &payload, &precondition)
             .await
             .unwrap_or_else(|err| panic!("writing {format:?} over the input failed: {err}"));
         let meta = store
@@ -122,8 +126,9 @@ fuzz_target!(|data: &[u8]| {
             Some("secret-sync"),
             "{format:?}: marker read back"
         );
+        let precondition = WritePrecondition::from_read(Some(meta), false);
         let again = store
-            .write(NAME, &payload)
+            .write(NAME, &payload, &precondition)
             .await
             .expect("the same write again");
         assert_eq!(
