@@ -61,10 +61,28 @@ impl fmt::Display for ConfigErrors {
                 write!(f, "{line}:{column}:")?;
             }
             if !error.key.is_empty() {
-                write!(f, " {}:", error.key)?;
+                write!(f, " {}:", one_line(&error.key))?;
             }
-            write!(f, " {}", error.message)?;
+            write!(f, " {}", one_line(&error.message))?;
         }
         Ok(())
     }
+}
+
+/// `text` with its control characters escaped (`\n` as the two characters `\` `n`), so that a
+/// key or value quoted from the file cannot add a line of its own to the output: every error is
+/// exactly one `FILE:LINE:COLUMN: key: message` line, whatever the file holds.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

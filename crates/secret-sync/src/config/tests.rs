@@ -869,3 +869,18 @@ fn credentials_in_urls_are_refused_without_being_repeated() {
         "{lines:#?}"
     );
 }
+
+#[test]
+fn a_key_holding_a_newline_cannot_add_a_line_to_the_error_output() {
+    let text = "\"evil\\nsecret-sync.toml:1:1: jobs: all good\" = 1\n";
+    let errors = errors(text);
+    let shown = errors.to_string();
+    // The header line and one line per error, each starting with the file; the newline is
+    // shown escaped.
+    assert_eq!(shown.lines().count(), 1 + errors.errors().len(), "{shown}");
+    assert!(
+        shown.lines().skip(1).all(|line| line.starts_with(FILE)),
+        "{shown}"
+    );
+    assert!(shown.contains(r"evil\nsecret-sync.toml"), "{shown}");
+}
