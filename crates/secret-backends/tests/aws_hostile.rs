@@ -5,11 +5,12 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_secretsmanager::config::{Credentials, Region, SharedCredentialsProvider};
-use secrecy::SecretString;
 use secret_backends::WritePrecondition;
 use secret_backends::{AwsOptions, AwsStore, Format, SecretStore, TokenPayload};
 use serde_json::json;
 use testkit::{Behaviour, HostileServer};
+
+mod common;
 
 const ACCESS_KEY: &str = "AKIDSECRETSYNCHOSTILE";
 const SECRET_KEY: &str = "secret-sync-hostile-secret-key";
@@ -32,14 +33,7 @@ fn store(endpoint: String) -> AwsStore {
 }
 
 fn payload() -> TokenPayload {
-    TokenPayload::new(
-        SecretString::from(ACCESS_TOKEN),
-        "Bearer",
-        time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        "secret-sync",
-        Format::Raw,
-    )
-    .unwrap()
+    common::payload(ACCESS_TOKEN, Format::Raw)
 }
 
 #[tokio::test]
@@ -66,11 +60,7 @@ async fn a_redirect_is_not_followed_and_nothing_reaches_its_target() {
         }
         assert!(endpoint.request_count() > 0, "the endpoint was asked");
     }
-    let reached = elsewhere.requests();
-    assert!(
-        reached.is_empty(),
-        "nothing may reach the redirect target, it got {reached:?}"
-    );
+    common::assert_nothing_reached(&elsewhere);
 }
 
 #[tokio::test]
@@ -107,12 +97,6 @@ async fn a_huge_answer_is_cut_off_and_named() {
         let endpoint = HostileServer::start(huge).await.unwrap();
         let store = store(endpoint.base_url());
         let err = store.read("graph-token", None).await.unwrap_err();
-        assert_eq!(err.kind(), secret_backends::ErrorKind::Protocol, "{err}");
-        assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
-        assert!(
-            endpoint.body_bytes_sent() < 32 << 20,
-            "the client read on: {} bytes sent",
-            endpoint.body_bytes_sent()
-        );
+        common::assert_cut_off(&err, &endpoint, 32 << 20);
     }
 }

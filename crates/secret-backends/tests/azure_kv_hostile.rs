@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
 use secret_backends::WritePrecondition;
 use secret_backends::azure_kv::{
     AccessToken, AzureError, AzureKeyVaultOptions, AzureKeyVaultStore, RetrySettings,
@@ -14,6 +13,8 @@ use secret_backends::azure_kv::{
 use secret_backends::{ErrorKind, Format, SecretStore, TokenPayload};
 use serde_json::json;
 use testkit::{Behaviour, HostileServer};
+
+mod common;
 
 const BEARER: &str = "kv-bearer-token-that-never-leaves";
 const ACCESS_TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.kv-redirect-test-access-token.sig";
@@ -59,14 +60,7 @@ fn store(vault: &HostileServer, dir: &tempfile::TempDir) -> AzureKeyVaultStore {
 }
 
 fn payload() -> TokenPayload {
-    TokenPayload::new(
-        SecretString::from(ACCESS_TOKEN),
-        "Bearer",
-        time::OffsetDateTime::now_utc() + time::Duration::hours(1),
-        "secret-sync",
-        Format::Raw,
-    )
-    .unwrap()
+    common::payload(ACCESS_TOKEN, Format::Raw)
 }
 
 #[tokio::test]
@@ -106,11 +100,7 @@ async fn a_redirect_after_the_challenge_is_not_followed_and_nothing_reaches_its_
             "the bearer token went to the vault itself: {asked:?}"
         );
     }
-    let reached = elsewhere.requests();
-    assert!(
-        reached.is_empty(),
-        "nothing may reach the redirect target, it got {reached:?}"
-    );
+    common::assert_nothing_reached(&elsewhere);
 }
 
 #[tokio::test]
@@ -124,12 +114,6 @@ async fn a_huge_answer_is_cut_off_and_named() {
         let store = store(&vault, &dir);
         vault.once(SECRET_PATH, challenge());
         let err = store.metadata("graph-token").await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Protocol, "{err}");
-        assert!(err.to_string().contains("larger than 1024 KiB"), "{err}");
-        assert!(
-            vault.body_bytes_sent() < 32 << 20,
-            "the client read on: {} bytes sent",
-            vault.body_bytes_sent()
-        );
+        common::assert_cut_off(&err, &vault, 32 << 20);
     }
 }
