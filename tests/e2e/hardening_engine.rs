@@ -5,15 +5,14 @@
 //! `pass_timeout` ends a pass that a server holds, one secret cannot be two targets, and a
 //! FIFO in place of a credential file cannot hang a run.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao};
-use testkit::{AppRegistration, EntraEmulator, KeyVaultEmulator, KeyVaultOptions, TokenOptions};
+use testkit::{KeyVaultEmulator, KeyVaultOptions, TokenOptions};
 
-use crate::support::{Run, now_unix, secret_sync};
+use crate::support::{Run, TlsEntra, now_unix, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -27,26 +26,19 @@ const A_YEAR: i64 = 365 * 24 * 3600;
 
 /// The Entra emulator (HTTPS) with the Graph app and the Key Vault writer, and a temp dir with
 /// its CA, an `out/` dir for the file backend and the config.
-struct Entra {
-    entra: EntraEmulator,
-    dir: tempfile::TempDir,
-    ca: PathBuf,
+struct Entra(TlsEntra);
+
+impl std::ops::Deref for Entra {
+    type Target = TlsEntra;
+
+    fn deref(&self) -> &TlsEntra {
+        &self.0
+    }
 }
 
 impl Entra {
     async fn start() -> Entra {
-        let entra = EntraEmulator::start_tls().await.unwrap();
-        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
-        entra.register_app(AppRegistration::new(TENANT, KV_CLIENT).with_secret(KV_SECRET));
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        Entra { entra, dir, ca }
-    }
-
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
+        Entra(TlsEntra::start(&[(TENANT, CLIENT, SECRET), (TENANT, KV_CLIENT, KV_SECRET)]).await)
     }
 
     /// `[settings]` for this emulator, with `extra` lines, and the `local` file backend.
@@ -58,12 +50,6 @@ impl Entra {
             self.ca.display(),
             self.out().display()
         )
-    }
-
-    fn write_config(&self, text: &str) -> String {
-        let path = self.dir.path().join("secret-sync.toml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
     }
 
     /// Every value that must never be printed: the client secrets, the AWS secret key, every

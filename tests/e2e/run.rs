@@ -5,15 +5,15 @@
 //! not stop the others (exit 1), `--dry-run` and `plan` touch nothing, secrets secret-sync did
 //! not write are left alone unless adopted, and no secret or token shows up in any output.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao, python};
-use testkit::{AppRegistration, EntraEmulator, Fault, KeyVaultEmulator, KeyVaultOptions};
+use testkit::{Fault, KeyVaultEmulator, KeyVaultOptions};
 
-use crate::support::{Run, secret_sync};
+use crate::support::{Run, TlsEntra, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -26,26 +26,19 @@ const AWS_SECRET_KEY: &str = "e2e/aws/secret/access/key/value/0000000";
 
 /// The Entra emulator (HTTPS) with the Graph app and the Key Vault writer registered, and a
 /// temp dir holding the CA and the config.
-struct Entra {
-    entra: EntraEmulator,
-    dir: tempfile::TempDir,
-    ca: PathBuf,
+struct Entra(TlsEntra);
+
+impl std::ops::Deref for Entra {
+    type Target = TlsEntra;
+
+    fn deref(&self) -> &TlsEntra {
+        &self.0
+    }
 }
 
 impl Entra {
     async fn start() -> Entra {
-        let entra = EntraEmulator::start_tls().await.unwrap();
-        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
-        entra.register_app(AppRegistration::new(TENANT, KV_CLIENT).with_secret(KV_SECRET));
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
-        std::fs::create_dir(dir.path().join("out")).unwrap();
-        Entra { entra, dir, ca }
-    }
-
-    fn out(&self) -> PathBuf {
-        self.dir.path().join("out")
+        Entra(TlsEntra::start(&[(TENANT, CLIENT, SECRET), (TENANT, KV_CLIENT, KV_SECRET)]).await)
     }
 
     fn settings(&self, refresh_before: &str) -> String {
@@ -76,12 +69,6 @@ impl Entra {
             .filter(|t| t.client_id == CLIENT && t.resource == "https://graph.microsoft.com")
             .map(|t| t.access_token.expose_secret().to_owned())
             .collect()
-    }
-
-    fn write_config(&self, text: &str) -> String {
-        let path = self.dir.path().join("secret-sync.toml");
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
     }
 
     /// Panics if the client secrets or any token the emulator issued appear in `run`'s output.

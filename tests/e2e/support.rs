@@ -197,3 +197,39 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String, String) {
         .unwrap_or_else(|| panic!("no status in {head}"));
     (status, head.to_owned(), body.to_owned())
 }
+
+/// The Entra emulator over HTTPS with `apps` (tenant, client, client secret) registered, and a
+/// temp dir holding its CA (`ca.pem`), an `out/` dir for the file backend and the config.
+#[derive(Debug)]
+pub struct TlsEntra {
+    pub entra: testkit::EntraEmulator,
+    pub dir: tempfile::TempDir,
+    pub ca: std::path::PathBuf,
+}
+
+impl TlsEntra {
+    pub async fn start(apps: &[(&str, &str, &str)]) -> TlsEntra {
+        let entra = testkit::EntraEmulator::start_tls().await.unwrap();
+        for (tenant, client, secret) in apps {
+            entra
+                .register_app(testkit::AppRegistration::new(*tenant, *client).with_secret(*secret));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        TlsEntra { entra, dir, ca }
+    }
+
+    /// The file backend's dir.
+    pub fn out(&self) -> std::path::PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Writes `text` to `secret-sync.toml` in the temp dir and returns its path.
+    pub fn write_config(&self, text: &str) -> String {
+        let path = self.dir.path().join("secret-sync.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+}
