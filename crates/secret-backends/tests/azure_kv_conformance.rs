@@ -26,7 +26,7 @@ use secret_backends::azure_kv::{
     AzureKeyVaultOptions, AzureKeyVaultStore, EXPIRES_AT_TAG, MANAGED_BY_TAG, RetrySettings,
 };
 use secret_backends::conformance::{self, Harness, MANAGED_BY};
-use secret_backends::{ErrorKind, Format, SecretStore, WriteOutcome};
+use secret_backends::{BackendError, ErrorKind, Format, SecretStore, WriteOutcome};
 use testkit::{AppRegistration, EntraEmulator, Fault, KeyVaultEmulator, KeyVaultOptions};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -118,6 +118,21 @@ fn credential_at(
         credential: Credential::ClientSecret(SecretString::from(secret)),
     };
     EntraTokenCredential::new(cache, app).into_shared()
+}
+
+/// Writes `token` as a raw payload of an hour under `name`, with no read before it.
+async fn write_raw(
+    store: &dyn SecretStore,
+    name: &str,
+    token: &SecretString,
+) -> Result<WriteOutcome, BackendError> {
+    store
+        .write(
+            name,
+            &conformance::payload(token, 60, Format::Raw),
+            &WritePrecondition::unread(false),
+        )
+        .await
 }
 
 fn fresh_name() -> String {
@@ -326,14 +341,7 @@ async fn a_new_expiry_alone_makes_a_new_version() {
     let store = f.store();
     let name = fresh_name();
     let token = conformance::unique_token();
-    store
-        .write(
-            &name,
-            &conformance::payload(&token, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write_raw(&store, &name, &token).await.unwrap();
     let later = conformance::payload(&token, 90, Format::Raw);
     assert_eq!(
         store
@@ -373,23 +381,11 @@ async fn deleted_but_recoverable_is_explained() {
     let store = f.store();
     let name = fresh_name();
     let token = conformance::unique_token();
-    store
-        .write(
-            &name,
-            &conformance::payload(&token, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write_raw(&store, &name, &token).await.unwrap();
     assert!(f.vault.soft_delete(&name));
 
     let newer = conformance::unique_token();
-    let err = store
-        .write(
-            &name,
-            &conformance::payload(&newer, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    let err = write_raw(&store, &name, &newer)
         .await
         .expect_err("writing over a soft-deleted name must fail without recover_deleted");
     assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -413,12 +409,7 @@ async fn deleted_but_recoverable_is_explained() {
 async fn recover_deleted_recovers_then_writes() {
     let f = Fixture::start().await;
     let name = fresh_name();
-    f.store()
-        .write(
-            &name,
-            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write_raw(&f.store(), &name, &conformance::unique_token())
         .await
         .unwrap();
     assert!(f.vault.soft_delete(&name));
@@ -428,14 +419,7 @@ async fn recover_deleted_recovers_then_writes() {
         ..f.options()
     });
     let newer = conformance::unique_token();
-    let outcome = store
-        .write(
-            &name,
-            &conformance::payload(&newer, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    let outcome = write_raw(&store, &name, &newer).await.unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
     let stored = f.vault.secret(&name).unwrap();
     assert!(!stored.deleted, "the secret was recovered");
@@ -463,14 +447,7 @@ async fn an_identity_without_access_is_told_which_role_to_grant() {
     let errors = [
         store.read(&name, None).await.unwrap_err(),
         store.metadata(&name).await.unwrap_err(),
-        store
-            .write(
-                &name,
-                &conformance::payload(&token, 60, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
-            .await
-            .unwrap_err(),
+        write_raw(&store, &name, &token).await.unwrap_err(),
     ];
     for err in &errors {
         assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
@@ -502,12 +479,7 @@ async fn retry_after_is_honoured() {
         retry_after_secs: Some(1),
     });
     let started = Instant::now();
-    let outcome = store
-        .write(
-            &name,
-            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write_raw(&store, &name, &conformance::unique_token())
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
@@ -549,14 +521,7 @@ async fn a_server_error_is_retried() {
     let store = f.store();
     let name = fresh_name();
     let token = conformance::unique_token();
-    store
-        .write(
-            &name,
-            &conformance::payload(&token, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write_raw(&store, &name, &token).await.unwrap();
     assert_eq!(
         store.read(&name, None).await.unwrap().expose_secret(),
         token.expose_secret()
@@ -627,12 +592,7 @@ async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version(
     let f = Fixture::start().await;
     let store = f.store();
     let name = fresh_name();
-    store
-        .write(
-            &name,
-            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write_raw(&store, &name, &conformance::unique_token())
         .await
         .unwrap();
     disable(&f, &name).await;
@@ -642,14 +602,7 @@ async fn a_disabled_secret_is_explained_and_a_write_gives_it_an_enabled_version(
     assert!(err.to_string().contains("the secret is disabled"), "{err}");
 
     let newer = conformance::unique_token();
-    let outcome = store
-        .write(
-            &name,
-            &conformance::payload(&newer, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    let outcome = write_raw(&store, &name, &newer).await.unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
     let stored = f.vault.secret(&name).unwrap();
     assert!(stored.enabled, "the new version is enabled");
@@ -906,12 +859,7 @@ async fn a_slow_recovery_is_waited_for_then_written() {
     })
     .await;
     let name = fresh_name();
-    f.store()
-        .write(
-            &name,
-            &conformance::payload(&conformance::unique_token(), 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write_raw(&f.store(), &name, &conformance::unique_token())
         .await
         .unwrap();
     assert!(f.vault.soft_delete(&name));
@@ -921,14 +869,7 @@ async fn a_slow_recovery_is_waited_for_then_written() {
     });
     let newer = conformance::unique_token();
     let started = Instant::now();
-    let outcome = store
-        .write(
-            &name,
-            &conformance::payload(&newer, 60, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    let outcome = write_raw(&store, &name, &newer).await.unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
     assert!(
         started.elapsed() >= delay,
@@ -977,14 +918,7 @@ async fn ssl_cert_file_is_honoured() {
                 .unwrap();
         let name = fresh_name();
         let token = conformance::unique_token();
-        store
-            .write(
-                &name,
-                &conformance::payload(&token, 60, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
-            .await
-            .unwrap();
+        write_raw(&store, &name, &token).await.unwrap();
         let read = store.read(&name, None).await.unwrap();
         assert_eq!(read.expose_secret(), token.expose_secret());
         println!("{CHILD_MARKER}");
