@@ -40,6 +40,30 @@ async fn token_with_secret(authority: &str) -> Run {
     .await
 }
 
+/// `secret-sync token --github-oidc` against `authority`, with the Actions request URL and
+/// request token set.
+async fn token_with_github_oidc(authority: &str, request_url: &str, request_token: &str) -> Run {
+    secret_sync(
+        &[
+            "token",
+            "--tenant-id",
+            TENANT,
+            "--client-id",
+            CLIENT,
+            "--scope",
+            GRAPH,
+            "--authority",
+            authority,
+            "--github-oidc",
+        ],
+        &[
+            ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url),
+            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", request_token),
+        ],
+    )
+    .await
+}
+
 /// Exit 1 with `needle` on stderr, nothing on stdout, no secret anywhere.
 fn assert_failed_with(run: &Run, needle: &str) {
     run.assert_code(1);
@@ -110,6 +134,15 @@ fn assert_stopped_early(server: &HostileServer) {
     );
 }
 
+/// A server answering HTTP 200 with a 200 MB JSON body and no Content-Length.
+async fn huge_json_without_length() -> HostileServer {
+    HostileServer::start(
+        Behaviour::huge_body(200, "application/json", HUGE).without_content_length(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn a_200_mb_token_answer_is_refused_naming_the_server() {
     for with_length in [true, false] {
@@ -135,11 +168,7 @@ async fn a_200_mb_token_answer_is_refused_naming_the_server() {
 
 #[tokio::test]
 async fn a_200_mb_managed_identity_answer_is_refused_naming_the_server() {
-    let server = HostileServer::start(
-        Behaviour::huge_body(200, "application/json", HUGE).without_content_length(),
-    )
-    .await
-    .unwrap();
+    let server = huge_json_without_length().await;
     let endpoint = server.url("/msi/token");
     let run = secret_sync(
         &["token", "--managed-identity", "--scope", GRAPH],
@@ -162,29 +191,12 @@ async fn a_200_mb_managed_identity_answer_is_refused_naming_the_server() {
 
 #[tokio::test]
 async fn a_200_mb_github_oidc_answer_is_refused_naming_the_server() {
-    let server = HostileServer::start(
-        Behaviour::huge_body(200, "application/json", HUGE).without_content_length(),
-    )
-    .await
-    .unwrap();
+    let server = huge_json_without_length().await;
     let request_url = server.url("/oidc?api-version=2.0");
-    let run = secret_sync(
-        &[
-            "token",
-            "--tenant-id",
-            TENANT,
-            "--client-id",
-            CLIENT,
-            "--scope",
-            GRAPH,
-            "--authority",
-            &server.base_url(),
-            "--github-oidc",
-        ],
-        &[
-            ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url.as_str()),
-            ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "gha-request-token-9191"),
-        ],
+    let run = token_with_github_oidc(
+        &server.base_url(),
+        request_url.as_str(),
+        "gha-request-token-9191",
     )
     .await;
     assert_failed_with(
@@ -250,25 +262,8 @@ async fn the_github_request_token_is_not_sent_over_plain_http_off_loopback() {
         "http://10.255.255.1:8080/oidc",
     ] {
         let started = Instant::now();
-        let run = secret_sync(
-            &[
-                "token",
-                "--tenant-id",
-                TENANT,
-                "--client-id",
-                CLIENT,
-                "--scope",
-                GRAPH,
-                "--authority",
-                &server.base_url(),
-                "--github-oidc",
-            ],
-            &[
-                ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url),
-                ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "gha-request-token-7777"),
-            ],
-        )
-        .await;
+        let run =
+            token_with_github_oidc(&server.base_url(), request_url, "gha-request-token-7777").await;
         run.assert_code(2);
         run.assert_no_leak(&["gha-request-token-7777"]);
         assert!(
