@@ -13,7 +13,7 @@ use secret_backends::conformance::{self, Harness};
 use secret_backends::vault::{
     JwtSource, KvVersion, LoginSecret, RetryPolicy, VaultAuth, VaultOptions, VaultStore,
 };
-use secret_backends::{ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
+use secret_backends::{BackendError, ErrorKind, Format, SecretStore, TokenPayload, WriteOutcome};
 use serde_json::json;
 use testkit::real::{JwtRole, OpenBao};
 use time::OffsetDateTime;
@@ -32,6 +32,13 @@ fn payload(token: &str) -> TokenPayload {
         Format::Raw,
     )
     .unwrap()
+}
+
+/// Writes `payload(token)` under `name`, with no read before it.
+async fn write(store: &VaultStore, name: &str, token: &str) -> Result<WriteOutcome, BackendError> {
+    store
+        .write(name, &payload(token), &WritePrecondition::unread(false))
+        .await
 }
 
 fn token_store(bao: &OpenBao, mount: &str, token: SecretString) -> VaultStore {
@@ -67,12 +74,7 @@ async fn approle_login_writes_and_a_wrong_secret_id_is_refused_without_echo() {
     bao.put_policy("writer", WRITER_POLICY);
     let creds = bao.enable_approle("approle", "sync", &["writer"]);
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
-    let outcome = store
-        .write(
-            "apps/graph-token",
-            &payload("approle.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write(&store, "apps/graph-token", "approle.token.value")
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
@@ -121,12 +123,7 @@ async fn a_policy_without_write_access_is_forbidden() {
     bao.put_policy("reader", r#"path "secret/*" { capabilities = ["read"] }"#);
     let creds = bao.enable_approle("approle", "reader", &["reader"]);
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
-    let err = store
-        .write(
-            "apps/x",
-            &payload("some.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let err = write(&store, "apps/x", "some.token.value")
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
@@ -176,14 +173,7 @@ async fn jwt_login_reads_the_token_from_a_file() {
     )
     .unwrap();
     assert_eq!(
-        store
-            .write(
-                "ci/token",
-                &payload("jwt.token.value"),
-                &WritePrecondition::unread(false)
-            )
-            .await
-            .unwrap(),
+        write(&store, "ci/token", "jwt.token.value").await.unwrap(),
         WriteOutcome::Created
     );
 
@@ -230,14 +220,7 @@ async fn a_renewable_token_is_renewed_before_it_expires() {
     let token = SecretString::from(created["auth"]["client_token"].as_str().unwrap().to_owned());
     let store = token_store(&bao, "secret", token);
     let started = Instant::now();
-    store
-        .write(
-            "renew/t",
-            &payload("renew.token.value"),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write(&store, "renew/t", "renew.token.value").await.unwrap();
     // past two thirds of the lease: the next call renews
     tokio::time::sleep(Duration::from_millis(2200)).await;
     store.read("renew/t", None).await.unwrap();
@@ -259,21 +242,11 @@ async fn approle_logs_in_again_when_its_token_reached_its_max_ttl() {
         Some(json!({"token_policies": ["writer"], "token_ttl": "2s", "token_max_ttl": "2s"})),
     );
     let store = approle_store(&bao, &creds.role_id, creds.secret_id.clone());
-    store
-        .write(
-            "relogin/t",
-            &payload("first.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "relogin/t", "first.token.value")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let outcome = store
-        .write(
-            "relogin/t",
-            &payload("second.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write(&store, "relogin/t", "second.token.value")
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -497,14 +470,7 @@ async fn namespaces_are_sent_with_every_request() {
         },
     )
     .unwrap();
-    store
-        .write(
-            "graph",
-            &payload("ns.token.value"),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write(&store, "graph", "ns.token.value").await.unwrap();
     let read = bao.api("GET", "team-a/kvns/data/graph", None);
     assert_eq!(read["data"]["data"]["access_token"], "ns.token.value");
     let (status, _) = bao.api_raw("GET", "kvns/data/graph", None);
@@ -607,14 +573,7 @@ async fn https_with_a_ca_file_is_verified() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(
-        store
-            .write(
-                "tls/t",
-                &payload("tls.token.value"),
-                &WritePrecondition::unread(false)
-            )
-            .await
-            .unwrap(),
+        write(&store, "tls/t", "tls.token.value").await.unwrap(),
         WriteOutcome::Created
     );
     // without the CA the server's certificate is not trusted
@@ -763,12 +722,7 @@ async fn kubernetes_login_with_the_service_account_token_file() {
         )
         .unwrap()
     };
-    let outcome = store("sync")
-        .write(
-            "k8s/token",
-            &payload("k8s.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write(&store("sync"), "k8s/token", "k8s.token.value")
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Created);
@@ -831,12 +785,7 @@ async fn expected_failures_log_no_errors_and_logs_hold_no_secrets() {
         store.read("absent", None).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
-    store
-        .write(
-            "logged/t",
-            &payload("logged.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "logged/t", "logged.token.value")
         .await
         .unwrap();
     let wrong = approle_store(
@@ -889,13 +838,7 @@ async fn concurrent_calls_share_one_login() {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store
-                    .write(
-                        &format!("many/t-{i}"),
-                        &payload("shared.token.value"),
-                        &WritePrecondition::unread(false),
-                    )
-                    .await
+                write(&store, &format!("many/t-{i}"), "shared.token.value").await
             })
         })
         .collect();
@@ -944,12 +887,7 @@ async fn a_token_file_rotated_on_disk_is_read_again_after_the_old_token_is_refus
     let first = create_token(&bao, &["writer"], "1h");
     std::fs::write(&file, format!("{first}\n")).unwrap();
     let store = token_file_store(&bao, &file);
-    store
-        .write(
-            "rotate/t",
-            &payload("first.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "rotate/t", "first.token.value")
         .await
         .unwrap();
 
@@ -957,12 +895,7 @@ async fn a_token_file_rotated_on_disk_is_read_again_after_the_old_token_is_refus
     let second = create_token(&bao, &["writer"], "1h");
     std::fs::write(&file, &second).unwrap();
     bao.api("POST", "auth/token/revoke", Some(json!({"token": first})));
-    let outcome = store
-        .write(
-            "rotate/t",
-            &payload("second.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write(&store, "rotate/t", "second.token.value")
         .await
         .unwrap();
     assert_eq!(
@@ -990,12 +923,7 @@ async fn a_token_file_rotated_on_disk_is_used_at_the_next_renewal() {
     let first = create_token(&bao, &["writer"], "3s");
     std::fs::write(&file, &first).unwrap();
     let store = token_file_store(&bao, &file);
-    store
-        .write(
-            "rotate/t",
-            &payload("first.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "rotate/t", "first.token.value")
         .await
         .unwrap();
     let second = create_token(&bao, &["writer"], "1h");
@@ -1040,12 +968,7 @@ async fn a_secret_id_file_is_read_at_each_login() {
         },
     )
     .unwrap();
-    store
-        .write(
-            "relogin/t",
-            &payload("first.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "relogin/t", "first.token.value")
         .await
         .unwrap();
     // a new secret id on disk, the old one destroyed: the next login must use the new one
@@ -1058,12 +981,7 @@ async fn a_secret_id_file_is_read_at_each_login() {
     );
     std::fs::write(&file, &new_secret_id).unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let outcome = store
-        .write(
-            "relogin/t",
-            &payload("second.token.value"),
-            &WritePrecondition::unread(false),
-        )
+    let outcome = write(&store, "relogin/t", "second.token.value")
         .await
         .unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
