@@ -93,12 +93,7 @@ async fn read(store: &FileStore, name: &str) -> Result<String, String> {
 async fn a_fifo_sidecar_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
-    store
-        .write(
-            "t",
-            &payload(TOKEN, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "t", &payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     let sidecar = dir.path().join("t.meta.json");
@@ -186,10 +181,7 @@ async fn a_torn_or_edited_sidecar_counts_as_ours_without_expiry_and_is_rewritten
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
     let same = payload(TOKEN, Format::Raw);
-    store
-        .write("t", &same, &WritePrecondition::unread(false))
-        .await
-        .unwrap();
+    write(&store, "t", &same).await.unwrap();
     let sidecar = dir.path().join("t.meta.json");
     let whole = fs::read_to_string(&sidecar).unwrap();
     let half = &whole[..whole.len() / 2];
@@ -203,10 +195,7 @@ async fn a_torn_or_edited_sidecar_counts_as_ours_without_expiry_and_is_rewritten
             "{broken:?}"
         );
         assert_eq!(
-            store
-                .write("t", &same, &WritePrecondition::unread(false))
-                .await
-                .unwrap(),
+            write(&store, "t", &same).await.unwrap(),
             WriteOutcome::Updated,
             "{broken:?}"
         );
@@ -242,12 +231,7 @@ async fn a_stored_expiry_out_of_range_is_an_unknown_expiry() {
     assert_eq!(meta.expires_on, None);
     assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
     assert_eq!(
-        store
-            .write(
-                "t",
-                &payload(TOKEN, Format::Json),
-                &WritePrecondition::unread(false)
-            )
+        write(&store, "t", &payload(TOKEN, Format::Json))
             .await
             .unwrap(),
         WriteOutcome::Updated
@@ -261,12 +245,7 @@ async fn an_mtime_after_year_9999_is_no_updated_time_and_no_panic() {
     // ext4 caps timestamps at 2446; tmpfs keeps 64-bit seconds.
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
-    store
-        .write(
-            "t",
-            &payload(TOKEN, Format::Json),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "t", &payload(TOKEN, Format::Json))
         .await
         .unwrap();
     // Year 10000 and a bit.
@@ -308,12 +287,7 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
             ..FileOptions::new(dir.path())
         },
     );
-    eager
-        .write(
-            "t",
-            &payload(TOKEN, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write(&eager, "t", &payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     leave_stale_temporary_files(dir.path());
@@ -338,12 +312,7 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
         .unwrap();
     assert!(dir.path().join(".t.tmp-4242-0badf00d-0").exists());
 
-    eager
-        .write(
-            "t",
-            &payload(TOKEN, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write(&eager, "t", &payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
@@ -354,12 +323,7 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
     // An unchanged write cleans up too, and so does the sweep the daemon runs at start.
     leave_stale_temporary_files(dir.path());
     assert_eq!(
-        eager
-            .write(
-                "t",
-                &payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false)
-            )
+        write(&eager, "t", &payload(TOKEN, Format::Raw))
             .await
             .unwrap(),
         WriteOutcome::Unchanged
@@ -381,12 +345,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let outside = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
-    store
-        .write(
-            "apps/t",
-            &payload("first.token", Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write(&store, "apps/t", &payload("first.token", Format::Raw))
         .await
         .unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("apps.link")).unwrap();
