@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao};
-use testkit::{KeyVaultEmulator, KeyVaultOptions, TokenOptions};
+use testkit::{KeyVaultEmulator, TokenOptions};
 
 use crate::support::{Run, TlsEntra, now_unix, secret_sync};
 
@@ -175,12 +175,7 @@ fn assert_capped_at_debug(stderr: &str) -> usize {
 #[tokio::test]
 async fn trace_logs_never_show_sdk_traces_or_a_secret_on_any_backend_or_the_token_command() {
     let e = Entra::start().await;
-    let kv = KeyVaultEmulator::start(
-        e.entra.token_validator(),
-        KeyVaultOptions::for_entra(&e.entra, TENANT),
-    )
-    .await
-    .unwrap();
+    let kv = e.key_vault(TENANT).await;
     let bao = OpenBao::start();
     bao.api(
         "POST",
@@ -329,12 +324,7 @@ async fn a_ref_to_the_client_secret_for_client_id_never_prints_the_secret() {
 #[tokio::test]
 async fn a_stored_expiry_a_year_ahead_is_not_trusted_in_a_file_or_key_vault() {
     let e = Entra::start().await;
-    let kv = KeyVaultEmulator::start(
-        e.entra.token_validator(),
-        KeyVaultOptions::for_entra(&e.entra, TENANT),
-    )
-    .await
-    .unwrap();
+    let kv = e.key_vault(TENANT).await;
     let config = e.write_config(&format!(
         "{}[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"{}\"\nca_file = \"{}\"\n\
          auth = {{ method = \"client-secret\", tenant_id = \"{TENANT}\", client_id = \"{KV_CLIENT}\", \

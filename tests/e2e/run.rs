@@ -11,7 +11,7 @@ use std::process::Command;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao, python};
-use testkit::{Fault, KeyVaultEmulator, KeyVaultOptions};
+use testkit::{Fault, KeyVaultEmulator};
 
 use crate::support::{Run, TlsEntra, secret_sync};
 
@@ -98,12 +98,7 @@ struct World {
 impl World {
     async fn start() -> World {
         let entra = Entra::start().await;
-        let kv = KeyVaultEmulator::start(
-            entra.entra.token_validator(),
-            KeyVaultOptions::for_entra(&entra.entra, TENANT),
-        )
-        .await
-        .unwrap();
+        let kv = entra.key_vault(TENANT).await;
         let bao = OpenBao::start();
         bao.api(
             "POST",
@@ -677,12 +672,7 @@ async fn secrets_written_by_others_are_refused_on_every_backend_until_adopted() 
 #[tokio::test]
 async fn a_failing_job_or_backend_never_stops_the_others() {
     let e = Entra::start().await;
-    let kv = KeyVaultEmulator::start(
-        e.entra.token_validator(),
-        KeyVaultOptions::for_entra(&e.entra, TENANT),
-    )
-    .await
-    .unwrap();
+    let kv = e.key_vault(TENANT).await;
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let down = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);

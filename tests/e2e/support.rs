@@ -221,6 +221,16 @@ impl TlsEntra {
         TlsEntra { entra, dir, ca }
     }
 
+    /// A Key Vault emulator that accepts this emulator's tokens for `tenant`.
+    pub async fn key_vault(&self, tenant: &str) -> testkit::KeyVaultEmulator {
+        testkit::KeyVaultEmulator::start(
+            self.entra.token_validator(),
+            testkit::KeyVaultOptions::for_entra(&self.entra, tenant),
+        )
+        .await
+        .unwrap()
+    }
+
     /// The file backend's dir.
     pub fn out(&self) -> std::path::PathBuf {
         self.dir.path().join("out")
