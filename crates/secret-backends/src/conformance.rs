@@ -82,6 +82,32 @@ pub fn payload(token: &SecretString, minutes: i64, format: Format) -> TokenPaylo
     .expect("the suite builds valid payloads")
 }
 
+/// When [`fixed_payload`]'s payloads expire, so that a test can assert the stored expiry.
+pub const FIXED_EXPIRY: OffsetDateTime = time::macros::datetime!(2026-11-24 06:00 UTC);
+
+/// A payload for `token` expiring at [`FIXED_EXPIRY`], managed by `secret-sync` (the marker
+/// the daemon writes, unlike [`payload`]'s [`MANAGED_BY`]).
+pub fn fixed_payload(token: &str, format: Format) -> TokenPayload {
+    TokenPayload::new(
+        SecretString::from(token),
+        "Bearer",
+        FIXED_EXPIRY,
+        "secret-sync",
+        format,
+    )
+    .expect("the suite builds valid payloads")
+}
+
+/// The names in `dir`, sorted (for the file backend's tests: what a write left there).
+pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Asserts that nothing a user could see of `err` contains any of `secrets`.
 pub fn assert_no_leak(err: &BackendError, secrets: &[&str]) {
     let mut seen = vec![err.to_string(), format!("{err:?}")];

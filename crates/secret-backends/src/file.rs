@@ -1220,21 +1220,11 @@ mod pause {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::{dir_entries, fixed_payload};
     use std::os::unix::fs::{PermissionsExt, symlink};
     use time::macros::datetime;
 
     const TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.file-test.sig";
-
-    fn payload(token: &str, format: Format) -> TokenPayload {
-        TokenPayload::new(
-            SecretString::from(token),
-            "Bearer",
-            datetime!(2026-11-24 06:00 UTC),
-            "secret-sync",
-            format,
-        )
-        .unwrap()
-    }
 
     fn store(dir: &Path) -> FileStore {
         FileStore::new("local", FileOptions::new(dir))
@@ -1263,7 +1253,7 @@ mod tests {
             let err = store
                 .write(
                     "apps/graph-token",
-                    &payload(TOKEN, Format::Raw),
+                    &fixed_payload(TOKEN, Format::Raw),
                     &WritePrecondition::unread(false),
                 )
                 .await
@@ -1282,7 +1272,7 @@ mod tests {
         let outcome = store
             .write(
                 "apps/graph-token",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1314,7 +1304,7 @@ mod tests {
         store
             .write(
                 "t",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1323,7 +1313,7 @@ mod tests {
             store
                 .write(
                     "t",
-                    &payload(TOKEN, Format::Json),
+                    &fixed_payload(TOKEN, Format::Json),
                     &WritePrecondition::unread(false)
                 )
                 .await
@@ -1350,7 +1340,7 @@ mod tests {
             store
                 .write(
                     "t",
-                    &payload(TOKEN, Format::Json),
+                    &fixed_payload(TOKEN, Format::Json),
                     &WritePrecondition::unread(false)
                 )
                 .await
@@ -1372,7 +1362,7 @@ mod tests {
         store
             .write(
                 "a",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1380,7 +1370,7 @@ mod tests {
         store
             .write(
                 "a",
-                &payload("other.token.value", Format::Raw),
+                &fixed_payload("other.token.value", Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1438,7 +1428,7 @@ mod tests {
             let err = strict
                 .write(
                     name,
-                    &payload(TOKEN, Format::Raw),
+                    &fixed_payload(TOKEN, Format::Raw),
                     &WritePrecondition::unread(false),
                 )
                 .await
@@ -1459,7 +1449,7 @@ mod tests {
         relaxed
             .write(
                 "link",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(true),
             )
             .await
@@ -1485,7 +1475,7 @@ mod tests {
         store
             .write(
                 "apps/t",
-                &payload("old.token", Format::Raw),
+                &fixed_payload("old.token", Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1499,12 +1489,12 @@ mod tests {
         let result = store
             .write(
                 "apps/t",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await;
         assert_eq!(
-            entries(outside.path()),
+            dir_entries(outside.path()),
             Vec::<String>::new(),
             "the write followed the swapped symlink out of dir ({result:?})"
         );
@@ -1515,7 +1505,7 @@ mod tests {
             TOKEN
         );
         assert_eq!(
-            entries(&dir.path().join("apps.moved")),
+            dir_entries(&dir.path().join("apps.moved")),
             ["t", "t.meta.json"]
         );
     }
@@ -1599,7 +1589,7 @@ mod tests {
         let err = store
             .write(
                 "sub",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1616,15 +1606,6 @@ mod tests {
             Format::Raw,
         )
         .unwrap()
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     #[tokio::test]
@@ -1657,7 +1638,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome, WriteOutcome::Updated);
-        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        assert_eq!(dir_entries(dir.path()), ["t", "t.meta.json"]);
         assert_eq!(
             fs::read_to_string(dir.path().join("t")).unwrap(),
             "new.token"
@@ -1744,7 +1725,7 @@ mod tests {
             );
             assert_eq!(fs::read_to_string(&sidecar).unwrap(), written, "{broken:?}");
             assert_eq!(fs::read_to_string(dir.path().join("t")).unwrap(), TOKEN);
-            assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+            assert_eq!(dir_entries(dir.path()), ["t", "t.meta.json"]);
         }
         assert_eq!(
             store
@@ -1792,7 +1773,7 @@ mod tests {
             fs::read_to_string(dir.path().join("t")).unwrap(),
             "new.token"
         );
-        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        assert_eq!(dir_entries(dir.path()), ["t", "t.meta.json"]);
         assert!(sidecar.is_dir());
     }
 
@@ -1812,7 +1793,7 @@ mod tests {
         let err = store
             .write(
                 &name,
-                &payload("new.token", Format::Raw),
+                &fixed_payload("new.token", Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1820,7 +1801,7 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Io, "{err}");
         assert!(err.to_string().contains("temporary file"), "{err}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "old.token\n");
-        assert_eq!(entries(dir.path()), [name]);
+        assert_eq!(dir_entries(dir.path()), [name]);
     }
 
     /// The first 16 hex digits of the SHA-256 of `token`, computed here independently of the
@@ -1874,7 +1855,7 @@ mod tests {
         store
             .write(
                 "t",
-                &payload(TOKEN, Format::Raw),
+                &fixed_payload(TOKEN, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1891,7 +1872,7 @@ mod tests {
         store
             .write(
                 "t",
-                &payload("other.token", Format::Raw),
+                &fixed_payload("other.token", Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -1906,7 +1887,7 @@ mod tests {
     async fn a_token_replaced_by_hand_has_no_expiry_but_stays_ours_and_is_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let same = payload(TOKEN, Format::Raw);
+        let same = fixed_payload(TOKEN, Format::Raw);
         store
             .write("t", &same, &WritePrecondition::unread(false))
             .await
@@ -1921,7 +1902,7 @@ mod tests {
     async fn a_sidecar_of_an_older_version_gives_no_expiry_and_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let same = payload(TOKEN, Format::Raw);
+        let same = fixed_payload(TOKEN, Format::Raw);
         store
             .write("t", &same, &WritePrecondition::unread(false))
             .await
@@ -1941,7 +1922,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let same = payload(TOKEN, Format::Raw);
+        let same = fixed_payload(TOKEN, Format::Raw);
         store
             .write("t", &same, &WritePrecondition::unread(false))
             .await
@@ -1972,7 +1953,7 @@ mod tests {
             WriteOutcome::Unchanged
         );
         assert_eq!((stamp(&token), stamp(&sidecar)), before);
-        assert_eq!(entries(dir.path()), ["t", "t.meta.json"]);
+        assert_eq!(dir_entries(dir.path()), ["t", "t.meta.json"]);
     }
 
     #[tokio::test]

@@ -8,8 +8,9 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use secret_backends::WritePrecondition;
+use secret_backends::conformance::{dir_entries, fixed_payload};
 use secret_backends::{ErrorKind, FileOptions, FileStore, Format, SecretStore, TokenPayload};
 use secret_backends::{SecretMetadata, WriteOutcome};
 use time::macros::datetime;
@@ -17,17 +18,6 @@ use time::macros::datetime;
 const TOKEN: &str = "eyJ0eXAiOiJKV1QifQ.file-hostile.sig";
 /// Longer than any of these calls takes when it does not hang.
 const QUICK: Duration = Duration::from_secs(5);
-
-fn payload(token: &str, format: Format) -> TokenPayload {
-    TokenPayload::new(
-        SecretString::from(token),
-        "Bearer",
-        datetime!(2026-11-24 06:00 UTC),
-        "secret-sync",
-        format,
-    )
-    .unwrap()
-}
 
 fn store(dir: &Path) -> FileStore {
     FileStore::new("local", FileOptions::new(dir))
@@ -50,15 +40,6 @@ fn mkfifo(path: &Path) {
         rustix::fs::Mode::from_raw_mode(0o600),
     )
     .unwrap();
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 async fn quickly<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
@@ -93,7 +74,7 @@ async fn read(store: &FileStore, name: &str) -> Result<String, String> {
 async fn a_fifo_sidecar_is_a_clear_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
-    write(&store, "t", &payload(TOKEN, Format::Raw))
+    write(&store, "t", &fixed_payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     let sidecar = dir.path().join("t.meta.json");
@@ -104,7 +85,7 @@ async fn a_fifo_sidecar_is_a_clear_error_not_a_hang() {
         err.contains("t.meta.json") && err.contains("not a regular file"),
         "{err}"
     );
-    let err = write(&store, "t", &payload("other.token", Format::Raw))
+    let err = write(&store, "t", &fixed_payload("other.token", Format::Raw))
         .await
         .unwrap_err();
     assert!(err.contains("not a regular file"), "{err}");
@@ -120,7 +101,7 @@ async fn a_fifo_target_is_a_clear_error_not_a_hang_and_is_not_replaced() {
     for err in [
         metadata(&store, "t").await.unwrap_err(),
         read(&store, "t").await.unwrap_err(),
-        write(&store, "t", &payload(TOKEN, Format::Json))
+        write(&store, "t", &fixed_payload(TOKEN, Format::Json))
             .await
             .unwrap_err(),
     ] {
@@ -129,7 +110,7 @@ async fn a_fifo_target_is_a_clear_error_not_a_hang_and_is_not_replaced() {
     }
     use std::os::unix::fs::FileTypeExt;
     assert!(fs::symlink_metadata(&target).unwrap().file_type().is_fifo());
-    assert_eq!(entries(dir.path()), ["t"]);
+    assert_eq!(dir_entries(dir.path()), ["t"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -138,7 +119,7 @@ async fn a_sidecar_symlinked_to_dev_zero_is_refused_even_when_symlinks_are_follo
     store(dir.path())
         .write(
             "t",
-            &payload(TOKEN, Format::Raw),
+            &fixed_payload(TOKEN, Format::Raw),
             &WritePrecondition::unread(false),
         )
         .await
@@ -152,7 +133,7 @@ async fn a_sidecar_symlinked_to_dev_zero_is_refused_even_when_symlinks_are_follo
             err.contains("t.meta.json") && err.contains("symlink"),
             "{err}"
         );
-        let err = write(&store, "t", &payload("other.token", Format::Raw))
+        let err = write(&store, "t", &fixed_payload("other.token", Format::Raw))
             .await
             .unwrap_err();
         assert!(err.contains("symlink"), "{err}");
@@ -180,7 +161,7 @@ async fn a_followed_symlink_to_a_device_is_refused_and_a_huge_file_is_not_read_w
 async fn a_torn_or_edited_sidecar_counts_as_ours_without_expiry_and_is_rewritten() {
     let dir = tempfile::tempdir().unwrap();
     let store = store(dir.path());
-    let same = payload(TOKEN, Format::Raw);
+    let same = fixed_payload(TOKEN, Format::Raw);
     write(&store, "t", &same).await.unwrap();
     let sidecar = dir.path().join("t.meta.json");
     let whole = fs::read_to_string(&sidecar).unwrap();
@@ -231,7 +212,7 @@ async fn a_stored_expiry_out_of_range_is_an_unknown_expiry() {
     assert_eq!(meta.expires_on, None);
     assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
     assert_eq!(
-        write(&store, "t", &payload(TOKEN, Format::Json))
+        write(&store, "t", &fixed_payload(TOKEN, Format::Json))
             .await
             .unwrap(),
         WriteOutcome::Updated
@@ -245,7 +226,7 @@ async fn an_mtime_after_year_9999_is_no_updated_time_and_no_panic() {
     // ext4 caps timestamps at 2446; tmpfs keeps 64-bit seconds.
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
-    write(&store, "t", &payload(TOKEN, Format::Json))
+    write(&store, "t", &fixed_payload(TOKEN, Format::Json))
         .await
         .unwrap();
     // Year 10000 and a bit.
@@ -287,7 +268,7 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
             ..FileOptions::new(dir.path())
         },
     );
-    write(&eager, "t", &payload(TOKEN, Format::Raw))
+    write(&eager, "t", &fixed_payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     leave_stale_temporary_files(dir.path());
@@ -305,33 +286,33 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
     store(dir.path())
         .write(
             "t",
-            &payload("other.token", Format::Raw),
+            &fixed_payload("other.token", Format::Raw),
             &WritePrecondition::unread(false),
         )
         .await
         .unwrap();
     assert!(dir.path().join(".t.tmp-4242-0badf00d-0").exists());
 
-    write(&eager, "t", &payload(TOKEN, Format::Raw))
+    write(&eager, "t", &fixed_payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     let mut expected: Vec<String> = others.iter().map(|s| s.to_string()).collect();
     expected.extend(["t".to_owned(), "t.meta.json".to_owned()]);
     expected.sort();
-    assert_eq!(entries(dir.path()), expected);
+    assert_eq!(dir_entries(dir.path()), expected);
 
     // An unchanged write cleans up too, and so does the sweep the daemon runs at start.
     leave_stale_temporary_files(dir.path());
     assert_eq!(
-        write(&eager, "t", &payload(TOKEN, Format::Raw))
+        write(&eager, "t", &fixed_payload(TOKEN, Format::Raw))
             .await
             .unwrap(),
         WriteOutcome::Unchanged
     );
-    assert_eq!(entries(dir.path()), expected);
+    assert_eq!(dir_entries(dir.path()), expected);
     leave_stale_temporary_files(dir.path());
     assert_eq!(eager.remove_stale_temp_files("t").await.unwrap(), 2);
-    assert_eq!(entries(dir.path()), expected);
+    assert_eq!(dir_entries(dir.path()), expected);
     assert_eq!(eager.remove_stale_temp_files("missing/t").await.unwrap(), 0);
 }
 
@@ -345,7 +326,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
     let dir = tempfile::tempdir_in("/dev/shm").unwrap();
     let outside = tempfile::tempdir_in("/dev/shm").unwrap();
     let store = store(dir.path());
-    write(&store, "apps/t", &payload("first.token", Format::Raw))
+    write(&store, "apps/t", &fixed_payload("first.token", Format::Raw))
         .await
         .unwrap();
     std::os::unix::fs::symlink(outside.path(), dir.path().join("apps.link")).unwrap();
@@ -387,7 +368,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
         match store
             .write(
                 "apps/t",
-                &payload(&token, Format::Raw),
+                &fixed_payload(&token, Format::Raw),
                 &WritePrecondition::unread(false),
             )
             .await
@@ -396,7 +377,7 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
             Err(_) => refused += 1,
         }
         assert_eq!(
-            entries(outside.path()),
+            dir_entries(outside.path()),
             Vec::<String>::new(),
             "write {i} landed outside dir"
         );
@@ -408,5 +389,5 @@ async fn a_path_component_swapped_for_a_symlink_in_a_loop_never_redirects_a_writ
         written > 0 && refused > 0,
         "{written} written, {refused} refused"
     );
-    assert_eq!(entries(outside.path()), Vec::<String>::new());
+    assert_eq!(dir_entries(outside.path()), Vec::<String>::new());
 }
