@@ -93,6 +93,21 @@ impl Fixture {
         self.store_with(self.options())
     }
 
+    /// Writes a fresh name, soft-deletes it, and returns the name and a store that recovers
+    /// deleted secrets before writing.
+    async fn soft_deleted_and_a_recovering_store(&self) -> (String, AzureKeyVaultStore) {
+        let name = fresh_name();
+        write_raw(&self.store(), &name, &conformance::unique_token())
+            .await
+            .unwrap();
+        assert!(self.vault.soft_delete(&name));
+        let store = self.store_with(AzureKeyVaultOptions {
+            recover_deleted: true,
+            ..self.options()
+        });
+        (name, store)
+    }
+
     fn harness(&self) -> Harness {
         Harness {
             store: Box::new(self.store()),
@@ -408,16 +423,7 @@ async fn deleted_but_recoverable_is_explained() {
 #[tokio::test]
 async fn recover_deleted_recovers_then_writes() {
     let f = Fixture::start().await;
-    let name = fresh_name();
-    write_raw(&f.store(), &name, &conformance::unique_token())
-        .await
-        .unwrap();
-    assert!(f.vault.soft_delete(&name));
-
-    let store = f.store_with(AzureKeyVaultOptions {
-        recover_deleted: true,
-        ..f.options()
-    });
+    let (name, store) = f.soft_deleted_and_a_recovering_store().await;
     let newer = conformance::unique_token();
     let outcome = write_raw(&store, &name, &newer).await.unwrap();
     assert_eq!(outcome, WriteOutcome::Updated);
@@ -858,15 +864,7 @@ async fn a_slow_recovery_is_waited_for_then_written() {
         ..options
     })
     .await;
-    let name = fresh_name();
-    write_raw(&f.store(), &name, &conformance::unique_token())
-        .await
-        .unwrap();
-    assert!(f.vault.soft_delete(&name));
-    let store = f.store_with(AzureKeyVaultOptions {
-        recover_deleted: true,
-        ..f.options()
-    });
+    let (name, store) = f.soft_deleted_and_a_recovering_store().await;
     let newer = conformance::unique_token();
     let started = Instant::now();
     let outcome = write_raw(&store, &name, &newer).await.unwrap();
