@@ -1230,6 +1230,17 @@ mod tests {
         FileStore::new("local", FileOptions::new(dir))
     }
 
+    /// Writes `payload` under `name` with no read before it.
+    async fn write_unread(
+        store: &FileStore,
+        name: &str,
+        payload: &TokenPayload,
+    ) -> Result<WriteOutcome, BackendError> {
+        store
+            .write(name, payload, &WritePrecondition::unread(false))
+            .await
+    }
+
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
@@ -1250,14 +1261,13 @@ mod tests {
             let err = store.metadata("apps/graph-token").await.unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig);
             assert!(err.to_string().contains(&expected), "{err}");
-            let err = store
-                .write(
-                    "apps/graph-token",
-                    &fixed_payload(TOKEN, Format::Raw),
-                    &WritePrecondition::unread(false),
-                )
-                .await
-                .unwrap_err();
+            let err = write_unread(
+                &store,
+                "apps/graph-token",
+                &fixed_payload(TOKEN, Format::Raw),
+            )
+            .await
+            .unwrap_err();
             assert!(err.to_string().contains(&expected), "{err}");
             assert!(!missing.exists(), "dir was created");
             // Nothing to sweep in a directory that does not exist.
@@ -1269,14 +1279,13 @@ mod tests {
     async fn raw_write_keeps_expiry_in_a_sidecar_with_mode_0600() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let outcome = store
-            .write(
-                "apps/graph-token",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
-            .await
-            .unwrap();
+        let outcome = write_unread(
+            &store,
+            "apps/graph-token",
+            &fixed_payload(TOKEN, Format::Raw),
+        )
+        .await
+        .unwrap();
         assert_eq!(outcome, WriteOutcome::Created);
         let path = dir.path().join("apps/graph-token");
         assert_eq!(fs::read_to_string(&path).unwrap(), TOKEN);
@@ -1301,21 +1310,11 @@ mod tests {
     async fn json_write_then_switch_to_raw_and_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        store
-            .write(
-                "t",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        write_unread(&store, "t", &fixed_payload(TOKEN, Format::Raw))
             .await
             .unwrap();
         assert_eq!(
-            store
-                .write(
-                    "t",
-                    &fixed_payload(TOKEN, Format::Json),
-                    &WritePrecondition::unread(false)
-                )
+            write_unread(&store, "t", &fixed_payload(TOKEN, Format::Json))
                 .await
                 .unwrap(),
             WriteOutcome::Updated
@@ -1337,12 +1336,7 @@ mod tests {
             TOKEN
         );
         assert_eq!(
-            store
-                .write(
-                    "t",
-                    &fixed_payload(TOKEN, Format::Json),
-                    &WritePrecondition::unread(false)
-                )
+            write_unread(&store, "t", &fixed_payload(TOKEN, Format::Json))
                 .await
                 .unwrap(),
             WriteOutcome::Unchanged
@@ -1359,22 +1353,16 @@ mod tests {
                 ..FileOptions::new(dir.path())
             },
         );
-        store
-            .write(
-                "a",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        write_unread(&store, "a", &fixed_payload(TOKEN, Format::Raw))
             .await
             .unwrap();
-        store
-            .write(
-                "a",
-                &fixed_payload("other.token.value", Format::Raw),
-                &WritePrecondition::unread(false),
-            )
-            .await
-            .unwrap();
+        write_unread(
+            &store,
+            "a",
+            &fixed_payload("other.token.value", Format::Raw),
+        )
+        .await
+        .unwrap();
         let mut names: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -1425,12 +1413,7 @@ mod tests {
 
         let strict = store(dir.path());
         for name in ["link", "linkdir/x"] {
-            let err = strict
-                .write(
-                    name,
-                    &fixed_payload(TOKEN, Format::Raw),
-                    &WritePrecondition::unread(false),
-                )
+            let err = write_unread(&strict, name, &fixed_payload(TOKEN, Format::Raw))
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
@@ -1472,12 +1455,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        store
-            .write(
-                "apps/t",
-                &fixed_payload("old.token", Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        write_unread(&store, "apps/t", &fixed_payload("old.token", Format::Raw))
             .await
             .unwrap();
         // Between the checks and the writes, `apps` becomes a symlink to a directory outside.
@@ -1486,13 +1464,7 @@ mod tests {
             fs::rename(root.join("apps"), root.join("apps.moved")).unwrap();
             symlink(&away, root.join("apps")).unwrap();
         });
-        let result = store
-            .write(
-                "apps/t",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
-            .await;
+        let result = write_unread(&store, "apps/t", &fixed_payload(TOKEN, Format::Raw)).await;
         assert_eq!(
             dir_entries(outside.path()),
             Vec::<String>::new(),
@@ -1586,12 +1558,7 @@ mod tests {
             ErrorKind::NotFound
         );
         assert!(store.metadata("nope").await.unwrap().is_none());
-        let err = store
-            .write(
-                "sub",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        let err = write_unread(&store, "sub", &fixed_payload(TOKEN, Format::Raw))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("is a directory"), "{err}");
@@ -1667,29 +1634,20 @@ mod tests {
         let expiry = datetime!(2026-11-24 06:00 UTC);
         let sidecar = dir.path().join("t.meta.json");
         let same = payload_expiring(TOKEN, expiry, "secret-sync");
-        store
-            .write("t", &same, &WritePrecondition::unread(false))
-            .await
-            .unwrap();
+        write_unread(&store, "t", &same).await.unwrap();
         let written = fs::read_to_string(&sidecar).unwrap();
 
         // The sidecar matches but the token differs: the token is read and the write happens.
         let other_token = payload_expiring("other.token", expiry, "secret-sync");
         assert_eq!(
-            store
-                .write("t", &other_token, &WritePrecondition::unread(false))
-                .await
-                .unwrap(),
+            write_unread(&store, "t", &other_token).await.unwrap(),
             WriteOutcome::Updated
         );
         assert_eq!(
             fs::read_to_string(dir.path().join("t")).unwrap(),
             "other.token"
         );
-        store
-            .write("t", &same, &WritePrecondition::unread(false))
-            .await
-            .unwrap();
+        write_unread(&store, "t", &same).await.unwrap();
 
         // Same token, but the sidecar is missing, is not JSON, differs in expiry or marker,
         // names another token, or names none (an older version's sidecar).
@@ -1728,10 +1686,7 @@ mod tests {
             assert_eq!(dir_entries(dir.path()), ["t", "t.meta.json"]);
         }
         assert_eq!(
-            store
-                .write("t", &same, &WritePrecondition::unread(false))
-                .await
-                .unwrap(),
+            write_unread(&store, "t", &same).await.unwrap(),
             WriteOutcome::Unchanged
         );
     }
@@ -1790,12 +1745,7 @@ mod tests {
         assert!(token_temp.len() <= 255, "{token_temp:?}");
         assert!(sidecar_temp.len() > 255, "{sidecar_temp:?}");
         fs::write(&target, "old.token\n").unwrap();
-        let err = store
-            .write(
-                &name,
-                &fixed_payload("new.token", Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        let err = write_unread(&store, &name, &fixed_payload("new.token", Format::Raw))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io, "{err}");
@@ -1834,10 +1784,7 @@ mod tests {
         );
         assert_eq!(meta.managed_by.as_deref(), Some("secret-sync"));
         assert_eq!(
-            store
-                .write("t", payload, &WritePrecondition::unread(false))
-                .await
-                .unwrap(),
+            write_unread(store, "t", payload).await.unwrap(),
             WriteOutcome::Updated
         );
         assert_eq!(
@@ -1852,12 +1799,7 @@ mod tests {
     async fn the_sidecar_names_its_token_by_a_sha256_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        store
-            .write(
-                "t",
-                &fixed_payload(TOKEN, Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        write_unread(&store, "t", &fixed_payload(TOKEN, Format::Raw))
             .await
             .unwrap();
         let sidecar = sidecar_of(dir.path(), "t");
@@ -1869,12 +1811,7 @@ mod tests {
             5,
             "token_type, expires_on, expires_at, managed_by, token_sha256: {sidecar}"
         );
-        store
-            .write(
-                "t",
-                &fixed_payload("other.token", Format::Raw),
-                &WritePrecondition::unread(false),
-            )
+        write_unread(&store, "t", &fixed_payload("other.token", Format::Raw))
             .await
             .unwrap();
         assert_eq!(
@@ -1888,10 +1825,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = fixed_payload(TOKEN, Format::Raw);
-        store
-            .write("t", &same, &WritePrecondition::unread(false))
-            .await
-            .unwrap();
+        write_unread(&store, "t", &same).await.unwrap();
         fs::write(dir.path().join("t"), "hand.placed.token\n").unwrap();
         // The sidecar still names the payload's token, but the file does not hold it: the same
         // token written again (as a cached token would be) repairs the file.
@@ -1903,10 +1837,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = fixed_payload(TOKEN, Format::Raw);
-        store
-            .write("t", &same, &WritePrecondition::unread(false))
-            .await
-            .unwrap();
+        write_unread(&store, "t", &same).await.unwrap();
         let mut sidecar = sidecar_of(dir.path(), "t");
         sidecar.as_object_mut().unwrap().remove("token_sha256");
         fs::write(dir.path().join("t.meta.json"), sidecar.to_string()).unwrap();
@@ -1923,10 +1854,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let same = fixed_payload(TOKEN, Format::Raw);
-        store
-            .write("t", &same, &WritePrecondition::unread(false))
-            .await
-            .unwrap();
+        write_unread(&store, "t", &same).await.unwrap();
         // An old mtime: a rewrite within the filesystem's timestamp tick would not show.
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
         let stamp = |path: &Path| {
@@ -1946,10 +1874,7 @@ mod tests {
         let before = (stamp(&token), stamp(&sidecar));
         assert_eq!(before.0.1, old);
         assert_eq!(
-            store
-                .write("t", &same, &WritePrecondition::unread(false))
-                .await
-                .unwrap(),
+            write_unread(&store, "t", &same).await.unwrap(),
             WriteOutcome::Unchanged
         );
         assert_eq!((stamp(&token), stamp(&sidecar)), before);
