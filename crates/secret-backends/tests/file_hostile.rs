@@ -116,12 +116,7 @@ async fn a_fifo_target_is_a_clear_error_not_a_hang_and_is_not_replaced() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sidecar_symlinked_to_dev_zero_is_refused_even_when_symlinks_are_followed() {
     let dir = tempfile::tempdir().unwrap();
-    store(dir.path())
-        .write(
-            "t",
-            &fixed_payload(TOKEN, Format::Raw),
-            &WritePrecondition::unread(false),
-        )
+    write(&store(dir.path()), "t", &fixed_payload(TOKEN, Format::Raw))
         .await
         .unwrap();
     let sidecar = dir.path().join("t.meta.json");
@@ -283,14 +278,13 @@ async fn the_next_write_of_a_target_removes_its_stale_temporary_files_and_only_t
         fs::write(dir.path().join(name), "x").unwrap();
     }
     // The default age keeps temporary files younger than a few minutes (a write in progress).
-    store(dir.path())
-        .write(
-            "t",
-            &fixed_payload("other.token", Format::Raw),
-            &WritePrecondition::unread(false),
-        )
-        .await
-        .unwrap();
+    write(
+        &store(dir.path()),
+        "t",
+        &fixed_payload("other.token", Format::Raw),
+    )
+    .await
+    .unwrap();
     assert!(dir.path().join(".t.tmp-4242-0badf00d-0").exists());
 
     write(&eager, "t", &fixed_payload(TOKEN, Format::Raw))
