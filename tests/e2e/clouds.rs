@@ -19,7 +19,7 @@ use testkit::{
     OidcIssuer,
 };
 
-use crate::support::{Run, secret_sync};
+use crate::support::{Run, issued_access_tokens, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -150,12 +150,7 @@ impl World {
     }
 
     fn assert_no_leak(&self, run: &Run) {
-        let tokens: Vec<String> = self
-            .entra
-            .issued_tokens()
-            .into_iter()
-            .map(|t| t.access_token.expose_secret().to_owned())
-            .collect();
+        let tokens: Vec<String> = issued_access_tokens(&self.entra);
         let federated = std::fs::read_to_string(self.dir.path().join("federated.jwt")).unwrap();
         let mut secrets: Vec<&str> = tokens.iter().map(String::as_str).collect();
         secrets.push(&federated);

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use testkit::real::OpenBao;
 use testkit::{AppRegistration, EntraEmulator, Fault, TokenOptions};
 
-use crate::support::{Daemon, http_get, wait_until};
+use crate::support::{Daemon, http_get, issued_access_tokens, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -90,11 +90,7 @@ impl World {
 
     /// Every token the emulator issued, for leak scans.
     fn issued(&self) -> Vec<String> {
-        self.entra
-            .issued_tokens()
-            .into_iter()
-            .map(|t| t.access_token.expose_secret().to_owned())
-            .collect()
+        issued_access_tokens(&self.entra)
     }
 
     fn spawn(&self, args: &[&str], env: &[(&str, &str)]) -> Daemon {

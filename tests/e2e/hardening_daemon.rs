@@ -14,7 +14,7 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator, Fault, TokenOptions};
 
-use crate::support::{Daemon, now_unix, wait_until};
+use crate::support::{Daemon, issued_access_tokens, now_unix, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -263,11 +263,7 @@ async fn a_reload_waits_for_a_hanging_pass_no_longer_than_its_pass_timeout() {
         daemon.output()
     );
     assert!(daemon.is_running());
-    let issued: Vec<String> = entra
-        .issued_tokens()
-        .into_iter()
-        .map(|t| t.access_token.expose_secret().to_owned())
-        .collect();
+    let issued: Vec<String> = issued_access_tokens(&entra);
     let (code, _, output) = daemon.stop("TERM").await;
     assert_eq!(code, 0, "exit code; output:\n{output}");
     assert_no_secret(&output, &issued);

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao};
 use testkit::{KeyVaultEmulator, TokenOptions};
 
-use crate::support::{Run, TlsEntra, now_unix, secret_sync};
+use crate::support::{Run, TlsEntra, issued_access_tokens, now_unix, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -60,12 +60,7 @@ impl Entra {
             .chain(more)
             .map(|s| (*s).to_owned())
             .collect();
-        all.extend(
-            self.entra
-                .issued_tokens()
-                .iter()
-                .map(|t| t.access_token.expose_secret().to_owned()),
-        );
+        all.extend(issued_access_tokens(&self.entra));
         all
     }
 

@@ -8,11 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::{Daemon, Run, secret_sync};
+use crate::support::{Daemon, Run, issued_access_tokens, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -80,11 +79,7 @@ impl World {
     }
 
     fn issued(&self) -> Vec<String> {
-        self.entra
-            .issued_tokens()
-            .into_iter()
-            .map(|t| t.access_token.expose_secret().to_owned())
-            .collect()
+        issued_access_tokens(&self.entra)
     }
 
     fn secrets(&self) -> Vec<String> {

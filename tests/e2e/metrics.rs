@@ -10,11 +10,10 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::{Daemon, http_get, secret_sync, wait_until};
+use crate::support::{Daemon, http_get, issued_access_tokens, secret_sync, wait_until};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -215,11 +214,7 @@ async fn metrics_carry_every_series_and_readyz_names_the_job_that_failed() {
     assert!(body.contains("bad") && !body.contains("good"), "{body}");
 
     // Nothing secret is served or logged.
-    let tokens: Vec<String> = entra
-        .issued_tokens()
-        .into_iter()
-        .map(|t| t.access_token.expose_secret().to_owned())
-        .collect();
+    let tokens: Vec<String> = issued_access_tokens(&entra);
     assert!(!tokens.is_empty());
     let output = daemon.output();
     for text in [&metrics, &output] {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use testkit::real::{Moto, OpenBao, python};
 use testkit::{Fault, KeyVaultEmulator};
 
-use crate::support::{Run, TlsEntra, secret_sync};
+use crate::support::{Run, TlsEntra, issued_access_tokens, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -73,12 +73,7 @@ impl Entra {
 
     /// Panics if the client secrets or any token the emulator issued appear in `run`'s output.
     fn assert_no_leak(&self, run: &Run, more: &[&str]) {
-        let tokens: Vec<String> = self
-            .entra
-            .issued_tokens()
-            .into_iter()
-            .map(|t| t.access_token.expose_secret().to_owned())
-            .collect();
+        let tokens: Vec<String> = issued_access_tokens(&self.entra);
         let mut secrets: Vec<&str> = vec![SECRET, KV_SECRET, AWS_SECRET_KEY];
         secrets.extend(tokens.iter().map(String::as_str));
         secrets.extend(more);

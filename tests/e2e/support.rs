@@ -243,3 +243,13 @@ impl TlsEntra {
         path.display().to_string()
     }
 }
+
+/// Every access token `entra` issued so far, oldest first.
+pub fn issued_access_tokens(entra: &testkit::EntraEmulator) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    entra
+        .issued_tokens()
+        .into_iter()
+        .map(|t| t.access_token.expose_secret().to_owned())
+        .collect()
+}
