@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
 use std::time::Duration;
@@ -66,15 +65,6 @@ async fn run(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--config", config.to_str().unwrap()]);
     secret_sync(&all, env).await
-}
-
-fn json(run: &Run) -> Value {
-    serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            run.stdout, run.stderr
-        )
-    })
 }
 
 // ----- item 4: a file backend whose dir does not exist -----
@@ -351,7 +341,7 @@ async fn json_output_is_versioned_with_every_count_and_a_reason_for_every_target
 
     let plan = run(&config, &["plan", "-o", "json"], &env).await;
     plan.assert_code(1);
-    let doc = json(&plan);
+    let doc = plan.json();
     assert_eq!(doc["version"], 1, "{doc}");
     for key in keys {
         assert!(doc["counts"][key].is_u64(), "plan counts lack {key}: {doc}");
@@ -362,7 +352,7 @@ async fn json_output_is_versioned_with_every_count_and_a_reason_for_every_target
 
     let out = run(&config, &["run", "-o", "json"], &env).await;
     out.assert_code(1);
-    let doc = json(&out);
+    let doc = out.json();
     assert_eq!(doc["version"], 1, "{doc}");
     for key in keys {
         assert!(doc["counts"][key].is_u64(), "run counts lack {key}: {doc}");
@@ -389,7 +379,7 @@ async fn json_output_is_versioned_with_every_count_and_a_reason_for_every_target
     for command in ["run", "plan"] {
         let out = run(&config, &[command, "-o", "json"], &env).await;
         out.assert_code(2);
-        let doc = json(&out);
+        let doc = out.json();
         assert_eq!(doc["version"], 1, "{doc}");
         assert_eq!(doc["ok"], false, "{doc}");
         assert_eq!(doc["error"]["kind"], "config", "{doc}");

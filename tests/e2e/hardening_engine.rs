@@ -92,16 +92,6 @@ async fn run(config: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     secret_sync(&all, &vars).await
 }
 
-/// The JSON summary (`run` or `plan` with `--output json`).
-fn summary(run: &Run) -> Value {
-    serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            run.stdout, run.stderr
-        )
-    })
-}
-
 /// The summary's entry for `backend:name`.
 fn entry<'a>(doc: &'a Value, target: &str) -> &'a Value {
     doc["targets"]
@@ -212,7 +202,7 @@ async fn trace_logs_never_show_sdk_traces_or_a_secret_on_any_backend_or_the_toke
     )
     .await;
     synced.assert_code(0);
-    let doc = summary(&synced);
+    let doc = synced.json();
     for target in [
         "local:graph.json",
         "bao:tokens/graph",
@@ -351,7 +341,7 @@ async fn a_stored_expiry_a_year_ahead_is_not_trusted_in_a_file_or_key_vault() {
 
     let plan = run(&config, &["plan", "--output", "json"], &[]).await;
     plan.assert_code(0);
-    let planned = summary(&plan);
+    let planned = plan.json();
     for target in ["local:graph.json", "kv:graph-token"] {
         let line = entry(&planned, target);
         assert_eq!(line["action"], "update", "{target}: {planned:#}");
@@ -365,7 +355,7 @@ async fn a_stored_expiry_a_year_ahead_is_not_trusted_in_a_file_or_key_vault() {
     let requests = e.entra.token_request_count();
     let second = run(&config, &["run", "--output", "json"], &[]).await;
     second.assert_code(0);
-    let doc = summary(&second);
+    let doc = second.json();
     for target in ["local:graph.json", "kv:graph-token"] {
         assert_eq!(
             entry(&doc, target)["outcome"],
@@ -431,7 +421,7 @@ async fn a_token_shorter_lived_than_refresh_before_fails_its_target_and_says_wha
     ));
     let synced = run(&config, &["run", "--output", "json"], &[]).await;
     synced.assert_code(1);
-    let doc = summary(&synced);
+    let doc = synced.json();
     let line = entry(&doc, "local:graph.json");
     assert_eq!(line["outcome"], "failed", "{doc:#}");
     let error = line["error"].as_str().unwrap();
@@ -499,7 +489,7 @@ async fn pass_timeout_ends_a_run_held_by_a_token_endpoint_or_a_vault_that_never_
     let took = started.elapsed();
     synced.assert_code(1);
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    let error = entry(&summary(&synced), "local:graph.json")["error"]
+    let error = entry(&synced.json(), "local:graph.json")["error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -532,7 +522,7 @@ async fn pass_timeout_ends_a_run_held_by_a_token_endpoint_or_a_vault_that_never_
     let took = started.elapsed();
     synced.assert_code(1);
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    let error = entry(&summary(&synced), "local:graph.json")["error"]
+    let error = entry(&synced.json(), "local:graph.json")["error"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -641,7 +631,7 @@ async fn a_fifo_in_place_of_the_client_secret_file_fails_the_job_without_hanging
         started.elapsed()
     );
     synced.assert_code(1);
-    let error = entry(&summary(&synced), "local:graph.json")["error"]
+    let error = entry(&synced.json(), "local:graph.json")["error"]
         .as_str()
         .unwrap()
         .to_owned();

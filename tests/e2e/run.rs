@@ -181,8 +181,7 @@ impl World {
 
 /// The JSON summary's targets as (target, outcome) pairs, e.g. ("local:graph.json", "created").
 fn outcomes(run: &Run) -> Vec<(String, String)> {
-    let doc: Value = serde_json::from_str(run.stdout.trim())
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", run.stdout));
+    let doc = run.json();
     doc["targets"]
         .as_array()
         .unwrap()
@@ -343,7 +342,7 @@ async fn one_target_down_fails_with_exit_1_while_the_others_are_updated() {
     let mut expected = all("created");
     expected[1].1 = "failed".to_owned();
     assert_eq!(got, expected, "{}", run.stdout);
-    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let doc = run.json();
     let error = doc["targets"][1]["error"].as_str().unwrap();
     assert!(
         error.contains("ops-vault"),
@@ -381,7 +380,7 @@ async fn dry_run_and_plan_write_nothing_and_ask_for_no_token() {
 
     let plan = w.run(&config, &["plan", "--output", "json"]).await;
     plan.assert_code(0);
-    let doc: Value = serde_json::from_str(plan.stdout.trim()).unwrap();
+    let doc = plan.json();
     assert_eq!(doc["writes"], 4, "{doc}");
     for target in doc["targets"].as_array().unwrap() {
         assert_eq!(target["action"], "create", "{target}");
@@ -423,7 +422,7 @@ async fn dry_run_and_plan_write_nothing_and_ask_for_no_token() {
     // After a real run, plan says keep and dry-run says fresh.
     w.run(&config, &["run"]).await.assert_code(0);
     let plan = w.run(&config, &["plan", "--output", "json"]).await;
-    let doc: Value = serde_json::from_str(plan.stdout.trim()).unwrap();
+    let doc = plan.json();
     assert_eq!(doc["writes"], 0, "{doc}");
     assert!(
         doc["targets"][0]["reason"]
@@ -435,7 +434,7 @@ async fn dry_run_and_plan_write_nothing_and_ask_for_no_token() {
     let forced = w
         .run(&config, &["plan", "--force", "--output", "json"])
         .await;
-    let doc: Value = serde_json::from_str(forced.stdout.trim()).unwrap();
+    let doc = forced.json();
     assert_eq!(doc["writes"], 4, "{doc}");
     assert_eq!(w.entra.graph_requests(), 1, "plan never asks for a token");
 }
@@ -464,7 +463,7 @@ async fn unmanaged_secrets_are_left_alone_unless_adopted() {
     let run = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
     e.assert_no_leak(&run, &[]);
     run.assert_code(1);
-    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let doc = run.json();
     assert_eq!(doc["targets"][0]["outcome"], "failed");
     let error = doc["targets"][0]["error"].as_str().unwrap();
     assert!(
@@ -492,7 +491,7 @@ async fn unmanaged_secrets_are_left_alone_unless_adopted() {
     .await;
     e.assert_no_leak(&again, &[]);
     again.assert_code(1);
-    let doc: Value = serde_json::from_str(again.stdout.trim()).unwrap();
+    let doc = again.json();
     assert_eq!(doc["targets"][0]["outcome"], "failed");
     assert_eq!(doc["targets"][1]["outcome"], "updated");
 }
@@ -562,7 +561,7 @@ async fn a_token_expiring_within_refresh_before_is_refreshed_and_failures_exit_1
     first.assert_code(1);
     let second = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
     second.assert_code(1);
-    let doc: Value = serde_json::from_str(second.stdout.trim()).unwrap();
+    let doc = second.json();
     assert_eq!(doc["targets"][0]["outcome"], "failed");
     let error = doc["targets"][0]["error"].as_str().unwrap();
     assert!(
@@ -584,7 +583,7 @@ async fn a_token_expiring_within_refresh_before_is_refreshed_and_failures_exit_1
     e.assert_no_leak(&second, &[]);
     e.assert_no_leak(&wrong, &["not-the-secret"]);
     wrong.assert_code(1);
-    let doc: Value = serde_json::from_str(wrong.stdout.trim()).unwrap();
+    let doc = wrong.json();
     assert_eq!(doc["targets"][0]["outcome"], "failed");
     assert!(
         doc["targets"][0]["error"]
@@ -641,7 +640,7 @@ async fn secrets_written_by_others_are_refused_on_every_backend_until_adopted() 
         .await;
     refused.assert_code(1);
     assert_eq!(outcomes(&refused), all("failed"), "{}", refused.stdout);
-    let doc: Value = serde_json::from_str(refused.stdout.trim()).unwrap();
+    let doc = refused.json();
     for target in doc["targets"].as_array().unwrap() {
         let error = target["error"].as_str().unwrap();
         assert!(error.contains("set `adopt = true`"), "{error}");
@@ -697,7 +696,7 @@ async fn a_failing_job_or_backend_never_stops_the_others() {
     .await;
     e.assert_no_leak(&run, &["bao-token-e2e"]);
     run.assert_code(2);
-    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let doc = run.json();
     let targets = doc["targets"].as_array().unwrap();
     let outcome = |i: usize| targets[i]["outcome"].as_str().unwrap();
     assert_eq!(
@@ -744,7 +743,7 @@ async fn only_targets_that_need_it_are_written_and_an_empty_token_is_never_writt
     std::fs::remove_file(e.out().join("lost.meta.json")).unwrap();
     let run = secret_sync(&["run", "--config", &config, "--output", "json"], &env).await;
     run.assert_code(0);
-    let doc: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let doc = run.json();
     assert_eq!(
         doc["counts"],
         json!({"created": 1, "updated": 0, "unchanged": 0, "fresh": 1, "skipped": 0, "failed": 0}),
@@ -769,7 +768,7 @@ async fn only_targets_that_need_it_are_written_and_an_empty_token_is_never_writt
     e.assert_no_leak(&run, &[]);
     e.assert_no_leak(&empty, &[]);
     empty.assert_code(1);
-    let doc: Value = serde_json::from_str(empty.stdout.trim()).unwrap();
+    let doc = empty.json();
     assert_eq!(doc["targets"][1]["outcome"], "failed", "{doc}");
     assert!(
         doc["targets"][1]["error"]

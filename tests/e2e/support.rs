@@ -27,6 +27,16 @@ impl Run {
         }
     }
 
+    /// Stdout parsed as JSON (`--output json`); panics with both streams if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
     pub fn assert_code(&self, expected: i32) {
         assert_eq!(
             self.code, expected,
