@@ -5,15 +5,15 @@
 //! config agree with those configs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::{Daemon, http_get, issued_access_tokens, secret_sync, wait_until};
+use crate::support::{
+    Daemon, http_get, issued_access_tokens, secret_sync, wait_until, yaml_documents,
+};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
@@ -279,31 +279,6 @@ fn blocks(text: &str, info: &str) -> Vec<String> {
     found
 }
 
-/// A YAML stream parsed by PyYAML (the test servers' venv) into its documents.
-fn yaml_documents(yaml: &str) -> Vec<Value> {
-    let script = "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
-    let mut child = std::process::Command::new(testkit::real::python())
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the venv's python runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(yaml.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "YAML in docs/operations.md does not parse: {}\n{yaml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// `KEY=VALUE` lines of a systemd unit, in order (a key may repeat).
 fn unit_settings(unit: &str) -> Vec<(String, String)> {
     unit.lines()
@@ -318,7 +293,7 @@ async fn operations_page_examples_agree_with_the_daemon_and_each_other() {
     let page = operations_md();
     let yaml: Vec<Value> = blocks(&page, "yaml")
         .iter()
-        .flat_map(|b| yaml_documents(b))
+        .flat_map(|b| yaml_documents("YAML in docs/operations.md", b))
         .collect();
     let find = |pred: &dyn Fn(&Value) -> bool| {
         yaml.iter()

@@ -8,9 +8,10 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
+
+use crate::support::yaml_documents;
 
 const CHECKSUMS: &str = "SHA256SUMS";
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -24,27 +25,6 @@ fn read(path: &str) -> String {
         .unwrap_or_else(|e| panic!("{path} cannot be read: {e}"))
 }
 
-/// The YAML documents of `text`, as JSON.
-fn yaml(what: &str, text: &str) -> Vec<Value> {
-    let script = "import json, sys, yaml\n\
-                  print(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
-    let mut child = Command::new(testkit::real::python())
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the venv's python runs");
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what} does not parse as YAML: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// The yaml block after `<!-- recipe-yaml: NAME -->` in docs/recipes.md, parsed.
 fn recipe(name: &str) -> Value {
     let page = read("docs/recipes.md");
@@ -54,12 +34,12 @@ fn recipe(name: &str) -> Value {
         .unwrap_or_else(|| panic!("docs/recipes.md has no {marker:?}"))
         + marker.len();
     let end = page[start..].find("```").unwrap();
-    yaml(&format!("the {name} recipe"), &page[start..start + end]).remove(0)
+    yaml_documents(&format!("the {name} recipe"), &page[start..start + end]).remove(0)
 }
 
 /// The targets the release workflow builds, in matrix order.
 fn release_targets() -> Vec<String> {
-    let workflow = yaml("release.yml", &read(".github/workflows/release.yml")).remove(0);
+    let workflow = yaml_documents("release.yml", &read(".github/workflows/release.yml")).remove(0);
     workflow["jobs"]["build"]["strategy"]["matrix"]["include"]
         .as_array()
         .expect("release.yml builds a matrix of targets")
@@ -175,7 +155,7 @@ fn the_docs_name_only_assets_the_release_publishes() {
 #[test]
 fn the_recipes_use_the_action_and_the_image_as_they_are() {
     // GitHub Actions: the action, this version, inputs it declares.
-    let action = yaml("action.yml", &read("action.yml")).remove(0);
+    let action = yaml_documents("action.yml", &read("action.yml")).remove(0);
     let inputs = action["inputs"].as_object().unwrap();
     let workflow = recipe("github");
     let steps = workflow["jobs"]["sync"]["steps"].as_array().unwrap();

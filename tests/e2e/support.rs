@@ -263,3 +263,31 @@ pub fn issued_access_tokens(entra: &testkit::EntraEmulator) -> Vec<String> {
         .map(|t| t.access_token.expose_secret().to_owned())
         .collect()
 }
+
+/// The documents of a YAML stream, parsed by PyYAML (the test servers' venv) and returned as
+/// JSON; panics naming `what` (and showing `text`) if it does not parse.
+pub fn yaml_documents(what: &str, text: &str) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let script = "import json, sys, yaml\nprint(json.dumps(list(yaml.safe_load_all(sys.stdin))))";
+    let mut child = std::process::Command::new(testkit::real::python())
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the venv's python runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} does not parse as YAML: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
