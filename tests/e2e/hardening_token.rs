@@ -66,14 +66,7 @@ async fn token_with_github_oidc(authority: &str, request_url: &str, request_toke
 
 /// Exit 1 with `needle` on stderr, nothing on stdout, no secret anywhere.
 fn assert_failed_with(run: &Run, needle: &str) {
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains(needle),
-        "expected {needle:?} in:\n{}",
-        run.stderr
-    );
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-    assert_eq!(run.stdout, "", "nothing printed as a token");
+    run.assert_refused(&[needle]);
     run.assert_no_leak(&[SECRET, ACCESS_TOKEN]);
 }
 

@@ -219,19 +219,6 @@ async fn arc_challenge_flow_prints_the_token() {
     run.assert_no_leak(&[&key]);
 }
 
-fn assert_refused(run: &Run, needles: &[&str]) {
-    run.assert_code(1);
-    for needle in needles {
-        assert!(
-            run.stderr.contains(needle),
-            "{needle:?} in:\n{}",
-            run.stderr
-        );
-    }
-    assert_eq!(run.stdout, "", "nothing printed as a token");
-    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
-}
-
 /// The default token directory is the agent's: the emulator's key file (in a temp dir) is
 /// outside it, so it is not read, and no request carries it.
 #[tokio::test]
@@ -248,13 +235,10 @@ async fn arc_refuses_a_key_file_outside_the_agents_directory() {
         ],
     )
     .await;
-    assert_refused(
-        &run,
-        &[
-            "is not in the agent's token directory /var/opt/azcmagent/tokens",
-            &dir.path().display().to_string(),
-        ],
-    );
+    run.assert_refused(&[
+        "is not in the agent's token directory /var/opt/azcmagent/tokens",
+        &dir.path().display().to_string(),
+    ]);
     assert_eq!(
         entra.requests().len(),
         1,
@@ -300,7 +284,7 @@ async fn arc_refuses_an_oversized_or_non_regular_key_file() {
         )
         .await
         .unwrap_or_else(|_| panic!("{} made the binary hang", file.display()));
-        assert_refused(&run, &[why, &file.display().to_string()]);
+        run.assert_refused(&[why, &file.display().to_string()]);
         assert_eq!(server.requests().len(), 1, "no second request");
     }
 }

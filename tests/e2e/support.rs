@@ -37,6 +37,21 @@ impl Run {
         })
     }
 
+    /// Exit 1 with every one of `needles` on stderr, no panic, and nothing on stdout (no token
+    /// printed).
+    pub fn assert_refused(&self, needles: &[&str]) {
+        self.assert_code(1);
+        for needle in needles {
+            assert!(
+                self.stderr.contains(needle),
+                "expected {needle:?} in:\n{}",
+                self.stderr
+            );
+        }
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        assert_eq!(self.stdout, "", "nothing printed as a token");
+    }
+
     pub fn assert_code(&self, expected: i32) {
         assert_eq!(
             self.code, expected,
