@@ -108,6 +108,14 @@ fn entry<'a>(doc: &'a Value, target: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {target} in {doc:#}"))
 }
 
+/// The `error` of the JSON summary's entry for `backend:name`.
+fn target_error(run: &Run, target: &str) -> String {
+    entry(&run.json(), target)["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{target} has no error: {}", run.stdout))
+        .to_owned()
+}
+
 // ----- logs at RUST_LOG=trace -----
 
 /// The crates whose logs must stop at `debug` (by the start of the target).
@@ -489,10 +497,7 @@ async fn pass_timeout_ends_a_run_held_by_a_token_endpoint_or_a_vault_that_never_
     let took = started.elapsed();
     synced.assert_code(1);
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    let error = entry(&synced.json(), "local:graph.json")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = target_error(&synced, "local:graph.json");
     assert!(
         error.contains("did not finish within its deadline, settings.pass_timeout = \"3s\"")
             && error.contains("raise settings.pass_timeout"),
@@ -522,10 +527,7 @@ async fn pass_timeout_ends_a_run_held_by_a_token_endpoint_or_a_vault_that_never_
     let took = started.elapsed();
     synced.assert_code(1);
     assert!(took < Duration::from_secs(15), "took {took:?}");
-    let error = entry(&synced.json(), "local:graph.json")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = target_error(&synced, "local:graph.json");
     assert!(
         error.contains("jobs.graph.pass_timeout = \"2s\""),
         "{error}"
@@ -631,10 +633,7 @@ async fn a_fifo_in_place_of_the_client_secret_file_fails_the_job_without_hanging
         started.elapsed()
     );
     synced.assert_code(1);
-    let error = entry(&synced.json(), "local:graph.json")["error"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let error = target_error(&synced, "local:graph.json");
     assert!(
         error.contains(&format!(
             "client_secret: cannot read the file {}: it is not a regular file",
