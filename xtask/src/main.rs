@@ -1,7 +1,8 @@
 //! Project tasks, run as `cargo xtask <task>` (the alias lives in `.cargo/config.toml`).
 //!
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
-//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings`, the
+//! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings` (default
+//!   features, then all features: `conformance`, `fuzzing`), the
 //!   packaging lint, all tests, README's Install section (install.rs), every fuzz target for
 //!   30 s (fuzz.rs), the demo.
 //! - `install-check`: README's Install block, then its Use steps with the installed binary
@@ -146,6 +147,21 @@ fn ci() -> Result<()> {
             "clippy",
             "--workspace",
             "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // Once more with every feature (`conformance`, `fuzzing`), so the code only the
+    // conformance suites and the fuzz targets compile is held to the same lints.
+    cargo(
+        &root,
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
             "--locked",
             "--",
             "-D",
