@@ -126,49 +126,11 @@ impl fmt::Debug for TokenClient {
 impl TokenClient {
     /// A client with its own connection pool.
     pub fn new(options: ClientOptions) -> Result<Self, Error> {
-        let mut roots = Vec::new();
-        for (i, pem) in options.extra_root_certificates.iter().enumerate() {
-            let not_pem = || {
-                Error::new(
-                    ErrorKind::Config,
-                    format!(
-                        "extra root certificate #{} holds no PEM certificate: give CA \
-                         certificates in PEM (-----BEGIN CERTIFICATE-----)",
-                        i + 1
-                    ),
-                )
-            };
-            let certs =
-                reqwest::Certificate::from_pem_bundle(pem).map_err(|e| not_pem().with_source(e))?;
-            if certs.is_empty() {
-                return Err(not_pem());
-            }
-            roots.extend(certs);
-        }
+        let roots = extra_roots(&options)?;
         // The two pools differ only in their proxy rule.
-        let build = |proxied: bool| {
-            let mut builder = reqwest::Client::builder()
-                .timeout(options.request_timeout)
-                .connect_timeout(options.request_timeout)
-                .user_agent(options.user_agent.clone())
-                .redirect(reqwest::redirect::Policy::none());
-            if !proxied {
-                builder = builder.no_proxy();
-            }
-            if !roots.is_empty() {
-                builder = builder.tls_certs_merge(roots.clone());
-            }
-            builder.build().map_err(|e| {
-                Error::new(
-                    ErrorKind::Config,
-                    format!("cannot set up the HTTPS client: {}", causes(&e)),
-                )
-                .with_source(e)
-            })
-        };
         Ok(Self {
-            http: build(true)?,
-            local: build(false)?,
+            http: build_http(&options, &roots, true)?,
+            local: build_http(&options, &roots, false)?,
             options,
         })
     }
@@ -623,15 +585,9 @@ impl TokenClient {
             )
             .with_status(status)
         };
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_BODY as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        loop {
-            let chunk = response.chunk().await.map_err(|e| {
+        read_capped(&mut response).await.map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Broken(e) => {
                 let message = if e.is_timeout() {
                     format!(
                         "{} {origin} did not finish its answer within {} s (its body came too \
@@ -647,15 +603,8 @@ impl TokenClient {
                     )
                 };
                 Error::new(ErrorKind::Network, message).with_status(status)
-            })?;
-            let Some(chunk) = chunk else {
-                return Ok(body);
-            };
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
-        }
+        })
     }
 
     fn network_error(&self, err: &reqwest::Error) -> Error {
@@ -674,6 +623,87 @@ impl TokenClient {
         };
         Error::new(ErrorKind::Network, message)
     }
+}
+
+/// The roots of `options.extra_root_certificates`, each file checked to hold PEM certificates.
+pub(crate) fn extra_roots(options: &ClientOptions) -> Result<Vec<reqwest::Certificate>, Error> {
+    let mut roots = Vec::new();
+    for (i, pem) in options.extra_root_certificates.iter().enumerate() {
+        let not_pem = || {
+            Error::new(
+                ErrorKind::Config,
+                format!(
+                    "extra root certificate #{} holds no PEM certificate: give CA \
+                     certificates in PEM (-----BEGIN CERTIFICATE-----)",
+                    i + 1
+                ),
+            )
+        };
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| not_pem().with_source(e))?;
+        if certs.is_empty() {
+            return Err(not_pem());
+        }
+        roots.extend(certs);
+    }
+    Ok(roots)
+}
+
+/// A connection pool as every client of this crate has one: rustls, `options`' timeout for a
+/// whole request (connect to last body byte) and for connecting, its `User-Agent`, no redirect
+/// ever followed, the extra `roots` trusted beside the platform's; `proxied` says whether the
+/// proxy variables apply.
+pub(crate) fn build_http(
+    options: &ClientOptions,
+    roots: &[reqwest::Certificate],
+    proxied: bool,
+) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(options.request_timeout)
+        .connect_timeout(options.request_timeout)
+        .user_agent(options.user_agent.clone())
+        .redirect(reqwest::redirect::Policy::none());
+    if !proxied {
+        builder = builder.no_proxy();
+    }
+    if !roots.is_empty() {
+        builder = builder.tls_certs_merge(roots.to_vec());
+    }
+    builder.build().map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            format!("cannot set up the HTTPS client: {}", causes(&e)),
+        )
+        .with_source(e)
+    })
+}
+
+/// Why [`read_capped`] stopped reading.
+pub(crate) enum BodyError {
+    /// The body passed [`MAX_BODY`] (or its `Content-Length` announced more).
+    TooLarge,
+    /// The body broke off or came too slowly for the request timeout.
+    Broken(reqwest::Error),
+}
+
+/// The body of `response`, read chunk by chunk and refused once it passes [`MAX_BODY`] (at once
+/// when `Content-Length` announces more), never held whole. The client's request timeout covers
+/// this read too.
+pub(crate) async fn read_capped(response: &mut reqwest::Response) -> Result<Vec<u8>, BodyError> {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY as u64)
+    {
+        return Err(BodyError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Broken)? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(BodyError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The federated token file as text, refused past [`MAX_CREDENTIAL_FILE`] without reading
@@ -845,13 +875,13 @@ fn endpoint_of(err: &reqwest::Error) -> String {
 }
 
 /// `scheme://host[:port]` of a URL: no user information, path or query.
-fn origin(url: &url::Url) -> String {
+pub(crate) fn origin(url: &url::Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{}{port}", url.scheme(), url.host_str().unwrap_or(""))
 }
 
 /// The chain of causes of an error, innermost last, without URLs.
-fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn causes(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts = Vec::new();
     let mut current: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(e) = current {

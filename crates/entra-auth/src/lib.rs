@@ -17,6 +17,8 @@
 //! - [`Error`] says whether a retry can help ([`Error::is_retryable`]), carries the AADSTS
 //!   codes, trace and correlation ids, and a message naming the fix.
 //! - [`EntraTokenCredential`] plugs the cache into the Azure SDK (`azure_core`).
+//! - [`graph`]: Microsoft Graph's calls on an app registration's own credentials (read their
+//!   expiries, `addPassword`, `removePassword`), with a bearer token the caller obtained.
 //!
 //! Secrets, assertions and tokens are `secrecy` types or redacting wrappers: no `Debug`,
 //! `Display`, error or log line of this crate contains one.
@@ -50,6 +52,7 @@ mod credential;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod graph;
 mod input;
 mod retry;
 mod token;
@@ -62,6 +65,7 @@ pub use credential::{
     FederatedTokenSource, IMDS_ENDPOINT, ManagedIdentity,
 };
 pub use error::{Error, ErrorKind};
+pub use graph::{GraphClient, GraphError, GraphErrorKind, GraphOptions};
 pub use input::{Authority, ClientId, Cloud, ConfigError, Scope, TenantId};
 pub use retry::RetryPolicy;
 pub use token::{AccessToken, MAX_TOKEN_LIFETIME};
