@@ -5,6 +5,7 @@
 mod cli;
 mod completions;
 mod config;
+mod credentials;
 mod daemon;
 mod engine;
 mod failure;

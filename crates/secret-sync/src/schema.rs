@@ -235,6 +235,10 @@ fn definitions() -> Value {
                 "pass_timeout": {
                     "description": "The longest one pass of a job may take (metadata reads, credentials, token request with its retries, writes); unfinished targets then fail. Default \"5m\".",
                     "$ref": "#/definitions/duration"
+                },
+                "credentials": {
+                    "description": "Watching (and rotating) the apps' own client secrets and certificates through Microsoft Graph, for every job (docs/credentials.md).",
+                    "$ref": "#/definitions/settings_credentials"
                 }
             }
         },
@@ -583,6 +587,14 @@ fn definitions() -> Value {
                 "pass_timeout": {
                     "description": "This job's pass deadline, instead of [settings] pass_timeout.",
                     "$ref": "#/definitions/duration"
+                },
+                "credentials": {
+                    "description": "This job's credential watch, over [settings.credentials] (docs/credentials.md).",
+                    "$ref": "#/definitions/job_credentials"
+                },
+                "rotation": {
+                    "description": "Rotate this job's client secret (read from a backend) before it expires (docs/credentials.md).",
+                    "$ref": "#/definitions/rotation"
                 }
             }
         },
@@ -612,12 +624,107 @@ fn definitions() -> Value {
             }
         }
         }),
+        lifecycle_definitions(),
     ] {
         if let Value::Object(part) = part {
             definitions.extend(part);
         }
     }
     Value::Object(definitions)
+}
+
+/// `[settings.credentials]`, `[jobs.NAME.credentials]`, `[jobs.NAME.rotation]` (issue 13).
+fn lifecycle_definitions() -> Value {
+    let watch = json!({
+        "watch": {
+            "description": "Read the app registration's client secret and certificate expiries from Microsoft Graph (needs a Graph permission: docs/credentials.md). Default false.",
+            "type": "boolean"
+        },
+        "warn_within": {
+            "description": "Warn when the credential in use expires within this. Default \"30d\".",
+            "$ref": "#/definitions/duration"
+        },
+        "auth": {
+            "description": "Who reads (and for rotation changes) the app registration: { method = \"job\" } (default: the job's own credential) or an identity as a Key Vault backend's auth, e.g. { method = \"managed-identity\" }.",
+            "$ref": "#/definitions/graph_auth"
+        },
+        "graph_endpoint": {
+            "description": "Microsoft Graph's base URL. Default: the cloud's (https://graph.microsoft.com, graph.microsoft.us, microsoftgraph.chinacloudapi.cn); http only for loopback.",
+            "type": "string",
+            "format": "uri"
+        }
+    });
+    let mut settings = watch.clone();
+    if let (Some(map), Value::Object(extra)) = (
+        settings.as_object_mut(),
+        json!({
+            "state_dir": {
+                "description": "Where the last watch is recorded (credentials-state.json), for plan. Default: the config file's directory.",
+                "$ref": "#/definitions/path"
+            },
+            "check_every": {
+                "description": "How often the daemon watches, and rotates what is due. Default \"1h\".",
+                "$ref": "#/definitions/duration"
+            }
+        }),
+    ) {
+        map.extend(extra);
+    }
+    json!({
+        "settings_credentials": {
+            "description": "Credential watch for every job whose credential is a client secret or a certificate.",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": settings
+        },
+        "job_credentials": {
+            "description": "This job's credential watch; unset keys come from [settings.credentials].",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": watch
+        },
+        "graph_auth": {
+            "description": "The Graph caller: the job itself, or another identity.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["method"],
+                    "properties": {
+                        "method": { "description": "The job's own app and credential.", "const": "job" }
+                    }
+                },
+                { "$ref": "#/definitions/azure_auth" }
+            ]
+        },
+        "rotation": {
+            "description": "Rotation of the job's client secret; it must be read { from = BACKEND, ref = ... }.",
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "enabled": {
+                    "description": "Rotate the client secret. Default false.",
+                    "type": "boolean"
+                },
+                "rotate_within": {
+                    "description": "Rotate when the secret in use expires within this. Default \"30d\".",
+                    "$ref": "#/definitions/duration"
+                },
+                "lifetime": {
+                    "description": "The new secret's lifetime, sent to Graph explicitly. Default \"180d\".",
+                    "$ref": "#/definitions/duration"
+                },
+                "overlap": {
+                    "description": "How long the old secret stays valid after the new one is written back. Default \"24h\".",
+                    "$ref": "#/definitions/duration"
+                },
+                "propagation_timeout": {
+                    "description": "How long the new secret may take to be accepted by the token endpoint. Default \"3m\".",
+                    "$ref": "#/definitions/duration"
+                }
+            }
+        }
+    })
 }
 
 /// One `auth` method of an Azure Key Vault backend: `method`, the identity keys, its own keys.
@@ -705,6 +812,15 @@ mod tests {
                 set(keys::VAULT_AUTH_KUBERNETES),
             ),
             (format!("{d}/target/properties"), set(keys::TARGET)),
+            (
+                format!("{d}/settings_credentials/properties"),
+                set(keys::SETTINGS_CREDENTIALS),
+            ),
+            (
+                format!("{d}/job_credentials/properties"),
+                set(keys::JOB_CREDENTIALS),
+            ),
+            (format!("{d}/rotation/properties"), set(keys::ROTATION)),
             (
                 format!("{d}/job/properties"),
                 [keys::IDENTITY, keys::CREDENTIAL, keys::JOB_OWN]

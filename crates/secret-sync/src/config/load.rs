@@ -27,10 +27,14 @@ use toml::de::{DeString, DeTable, DeValue};
 use url::Url;
 
 use super::error::{ConfigError, ConfigErrors};
+use super::lifecycle::WatchSpec;
 use super::model::{
     AzureKeyVaultSpec, BackendRef, BackendSpec, CredentialSpec, EntraIdentity, JobSpec,
     PassTimeout, SecretSource, Settings, SyncConfig, TargetSpec, Value, VaultAuthSpec, VaultSpec,
 };
+
+#[path = "credentials.rs"]
+mod credentials;
 
 /// The keys each table accepts: the loader rejects any other, and the schema lists these.
 pub mod keys {
@@ -43,7 +47,9 @@ pub mod keys {
         "ca_file",
         "listen",
         "pass_timeout",
+        "credentials",
     ];
+    pub use super::credentials::keys::*;
     pub const BACKEND_KINDS: &[&str] = &["file", "vault", "aws-secrets-manager", "azure-key-vault"];
     pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks", "stale_temp_after"];
     pub const VAULT: &[&str] = &[
@@ -101,7 +107,13 @@ pub mod keys {
         "github_oidc",
         "managed_identity",
     ];
-    pub const JOB_OWN: &[&str] = &["scope", "targets", "pass_timeout"];
+    pub const JOB_OWN: &[&str] = &[
+        "scope",
+        "targets",
+        "pass_timeout",
+        "credentials",
+        "rotation",
+    ];
     pub const TARGET: &[&str] = &["to", "name", "format", "adopt"];
     /// `{ env = "VAR" }`, `{ file = "PATH" }`, `{ from = "BACKEND", ref = "path#field" }`.
     pub const SOURCE: &[&str] = &["env", "file", "from", "ref"];
@@ -162,6 +174,7 @@ pub fn parse(
         authority: Authority::public(),
         cloud: None,
         pass_timeout: Settings::DEFAULT_PASS_TIMEOUT,
+        watch_defaults: WatchSpec::default(),
     };
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -281,6 +294,8 @@ struct Loader<'s> {
     cloud: Option<Cloud>,
     /// `[settings] pass_timeout`, the default of jobs.
     pass_timeout: Duration,
+    /// `[settings.credentials]`, the default of jobs' `[jobs.NAME.credentials]`.
+    watch_defaults: WatchSpec,
 }
 
 impl Loader<'_> {
@@ -623,6 +638,7 @@ impl Loader<'_> {
 
     fn settings(&mut self, root: &Tbl<'_, '_>) -> Settings {
         let mut settings = Settings::default();
+        settings.credentials.state_dir = self.base_dir.clone();
         // Like the Azure SDKs and `secret-sync token`, the default authority is the one
         // AZURE_AUTHORITY_HOST names (AKS workload identity sets it, sovereign clouds need it).
         if let Some(host) = (self.env)("AZURE_AUTHORITY_HOST").filter(|h| !h.trim().is_empty()) {
@@ -686,6 +702,10 @@ impl Loader<'_> {
                     ),
                 ),
             }
+        }
+        if let Some(credentials) = self.credential_settings(&table) {
+            self.watch_defaults = credentials.defaults.clone();
+            settings.credentials = credentials;
         }
         settings
     }
@@ -1320,8 +1340,10 @@ impl Loader<'_> {
                 key: "settings.pass_timeout".to_owned(),
             },
         };
+        let lifecycle = self.job_lifecycle(table, identity.as_ref());
         Some(JobSpec {
             name: name.to_owned(),
+            lifecycle: lifecycle?,
             identity: identity?,
             scope: scope?,
             targets: targets?,

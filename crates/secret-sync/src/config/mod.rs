@@ -4,10 +4,12 @@
 //! the library crates take typed options, and the engine takes a [`SyncConfig`].
 
 pub mod error;
+pub mod lifecycle;
 pub mod load;
 pub mod model;
 #[cfg(test)]
 mod tests;
 
+pub use lifecycle::*;
 pub use load::load;
 pub use model::*;

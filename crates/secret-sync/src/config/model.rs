@@ -75,6 +75,8 @@ pub struct Settings {
     /// with its retries, every write), unless the job sets its own. Default
     /// [`Settings::DEFAULT_PASS_TIMEOUT`].
     pub pass_timeout: Duration,
+    /// `[settings.credentials]`: watching and rotating the apps' own credentials (issue 13).
+    pub credentials: super::lifecycle::CredentialSettings,
 }
 
 impl Settings {
@@ -98,6 +100,11 @@ impl Default for Settings {
             ca_file: None,
             listen: None,
             pass_timeout: Self::DEFAULT_PASS_TIMEOUT,
+            credentials: super::lifecycle::CredentialSettings {
+                state_dir: PathBuf::from("."),
+                check_every: super::lifecycle::CredentialSettings::DEFAULT_CHECK_EVERY,
+                defaults: super::lifecycle::WatchSpec::default(),
+            },
         }
     }
 }
@@ -280,6 +287,8 @@ pub struct JobSpec {
     pub targets: Vec<TargetSpec>,
     /// The deadline of this job's pass: its own `pass_timeout`, else `[settings] pass_timeout`.
     pub pass_timeout: PassTimeout,
+    /// `[jobs.NAME.credentials]` over `[settings.credentials]`, and `[jobs.NAME.rotation]`.
+    pub lifecycle: super::lifecycle::JobLifecycle,
 }
 
 /// How long one pass of a job may take, and the config key that says so (for messages).
