@@ -537,6 +537,24 @@ impl SecretStore for AwsStore {
         tracing::debug!(backend = %self.backend, secret = name, %outcome, "wrote the secret");
         Ok(outcome)
     }
+    async fn read_stored(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+    ) -> Result<crate::StoredValue, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
+
+    async fn write_value(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+        _value: &crate::SecretValue,
+        _record: &crate::CredentialRecord,
+        _precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
 }
 
 /// Maps a Secrets Manager error code (or, without one, the HTTP status) to a kind and advice.

@@ -626,6 +626,24 @@ impl SecretStore for AzureKeyVaultStore {
             WriteOutcome::Created
         })
     }
+    async fn read_stored(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+    ) -> Result<crate::StoredValue, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
+
+    async fn write_value(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+        _value: &crate::SecretValue,
+        _record: &crate::CredentialRecord,
+        _precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
 }
 
 /// The Key Vault secret naming rule, without a store (e.g. to validate a config):

@@ -566,3 +566,465 @@ pub async fn run_basic(h: &Harness) {
     unchanged_write(h).await;
     missing_field(h).await;
 }
+
+// ---- Writing a value back (SecretStore::read_stored / write_value) ----
+//
+// `put_raw(name, text)` writes `text` as the whole secret through another client (the raw API,
+// as someone editing the secret by hand would), creating it or adding a version. `text` is
+// always a JSON object, which every backend can hold as a whole value (Vault as its KV map).
+
+/// A value that is unique per call, shaped like an Entra client secret.
+pub fn unique_secret() -> String {
+    let token = unique_token();
+    let tail = token
+        .expose_secret()
+        .rsplit('.')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    format!("Zq8~{tail}")
+}
+
+/// A whole value every backend can store (a JSON object: Vault stores a KV map) holding a
+/// fresh [`unique_secret`], and that secret.
+fn whole_value() -> (crate::SecretValue, String) {
+    let secret = unique_secret();
+    let text = serde_json::json!({ "secret": secret }).to_string();
+    (
+        crate::SecretValue::new(SecretString::from(text)).expect("a valid value"),
+        secret,
+    )
+}
+
+fn value(text: &str) -> crate::SecretValue {
+    crate::SecretValue::new(SecretString::from(text)).expect("a valid value")
+}
+
+/// A record with every field set, unique per call.
+pub fn full_record() -> crate::CredentialRecord {
+    let n = unique_secret();
+    crate::CredentialRecord {
+        key_id: Some(format!("key-{n}")),
+        key_expires_on: Some(FIXED_EXPIRY),
+        previous_key_id: Some("0f1e2d3c-0000-4000-8000-000000000001".to_owned()),
+        retire_previous_on: Some(FIXED_EXPIRY - Duration::days(100)),
+        installation: Some("inst-7f3a".to_owned()),
+    }
+}
+
+async fn stored(h: &Harness, name: &str, field: Option<&str>) -> crate::StoredValue {
+    h.store
+        .read_stored(name, field)
+        .await
+        .unwrap_or_else(|e| panic!("read_stored of {name} ({field:?}) failed: {e}"))
+}
+
+fn after_read(stored: &crate::StoredValue) -> WritePrecondition {
+    assert!(
+        stored.metadata.version.is_some(),
+        "read_stored gives a version (or fingerprint) for a conditional write: {:?}",
+        stored.metadata
+    );
+    WritePrecondition::from_read(Some(stored.metadata.clone()), true)
+}
+
+/// A whole value and its record: created (with a read that saw nothing), read back, replaced
+/// after a read, and written again unchanged.
+pub async fn value_round_trip(h: &Harness) {
+    let name = (h.fresh_name)();
+    let (first, _) = whole_value();
+    let record = full_record();
+    let outcome = h
+        .store
+        .write_value(
+            &name,
+            None,
+            &first,
+            &record,
+            &WritePrecondition::from_read(None, true),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating {name} with a value failed: {e}"));
+    assert_eq!(
+        outcome,
+        WriteOutcome::Created,
+        "first value write of {name}"
+    );
+    let read = stored(h, &name, None).await;
+    assert_eq!(
+        read.value.expose_secret(),
+        first.secret().expose_secret(),
+        "value read back"
+    );
+    assert_eq!(read.record, record, "record read back");
+
+    let (second, _) = whole_value();
+    let next = crate::CredentialRecord {
+        previous_key_id: record.key_id.clone(),
+        installation: None,
+        ..full_record()
+    };
+    let outcome = h
+        .store
+        .write_value(&name, None, &second, &next, &after_read(&read))
+        .await
+        .unwrap_or_else(|e| panic!("replacing the value of {name} after a read failed: {e}"));
+    assert_eq!(
+        outcome,
+        WriteOutcome::Updated,
+        "second value write of {name}"
+    );
+    let read = stored(h, &name, None).await;
+    assert_eq!(
+        read.value.expose_secret(),
+        second.secret().expose_secret(),
+        "value after update"
+    );
+    assert_eq!(
+        read.record, next,
+        "record after update (a field set to None is removed)"
+    );
+    assert_eq!(
+        h.store
+            .read(&name, None)
+            .await
+            .expect("read")
+            .expose_secret(),
+        second.secret().expose_secret(),
+        "read sees the value read_stored sees"
+    );
+
+    let outcome = h
+        .store
+        .write_value(&name, None, &second, &next, &after_read(&read))
+        .await
+        .expect("writing the stored value again");
+    assert_eq!(
+        outcome,
+        WriteOutcome::Unchanged,
+        "the same value and record written again"
+    );
+    let again = stored(h, &name, None).await;
+    assert_eq!(
+        again.metadata.version, read.metadata.version,
+        "an unchanged write made a version"
+    );
+}
+
+/// One `#field` of a JSON document: the other fields survive, the record is stored in sibling
+/// fields of the same document and read back.
+pub async fn field_keeps_other_fields(h: &Harness, put_raw: &dyn Fn(&str, &str)) {
+    let name = (h.fresh_name)();
+    let old = unique_secret();
+    put_raw(
+        &name,
+        &serde_json::json!({"client_id": "00000000-aaaa-4bbb-8ccc-000000000001",
+            "client_secret": old, "tenant": "contoso"})
+        .to_string(),
+    );
+    let read = stored(h, &name, Some("client_secret")).await;
+    assert_eq!(read.value.expose_secret(), old, "the field read back");
+    assert!(read.record.is_empty(), "no record yet: {:?}", read.record);
+    let new = unique_secret();
+    let record = full_record();
+    let outcome = h
+        .store
+        .write_value(
+            &name,
+            Some("client_secret"),
+            &value(&new),
+            &record,
+            &after_read(&read),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("writing #client_secret of {name} failed: {e}"));
+    assert_eq!(
+        outcome,
+        WriteOutcome::Updated,
+        "a field write into an existing document"
+    );
+    let whole = h
+        .store
+        .read(&name, None)
+        .await
+        .expect("reading the whole document");
+    let doc: serde_json::Value =
+        serde_json::from_str(whole.expose_secret()).expect("the document is still JSON");
+    assert_eq!(
+        doc["client_id"], "00000000-aaaa-4bbb-8ccc-000000000001",
+        "client_id kept"
+    );
+    assert_eq!(doc["tenant"], "contoso", "tenant kept");
+    assert_eq!(doc["client_secret"], new.as_str(), "client_secret written");
+    let names = crate::CredentialRecord::sibling_names("client_secret");
+    assert_eq!(
+        doc[&names[0]],
+        record.key_id.clone().unwrap().as_str(),
+        "{}",
+        names[0]
+    );
+    assert_eq!(doc[&names[1]], "2026-11-24T06:00:00Z", "{}", names[1]);
+    assert_eq!(doc[&names[4]], "inst-7f3a", "{}", names[4]);
+    let read = stored(h, &name, Some("client_secret")).await;
+    assert_eq!(read.value.expose_secret(), new, "the field after the write");
+    assert_eq!(read.record, record, "the record from the sibling fields");
+    let unchanged = h
+        .store
+        .write_value(
+            &name,
+            Some("client_secret"),
+            &value(&new),
+            &record,
+            &after_read(&read),
+        )
+        .await
+        .expect("writing the same field again");
+    assert_eq!(
+        unchanged,
+        WriteOutcome::Unchanged,
+        "the same field and record written again"
+    );
+}
+
+/// A secret changed by someone else since the read is not overwritten (`Conflict`, the other
+/// writer's value intact), for a whole value and for a `#field`; so is a create over a secret
+/// that appeared since a read that saw none. A record left beside a value someone else wrote
+/// reads as no record.
+pub async fn value_conflict_when_changed_since_read(h: &Harness, put_raw: &dyn Fn(&str, &str)) {
+    // whole value
+    let name = (h.fresh_name)();
+    let (first, _) = whole_value();
+    h.store
+        .write_value(
+            &name,
+            None,
+            &first,
+            &full_record(),
+            &WritePrecondition::unread(true),
+        )
+        .await
+        .expect("first value write");
+    let read = stored(h, &name, None).await;
+    let theirs = serde_json::json!({ "secret": unique_secret() }).to_string();
+    put_raw(&name, &theirs);
+    let (mine, mine_secret) = whole_value();
+    let err = h
+        .store
+        .write_value(&name, None, &mine, &full_record(), &after_read(&read))
+        .await
+        .expect_err("a value write over a secret changed since the read must fail");
+    assert_kind(
+        &err,
+        ErrorKind::Conflict,
+        "a value write over a secret changed since the read",
+    );
+    assert!(
+        err.to_string()
+            .contains("changed this secret since secret-sync read it"),
+        "the error says what happened: {err}"
+    );
+    assert_no_leak(&err, &[&mine_secret, &theirs]);
+    let now = stored(h, &name, None).await;
+    assert_eq!(
+        now.value.expose_secret(),
+        theirs,
+        "the other writer's value was overwritten"
+    );
+    assert!(
+        now.record.is_empty(),
+        "the record of the value that was replaced reads as the new value's: {:?}",
+        now.record
+    );
+
+    // #field
+    let name = (h.fresh_name)();
+    put_raw(
+        &name,
+        &serde_json::json!({"client_secret": unique_secret(), "x": "1"}).to_string(),
+    );
+    let read = stored(h, &name, Some("client_secret")).await;
+    let theirs = serde_json::json!({"client_secret": unique_secret(), "x": "2"}).to_string();
+    put_raw(&name, &theirs);
+    let mine = unique_secret();
+    let err = h
+        .store
+        .write_value(
+            &name,
+            Some("client_secret"),
+            &value(&mine),
+            &full_record(),
+            &after_read(&read),
+        )
+        .await
+        .expect_err("a field write over a document changed since the read must fail");
+    assert_kind(
+        &err,
+        ErrorKind::Conflict,
+        "a field write over a document changed since the read",
+    );
+    assert_no_leak(&err, &[&mine, &theirs]);
+    let doc: serde_json::Value = serde_json::from_str(
+        h.store
+            .read(&name, None)
+            .await
+            .expect("read")
+            .expose_secret(),
+    )
+    .unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+    assert_eq!(doc, expected, "the other writer's document was changed");
+
+    // a create after a read that saw nothing
+    let name = (h.fresh_name)();
+    let seen = h.store.metadata(&name).await.expect("metadata");
+    assert_eq!(seen, None, "a fresh name exists already");
+    let theirs = serde_json::json!({ "secret": unique_secret() }).to_string();
+    put_raw(&name, &theirs);
+    let (mine, mine_secret) = whole_value();
+    let err = h
+        .store
+        .write_value(
+            &name,
+            None,
+            &mine,
+            &full_record(),
+            &WritePrecondition::from_read(seen, true),
+        )
+        .await
+        .expect_err("a create over a secret that appeared since the read must fail");
+    assert_kind(
+        &err,
+        ErrorKind::Conflict,
+        "a create over a secret that appeared since the read",
+    );
+    assert_no_leak(&err, &[&mine_secret, &theirs]);
+    assert_eq!(
+        h.store
+            .read(&name, None)
+            .await
+            .expect("read")
+            .expose_secret(),
+        theirs,
+        "the secret that appeared was overwritten"
+    );
+}
+
+/// No error of a value write or read carries the value: an oversized value, a field write into
+/// a value that is not a JSON object, a missing field, an unusable record.
+pub async fn value_never_echoed(h: &Harness, put_raw: &dyn Fn(&str, &str)) {
+    let name = (h.fresh_name)();
+    let secret = unique_secret();
+    let huge = format!("{secret}{}", "x".repeat(h.store.max_value_bytes() + 1));
+    let err = h
+        .store
+        .write_value(
+            &name,
+            None,
+            &value(&huge),
+            &full_record(),
+            &WritePrecondition::unread(true),
+        )
+        .await
+        .expect_err("an oversized value");
+    assert_kind(&err, ErrorKind::ValueTooLarge, "an oversized value");
+    assert_no_leak(&err, &[&secret]);
+    assert_eq!(
+        h.store.metadata(&name).await.expect("metadata"),
+        None,
+        "a refused write created it"
+    );
+
+    let stored_secret = unique_secret();
+    put_raw(
+        &name,
+        &serde_json::json!({"client_secret": stored_secret}).to_string(),
+    );
+    let err = h
+        .store
+        .read_stored(&name, Some("no_such_field"))
+        .await
+        .expect_err("a missing field");
+    assert_kind(
+        &err,
+        ErrorKind::FieldNotFound,
+        "read_stored of a missing field",
+    );
+    assert_no_leak(&err, &[&stored_secret]);
+
+    let read = stored(h, &name, Some("client_secret")).await;
+    let bad = crate::CredentialRecord {
+        key_id: Some(format!("{secret}\n")),
+        ..crate::CredentialRecord::default()
+    };
+    let err = h
+        .store
+        .write_value(
+            &name,
+            Some("client_secret"),
+            &value(&secret),
+            &bad,
+            &after_read(&read),
+        )
+        .await
+        .expect_err("a record with a control character");
+    assert_kind(
+        &err,
+        ErrorKind::InvalidValue,
+        "a record that cannot be stored",
+    );
+    assert_no_leak(&err, &[&secret, &stored_secret]);
+
+    // a field of a value that is not a JSON object (a backend that stores only key/value
+    // maps refuses such a whole value instead)
+    let name = (h.fresh_name)();
+    let plain = unique_secret();
+    let none = crate::CredentialRecord::default();
+    match h
+        .store
+        .write_value(
+            &name,
+            None,
+            &value(&plain),
+            &none,
+            &WritePrecondition::unread(true),
+        )
+        .await
+    {
+        Ok(_) => {
+            let err = h
+                .store
+                .write_value(
+                    &name,
+                    Some("client_secret"),
+                    &value(&secret),
+                    &none,
+                    &WritePrecondition::unread(true),
+                )
+                .await
+                .expect_err("a field write into a value that is not a JSON object");
+            assert_kind(
+                &err,
+                ErrorKind::InvalidValue,
+                "a field write into a plain value",
+            );
+            assert_no_leak(&err, &[&secret, &plain]);
+            assert_eq!(
+                h.store
+                    .read(&name, None)
+                    .await
+                    .expect("read")
+                    .expose_secret(),
+                plain,
+                "a refused field write changed the value"
+            );
+        }
+        Err(err) => {
+            assert_kind(
+                &err,
+                ErrorKind::InvalidValue,
+                "a whole value a map store cannot hold",
+            );
+            assert_no_leak(&err, &[&plain]);
+        }
+    }
+}

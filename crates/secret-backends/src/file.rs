@@ -88,9 +88,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::value::{check_size, fingerprint, parse_document, set_field};
 use crate::{
-    BackendError, ErrorKind, Format, SecretMetadata, SecretStore, StoredToken, TokenPayload,
-    WriteOutcome, WritePrecondition, expiry_from_map, pick_field,
+    BackendError, CredentialRecord, ErrorKind, Format, SecretMetadata, SecretStore, SecretValue,
+    StoredToken, StoredValue, TokenPayload, WriteOutcome, WritePrecondition, changed_since_read,
+    expiry_from_map, pick_field, pick_from_map,
 };
 
 /// The suffix of the sidecar that holds the expiry of a raw token file.
@@ -746,6 +748,187 @@ impl FileStore {
         })
     }
 
+    /// The target's text and (for a whole value) its sidecar's bytes as they are now; `None`
+    /// when the file does not exist.
+    fn read_value_state(
+        &self,
+        name: &str,
+        entry: &Entry,
+        whole: bool,
+    ) -> Result<Option<ValueState>, BackendError> {
+        let Some((text, meta)) = self.read_text(name, entry)? else {
+            return Ok(None);
+        };
+        let sidecar = if whole {
+            self.read_at(name, entry, &entry.sidecar_name(), Role::Sidecar)?
+                .map(|(bytes, _)| bytes)
+        } else {
+            None
+        };
+        // The version: a fingerprint of everything a value write replaces (the file, and for a
+        // whole value its sidecar), so a change to either since the read is seen.
+        let mut hashed = text.expose_secret().to_owned();
+        if let Some(sidecar) = &sidecar {
+            hashed.push('\0');
+            hashed.push_str(&String::from_utf8_lossy(sidecar));
+        }
+        let version = format!("sha256:{}", fingerprint(&hashed));
+        Ok(Some(ValueState {
+            text,
+            sidecar,
+            version,
+            updated_on: OffsetDateTime::from_unix_timestamp(meta.mtime()).ok(),
+        }))
+    }
+
+    fn read_stored_blocking(
+        &self,
+        name: &str,
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError> {
+        let entry = self.resolve(name, false)?.filter(|e| e.exists);
+        let state = match &entry {
+            Some(entry) => self.read_value_state(name, entry, field.is_none())?,
+            None => None,
+        };
+        let Some(state) = state else {
+            return Err(self.error(
+                ErrorKind::NotFound,
+                name,
+                format!(
+                    "{} does not exist: check the name and the directory",
+                    self.options.dir.join(name).display()
+                ),
+            ));
+        };
+        let metadata = SecretMetadata {
+            version: Some(state.version.clone()),
+            updated_on: state.updated_on,
+            ..SecretMetadata::default()
+        };
+        let (value, record) = match field {
+            Some(field) => {
+                let map = parse_document(&self.backend, name, state.text.expose_secret(), field)?;
+                let value = pick_from_map(&self.backend, name, &map, field)?;
+                (value, CredentialRecord::from_siblings(&map, field))
+            }
+            None => {
+                let record = state.sidecar_record();
+                (state.text, record)
+            }
+        };
+        Ok(StoredValue {
+            value,
+            record,
+            metadata,
+        })
+    }
+
+    fn write_value_blocking(
+        &self,
+        name: &str,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        self.check_write_value(name, field, value, record)?;
+        let Some(entry) = self.resolve(name, true)? else {
+            return Err(self.error(
+                ErrorKind::Io,
+                name,
+                format!(
+                    "a directory on the way to {} disappeared while it was created: try again",
+                    self.options.dir.join(name).display()
+                ),
+            ));
+        };
+        self.remove_stale_temps(name, &entry);
+        let whole = field.is_none();
+        let current = if entry.exists {
+            self.read_value_state(name, &entry, whole)?
+        } else {
+            None
+        };
+        let current_version = current.as_ref().map(|c| c.version.clone());
+        precondition.check_unchanged(
+            &self.backend,
+            name,
+            current_version.as_ref().map(|v| Some(v.as_str())),
+        )?;
+        // Right before the renames: the file (and sidecar) must still be what was checked above.
+        // A rename replaces unconditionally, so a writer between this check and the rename is
+        // not seen (docs/backends.md); a create renames with RENAME_NOREPLACE.
+        let recheck = || -> Result<bool, BackendError> {
+            let now = self.read_value_state(name, &entry, whole)?;
+            if now.as_ref().map(|n| &n.version) != current_version.as_ref() {
+                return Err(changed_since_read(&self.backend, name));
+            }
+            Ok(now.is_some())
+        };
+        let outcome = if current.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        };
+        match field {
+            Some(field) => {
+                let mut map = match &current {
+                    Some(current) => {
+                        parse_document(&self.backend, name, current.text.expose_secret(), field)?
+                    }
+                    None => serde_json::Map::new(),
+                };
+                let before = map.clone();
+                set_field(&mut map, field, value, record);
+                if current.is_some() && map == before {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let mut document =
+                    serde_json::to_string_pretty(&map).expect("a JSON map serializes");
+                document.push('\n');
+                check_size(&self.backend, name, document.len(), MAX_VALUE_BYTES)?;
+                self.replace_atomically(
+                    name,
+                    &entry,
+                    &[(&entry.file_name, document.as_bytes())],
+                    &recheck,
+                )?;
+            }
+            None => {
+                if let Some(current) = &current
+                    && current.text.expose_secret() == value.secret().expose_secret()
+                    && current.sidecar_record() == *record
+                {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let mut sidecar = serde_json::Map::new();
+                for (base, text) in record.entries() {
+                    if let Some(text) = text {
+                        sidecar.insert(base.to_owned(), serde_json::Value::String(text));
+                    }
+                }
+                sidecar.insert(
+                    VALUE_SHA256.to_owned(),
+                    serde_json::Value::String(fingerprint(value.secret().expose_secret())),
+                );
+                let sidecar = serde_json::Value::Object(sidecar).to_string();
+                // The value is renamed before the sidecar: between the two (or after a crash
+                // there) the old sidecar names another value, so it reads as no record.
+                self.replace_atomically(
+                    name,
+                    &entry,
+                    &[
+                        (&entry.file_name, value.secret().expose_secret().as_bytes()),
+                        (&entry.sidecar_name(), sidecar.as_bytes()),
+                    ],
+                    &recheck,
+                )?;
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Whether the existing file (and for `raw` its sidecar) already stores `payload`.
     /// For `raw` the sidecar is read first: when its expiry, managed-by or token fingerprint
     /// differ (or it is missing or does not parse) the write is needed whatever the token file
@@ -1050,6 +1233,40 @@ fn is_temp_of(file: &str, target: &str) -> bool {
             )
 }
 
+/// The sidecar field of a whole value written back that names the value its record describes
+/// (the first 16 hex digits of its SHA-256, as `token_sha256` for a token).
+pub const VALUE_SHA256: &str = "value_sha256";
+
+/// A value's file as read before a value write: its text, for a whole value its sidecar, and
+/// the version (fingerprint) a conditional write compares.
+struct ValueState {
+    text: SecretString,
+    sidecar: Option<Vec<u8>>,
+    version: String,
+    updated_on: Option<OffsetDateTime>,
+}
+
+impl ValueState {
+    /// The record in the sidecar, if the sidecar describes this value; else an empty record.
+    fn sidecar_record(&self) -> CredentialRecord {
+        let Some(Ok(serde_json::Value::Object(map))) = self
+            .sidecar
+            .as_deref()
+            .map(serde_json::from_slice::<serde_json::Value>)
+        else {
+            return CredentialRecord::default();
+        };
+        let describes = map.get(VALUE_SHA256).and_then(|v| v.as_str())
+            == Some(fingerprint(self.text.expose_secret()).as_str());
+        if !describes {
+            return CredentialRecord::default();
+        }
+        CredentialRecord::from_lookup(|base| {
+            map.get(base).and_then(|v| v.as_str()).map(str::to_owned)
+        })
+    }
+}
+
 /// What the sidecar of a raw token file holds.
 #[derive(Serialize)]
 struct Sidecar<'a> {
@@ -1166,6 +1383,34 @@ impl SecretStore for FileStore {
         let precondition = precondition.clone();
         run_blocking(&self.backend, move || {
             store.write_blocking(&name, &payload, &precondition)
+        })
+        .await
+    }
+
+    async fn read_stored(
+        &self,
+        name: &str,
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError> {
+        let (store, name, field) = (self.clone(), name.to_owned(), field.map(str::to_owned));
+        run_blocking(&self.backend, move || {
+            store.read_stored_blocking(&name, field.as_deref())
+        })
+        .await
+    }
+
+    async fn write_value(
+        &self,
+        name: &str,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        let (store, name, field) = (self.clone(), name.to_owned(), field.map(str::to_owned));
+        let (value, record, precondition) = (value.clone(), record.clone(), precondition.clone());
+        run_blocking(&self.backend, move || {
+            store.write_value_blocking(&name, field.as_deref(), &value, &record, &precondition)
         })
         .await
     }

@@ -24,6 +24,7 @@ mod error;
 pub mod file;
 mod http;
 pub mod reference;
+mod value;
 pub mod vault;
 
 #[cfg(feature = "conformance")]
@@ -36,6 +37,7 @@ pub use azure_kv::{AzureKeyVaultOptions, AzureKeyVaultStore};
 pub use error::{BackendError, ErrorKind};
 pub use file::{FileOptions, FileStore};
 pub use reference::{NameRef, ReferenceError, Scheme, SecretRef};
+pub use value::{CredentialRecord, MAX_RECORD_TEXT_CHARS, SecretValue, StoredValue, ValueError};
 
 /// A secret store: the one interface the sync engine uses for every backend.
 ///
@@ -95,6 +97,70 @@ pub trait SecretStore: Send + Sync + fmt::Debug {
         payload: &TokenPayload,
         precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError>;
+
+    /// Reads a value (or one `#field` of a JSON object value) with the [`CredentialRecord`]
+    /// stored beside it and the metadata a conditional [`SecretStore::write_value`] needs
+    /// (`metadata.version`: the backend's version, or for a store without versions a
+    /// fingerprint of what was read). Missing is [`ErrorKind::NotFound`] (a missing field
+    /// [`ErrorKind::FieldNotFound`]); a record that describes another value than the one
+    /// stored (the value was replaced by hand since) reads as an empty record.
+    async fn read_stored(
+        &self,
+        name: &str,
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError>;
+
+    /// Writes `value` (the whole secret, or with `field` one field of its JSON object,
+    /// keeping every other field) with `record` (for a field: sibling fields of the same
+    /// document, in the same write; for a whole value: the backend's metadata).
+    ///
+    /// `precondition` is [`WritePrecondition::from_read`] with what [`SecretStore::read_stored`]
+    /// returned (`Some(metadata)`), or `from_read(None, ..)` to create a secret that must not
+    /// exist yet, or [`WritePrecondition::unread`] to write whatever is there. A secret that
+    /// changed since that read is left as it is and the error is [`ErrorKind::Conflict`]
+    /// (how closely each backend can tell: see [`WritePrecondition::check_unchanged`]).
+    /// The adopt rule does not apply: a written-back value carries no managed-by marker.
+    /// A failed write leaves the old value in place, never an empty or partial one; nothing
+    /// the value holds is ever in an error. [`WriteOutcome::Unchanged`] when value and record
+    /// are already stored.
+    async fn write_value(
+        &self,
+        name: &str,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError>;
+
+    /// Checks a value write without any network call: the name, the record, and for a whole
+    /// value its size against [`SecretStore::max_value_bytes`] (a `#field` write checks the
+    /// size of the whole document once it has read it).
+    fn check_write_value(
+        &self,
+        name: &str,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+    ) -> Result<(), BackendError> {
+        self.check_name(name)?;
+        record.check(self.backend(), name)?;
+        if let Some(field) = field
+            && field.is_empty()
+        {
+            return Err(BackendError::new(
+                ErrorKind::InvalidName,
+                self.backend(),
+                "the #field to write is empty: name the field, e.g. #client_secret",
+            )
+            .with_secret(name));
+        }
+        value::check_size(
+            self.backend(),
+            name,
+            value.text().len(),
+            self.max_value_bytes(),
+        )
+    }
 }
 
 /// What a write may go over: what the metadata read before it saw, and `adopt`.
@@ -219,6 +285,56 @@ impl WritePrecondition {
         };
         Err(BackendError::new(ErrorKind::Conflict, backend, message).with_secret(name))
     }
+}
+
+impl WritePrecondition {
+    /// For [`SecretStore::write_value`]: whether the secret changed since the read this
+    /// precondition records. `current` is the version (or fingerprint) the store holds right
+    /// before the write, `None` when there is no secret. No read: always `Ok`. A read that saw
+    /// no secret: refused if one exists now. A read that saw a version: refused if the secret
+    /// is gone or holds another version; a read without a version cannot be compared (use
+    /// [`SecretStore::read_stored`]'s metadata, which always has one). The error is
+    /// [`ErrorKind::Conflict`].
+    pub fn check_unchanged(
+        &self,
+        backend: &str,
+        name: &str,
+        current: Option<Option<&str>>,
+    ) -> Result<(), BackendError> {
+        let changed = match (&self.seen, current) {
+            (Seen::NotRead, _) => false,
+            (Seen::Missing, current) => current.is_some(),
+            (Seen::Present(_), None) => true,
+            (Seen::Present(seen), Some(current)) => {
+                seen.version.is_some() && seen.version.as_deref() != current
+            }
+        };
+        if changed {
+            return Err(changed_since_read(backend, name));
+        }
+        Ok(())
+    }
+}
+
+/// The [`ErrorKind::Conflict`] of a value write over a secret that changed since it was read.
+pub(crate) fn changed_since_read(backend: &str, name: &str) -> BackendError {
+    BackendError::new(
+        ErrorKind::Conflict,
+        backend,
+        "someone else changed this secret since secret-sync read it: it was not overwritten; \
+         read it again and retry (or find the other writer)",
+    )
+    .with_secret(name)
+}
+
+/// The error of a backend that cannot write a value back (yet).
+pub(crate) fn not_yet_supported(backend: &str, name: &str) -> BackendError {
+    BackendError::new(
+        ErrorKind::InvalidConfig,
+        backend,
+        "this backend cannot read or write a value back with its credential record yet",
+    )
+    .with_secret(name)
 }
 
 /// What a backend knows about a stored secret, without its value.

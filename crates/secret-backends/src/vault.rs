@@ -1295,6 +1295,24 @@ impl SecretStore for VaultStore {
             WriteOutcome::Created
         })
     }
+    async fn read_stored(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+    ) -> Result<crate::StoredValue, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
+
+    async fn write_value(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+        _value: &crate::SecretValue,
+        _record: &crate::CredentialRecord,
+        _precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        Err(crate::not_yet_supported(&self.backend, name))
+    }
 }
 
 #[cfg(test)]

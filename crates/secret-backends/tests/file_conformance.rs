@@ -81,3 +81,35 @@ async fn created_since_read_is_not_overwritten() {
     })
     .await;
 }
+
+/// Writes `text` as the file `name`, as someone editing it by hand would.
+fn put_raw(dir: &std::path::Path) -> impl Fn(&str, &str) + '_ {
+    move |name, text| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn value_round_trip() {
+    conformance::value_round_trip(&fixture().harness).await;
+}
+
+#[tokio::test]
+async fn field_keeps_other_fields() {
+    let f = fixture();
+    conformance::field_keeps_other_fields(&f.harness, &put_raw(f._dir.path())).await;
+}
+
+#[tokio::test]
+async fn value_conflict_when_changed_since_read() {
+    let f = fixture();
+    conformance::value_conflict_when_changed_since_read(&f.harness, &put_raw(f._dir.path())).await;
+}
+
+#[tokio::test]
+async fn value_never_echoed() {
+    let f = fixture();
+    conformance::value_never_echoed(&f.harness, &put_raw(f._dir.path())).await;
+}

@@ -383,6 +383,25 @@ impl SecretStore for Unusable {
     ) -> Result<WriteOutcome, BackendError> {
         Err(self.error().with_secret(name))
     }
+
+    async fn read_stored(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+    ) -> Result<secret_backends::StoredValue, BackendError> {
+        Err(self.error().with_secret(name))
+    }
+
+    async fn write_value(
+        &self,
+        name: &str,
+        _field: Option<&str>,
+        _value: &secret_backends::SecretValue,
+        _record: &secret_backends::CredentialRecord,
+        _precondition: &WritePrecondition,
+    ) -> Result<WriteOutcome, BackendError> {
+        Err(self.error().with_secret(name))
+    }
 }
 
 /// Removes the temporary files that interrupted writes (kill -9, a crash) left beside every
