@@ -17,6 +17,13 @@
 //!   Azure Arc: [`ArcAgent`], [`EntraEmulator::arc_identity_endpoint`]; the facts these endpoints
 //!   enforce, with their sources, are listed in the `entra::identity` module's doc) and
 //!   GitHub OIDC ([`GithubOidc`], [`EntraEmulator::github_oidc_request_url`]).
+//!   Microsoft Graph's app-credential calls on the same server ([`EntraEmulator::graph_endpoint`]:
+//!   read an application, `addPassword`, `removePassword`), checking the bearer tokens the emulator
+//!   issued for Graph and their `roles` ([`AppRegistration::with_graph_roles`],
+//!   [`EntraEmulator::add_owner`]), with [`Password`]s, [`AppPolicy`],
+//!   [`EntraEmulator::set_secret_propagation_delay`], [`EntraEmulator::inject_graph`] a [`Fault`]
+//!   per [`GraphCall`], and [`EntraEmulator::application`] ([`GraphApplication`]) for tests; the
+//!   facts it enforces, with their sources, are in the `entra::graph` module's doc.
 //! - [`KeyVaultEmulator`]: started with the Entra emulator's [`TokenValidator`] and
 //!   [`KeyVaultOptions`] (tenant, cloud resource, recovery delay); hooks [`KeyVaultEmulator::secret`],
 //!   [`KeyVaultEmulator::requests`], [`KeyVaultEmulator::inject`], [`KeyVaultEmulator::deny_client`].
@@ -92,10 +99,11 @@ pub use cert::{
     AssertionAlgorithm, CertificateFiles, ClientAssertion, TestCertificate, ThumbprintHeader,
 };
 pub use entra::{
-    AppRegistration, ArcAgent, BearerError, EntraEmulator, FEDERATED_AUDIENCE,
-    FEDERATED_AUDIENCE_CHINA, FEDERATED_AUDIENCE_US_GOVERNMENT, FederatedCredential, GithubOidc,
-    IssuedToken, KNOWN_RESOURCES, ManagedIdentity, RecordedRequest, ServerOptions, TokenOptions,
-    TokenSource, TokenValidator,
+    AppPolicy, AppRegistration, ArcAgent, BearerError, DEFAULT_PASSWORD_LIFETIME, EntraEmulator,
+    FEDERATED_AUDIENCE, FEDERATED_AUDIENCE_CHINA, FEDERATED_AUDIENCE_US_GOVERNMENT,
+    FederatedCredential, GithubOidc, GraphApplication, GraphCall, GraphCertificate, GraphPassword,
+    IssuedToken, KNOWN_RESOURCES, ManagedIdentity, Password, RecordedRequest, ServerOptions,
+    TOO_MANY_PASSWORDS_LIMIT, TokenOptions, TokenSource, TokenValidator,
 };
 pub use error::TestkitError;
 pub use fault::Fault;

@@ -53,6 +53,8 @@ pub struct ManagedIdentity {
     pub resource_id: String,
     /// The value the App Service endpoint requires in `X-IDENTITY-HEADER` (`IDENTITY_HEADER`).
     pub identity_header: String,
+    /// The Graph application roles its tokens for Microsoft Graph carry in `roles`.
+    pub graph_roles: Vec<String>,
 }
 
 impl ManagedIdentity {
@@ -67,7 +69,15 @@ impl ManagedIdentity {
             client_id,
             object_id: uuid::Uuid::new_v4().to_string(),
             identity_header: uuid::Uuid::new_v4().to_string(),
+            graph_roles: Vec::new(),
         }
+    }
+
+    /// The Graph application permissions (app roles) its Graph tokens carry, e.g.
+    /// `Application.ReadWrite.All`.
+    pub fn with_graph_roles(mut self, roles: &[&str]) -> ManagedIdentity {
+        self.graph_roles = roles.iter().map(|role| (*role).to_owned()).collect();
+        self
     }
 }
 

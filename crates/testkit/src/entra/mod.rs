@@ -13,8 +13,10 @@
 //! | `GET /msi/token` | App Service / Container Apps identity endpoint ([`EntraEmulator::identity_endpoint`]) |
 //! | `GET /arc/metadata/identity/oauth2/token` | Azure Arc agent's identity endpoint, with its key-file challenge ([`EntraEmulator::arc_identity_endpoint`]) |
 //! | `GET /token` | GitHub Actions OIDC request URL ([`EntraEmulator::github_oidc_request_url`]) |
+//! | `GET`/`PATCH /v1.0/applications(appId='{appId}')` or `/v1.0/applications/{objectId}`, `POST .../addPassword`, `POST .../removePassword` | Microsoft Graph, an app's own credentials ([`EntraEmulator::graph_endpoint`]; the `graph` module lists what it enforces and why) |
 
 mod errors;
+mod graph;
 mod identity;
 mod token;
 
@@ -24,6 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::DecodingKey;
 use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
 
 use crate::cert::TestCertificate;
 use crate::error::TestkitError;
@@ -32,6 +35,10 @@ use crate::oidc::{GITHUB_ACTIONS_ISSUER, OidcIssuer};
 use crate::server::{Handler, Reply, Request, RequestLog, ServerHandle};
 use crate::tls::TestCa;
 
+pub use graph::{
+    AppPolicy, GraphApplication, GraphCall, GraphCertificate, GraphPassword,
+    TOO_MANY_PASSWORDS_LIMIT,
+};
 pub use identity::{ArcAgent, GithubOidc, ManagedIdentity};
 pub use token::KNOWN_RESOURCES;
 
@@ -52,15 +59,19 @@ pub struct ServerOptions {
     pub ca: Option<Arc<TestCa>>,
 }
 
-/// An app registration: tenant, client id, and the credentials Entra accepts for it.
+/// An app registration: tenant, client id, and the credentials Entra accepts for it. Its Graph
+/// side ([`EntraEmulator::graph_endpoint`]): an object id, a display name, its passwords (client
+/// secrets) and certificates as Graph lists them, and the Graph application roles its tokens carry.
 #[derive(Debug, Clone)]
 pub struct AppRegistration {
     tenant: String,
     client_id: String,
-    secrets: Vec<SecretString>,
-    expired_secrets: Vec<SecretString>,
+    object_id: String,
+    display_name: String,
+    passwords: Vec<Password>,
     certificates: Vec<RegisteredCertificate>,
     federated: Vec<FederatedCredential>,
+    graph_roles: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -68,47 +79,186 @@ struct RegisteredCertificate {
     sha1: String,
     sha256: String,
     key: DecodingKey,
+    /// Graph's `keyId`.
+    key_id: String,
+    /// Graph's `customKeyIdentifier`: the SHA-1 thumbprint, standard base64.
+    thumbprint: String,
+    /// The DER, Graph's `key` (base64) when `$select`ed.
+    der: Vec<u8>,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
 }
 
 impl std::fmt::Debug for RegisteredCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegisteredCertificate")
             .field("x5t#S256", &self.sha256)
+            .field("key_id", &self.key_id)
+            .field("end", &self.end)
             .finish_non_exhaustive()
     }
 }
 
-impl AppRegistration {
-    /// An app `client_id` in `tenant`, with no credential yet.
-    pub fn new(tenant: impl Into<String>, client_id: impl Into<String>) -> AppRegistration {
-        AppRegistration {
-            tenant: tenant.into(),
-            client_id: client_id.into(),
-            secrets: Vec::new(),
-            expired_secrets: Vec::new(),
-            certificates: Vec::new(),
-            federated: Vec::new(),
+/// How long Graph's `addPassword` makes a password valid when the request names no end, and the
+/// validity this emulator gives passwords registered without one: two years (PROTOCOLS.md).
+pub const DEFAULT_PASSWORD_LIFETIME: Duration = Duration::from_secs(2 * 365 * 24 * 3600);
+
+/// A client secret of an app registration, as Graph lists it in `passwordCredentials`: the
+/// secret itself, a `keyId` (GUID), an optional display name, `hint` (the secret's first three
+/// characters), start and end. `Debug` shows neither the secret nor its hint.
+#[derive(Clone)]
+pub struct Password {
+    secret: SecretString,
+    key_id: String,
+    display_name: Option<String>,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+    /// When `addPassword` created it (the propagation delay counts from there); `None` for a
+    /// password registered with the app.
+    added_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Password")
+            .field("key_id", &self.key_id)
+            .field("display_name", &self.display_name)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Password {
+    /// `secret` with a random key id, no display name, valid from now for
+    /// [`DEFAULT_PASSWORD_LIFETIME`].
+    pub fn new(secret: impl Into<String>) -> Password {
+        let now = OffsetDateTime::now_utc();
+        Password {
+            secret: SecretString::from(secret.into()),
+            key_id: uuid::Uuid::new_v4().to_string(),
+            display_name: None,
+            start: now,
+            end: now + DEFAULT_PASSWORD_LIFETIME,
+            added_at: None,
         }
     }
 
-    /// Accepts `secret` as a client secret.
-    pub fn with_secret(mut self, secret: impl Into<String>) -> AppRegistration {
-        self.secrets.push(SecretString::from(secret.into()));
+    /// Its Graph `keyId` (a GUID).
+    pub fn key_id(mut self, key_id: impl Into<String>) -> Password {
+        self.key_id = key_id.into();
         self
     }
 
-    /// Knows `secret` but it has expired: using it answers AADSTS7000222.
-    pub fn with_expired_secret(mut self, secret: impl Into<String>) -> AppRegistration {
-        self.expired_secrets.push(SecretString::from(secret.into()));
+    /// Its Graph `displayName`.
+    pub fn display_name(mut self, display_name: impl Into<String>) -> Password {
+        self.display_name = Some(display_name.into());
         self
     }
 
-    /// Accepts assertions signed by this certificate's key.
+    /// Its `startDateTime`.
+    pub fn start(mut self, start: OffsetDateTime) -> Password {
+        self.start = start;
+        self
+    }
+
+    /// Its `endDateTime`: from then on the token endpoint refuses it with AADSTS7000222.
+    pub fn end(mut self, end: OffsetDateTime) -> Password {
+        self.end = end;
+        self
+    }
+
+    /// The first three characters of the secret: Graph's `hint`.
+    fn hint(&self) -> String {
+        self.secret.expose_secret().chars().take(3).collect()
+    }
+}
+
+impl AppRegistration {
+    /// An app `client_id` in `tenant`, with no credential yet, a random object id, display name
+    /// `testkit app {client_id}` and no Graph roles.
+    pub fn new(tenant: impl Into<String>, client_id: impl Into<String>) -> AppRegistration {
+        let client_id = client_id.into();
+        AppRegistration {
+            tenant: tenant.into(),
+            display_name: format!("testkit app {client_id}"),
+            client_id,
+            object_id: uuid::Uuid::new_v4().to_string(),
+            passwords: Vec::new(),
+            certificates: Vec::new(),
+            federated: Vec::new(),
+            graph_roles: Vec::new(),
+        }
+    }
+
+    /// Its Graph object id (`id`), instead of a generated GUID.
+    pub fn with_object_id(mut self, object_id: impl Into<String>) -> AppRegistration {
+        self.object_id = object_id.into();
+        self
+    }
+
+    /// Its Graph `displayName`.
+    pub fn with_display_name(mut self, display_name: impl Into<String>) -> AppRegistration {
+        self.display_name = display_name.into();
+        self
+    }
+
+    /// Accepts `secret` as a client secret: a [`Password`] valid from now for two years.
+    pub fn with_secret(self, secret: impl Into<String>) -> AppRegistration {
+        self.with_password(Password::new(secret))
+    }
+
+    /// Knows `secret` but it has expired: using it answers AADSTS7000222. A [`Password`] that
+    /// ended a day ago.
+    pub fn with_expired_secret(self, secret: impl Into<String>) -> AppRegistration {
+        let now = OffsetDateTime::now_utc();
+        self.with_password(
+            Password::new(secret)
+                .start(now - DEFAULT_PASSWORD_LIFETIME)
+                .end(now - Duration::from_secs(24 * 3600)),
+        )
+    }
+
+    /// Holds this password (client secret); the token endpoint accepts it until its end.
+    pub fn with_password(mut self, password: Password) -> AppRegistration {
+        self.passwords.push(password);
+        self
+    }
+
+    /// The Graph application permissions (app roles) its tokens for Microsoft Graph carry in
+    /// `roles`, e.g. `Application.ReadWrite.OwnedBy`.
+    pub fn with_graph_roles(mut self, roles: &[&str]) -> AppRegistration {
+        self.graph_roles = roles.iter().map(|role| (*role).to_owned()).collect();
+        self
+    }
+
+    /// Accepts assertions signed by this certificate's key. Graph lists it valid from now for
+    /// a year.
     ///
     /// # Panics
     /// Never in practice: a [`TestCertificate`] always holds an RSA certificate.
     pub fn with_certificate(self, certificate: &TestCertificate) -> AppRegistration {
-        self.with_certificate_der(certificate.cert_der())
+        let now = OffsetDateTime::now_utc();
+        self.with_certificate_der(
+            certificate.cert_der(),
+            now,
+            now + Duration::from_secs(365 * 24 * 3600),
+        )
+        .expect("a TestCertificate always holds an RSA certificate")
+    }
+
+    /// Like [`AppRegistration::with_certificate`], with the `endDateTime` Graph lists for it
+    /// (the token endpoint does not check it).
+    ///
+    /// # Panics
+    /// Never in practice: a [`TestCertificate`] always holds an RSA certificate.
+    pub fn with_certificate_expiring(
+        self,
+        certificate: &TestCertificate,
+        end: OffsetDateTime,
+    ) -> AppRegistration {
+        let start = (end - Duration::from_secs(365 * 24 * 3600)).min(OffsetDateTime::now_utc());
+        self.with_certificate_der(certificate.cert_der(), start, end)
             .expect("a TestCertificate always holds an RSA certificate")
     }
 
@@ -116,10 +266,20 @@ impl AppRegistration {
     pub fn with_certificate_pem(self, cert_pem: &str) -> Result<AppRegistration, TestkitError> {
         let parsed = pem::parse(cert_pem)
             .map_err(|e| TestkitError::InvalidCertificate(format!("not a PEM certificate: {e}")))?;
-        self.with_certificate_der(parsed.contents())
+        let now = OffsetDateTime::now_utc();
+        self.with_certificate_der(
+            parsed.contents(),
+            now,
+            now + Duration::from_secs(365 * 24 * 3600),
+        )
     }
 
-    fn with_certificate_der(mut self, der: &[u8]) -> Result<AppRegistration, TestkitError> {
+    fn with_certificate_der(
+        mut self,
+        der: &[u8],
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Result<AppRegistration, TestkitError> {
         use base64::Engine;
         use sha1::Digest;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -128,6 +288,11 @@ impl AppRegistration {
             sha1: b64.encode(sha1::Sha1::digest(der)),
             sha256: b64.encode(sha2::Sha256::digest(der)),
             key: DecodingKey::from_rsa_der(&public_key),
+            key_id: uuid::Uuid::new_v4().to_string(),
+            thumbprint: base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(der)),
+            der: der.to_vec(),
+            start,
+            end,
         });
         Ok(self)
     }
@@ -200,6 +365,8 @@ pub struct RecordedRequest {
     pub query: BTreeMap<String, String>,
     /// Form fields of the body, secrets redacted.
     pub form: BTreeMap<String, String>,
+    /// A JSON body (Graph requests), with every `secretText` value replaced by `[REDACTED]`.
+    pub json: Option<serde_json::Value>,
     /// Status answered; `None` while the request is being handled, when the connection was
     /// dropped on purpose, or when the client gave up before the answer (e.g. during a `Delay`).
     pub status: Option<u16>,
@@ -209,6 +376,11 @@ impl RecordedRequest {
     /// Whether this is a `POST /{tenant}/oauth2/v2.0/token`.
     pub fn is_token_request(&self) -> bool {
         self.method == "POST" && token::tenant_of(&self.path).is_some()
+    }
+
+    /// Whether this is a Microsoft Graph request (`/v1.0/...`).
+    pub fn is_graph_request(&self) -> bool {
+        graph::is_graph_path(&self.path)
     }
 }
 
@@ -241,6 +413,10 @@ pub struct IssuedToken {
     pub expires_at: SystemTime,
     /// Flow that produced it.
     pub source: TokenSource,
+    /// The `roles` claim: the caller's Graph application roles in a token for Microsoft Graph
+    /// ([`AppRegistration::with_graph_roles`], [`ManagedIdentity::with_graph_roles`]); empty for
+    /// other resources.
+    pub roles: Vec<String>,
 }
 
 /// Why a bearer token was refused by [`EntraEmulator::validate_bearer`].
@@ -346,6 +522,8 @@ pub(crate) struct EntraState {
     github: Option<GithubOidc>,
     /// Resources registered with [`EntraEmulator::register_resource`], normalised.
     resources: Vec<String>,
+    /// Microsoft Graph's side: owners, policy, limits, faults.
+    graph: graph::GraphState,
 }
 
 struct Shared {
@@ -525,14 +703,17 @@ impl EntraEmulator {
         self.shared.lock().faults.push(fault, times);
     }
 
-    /// Faults still waiting for a request.
+    /// Faults still waiting for a request (Graph's per-call faults included).
     pub fn pending_faults(&self) -> usize {
-        self.shared.lock().faults.len()
+        let state = self.shared.lock();
+        state.faults.len() + state.graph.pending()
     }
 
-    /// Forgets every queued fault.
+    /// Forgets every queued fault (Graph's per-call faults included).
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        let mut state = self.shared.lock();
+        state.faults.clear();
+        state.graph.clear_faults();
     }
 
     /// Every request received so far, in order.
@@ -634,6 +815,90 @@ impl EntraEmulator {
         format!("{}/token?api-version=2.0", self.base_url())
     }
 
+    /// `{base_url}`: where the Microsoft Graph routes (`/v1.0/applications...`) are served, the
+    /// stand-in for `https://graph.microsoft.com` (and the national clouds' Graph hosts).
+    pub fn graph_endpoint(&self) -> String {
+        self.base_url()
+    }
+
+    /// Makes `owner_client_id` (an app or managed identity's client id) an owner of the app
+    /// `app_client_id`: with `Application.ReadWrite.OwnedBy` it may then add and remove the
+    /// app's passwords.
+    pub fn add_owner(&self, app_client_id: &str, owner_client_id: &str) {
+        let mut state = self.shared.lock();
+        let pair = (app_client_id.to_owned(), owner_client_id.to_owned());
+        if !state.graph.owners.contains(&pair) {
+            state.graph.owners.push(pair);
+        }
+    }
+
+    /// A password added through Graph's `addPassword` is refused by the token endpoint
+    /// (AADSTS7000215) until `delay` has passed since it was added: Entra is eventually
+    /// consistent. Default: no delay.
+    pub fn set_secret_propagation_delay(&self, delay: Duration) {
+        self.shared.lock().graph.propagation_delay = delay;
+    }
+
+    /// The tenant's app management policy, applied to every later `addPassword`.
+    pub fn set_app_policy(&self, policy: AppPolicy) {
+        self.shared.lock().graph.policy = policy;
+    }
+
+    /// Marks the app `client_id` as one for personal Microsoft accounts (or not): such an app
+    /// holds at most [`TOO_MANY_PASSWORDS_LIMIT`] passwords, and a further `addPassword` gets 400
+    /// `TooManyAppPasswords`.
+    pub fn set_personal_account(&self, client_id: &str, personal: bool) {
+        let mut state = self.shared.lock();
+        state.graph.personal.retain(|id| id != client_id);
+        if personal {
+            state.graph.personal.push(client_id.to_owned());
+        }
+    }
+
+    /// Only tokens for this Graph resource (e.g. `https://graph.microsoft.us`) are accepted by
+    /// the Graph routes; by default a token for any cloud's Graph resource is.
+    pub fn set_graph_resource(&self, resource: &str) {
+        self.shared.lock().graph.resource = Some(resource.to_owned());
+    }
+
+    /// The next Graph request of kind `call` gets `fault` (shaped as Graph shapes it: a 429 has
+    /// `Retry-After` and Graph's error body). Faults queued with [`EntraEmulator::inject`] come
+    /// first.
+    pub fn inject_graph(&self, call: GraphCall, fault: Fault) {
+        self.inject_graph_times(call, fault, 1);
+    }
+
+    /// The next `times` Graph requests of kind `call` get `fault`.
+    pub fn inject_graph_times(&self, call: GraphCall, fault: Fault, times: usize) {
+        self.shared.lock().graph.push_fault(call, fault, times);
+    }
+
+    /// The Graph requests received so far, in order (`Authorization` is never recorded, a
+    /// `secretText` in a body is redacted).
+    pub fn graph_requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.is_graph_request())
+            .cloned()
+            .collect()
+    }
+
+    /// How many application reads named `keyCredentials` in `$select` (those return `key`, and
+    /// Graph throttles them at 150 requests per minute and tenant).
+    pub fn key_credential_selects(&self) -> usize {
+        self.shared.lock().graph.key_selects
+    }
+
+    /// A snapshot of the app `client_id` as Graph sees it (the first registered with that
+    /// client id, in any tenant), secrets included, for tests.
+    pub fn application(&self, client_id: &str) -> Option<GraphApplication> {
+        let state = self.shared.lock();
+        let app = state.apps.iter().find(|app| app.client_id == client_id)?;
+        Some(graph::snapshot(&state, app))
+    }
+
     /// Stops the server and waits for it.
     pub async fn shutdown(self) {
         self.server.shutdown().await;
@@ -644,22 +909,35 @@ impl EntraEmulator {
 const SECRET_FIELDS: [&str; 2] = ["client_secret", "client_assertion"];
 
 fn record(request: &Request) -> RecordedRequest {
-    let form = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&request.body)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(key, value)| {
-            if SECRET_FIELDS.contains(&key.as_str()) {
-                (key, "[REDACTED]".to_owned())
-            } else {
-                (key, value)
-            }
-        })
-        .collect();
+    let is_json = request
+        .header("content-type")
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    // A JSON body is not a form: reading it as one would record its text (a `secretText`) verbatim.
+    let form = if is_json {
+        BTreeMap::new()
+    } else {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&request.body)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| {
+                if SECRET_FIELDS.contains(&key.as_str()) {
+                    (key, "[REDACTED]".to_owned())
+                } else {
+                    (key, value)
+                }
+            })
+            .collect()
+    };
+    let json = is_json
+        .then(|| serde_json::from_slice::<serde_json::Value>(&request.body).ok())
+        .flatten()
+        .map(graph::redacted);
     RecordedRequest {
         method: request.method.to_string(),
         path: request.path.clone(),
         query: request.query_pairs(),
         form,
+        json,
         status: None,
     }
 }
@@ -667,16 +945,21 @@ fn record(request: &Request) -> RecordedRequest {
 async fn handle(shared: &Shared, request: Request) -> Reply {
     let (id, fault) = {
         let mut state = shared.lock();
-        (
-            state.requests.arrived(record(&request)),
-            state.faults.next(),
-        )
+        let id = state.requests.arrived(record(&request));
+        let fault = state
+            .faults
+            .next()
+            .or_else(|| graph::call_of(&request).and_then(|call| state.graph.next_fault(call)));
+        (id, fault)
     };
     let reply = match fault {
         None => route(shared, &request),
         Some(Fault::Delay(delay)) => {
             tokio::time::sleep(delay).await;
             route(shared, &request)
+        }
+        Some(fault) if graph::is_graph_path(&request.path) => {
+            graph::fault_reply(shared, &request, fault)
         }
         Some(fault) => token::fault_reply(shared, &request, fault),
     };
@@ -691,6 +974,9 @@ async fn handle(shared: &Shared, request: Request) -> Reply {
 fn route(shared: &Shared, request: &Request) -> Reply {
     if let Some(tenant) = token::tenant_of(&request.path) {
         return token::token_endpoint(shared, request, tenant);
+    }
+    if graph::is_graph_path(&request.path) {
+        return graph::graph(shared, request);
     }
     match request.path.as_str() {
         "/metadata/identity/oauth2/token" => identity::imds(shared, request),

@@ -237,7 +237,7 @@ fn check_request(
     let resource = resource_of(scope)?;
     let source = match (form.get("client_secret"), form.get("client_assertion")) {
         (Some(secret), None) => {
-            check_secret(&app, secret)?;
+            check_secret(state, &app, secret)?;
             TokenSource::ClientSecret
         }
         (None, Some(assertion)) => {
@@ -302,15 +302,36 @@ fn resource_of(scope: &str) -> Result<String, EntraRefusal> {
     Ok(resource.to_owned())
 }
 
-fn check_secret(app: &AppRegistration, secret: &str) -> Result<(), EntraRefusal> {
-    if app.secrets.iter().any(|s| s.expose_secret() == secret) {
-        return Ok(());
-    }
-    if app
-        .expired_secrets
+/// A secret is one of the app's passwords, past the propagation delay if Graph added it, and
+/// before its end.
+fn check_secret(
+    state: &EntraState,
+    app: &AppRegistration,
+    secret: &str,
+) -> Result<(), EntraRefusal> {
+    let invalid = || {
+        EntraRefusal::new(
+            401,
+            "invalid_client",
+            7000215,
+            format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+                app.client_id
+            ),
+        )
+    };
+    let password = app
+        .passwords
         .iter()
-        .any(|s| s.expose_secret() == secret)
+        .find(|p| p.secret.expose_secret() == secret)
+        .ok_or_else(invalid)?;
+    let delay = state.graph.propagation_delay;
+    if let Some(added_at) = password.added_at
+        && SystemTime::now() < added_at + delay
     {
+        return Err(invalid());
+    }
+    if password.end <= time::OffsetDateTime::now_utc() {
         return Err(EntraRefusal::new(
             401,
             "invalid_client",
@@ -321,15 +342,7 @@ fn check_secret(app: &AppRegistration, secret: &str) -> Result<(), EntraRefusal>
             ),
         ));
     }
-    Err(EntraRefusal::new(
-        401,
-        "invalid_client",
-        7000215,
-        format!(
-            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
-            app.client_id
-        ),
-    ))
+    Ok(())
 }
 
 /// A JWT taken apart without checking anything yet.
@@ -594,8 +607,13 @@ pub(super) fn issue(
 ) -> SecretString {
     let lifetime = state.token_options.lifetime;
     let now = unix_now();
+    let roles = if super::graph::is_graph_resource(resource) {
+        super::graph::roles_of(state, tenant, client_id)
+    } else {
+        Vec::new()
+    };
     let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "kid": "testkit"});
-    let claims = serde_json::json!({
+    let mut claims = serde_json::json!({
         "aud": resource,
         "iss": format!("https://sts.windows.net/{tenant}/"),
         "iat": now,
@@ -605,7 +623,11 @@ pub(super) fn issue(
         "tid": tenant,
         "uti": URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>()),
         "ver": "1.0",
+        "idtyp": "app",
     });
+    if !roles.is_empty() {
+        claims["roles"] = serde_json::json!(roles);
+    }
     let token = format!(
         "{}.{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -620,6 +642,7 @@ pub(super) fn issue(
         resource: resource.to_owned(),
         expires_at: SystemTime::now() + lifetime,
         source,
+        roles,
     });
     token
 }

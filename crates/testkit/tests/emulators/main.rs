@@ -6,6 +6,7 @@ mod certificate;
 mod faults;
 mod federated;
 mod fixtures;
+mod graph;
 mod hostile;
 mod identity;
 mod keyvault;
