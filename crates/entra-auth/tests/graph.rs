@@ -476,7 +476,16 @@ async fn each_graph_refusal_is_classified_and_says_what_to_do() {
         Add,
         Remove,
     }
-    let cases: &[(Op, u16, &str, &str, GraphErrorKind, &[&str])] = &[
+    /// Call, status, Graph code, Graph message, expected kind, what the error must say.
+    type Case = (
+        Op,
+        u16,
+        &'static str,
+        &'static str,
+        GraphErrorKind,
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
         (
             Op::Read,
             401,
