@@ -2,7 +2,9 @@
 //! process, for `cargo xtask demo`, `cargo xtask bench-daemon` and manual runs. It registers one
 //! app (and any `--extra-client-id` with the same secret), prints one JSON line (base URL, token
 //! URL, CA file, vault URL, ...) on stdout, and serves until Ctrl-C or SIGTERM; then it prints a
-//! second JSON line, `{"token_requests": N}`, the number of token requests it received.
+//! second JSON line, `{"token_requests": N}`, the number of token requests it received. The
+//! Microsoft Graph routes are served too (`graph_endpoint`); `--graph-role` gives the registered
+//! apps Graph roles and makes each an owner of itself, so it can rotate its own secret.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -42,6 +44,10 @@ struct Args {
     /// (repeatable).
     #[arg(long)]
     extra_client_id: Vec<String>,
+    /// A Graph application role (e.g. `Application.ReadWrite.OwnedBy`) in the registered apps'
+    /// Graph tokens; each app is also made an owner of itself (repeatable).
+    #[arg(long)]
+    graph_role: Vec<String>,
     /// Lifetime of the tokens issued, in seconds (`expires_in`).
     #[arg(long, default_value_t = 3599)]
     token_lifetime_secs: u64,
@@ -82,10 +88,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the Entra emulator")?;
+    let graph_roles: Vec<&str> = args.graph_role.iter().map(String::as_str).collect();
     for client_id in std::iter::once(&args.client_id).chain(&args.extra_client_id) {
         entra.register_app(
-            AppRegistration::new(&args.tenant, client_id).with_secret(&args.client_secret),
+            AppRegistration::new(&args.tenant, client_id)
+                .with_secret(&args.client_secret)
+                .with_graph_roles(&graph_roles),
         );
+        if !graph_roles.is_empty() {
+            entra.add_owner(client_id, client_id);
+        }
     }
     entra.set_token_options(TokenOptions {
         lifetime: Duration::from_secs(args.token_lifetime_secs),
@@ -97,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         "tenant": args.tenant,
         "client_id": args.client_id,
         "ca_pem_path": args.ca_out,
+        "graph_endpoint": entra.graph_endpoint(),
     });
     if let Some(client_id) = &args.managed_identity_client_id {
         let identity = ManagedIdentity::new(&args.tenant, client_id);

@@ -137,3 +137,46 @@ async fn extra_apps_and_token_lifetime_and_the_request_count_at_exit() {
     let count: serde_json::Value = serde_json::from_str(&last).expect("a JSON line at exit");
     assert_eq!(count, serde_json::json!({ "token_requests": 2 }));
 }
+
+#[tokio::test]
+async fn graph_roles_let_the_app_rotate_its_own_secret() {
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_testkit-server"))
+            .args(["--tenant", TENANT, "--client-id", CLIENT_ID])
+            .args(["--graph-role", "Application.ReadWrite.OwnedBy"])
+            .env("TESTKIT_CLIENT_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("testkit-server starts"),
+    );
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let client = reqwest::Client::new();
+    let answer = post_form(
+        &client,
+        info["token_url"].as_str().unwrap(),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", SECRET),
+            ("scope", "https://graph.microsoft.com/.default"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    let token = answer.body["access_token"].as_str().unwrap();
+    let graph = info["graph_endpoint"].as_str().unwrap();
+    let added = client
+        .post(format!(
+            "{graph}/v1.0/applications(appId='{CLIENT_ID}')/addPassword"
+        ))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"passwordCredential": {"displayName": "rotated"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 200);
+}
