@@ -599,9 +599,9 @@ impl GraphClient {
                  control characters",
             ));
         }
-        let now = OffsetDateTime::now_utc()
-            .replace_nanosecond(0)
-            .unwrap_or(OffsetDateTime::now_utc());
+        // Whole seconds, as the portal writes them (0 is always a valid nanosecond).
+        let now = OffsetDateTime::now_utc();
+        let now = now.replace_nanosecond(0).unwrap_or(now);
         let end = end
             .checked_to_offset(UtcOffset::UTC)
             .and_then(|e| e.replace_nanosecond(0).ok())
