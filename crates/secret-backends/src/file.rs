@@ -53,6 +53,14 @@
 //!   gives no expiry, so the next run rewrites both; its managed-by still counts.
 //! - `json`: the file is `{"access_token","token_type","expires_on","expires_at","managed_by"}`.
 //!
+//! A value written back ([`SecretStore::write_value`]): one `#field` of a JSON object file (the
+//! record in sibling fields, the document rewritten pretty-printed with every other field), or
+//! the whole file, its record in the sidecar (`key_id`, `key_expires_on`, `previous_key_id`,
+//! `retire_previous_on`, `installation`, and [`VALUE_SHA256`] naming the value it describes),
+//! renamed before the value. The file (and sidecar) is compared with what
+//! [`SecretStore::read_stored`] read (its version is a fingerprint of them) when the write
+//! starts and again right before the renames.
+//!
 //! Reading accepts any regular file up to [`MAX_VALUE_BYTES`]: the whole content (one trailing
 //! newline removed), or with `#field` one field of a JSON object file, e.g. credentials in
 //! `{"client_id": "...", "client_secret": "..."}`.
@@ -913,14 +921,17 @@ impl FileStore {
                     serde_json::Value::String(fingerprint(value.secret().expose_secret())),
                 );
                 let sidecar = serde_json::Value::Object(sidecar).to_string();
-                // The value is renamed before the sidecar: between the two (or after a crash
-                // there) the old sidecar names another value, so it reads as no record.
+                // The sidecar is renamed before the value, whose rename is the commit point: if
+                // it fails (or a crash comes between the two), the old value stays beside a
+                // sidecar that names another value, which reads as no record, never as a wrong
+                // one; a failed write never reports the old value as replaced.
+                let sidecar_name = entry.sidecar_name();
                 self.replace_atomically(
                     name,
                     &entry,
                     &[
+                        (&sidecar_name, sidecar.as_bytes()),
                         (&entry.file_name, value.secret().expose_secret().as_bytes()),
-                        (&entry.sidecar_name(), sidecar.as_bytes()),
                     ],
                     &recheck,
                 )?;
@@ -978,7 +989,7 @@ impl FileStore {
     /// untouched.
     ///
     /// `recheck` runs right before the renames (it applies the adopt rule and says whether the
-    /// first file exists). When it does not, the first rename is `RENAME_NOREPLACE`, so a file
+    /// target file, `entry`'s own, exists). When it does not, its rename is `RENAME_NOREPLACE`, so a file
     /// created since is never replaced unchecked: the rename fails, `recheck` runs again on
     /// what appeared, and only if it allows the write is the file replaced.
     fn replace_atomically(
@@ -1004,7 +1015,7 @@ impl FileStore {
                     flags,
                 )
             };
-            let renamed = if create_only {
+            let renamed = if create_only && temp.target == entry.file_name {
                 create_only = false;
                 match rename(RenameFlags::NOREPLACE) {
                     // Created by someone since the check: the rule decides on what is there.

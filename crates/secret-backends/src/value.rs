@@ -254,6 +254,13 @@ pub(crate) fn parse_document(
     }
 }
 
+/// `map` as compact JSON with its keys sorted: the one form a value's fingerprint is taken of,
+/// whatever order the store or the writer kept.
+pub(crate) fn canonical_json(map: &serde_json::Map<String, serde_json::Value>) -> String {
+    let sorted: std::collections::BTreeMap<&String, &serde_json::Value> = map.iter().collect();
+    serde_json::to_string(&sorted).expect("a JSON map serializes")
+}
+
 /// The first 16 lowercase hex digits (64 bits) of the SHA-256 of `text`: enough to tell two
 /// values apart, far too little to say anything usable about one.
 pub(crate) fn fingerprint(text: &str) -> String {

@@ -14,6 +14,13 @@
 //! does not matter here: the map is the native form. Reading without a `#field` returns the
 //! whole map as compact JSON; with `#field`, that field.
 //!
+//! A value written back ([`SecretStore::write_value`]) is one `#field` of the map (the record in
+//! sibling fields, one write) or, on KV v2, the whole map (the value must be a JSON object; the
+//! record in custom_metadata under `secret-sync-*` keys with `secret-sync-value-sha256` naming
+//! the data it describes, written before the data). KV v2 writes with check-and-set on the
+//! version read; KV v1 (no versions) compares a fingerprint of the map read right before the
+//! write, and takes no whole value (no metadata to hold its record).
+//!
 //! Auth methods: a token ([`VaultAuth::Token`]), AppRole, JWT/OIDC (e.g. a CI job's OIDC token)
 //! and Kubernetes (the pod's service-account token). Plain `http://` is refused unless the
 //! address is loopback or `allow_insecure_http` is set. Throttling (HTTP 429) and server
@@ -70,9 +77,11 @@ use vaultrs::client::{Client as _, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, ReadError, RedirectRefused, find_cause};
+use crate::value::{canonical_json, check_size, fingerprint, set_field};
 use crate::{
-    BackendError, ErrorKind, SecretMetadata, SecretStore, StoredToken, TokenPayload, WriteOutcome,
-    WritePrecondition, expiry_from_map, pick_from_map,
+    BackendError, CredentialRecord, ErrorKind, SecretMetadata, SecretStore, SecretValue,
+    StoredToken, StoredValue, TokenPayload, WriteOutcome, WritePrecondition, changed_since_read,
+    expiry_from_map, pick_from_map,
 };
 
 /// The largest value this backend writes (Vault's storage backends commonly cap entries at 512 KiB).
@@ -1041,6 +1050,152 @@ fn valid_path(path: &str) -> bool {
     })
 }
 
+/// The prefix of the custom_metadata keys of a whole value's credential record.
+const RECORD_PREFIX: &str = "secret-sync-";
+
+/// The custom_metadata key that names the value a record describes.
+const VALUE_SHA256: &str = "value_sha256";
+
+/// The custom_metadata key of a record field: `secret-sync-key-id`, ..., `secret-sync-value-sha256`.
+fn record_key(base: &str) -> String {
+    format!("{RECORD_PREFIX}{}", base.replace('_', "-"))
+}
+
+/// The record in `custom`, if it describes `map` (the current data); else an empty record.
+fn record_from_custom(
+    custom: &HashMap<String, String>,
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> CredentialRecord {
+    let describes = custom.get(&record_key(VALUE_SHA256)).map(String::as_str)
+        == Some(fingerprint(&canonical_json(map)).as_str());
+    if !describes {
+        return CredentialRecord::default();
+    }
+    CredentialRecord::from_lookup(|base| custom.get(&record_key(base)).cloned())
+}
+
+/// The version a value write compares: KV v2's version number, or on KV v1 (no versions) a
+/// fingerprint of the map.
+fn map_version(map: &serde_json::Map<String, serde_json::Value>, version: Option<u64>) -> String {
+    match version {
+        Some(version) => version.to_string(),
+        None => format!("sha256:{}", fingerprint(&canonical_json(map))),
+    }
+}
+
+impl VaultStore {
+    /// A whole value on KV v1, which keeps no metadata for its record.
+    fn whole_value_on_v1(&self, name: &str) -> BackendError {
+        BackendError::new(
+            ErrorKind::InvalidConfig,
+            &self.backend,
+            format!(
+                "the mount \"{}\" is KV v1, which keeps no metadata for the credential record of a \
+                 whole value: name the field that holds the secret in the reference (e.g. \
+                 #client_secret; the record goes in fields beside it), or use a KV v2 mount",
+                self.mount
+            ),
+        )
+        .with_secret(name)
+    }
+
+    /// The secret's custom_metadata (KV v2); `None` when the secret has no metadata.
+    async fn custom_metadata(
+        &self,
+        name: &str,
+    ) -> Result<Option<HashMap<String, String>>, BackendError> {
+        let op = Op {
+            secret: Some(name),
+            doing: "reading the secret's custom_metadata",
+        };
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        match self
+            .call(op, move |client| {
+                let (mount, path) = (mount.clone(), path.clone());
+                async move { vaultrs::kv2::read_metadata(&*client, &mount, &path).await }
+            })
+            .await
+        {
+            Ok(meta) => Ok(Some(meta.custom_metadata.unwrap_or_default())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn set_custom_metadata(
+        &self,
+        name: &str,
+        custom: HashMap<String, String>,
+        doing: &str,
+    ) -> Result<(), BackendError> {
+        let op = Op {
+            secret: Some(name),
+            doing,
+        };
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        self.call(op, |client| {
+            let (mount, path, custom) = (mount.clone(), path.clone(), custom.clone());
+            async move {
+                let mut request = SetSecretMetadataRequest::builder();
+                request.custom_metadata(custom);
+                vaultrs::kv2::set_metadata(&*client, &mount, &path, Some(&mut request)).await
+            }
+        })
+        .await
+    }
+
+    /// Writes `map` as the secret's data, conditionally: KV v2 with check-and-set on the version
+    /// of `current` (0: must not exist), KV v1 unconditionally (racy: `current` was read right
+    /// before). A check-and-set mismatch is the Conflict of a secret changed since the read.
+    async fn put_map(
+        &self,
+        name: &str,
+        kv: KvVersion,
+        current: Option<&(serde_json::Map<String, serde_json::Value>, Option<u64>)>,
+        map: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), BackendError> {
+        let op = Op {
+            secret: Some(name),
+            doing: "writing the secret",
+        };
+        let (mount, path) = (self.mount.clone(), name.to_owned());
+        let data: Arc<HashMap<String, serde_json::Value>> = Arc::new(map.into_iter().collect());
+        let result = match kv {
+            KvVersion::V1 => {
+                self.call(op, |client| {
+                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                    async move {
+                        let data: HashMap<&str, &serde_json::Value> =
+                            data.iter().map(|(k, v)| (k.as_str(), v)).collect();
+                        vaultrs::kv1::set(&*client, &mount, &path, &data).await
+                    }
+                })
+                .await
+            }
+            KvVersion::V2 => {
+                let cas = match current {
+                    Some((_, Some(version))) => u32::try_from(*version).unwrap_or(u32::MAX),
+                    _ => 0,
+                };
+                self.call(op, |client| {
+                    let (mount, path, data) = (mount.clone(), path.clone(), data.clone());
+                    async move {
+                        let options = SetSecretRequestOptions { cas };
+                        vaultrs::kv2::set_with_options(&*client, &mount, &path, &*data, options)
+                            .await
+                            .map(drop)
+                    }
+                })
+                .await
+            }
+        };
+        result.map_err(|err| match err.kind() {
+            ErrorKind::Conflict => changed_since_read(&self.backend, name),
+            _ => err,
+        })
+    }
+}
+
 /// The KV map a token is written as.
 fn token_map(payload: &TokenPayload) -> HashMap<&'static str, String> {
     HashMap::from([
@@ -1298,20 +1453,151 @@ impl SecretStore for VaultStore {
     async fn read_stored(
         &self,
         name: &str,
-        _field: Option<&str>,
-    ) -> Result<crate::StoredValue, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError> {
+        self.check_name(name)?;
+        let kv = self.kv_version(name).await?;
+        if field.is_none() && kv == KvVersion::V1 {
+            return Err(self.whole_value_on_v1(name));
+        }
+        let Some((map, version)) = self.read_map(name, "reading the secret").await? else {
+            return Err(self.not_found(name));
+        };
+        let metadata = SecretMetadata {
+            version: Some(map_version(&map, version)),
+            ..SecretMetadata::default()
+        };
+        let (value, record) = match field {
+            Some(field) => (
+                pick_from_map(&self.backend, name, &map, field)?,
+                CredentialRecord::from_siblings(&map, field),
+            ),
+            None => {
+                let custom = self.custom_metadata(name).await?.unwrap_or_default();
+                (
+                    SecretString::from(serde_json::Value::Object(map.clone()).to_string()),
+                    record_from_custom(&custom, &map),
+                )
+            }
+        };
+        Ok(StoredValue {
+            value,
+            record,
+            metadata,
+        })
     }
 
     async fn write_value(
         &self,
         name: &str,
-        _field: Option<&str>,
-        _value: &crate::SecretValue,
-        _record: &crate::CredentialRecord,
-        _precondition: &WritePrecondition,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        self.check_write_value(name, field, value, record)?;
+        let kv = self.kv_version(name).await?;
+        let whole = match field {
+            Some(_) => None,
+            None if kv == KvVersion::V1 => return Err(self.whole_value_on_v1(name)),
+            None => match serde_json::from_str::<serde_json::Value>(value.secret().expose_secret())
+            {
+                Ok(serde_json::Value::Object(map)) => Some(map),
+                _ => {
+                    return Err(BackendError::new(
+                        ErrorKind::InvalidValue,
+                        &self.backend,
+                        "a Vault secret is a key/value map, and the value to write is not a JSON \
+                         object: name the field to write in the reference (e.g. #client_secret)",
+                    )
+                    .with_secret(name));
+                }
+            },
+        };
+        let current = self
+            .read_map(name, "reading the secret before writing")
+            .await?;
+        precondition.check_unchanged(
+            &self.backend,
+            name,
+            current
+                .as_ref()
+                .map(|(map, version)| Some(map_version(map, *version)))
+                .as_ref()
+                .map(|v| v.as_deref()),
+        )?;
+        let new_map = match (&whole, field) {
+            (Some(map), _) => map.clone(),
+            (None, Some(field)) => {
+                let mut map = current.as_ref().map(|(m, _)| m.clone()).unwrap_or_default();
+                set_field(&mut map, field, value, record);
+                map
+            }
+            (None, None) => unreachable!("a whole value is a map or refused above"),
+        };
+        let text = serde_json::Value::Object(new_map.clone()).to_string();
+        check_size(&self.backend, name, text.len(), MAX_VALUE_BYTES)?;
+        // A whole value's record is in the custom_metadata, which is written first, naming the
+        // value it describes (so until the value is written, and if that fails, it describes
+        // no stored value and reads as no record); the value's check-and-set write is the
+        // commit point. On a failed value write the previous custom_metadata is put back.
+        let custom = match &whole {
+            Some(map) => {
+                let old = self.custom_metadata(name).await?.unwrap_or_default();
+                if let Some((current_map, _)) = &current
+                    && current_map == map
+                    && record_from_custom(&old, current_map) == *record
+                {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let mut custom: HashMap<String, String> = old
+                    .iter()
+                    .filter(|(k, _)| !k.starts_with(RECORD_PREFIX))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                for (base, text) in record.entries() {
+                    if let Some(text) = text {
+                        custom.insert(record_key(base), text);
+                    }
+                }
+                custom.insert(record_key(VALUE_SHA256), fingerprint(&canonical_json(map)));
+                self.set_custom_metadata(
+                    name,
+                    custom,
+                    "writing the secret's record in custom_metadata",
+                )
+                .await?;
+                Some(old)
+            }
+            None => {
+                if let Some((current_map, _)) = &current
+                    && *current_map == new_map
+                {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                None
+            }
+        };
+        let written = self.put_map(name, kv, current.as_ref(), new_map).await;
+        if let Err(err) = written {
+            if let Some(old) = custom {
+                // Best effort: the record written above names a value that is not stored, so it
+                // reads as no record even if this fails.
+                let restored = self
+                    .set_custom_metadata(name, old, "restoring the secret's custom_metadata")
+                    .await;
+                if let Err(e) = restored {
+                    tracing::warn!(backend = %self.backend, secret = name, error = %e,
+                        "cannot restore the custom_metadata after a failed value write");
+                }
+            }
+            return Err(err);
+        }
+        Ok(if current.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        })
     }
 }
 

@@ -113,3 +113,9 @@ async fn value_never_echoed() {
     let f = fixture();
     conformance::value_never_echoed(&f.harness, &put_raw(f._dir.path())).await;
 }
+
+#[tokio::test]
+async fn field_conflict_when_changed_since_read() {
+    let f = fixture();
+    conformance::field_conflict_when_changed_since_read(&f.harness, &put_raw(f._dir.path())).await;
+}

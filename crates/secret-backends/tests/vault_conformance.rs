@@ -234,3 +234,98 @@ async fn kv2_overwritten_since_read_is_refused_by_check_and_set() {
     let meta = store.metadata(name).await.unwrap().unwrap();
     assert_eq!(meta.expires_on, Some(next.expires_on()));
 }
+
+/// Another client (the raw API, root token) writes `text` (a JSON object) as the secret's data.
+fn put_raw(f: &Fixture) -> impl Fn(&str, &str) + '_ {
+    move |name, text| {
+        let data: serde_json::Value = serde_json::from_str(text).unwrap();
+        let (path, body) = if f.mount == "secret" {
+            (
+                format!("secret/data/{name}"),
+                serde_json::json!({ "data": data }),
+            )
+        } else {
+            (format!("{}/{name}", f.mount), data)
+        };
+        f.bao.api("POST", &path, Some(body));
+    }
+}
+
+/// KV v2: the record of a whole value is in custom_metadata (`secret-sync-key-id`, ...).
+#[tokio::test]
+async fn kv2_value_round_trip() {
+    let f = fixture(2);
+    conformance::value_round_trip(&f.harness).await;
+}
+
+#[tokio::test]
+async fn kv2_field_keeps_other_fields() {
+    let f = fixture(2);
+    conformance::field_keeps_other_fields(&f.harness, &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn kv1_field_keeps_other_fields() {
+    let f = fixture(1);
+    conformance::field_keeps_other_fields(&f.harness, &put_raw(&f)).await;
+}
+
+/// KV v2: check-and-set on the version read refuses it.
+#[tokio::test]
+async fn kv2_value_conflict_when_changed_since_read() {
+    let f = fixture(2);
+    conformance::value_conflict_when_changed_since_read(&f.harness, &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn kv2_field_conflict_when_changed_since_read() {
+    let f = fixture(2);
+    conformance::field_conflict_when_changed_since_read(&f.harness, &put_raw(&f)).await;
+}
+
+/// KV v1: the map read right before the write is compared with the read's fingerprint.
+#[tokio::test]
+async fn kv1_field_conflict_when_changed_since_read() {
+    let f = fixture(1);
+    conformance::field_conflict_when_changed_since_read(&f.harness, &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn kv2_value_never_echoed() {
+    let f = fixture(2);
+    conformance::value_never_echoed(&f.harness, &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn kv1_value_never_echoed() {
+    let f = fixture(1);
+    conformance::value_never_echoed(&f.harness, &put_raw(&f)).await;
+}
+
+/// KV v1 keeps no metadata, so a whole value (whose record would go there) is refused, saying
+/// to name a #field; nothing is written.
+#[tokio::test]
+async fn kv1_whole_value_is_refused() {
+    use secret_backends::{CredentialRecord, ErrorKind, SecretValue, WritePrecondition};
+    let f = fixture(1);
+    let name = (f.harness.fresh_name)();
+    let value = SecretValue::new(SecretString::from(r#"{"secret":"v1-whole"}"#)).unwrap();
+    let err = f
+        .harness
+        .store
+        .write_value(
+            &name,
+            None,
+            &value,
+            &CredentialRecord::default(),
+            &WritePrecondition::unread(true),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("#client_secret"), "{err}");
+    conformance::assert_no_leak(&err, &["v1-whole"]);
+    assert_eq!(f.harness.store.metadata(&name).await.unwrap(), None);
+    let err = f.harness.store.read_stored(&name, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+}
