@@ -3,10 +3,18 @@
 //! targets on tmpfs and on disk (see `bench::all`).
 //!
 //! It starts the testkit Entra ID emulator (`testkit-server`, plain HTTP on 127.0.0.1) with
-//! `--apps` registered apps (default 100) issuing tokens of 60 s, writes a config with `--jobs`
-//! jobs (default 10,000) spread over those apps, each with one file target in a temporary
-//! directory created in `--dir` and `refresh_before = "20s"`, and runs `secret-sync daemon` on it
-//! for `--duration` (default 3 minutes). Targets are `--format raw` (the default: the bare token,
+//! `--apps` registered apps (default 100) issuing tokens of `--token-lifetime` (default 60 s),
+//! writes a config with `--jobs` jobs (default 10,000) spread over those apps, each with one file
+//! target in a temporary directory created in `--dir` and `refresh_before` of
+//! `--refresh-before` (default 20 s), and runs `secret-sync daemon` on it for `--duration`
+//! (default 3 minutes). `--scale` is issue 15's run instead: 100,000 jobs over 1,000 apps,
+//! tokens of 10 minutes, `refresh_before` 3 minutes, 10 minutes, judged by that issue's goals.
+//!
+//! Before the timed run: one short daemon run per `--memory-steps` count (default 1; start, first
+//! pass, 2 s, SIGTERM) for its peak RSS and its RSS after the first pass, the first being the
+//! baseline of the per-job cost; with `--sigterm-probe` (on with `--scale`) one more start on the
+//! run's config, SIGTERM once a quarter of its targets are written, timing the exit. During the
+//! timed run a thread asks `/healthz` every 200 ms until the first pass ends, timing each answer. Targets are `--format raw` (the default: the bare token,
 //! its expiry in a sidecar `NAME.meta.json`, so two files per write) or `--format json` (one file).
 //! The filesystem of the targets' directory (the `/proc/mounts` entry with the longest mount point
 //! that holds its canonical path) is recorded: fsync and rename cost differ a lot between tmpfs
@@ -23,7 +31,9 @@
 //! expected to be positive. Each second it also counts the targets holding an expired token and
 //! those holding one within `refresh_before` of its expiry (past its refresh point).
 //!
-//! Reported: peak RSS (VmHWM), CPU seconds (utime + stime) and their average share of one core,
+//! Reported: peak RSS (VmHWM), RSS when `/healthz` first answers (config loaded, jobs built),
+//! after the first pass and after it (steady: median and max), bytes per job above the baseline,
+//! CPU seconds (utime + stime) and their average share of one core,
 //! over the whole run and after the first pass; token requests (the emulator's count, printed
 //! when it stops) against the distinct credential sets; refreshes on time, late, and their lead;
 //! the most targets ever seen expired and past their refresh point. The table goes to stdout, the
@@ -36,6 +46,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -45,32 +57,51 @@ use crate::bench::{command_text, machine, round2};
 use crate::cargo;
 
 pub(crate) const USAGE: &str = "\
-usage: cargo xtask bench daemon [--jobs N] [--apps N] [--duration S] [--format F] [--dir DIR]
-                                [--out FILE] [--rust-log L] [--dev]
+usage: cargo xtask bench daemon [--jobs N] [--apps N] [--duration S] [--token-lifetime S]
+                                [--refresh-before S] [--format F] [--dir DIR] [--out FILE]
+                                [--rust-log L] [--memory-steps N,N] [--sigterm-probe] [--dev]
+       cargo xtask bench daemon --scale [OPTIONS]
        (cargo xtask bench-daemon is the same)
-Runs secret-sync daemon on a generated config against the testkit Entra ID emulator (tokens of
-60 s, refresh_before 20 s) and prints memory, CPU, token requests and on-time refreshes.
+Runs secret-sync daemon on a generated config against the testkit Entra ID emulator and prints
+memory (peak and steady RSS, per job), CPU, token requests, on-time refreshes, /healthz answer
+times during the first pass and the exit time after SIGTERM.
   --jobs N        jobs in the generated config, one file target each (default 10000)
   --apps N        distinct apps (credential sets) the jobs share (default 100)
   --duration S    how long the daemon runs, in seconds, or with a suffix: 90s, 3m (default 3m)
+  --token-lifetime S  the lifetime of the emulator's tokens (default 60s)
+  --refresh-before S  the config's refresh_before (default 20s)
   --format F      file target format: raw (token + sidecar, the default) or json (one file)
   --dir DIR       an existing directory in which the targets' temporary directory is created
                   (removed at the end); e.g. /dev/shm for tmpfs. Default: the system temp dir,
-                  or target/bench/ when the temp dir is on tmpfs or ramfs (so: on disk). Its
-                  filesystem type and mount options are printed and recorded
-  --out FILE      where the JSON figures go (default target/bench/daemon.json); the config and
-                  the daemon's log go to target/bench/NAME/, NAME being FILE's name without .json
+                  or target/bench/ when the temp dir is on tmpfs or ramfs (so: on disk); with
+                  --scale /dev/shm when it is tmpfs. Its filesystem type and mount options are
+                  printed and recorded
+  --out FILE      where the JSON figures go (default target/bench/daemon.json, with --scale
+                  target/bench/daemon-scale.json); the config and the daemon's log go to
+                  target/bench/NAME/, NAME being FILE's name without .json
   --rust-log L    the daemon's RUST_LOG, e.g. info for one log line per job pass
                   (default: unset, so the binary's default, warn)
+  --memory-steps N,N  before the run, one short daemon run per count (start, first pass, 2 s,
+                  SIGTERM) for its peak and steady RSS; the per-job cost is counted from the
+                  first (default 1; with --scale 1,10000)
+  --sigterm-probe before the run, start the daemon once more on the same config and send
+                  SIGTERM in the middle of its first pass (default: only with --scale)
+  --scale         issue 15's run: 100000 jobs, 1000 apps, tokens of 10m, refresh_before 3m,
+                  10 minutes, memory steps 1,10000, the SIGTERM probe, and its goals (peak RSS
+                  under 100 MiB, first pass under 10 s, CPU after it under 5% of one core,
+                  /healthz within 1 s and exit within 5 s of SIGTERM during the first pass);
+                  the other options given after it override its values
   --dev           use the debug build instead of the release build";
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 /// Known only to the emulator started here; it protects nothing.
 const CLIENT_SECRET: &str = "bench-daemon-client-secret";
 const SCOPE: &str = "https://graph.microsoft.com/.default";
-/// The token lifetime the emulator grants, and the config's `refresh_before`.
+/// The token lifetime the emulator grants, and the config's `refresh_before`, by default.
 const TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 const REFRESH_BEFORE: Duration = Duration::from_secs(20);
+/// The daemon's longest lead ahead of the refresh point (its `scheduler::LEAD_MAX`).
+const LEAD_MAX: Duration = Duration::from_secs(5 * 60);
 /// Time between samples.
 const TICK: Duration = Duration::from_secs(1);
 /// How long the daemon gets to answer `/healthz`, and to exit after SIGTERM.
@@ -79,12 +110,29 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The issue's goals.
 const RSS_GOAL_MIB: f64 = 100.0;
 const CPU_GOAL_PERCENT: f64 = 10.0;
+/// Issue 15's goals for the `--scale` run.
+const SCALE_FIRST_PASS_GOAL: Duration = Duration::from_secs(10);
+const SCALE_STEADY_CPU_GOAL_PERCENT: f64 = 5.0;
+const HEALTHZ_GOAL: Duration = Duration::from_secs(1);
+const SIGTERM_GOAL: Duration = Duration::from_secs(5);
+/// How often `/healthz` is asked during the first pass, and how long an answer may take.
+const HEALTHZ_EVERY: Duration = Duration::from_millis(200);
+const HEALTHZ_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Options {
     jobs: usize,
     apps: usize,
     duration: Duration,
+    /// The emulator's token lifetime and the config's `refresh_before`.
+    token_lifetime: Duration,
+    refresh_before: Duration,
+    /// Job counts of the short memory runs made first (the first is the baseline).
+    memory_steps: Vec<usize>,
+    /// Whether to send SIGTERM to a daemon in its first pass, before the run.
+    sigterm_probe: bool,
+    /// Issue 15's run and goals (`--scale`).
+    scale: bool,
     /// `format = "json"` targets instead of raw ones.
     json: bool,
     /// The daemon's `RUST_LOG`, if set.
@@ -97,16 +145,32 @@ pub(crate) struct Options {
 }
 
 pub(crate) fn parse_args(args: &[String]) -> Result<Options> {
+    let scale = args.iter().any(|arg| arg == "--scale");
     let mut options = Options {
         jobs: 10_000,
         apps: 100,
         duration: Duration::from_secs(180),
+        token_lifetime: TOKEN_LIFETIME,
+        refresh_before: REFRESH_BEFORE,
+        memory_steps: vec![1],
+        sigterm_probe: false,
+        scale,
         json: false,
         rust_log: None,
         release: true,
         dir: None,
         out: None,
     };
+    if scale {
+        options.jobs = 100_000;
+        options.apps = 1_000;
+        options.duration = Duration::from_secs(600);
+        options.token_lifetime = Duration::from_secs(600);
+        options.refresh_before = Duration::from_secs(180);
+        options.memory_steps = vec![1, 10_000];
+        options.sigterm_probe = true;
+        options.dir = tmpfs_dir();
+    }
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |what: &str| {
@@ -116,7 +180,17 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Options> {
         match arg.as_str() {
             "--jobs" => options.jobs = positive(arg, value("a number")?)?,
             "--apps" => options.apps = positive(arg, value("a number")?)?,
-            "--duration" => options.duration = duration(value("a duration")?)?,
+            "--duration" => options.duration = duration(arg, value("a duration")?)?,
+            "--token-lifetime" => options.token_lifetime = duration(arg, value("a duration")?)?,
+            "--refresh-before" => options.refresh_before = duration(arg, value("a duration")?)?,
+            "--memory-steps" => {
+                options.memory_steps = value("job counts")?
+                    .split(',')
+                    .map(|n| positive(arg, n))
+                    .collect::<Result<_>>()?;
+            }
+            "--sigterm-probe" => options.sigterm_probe = true,
+            "--scale" => {}
             "--format" => {
                 options.json = match value("raw or json")?.as_str() {
                     "raw" => false,
@@ -145,6 +219,13 @@ pub(crate) fn parse_args(args: &[String]) -> Result<Options> {
         options.apps,
         options.jobs
     );
+    ensure!(
+        options.refresh_before + lead(options.refresh_before) < options.token_lifetime,
+        "--refresh-before {:?} with the daemon's lead (half of it, at most 5 minutes) is not \
+         below --token-lifetime {:?}: every pass would rewrite every target",
+        options.refresh_before,
+        options.token_lifetime
+    );
     Ok(options)
 }
 
@@ -155,8 +236,13 @@ fn positive(flag: &str, text: &str) -> Result<usize> {
         .with_context(|| format!("{flag} {text}: give a whole number above 0"))
 }
 
+/// The daemon's lead ahead of the refresh point: half of `refresh_before`, at most 5 minutes.
+fn lead(refresh_before: Duration) -> Duration {
+    (refresh_before / 2).min(LEAD_MAX)
+}
+
 /// `180`, `180s` or `3m`.
-fn duration(text: &str) -> Result<Duration> {
+fn duration(flag: &str, text: &str) -> Result<Duration> {
     let (number, unit) = match text.strip_suffix('m') {
         Some(minutes) => (minutes, 60),
         None => (text.strip_suffix('s').unwrap_or(text), 1),
@@ -166,7 +252,7 @@ fn duration(text: &str) -> Result<Duration> {
         .ok()
         .filter(|n| *n > 0)
         .map(|n| Duration::from_secs(n * unit))
-        .with_context(|| format!("--duration {text}: give seconds (90, 90s) or minutes (3m)"))
+        .with_context(|| format!("{flag} {text}: give seconds (90, 90s) or minutes (3m)"))
 }
 
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -199,10 +285,13 @@ pub(crate) fn run_with(root: &Path, options: &Options) -> Result<()> {
     let bin = root.join("target").join(profile);
 
     let bench = root.join("target").join("bench");
-    let json_path = options
-        .out
-        .clone()
-        .unwrap_or_else(|| bench.join("daemon.json"));
+    let json_path = options.out.clone().unwrap_or_else(|| {
+        bench.join(if options.scale {
+            "daemon-scale.json"
+        } else {
+            "daemon.json"
+        })
+    });
     let name = json_path
         .file_stem()
         .map_or_else(|| "daemon".into(), |stem| stem.to_string_lossy());
@@ -402,24 +491,62 @@ impl Process {
     }
 }
 
+/// The short runs first (memory steps, the SIGTERM probe), then the timed run.
 fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place) -> Result<Report> {
-    let (mut emulator, mut emulator_stdout, authority) = start_emulator(options, bin, work)?;
+    let mut steps = Vec::new();
+    for &jobs in &options.memory_steps {
+        let step = memory_step(options, bin, work, out, jobs)?;
+        eprintln!(
+            "bench-daemon: memory step {jobs} jobs: VmHWM {:.1} MiB (at listen {:.1}), VmRSS after \
+             the first pass {:.1} MiB, first pass {:.1} s",
+            mib(step.hwm_kib),
+            mib(step.listen_hwm_kib),
+            mib(step.rss_kib),
+            step.first_pass.as_secs_f64()
+        );
+        steps.push(step);
+    }
+    let probe = if options.sigterm_probe {
+        let probe = sigterm_probe(options, bin, work, out)?;
+        eprintln!(
+            "bench-daemon: SIGTERM after {} of {} targets of the first pass: exit 0 in {:.2} s",
+            probe.written_at_signal,
+            options.jobs,
+            probe.exit_time.as_secs_f64()
+        );
+        Some(probe)
+    } else {
+        None
+    };
+    let mut report = timed_run(options, bin, work, out, place)?;
+    report.steps = steps;
+    report.probe = probe;
+    Ok(report)
+}
+
+/// A generated config for `options` in `work`, its emulator and the daemon on it, the targets
+/// going to `out`; the daemon's output goes to `work/daemon.log`.
+struct Daemon {
+    emulator: Process,
+    emulator_stdout: BufReader<ChildStdout>,
+    daemon: Process,
+    pid: u32,
+    listen: String,
+    started: Instant,
+}
+
+fn start(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Daemon> {
+    for dir in [work, out] {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let (emulator, emulator_stdout, authority) = start_emulator(options, bin, work)?;
     let listen = format!("127.0.0.1:{}", free_port()?);
     let config = work.join("secret-sync.toml");
     fs::write(&config, config_text(options, &authority, &listen, out))
         .with_context(|| format!("writing {}", config.display()))?;
-
-    eprintln!(
-        "bench-daemon: {} jobs over {} apps, tokens of {TOKEN_LIFETIME:?}, refresh_before \
-         {REFRESH_BEFORE:?}, for {:?}; daemon log in {}",
-        options.jobs,
-        options.apps,
-        options.duration,
-        work.join("daemon.log").display()
-    );
     let log = fs::File::create(work.join("daemon.log"))?;
     let started = Instant::now();
-    let mut daemon = Process {
+    let daemon = Process {
         name: "secret-sync daemon",
         child: Command::new(bin.join("secret-sync"))
             .arg("daemon")
@@ -435,25 +562,235 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place)
             .with_context(|| format!("could not start {}", bin.join("secret-sync").display()))?,
     };
     let pid = daemon.child.id();
-    wait_healthy(&mut daemon, &listen)?;
+    Ok(Daemon {
+        emulator,
+        emulator_stdout,
+        daemon,
+        pid,
+        listen,
+        started,
+    })
+}
+
+/// The job count's own run: start, wait for the first pass, 2 s more, SIGTERM. Its peak RSS
+/// and the RSS after the first pass.
+fn memory_step(
+    options: &Options,
+    bin: &Path,
+    work: &Path,
+    out: &Path,
+    jobs: usize,
+) -> Result<MemoryStep> {
+    let step = Options {
+        jobs,
+        apps: options.apps.min(jobs),
+        ..options.clone()
+    };
+    let (work, out) = (
+        work.join(format!("memory-{jobs}")),
+        out.join(format!("memory-{jobs}")),
+    );
+    let mut run = start(&step, bin, &work, &out)?;
+    wait_healthy(&mut run.daemon, &run.listen)?;
+    let listen_rss_kib = status_kib(run.pid, "VmRSS")?;
+    let listen_hwm_kib = status_kib(run.pid, "VmHWM")?;
+    let first_pass = wait_written(&mut run, &out, &step, jobs)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_kib = status_kib(run.pid, "VmRSS")?;
+    let hwm_kib = status_kib(run.pid, "VmHWM")?;
+    let (status, _) = run.daemon.terminate()?;
+    ensure!(
+        status.success(),
+        "memory step {jobs}: the daemon exited with {status} after SIGTERM; see {}",
+        work.join("daemon.log").display()
+    );
+    let _ = run.emulator.terminate();
+    let _ = fs::remove_dir_all(&out);
+    Ok(MemoryStep {
+        jobs,
+        first_pass,
+        listen_rss_kib,
+        listen_hwm_kib,
+        rss_kib,
+        hwm_kib,
+    })
+}
+
+/// Waits until `count` targets are written (counted in the directory), failing if the daemon
+/// exits or it takes over [`START_TIMEOUT`]; the time since the daemon started.
+fn wait_written(run: &mut Daemon, out: &Path, options: &Options, count: usize) -> Result<Duration> {
+    loop {
+        if written_in(out, options.json)? >= count {
+            return Ok(run.started.elapsed());
+        }
+        if let Some(status) = run.daemon.child.try_wait()? {
+            bail!("the daemon exited ({status}) before its first pass ended; see its log");
+        }
+        ensure!(
+            run.started.elapsed() < START_TIMEOUT,
+            "the first pass did not write {count} targets within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many targets the directory holds (their expiry files; temporary files start with `.`).
+fn written_in(dir: &Path, json: bool) -> Result<usize> {
+    let mut count = 0;
+    for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        let expiry_file = if json {
+            !name.contains('.')
+        } else {
+            name.ends_with(".meta.json")
+        };
+        if name.starts_with("job-") && expiry_file {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The daemon on the run's config, in a directory of its own, with SIGTERM sent once a quarter
+/// of the targets are written: how long it takes to exit in the middle of its first pass.
+fn sigterm_probe(options: &Options, bin: &Path, work: &Path, out: &Path) -> Result<Probe> {
+    let (work, out) = (work.join("sigterm-probe"), out.join("sigterm-probe"));
+    let mut run = start(options, bin, &work, &out)?;
+    wait_healthy(&mut run.daemon, &run.listen)?;
+    wait_written(&mut run, &out, options, options.jobs.div_ceil(4))?;
+    let written_at_signal = written_in(&out, options.json)?;
+    let (status, exit_time) = run.daemon.terminate()?;
+    ensure!(
+        status.success(),
+        "the daemon exited with {status} after SIGTERM in its first pass; see {}",
+        work.join("daemon.log").display()
+    );
+    let _ = run.emulator.terminate();
+    let _ = fs::remove_dir_all(&out);
+    Ok(Probe {
+        written_at_signal,
+        exit_time,
+    })
+}
+
+/// Asks `/healthz` every [`HEALTHZ_EVERY`] until stopped, timing each answer.
+struct HealthProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<HealthTimes>,
+}
+
+/// `/healthz` answer times (from the first answer on) and the requests that got none.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct HealthTimes {
+    answers: Vec<Duration>,
+    failures: usize,
+}
+
+impl HealthTimes {
+    fn max(&self) -> Duration {
+        self.answers.iter().copied().max().unwrap_or_default()
+    }
+
+    fn median(&self) -> Duration {
+        let mut sorted = self.answers.clone();
+        sorted.sort_unstable();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    }
+}
+
+impl HealthProbe {
+    fn start(listen: &str) -> Result<HealthProbe> {
+        let addr: std::net::SocketAddr = listen.parse()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut times = HealthTimes::default();
+            while !stopped.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                match healthz(addr) {
+                    Ok(()) => times.answers.push(asked.elapsed()),
+                    // Before the listener is up, the connection is refused.
+                    Err(_) if times.answers.is_empty() => {}
+                    Err(_) => times.failures += 1,
+                }
+                std::thread::sleep(HEALTHZ_EVERY.saturating_sub(asked.elapsed()));
+            }
+            times
+        });
+        Ok(HealthProbe { stop, thread })
+    }
+
+    fn finish(self) -> HealthTimes {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// One `GET /healthz` over a new connection; an error unless it answers 200 within
+/// [`HEALTHZ_TIMEOUT`].
+fn healthz(addr: std::net::SocketAddr) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HEALTHZ_TIMEOUT)?;
+    stream.set_read_timeout(Some(HEALTHZ_TIMEOUT))?;
+    stream.set_write_timeout(Some(HEALTHZ_TIMEOUT))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    ensure!(answer.starts_with(b"HTTP/1.1 200"), "not 200");
+    Ok(())
+}
+
+fn timed_run(
+    options: &Options,
+    bin: &Path,
+    work: &Path,
+    out: &Path,
+    place: Place,
+) -> Result<Report> {
+    eprintln!(
+        "bench-daemon: {} jobs over {} apps, tokens of {:?}, refresh_before {:?}, for {:?}; \
+         daemon log in {}",
+        options.jobs,
+        options.apps,
+        options.token_lifetime,
+        options.refresh_before,
+        options.duration,
+        work.join("daemon.log").display()
+    );
+    let mut run = start(options, bin, work, out)?;
+    let pid = run.pid;
+    let health = HealthProbe::start(&run.listen)?;
+    wait_healthy(&mut run.daemon, &run.listen)?;
+    let at_listen = (status_kib(pid, "VmRSS")?, status_kib(pid, "VmHWM")?);
+    let mut health = Some(health);
+    let mut healthz = HealthTimes::default();
 
     let ticks_per_second = clock_ticks()?;
     let mut targets = Targets::new(out, options);
     let mut samples = Samples::default();
+    let started = run.started;
     let deadline = started + options.duration;
     while Instant::now() < deadline {
         let tick = Instant::now();
-        if let Some(status) = daemon.child.try_wait()? {
+        if let Some(status) = run.daemon.child.try_wait()? {
             bail!("the daemon exited ({status}) during the run; see its log");
         }
         targets.scan()?;
         // After the scan, so a file read early in it may since have been refreshed: the
         // counts below can only err on the high side.
         let now = unix_ns(SystemTime::now());
-        samples.rss_kib = samples.rss_kib.max(status_kib(pid, "VmRSS")?);
+        let rss = status_kib(pid, "VmRSS")?;
+        samples.rss_kib = samples.rss_kib.max(rss);
         let cpu = cpu_seconds(pid, ticks_per_second)?;
-        if samples.first_pass.is_none() && targets.written() == options.jobs {
+        if samples.first_pass.is_some() {
+            samples.steady_rss_kib.push(rss);
+        } else if targets.written() == options.jobs {
             samples.first_pass = Some((started.elapsed(), cpu));
+            samples.after_first_pass = (rss, status_kib(pid, "VmHWM")?);
+            if let Some(probe) = health.take() {
+                healthz = probe.finish();
+            }
             eprintln!(
                 "bench-daemon: every target written after {:.1} s",
                 started.elapsed().as_secs_f64()
@@ -464,18 +801,22 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place)
         samples.most_due = samples.most_due.max(due);
         std::thread::sleep(TICK.saturating_sub(tick.elapsed()));
     }
+    if let Some(probe) = health.take() {
+        healthz = probe.finish();
+    }
 
     let elapsed = started.elapsed();
     let peak_rss_kib = status_kib(pid, "VmHWM")?;
+    let end_rss_kib = status_kib(pid, "VmRSS")?;
     let cpu = cpu_seconds(pid, ticks_per_second)?;
-    let metrics = curl(&format!("http://{listen}/metrics"))?;
-    let ready = curl(&format!("http://{listen}/readyz"))?;
-    let (status, stop_time) = daemon.terminate()?;
+    let metrics = curl(&format!("http://{}/metrics", run.listen))?;
+    let ready = curl(&format!("http://{}/readyz", run.listen))?;
+    let (status, stop_time) = run.daemon.terminate()?;
     ensure!(
         status.success(),
         "the daemon exited with {status} after SIGTERM; see its log"
     );
-    let token_requests = emulator_count(&mut emulator, &mut emulator_stdout)?;
+    let token_requests = emulator_count(&mut run.emulator, &mut run.emulator_stdout)?;
 
     let (first_pass_time, first_pass_cpu) = samples
         .first_pass
@@ -483,8 +824,20 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place)
     Ok(Report {
         jobs: options.jobs,
         apps: options.apps,
+        token_lifetime: options.token_lifetime,
+        refresh_before: options.refresh_before,
+        scale: options.scale,
         elapsed,
         peak_rss_kib,
+        memory: Memory {
+            at_listen,
+            after_first_pass: samples.after_first_pass,
+            steady_kib: samples.steady_rss_kib,
+            end_rss_kib,
+        },
+        steps: Vec::new(),
+        healthz,
+        probe: None,
         cpu,
         first_pass_time,
         steady_cpu: cpu.since(first_pass_cpu),
@@ -500,20 +853,82 @@ fn measure(options: &Options, bin: &Path, work: &Path, out: &Path, place: Place)
     })
 }
 
+/// One memory step: a daemon with `jobs` jobs until 2 s after its first pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MemoryStep {
+    jobs: usize,
+    first_pass: Duration,
+    /// When `/healthz` first answered (the config loaded, the stores and jobs built).
+    listen_rss_kib: u64,
+    listen_hwm_kib: u64,
+    /// 2 s after the first pass.
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+/// SIGTERM in the middle of the first pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Probe {
+    written_at_signal: usize,
+    exit_time: Duration,
+}
+
+/// The timed run's RSS readings, KiB: (VmRSS, VmHWM) when `/healthz` first answered and when
+/// the first pass was seen complete; VmRSS once a second after it, and at the end.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Memory {
+    at_listen: (u64, u64),
+    after_first_pass: (u64, u64),
+    steady_kib: Vec<u64>,
+    end_rss_kib: u64,
+}
+
+impl Memory {
+    /// The median of the readings after the first pass (the end reading when there are none).
+    fn steady_median_kib(&self) -> u64 {
+        let mut sorted = self.steady_kib.clone();
+        sorted.sort_unstable();
+        sorted
+            .get(sorted.len() / 2)
+            .copied()
+            .unwrap_or(self.end_rss_kib)
+    }
+
+    fn steady_max_kib(&self) -> u64 {
+        self.steady_kib
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(self.end_rss_kib)
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `600 s` as `10m`, `20 s` as `20s`.
+fn humantime(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
 /// The emulator with `apps` apps and 60 s tokens; its stdout (for the count at exit) and base URL.
 fn start_emulator(
     options: &Options,
     bin: &Path,
     work: &Path,
 ) -> Result<(Process, BufReader<ChildStdout>, String)> {
+    let lifetime = options.token_lifetime.as_secs().to_string();
     let server = bin.join("testkit-server");
     let mut command = Command::new(&server);
     command
         .args(["--tenant", TENANT, "--client-id", &client_id(0)])
-        .args([
-            "--token-lifetime-secs",
-            &TOKEN_LIFETIME.as_secs().to_string(),
-        ])
+        .args(["--token-lifetime-secs", &lifetime])
         .env("TESTKIT_CLIENT_SECRET", CLIENT_SECRET)
         .stdout(Stdio::piped())
         .stderr(fs::File::create(work.join("entra.log"))?);
@@ -572,7 +987,7 @@ fn config_text(options: &Options, authority: &str, listen: &str, out: &Path) -> 
          [backends.out]\nkind = \"file\"\ndir = \"{}\"\n",
         options.jobs,
         options.apps,
-        REFRESH_BEFORE.as_secs(),
+        options.refresh_before.as_secs(),
         out.display(),
     );
     for n in 0..options.jobs {
@@ -634,6 +1049,10 @@ fn sum_series(text: &str, name: &str, outcome: &str) -> u64 {
 #[derive(Debug, Default)]
 struct Samples {
     rss_kib: u64,
+    /// (VmRSS, VmHWM) when the first pass was seen complete.
+    after_first_pass: (u64, u64),
+    /// VmRSS at each tick after the first pass.
+    steady_rss_kib: Vec<u64>,
     /// When every target had been written once, and the CPU seconds used by then.
     first_pass: Option<(Duration, Cpu)>,
     /// The most targets seen at one tick holding an expired token.
@@ -660,12 +1079,12 @@ struct Refresh {
 }
 
 impl Refresh {
-    fn lead_ns(self) -> i64 {
-        lead_ns(self.written_ns, self.previous_expiry, REFRESH_BEFORE)
+    fn lead_ns(self, refresh_before: Duration) -> i64 {
+        lead_ns(self.written_ns, self.previous_expiry, refresh_before)
     }
 
-    fn on_time(self) -> bool {
-        self.lead_ns() >= 0
+    fn on_time(self, refresh_before: Duration) -> bool {
+        self.lead_ns(refresh_before) >= 0
     }
 }
 
@@ -681,6 +1100,7 @@ fn lead_ns(written_ns: i64, previous_expiry: i64, refresh_before: Duration) -> i
 /// The files holding the targets' expiries, as last seen.
 struct Targets {
     files: Vec<PathBuf>,
+    refresh_before: Duration,
     seen: HashMap<usize, Seen>,
     refreshes: Vec<Refresh>,
     /// Writes that kept the expiry the target held (the same token written again).
@@ -694,6 +1114,7 @@ impl Targets {
             files: (0..options.jobs)
                 .map(|n| out.join(format!("{}{suffix}", job_name(n))))
                 .collect(),
+            refresh_before: options.refresh_before,
             seen: HashMap::with_capacity(options.jobs),
             refreshes: Vec::new(),
             rewrites: 0,
@@ -744,7 +1165,7 @@ impl Targets {
     /// within `refresh_before` of its expiry.
     fn expired_and_due(&self, now: i64) -> (usize, usize) {
         let expiries = self.seen.values().map(|s| s.expires_on);
-        expired_and_due(expiries, now, REFRESH_BEFORE)
+        expired_and_due(expiries, now, self.refresh_before)
     }
 }
 
@@ -854,8 +1275,18 @@ fn free_port() -> Result<u16> {
 struct Report {
     jobs: usize,
     apps: usize,
+    token_lifetime: Duration,
+    refresh_before: Duration,
+    /// Judged by issue 15's goals (`--scale`).
+    scale: bool,
     elapsed: Duration,
     peak_rss_kib: u64,
+    memory: Memory,
+    /// The memory steps made before the run; the first is the baseline of the per-job cost.
+    steps: Vec<MemoryStep>,
+    /// `/healthz` from the daemon's start to the end of its first pass.
+    healthz: HealthTimes,
+    probe: Option<Probe>,
     cpu: Cpu,
     first_pass_time: Duration,
     steady_cpu: Cpu,
@@ -873,7 +1304,7 @@ struct Report {
 
 impl Report {
     fn peak_rss_mib(&self) -> f64 {
-        self.peak_rss_kib as f64 / 1024.0
+        mib(self.peak_rss_kib)
     }
 
     fn cpu_percent(&self) -> f64 {
@@ -886,7 +1317,11 @@ impl Report {
     }
 
     fn on_time(&self) -> usize {
-        self.refreshes.iter().filter(|r| r.on_time()).count()
+        let refresh_before = self.refresh_before;
+        self.refreshes
+            .iter()
+            .filter(|r| r.on_time(refresh_before))
+            .count()
     }
 
     fn late(&self) -> usize {
@@ -903,7 +1338,11 @@ impl Report {
     /// Lead before the refresh point at the given quantile (nearest rank, from the smallest:
     /// 0.01 is p1, 0 the minimum), seconds; negative is late.
     fn lead(&self, quantile: f64) -> f64 {
-        let mut leads: Vec<i64> = self.refreshes.iter().map(|r| r.lead_ns()).collect();
+        let mut leads: Vec<i64> = self
+            .refreshes
+            .iter()
+            .map(|r| r.lead_ns(self.refresh_before))
+            .collect();
         if leads.is_empty() {
             return 0.0;
         }
@@ -915,18 +1354,39 @@ impl Report {
     /// The fewest requests that keep every credential set fresh for the run: one at start,
     /// then one per `lifetime - refresh_before`.
     fn ideal_requests(&self) -> u64 {
-        self.requests_per_cycle(TOKEN_LIFETIME - REFRESH_BEFORE)
+        self.requests_per_cycle(self.token_lifetime - self.refresh_before)
     }
 
-    /// The fewest for a daemon that renews a lead of `refresh_before / 2` ahead of the refresh
-    /// point (as secret-sync's daemon does, so that a refresh is never late): one at start,
-    /// then one per `lifetime - refresh_before - lead + 1 s`.
+    /// The fewest for a daemon that renews a lead of `refresh_before / 2` (at most 5 minutes)
+    /// ahead of the refresh point (as secret-sync's daemon does, so that a refresh is never
+    /// late): one at start, then one per `lifetime - refresh_before - lead + 1 s`.
     fn ideal_requests_with_lead(&self) -> u64 {
         // The first of an app's jobs fires 1 s (the daemon's slack) into the lead window and
         // renews the token the others then share.
         self.requests_per_cycle(
-            TOKEN_LIFETIME - REFRESH_BEFORE - REFRESH_BEFORE / 2 + Duration::from_secs(1),
+            self.token_lifetime - self.refresh_before - lead(self.refresh_before)
+                + Duration::from_secs(1),
         )
+    }
+
+    /// The baseline of the per-job cost: the first memory step, if it has fewer jobs.
+    fn baseline(&self) -> Option<&MemoryStep> {
+        self.steps.first().filter(|step| step.jobs < self.jobs)
+    }
+
+    /// Bytes per job above `base` (KiB) for `jobs` jobs at `kib`, from the baseline's `jobs`.
+    fn per_job(&self, kib: u64, jobs: usize, base: impl Fn(&MemoryStep) -> u64) -> Option<f64> {
+        let baseline = self.baseline().filter(|b| b.jobs < jobs)?;
+        Some((kib as f64 - base(baseline) as f64) * 1024.0 / (jobs - baseline.jobs) as f64)
+    }
+
+    /// Peak and steady bytes per job of the run.
+    fn peak_per_job(&self) -> Option<f64> {
+        self.per_job(self.peak_rss_kib, self.jobs, |b| b.hwm_kib)
+    }
+
+    fn steady_per_job(&self) -> Option<f64> {
+        self.per_job(self.memory.steady_median_kib(), self.jobs, |b| b.rss_kib)
     }
 
     fn requests_per_cycle(&self, cycle: Duration) -> u64 {
@@ -934,16 +1394,39 @@ impl Report {
         self.apps as u64 * per_set
     }
 
-    fn goals(&self) -> [(&'static str, bool); 3] {
-        [
+    fn goals(&self) -> Vec<(&'static str, bool)> {
+        let on_time = !self.refreshes.is_empty() && self.on_time() == self.refreshes.len();
+        let rss = self.peak_rss_mib() < RSS_GOAL_MIB;
+        if !self.scale {
+            return vec![
+                ("100% of refreshes on time", on_time),
+                ("peak RSS under 100 MB", rss),
+                (
+                    "CPU under 10% of one core",
+                    self.cpu_percent() < CPU_GOAL_PERCENT,
+                ),
+            ];
+        }
+        vec![
+            ("100% of refreshes on time", on_time),
+            ("peak RSS (VmHWM) under 100 MiB", rss),
             (
-                "100% of refreshes on time",
-                !self.refreshes.is_empty() && self.on_time() == self.refreshes.len(),
+                "first pass under 10 s",
+                self.first_pass_time < SCALE_FIRST_PASS_GOAL,
             ),
-            ("peak RSS under 100 MB", self.peak_rss_mib() < RSS_GOAL_MIB),
             (
-                "CPU under 10% of one core",
-                self.cpu_percent() < CPU_GOAL_PERCENT,
+                "CPU after the first pass under 5% of one core",
+                self.steady_cpu_percent() < SCALE_STEADY_CPU_GOAL_PERCENT,
+            ),
+            (
+                "/healthz within 1 s during the first pass",
+                !self.healthz.answers.is_empty()
+                    && self.healthz.failures == 0
+                    && self.healthz.max() < HEALTHZ_GOAL,
+            ),
+            (
+                "exit within 5 s of SIGTERM during the first pass",
+                self.probe.is_some_and(|p| p.exit_time < SIGTERM_GOAL),
             ),
         ]
     }
@@ -966,8 +1449,66 @@ impl Report {
                 ),
             ),
             (
+                "token lifetime / refresh_before",
+                format!(
+                    "{} / {}",
+                    humantime(self.token_lifetime),
+                    humantime(self.refresh_before)
+                ),
+            ),
+            (
                 "peak RSS (VmHWM)",
                 format!("{:.1} MiB", self.peak_rss_mib()),
+            ),
+            (
+                "RSS / VmHWM when /healthz first answered",
+                format!(
+                    "{:.1} / {:.1} MiB (config loaded, jobs built)",
+                    mib(self.memory.at_listen.0),
+                    mib(self.memory.at_listen.1)
+                ),
+            ),
+            (
+                "RSS / VmHWM after the first pass",
+                format!(
+                    "{:.1} / {:.1} MiB",
+                    mib(self.memory.after_first_pass.0),
+                    mib(self.memory.after_first_pass.1)
+                ),
+            ),
+            (
+                "steady RSS after the first pass, median / max",
+                format!(
+                    "{:.1} / {:.1} MiB (at the end {:.1})",
+                    mib(self.memory.steady_median_kib()),
+                    mib(self.memory.steady_max_kib()),
+                    mib(self.memory.end_rss_kib)
+                ),
+            ),
+            (
+                "memory steps, jobs: VmHWM / RSS after pass",
+                self.steps
+                    .iter()
+                    .map(|step| {
+                        format!(
+                            "{}: {:.1} / {:.1} MiB",
+                            step.jobs,
+                            mib(step.hwm_kib),
+                            mib(step.rss_kib)
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            (
+                "per job above the baseline: peak / steady",
+                match (self.peak_per_job(), self.steady_per_job(), self.baseline()) {
+                    (Some(peak), Some(steady), Some(base)) => format!(
+                        "{peak:.0} / {steady:.0} bytes (baseline: {} job(s))",
+                        base.jobs
+                    ),
+                    _ => "no baseline (--memory-steps)".to_owned(),
+                },
             ),
             (
                 "CPU, whole run",
@@ -1045,6 +1586,28 @@ impl Report {
                 "exit after SIGTERM",
                 format!("0 in {:.2} s", self.stop_time.as_secs_f64()),
             ),
+            (
+                "/healthz during the first pass: n, median / max",
+                format!(
+                    "{}, {:.3} / {:.3} s; no answer: {}",
+                    self.healthz.answers.len(),
+                    self.healthz.median().as_secs_f64(),
+                    self.healthz.max().as_secs_f64(),
+                    self.healthz.failures
+                ),
+            ),
+            (
+                "SIGTERM during the first pass",
+                match self.probe {
+                    Some(probe) => format!(
+                        "0 in {:.2} s ({} of {} targets written)",
+                        probe.exit_time.as_secs_f64(),
+                        probe.written_at_signal,
+                        self.jobs
+                    ),
+                    None => "not probed (--sigterm-probe)".to_owned(),
+                },
+            ),
         ];
         for (goal, met) in self.goals() {
             rows.push((goal, if met { "met" } else { "NOT met" }.to_owned()));
@@ -1056,7 +1619,45 @@ impl Report {
     }
 
     fn json(&self, options: &Options, profile: &str) -> Result<Value> {
-        Ok(json!({
+        let steps: Vec<Value> = self
+            .steps
+            .iter()
+            .map(|step| {
+                json!({
+                    "jobs": step.jobs,
+                    "first_pass_s": round2(step.first_pass.as_secs_f64()),
+                    "rss_at_listen_mib": round2(mib(step.listen_rss_kib)),
+                    "hwm_at_listen_mib": round2(mib(step.listen_hwm_kib)),
+                    "rss_after_first_pass_mib": round2(mib(step.rss_kib)),
+                    "hwm_mib": round2(mib(step.hwm_kib)),
+                })
+            })
+            .collect();
+        let memory = json!({
+            "rss_at_listen_mib": round2(mib(self.memory.at_listen.0)),
+            "hwm_at_listen_mib": round2(mib(self.memory.at_listen.1)),
+            "rss_after_first_pass_mib": round2(mib(self.memory.after_first_pass.0)),
+            "hwm_after_first_pass_mib": round2(mib(self.memory.after_first_pass.1)),
+            "steady_rss_median_mib": round2(mib(self.memory.steady_median_kib())),
+            "steady_rss_max_mib": round2(mib(self.memory.steady_max_kib())),
+            "rss_at_end_mib": round2(mib(self.memory.end_rss_kib)),
+            "peak_bytes_per_job": self.peak_per_job().map(f64::round),
+            "steady_bytes_per_job": self.steady_per_job().map(f64::round),
+            "steps": steps,
+        });
+        let healthz = json!({
+            "answers": self.healthz.answers.len(),
+            "median_s": round3(self.healthz.median().as_secs_f64()),
+            "max_s": round3(self.healthz.max().as_secs_f64()),
+            "no_answer": self.healthz.failures,
+        });
+        let sigterm: Option<Value> = self.probe.map(|probe| {
+            json!({
+                "targets_written_at_signal": probe.written_at_signal,
+                "exit_s": round2(probe.exit_time.as_secs_f64()),
+            })
+        });
+        let mut doc = json!({
             "date": command_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"])?,
             "machine": machine()?,
             "build_profile": profile,
@@ -1070,8 +1671,9 @@ impl Report {
                 "mount_options": self.place.mount.options,
             },
             "rust_log": options.rust_log,
-            "token_lifetime_s": TOKEN_LIFETIME.as_secs(),
-            "refresh_before_s": REFRESH_BEFORE.as_secs(),
+            "token_lifetime_s": self.token_lifetime.as_secs(),
+            "refresh_before_s": self.refresh_before.as_secs(),
+            "scale": self.scale,
             "requested_duration_s": options.duration.as_secs(),
             "run_time_s": round2(self.elapsed.as_secs_f64()),
             "peak_rss_mib": round2(self.peak_rss_mib()),
@@ -1103,8 +1705,18 @@ impl Report {
             "most_targets_within_refresh_before_of_expiry_at_once": self.most_due,
             "ready_at_end": self.ready,
             "sigterm_exit_s": round2(self.stop_time.as_secs_f64()),
+
+        });
+        let more = json!({
+            "memory": memory,
+            "healthz_during_first_pass": healthz,
+            "sigterm_during_first_pass": sigterm,
             "goals": self.goals().iter().map(|(goal, met)| ((*goal).to_owned(), json!(met))).collect::<serde_json::Map<_, _>>(),
-        }))
+        });
+        if let (Value::Object(doc), Value::Object(more)) = (&mut doc, more) {
+            doc.extend(more);
+        }
+        Ok(doc)
     }
 }
 
@@ -1125,6 +1737,11 @@ mod tests {
                 jobs: 10_000,
                 apps: 100,
                 duration: Duration::from_secs(180),
+                token_lifetime: Duration::from_secs(60),
+                refresh_before: Duration::from_secs(20),
+                memory_steps: vec![1],
+                sigterm_probe: false,
+                scale: false,
                 json: false,
                 rust_log: None,
                 release: true,
@@ -1233,10 +1850,14 @@ mod tests {
             written_ns,
             previous_expiry: 1_020,
         };
-        assert!(at(1_000 * SECOND).on_time());
-        assert!(at(999 * SECOND + 999_999_999).on_time());
-        assert!(!at(1_000 * SECOND + 1).on_time());
-        assert!(!at(1_021 * SECOND).on_time(), "after the expiry itself");
+        assert!(at(1_000 * SECOND).on_time(rb));
+        assert!(at(999 * SECOND + 999_999_999).on_time(rb));
+        assert!(!at(1_000 * SECOND + 1).on_time(rb));
+        assert!(!at(1_021 * SECOND).on_time(rb), "after the expiry itself");
+        assert!(
+            at(1_000 * SECOND + 1).on_time(Duration::from_secs(19)),
+            "a shorter refresh_before moves the refresh point"
+        );
         // Nanoseconds are kept at today's epoch values (an f64 would round them).
         let now = 1_790_000_000;
         assert_eq!(lead_ns(now * SECOND - 1, now + 20, rb), 1);
@@ -1312,8 +1933,30 @@ tmpfs /work/main/target/bench tmpfs rw,size=1g 0 0
         let report = Report {
             jobs: 10,
             apps: 2,
+            token_lifetime: Duration::from_secs(60),
+            refresh_before: Duration::from_secs(20),
+            scale: false,
             elapsed: Duration::from_secs(100),
             peak_rss_kib: 50 * 1024,
+            memory: Memory {
+                at_listen: (20 * 1024, 21 * 1024),
+                after_first_pass: (40 * 1024, 45 * 1024),
+                steady_kib: vec![30 * 1024, 31 * 1024, 35 * 1024],
+                end_rss_kib: 32 * 1024,
+            },
+            steps: vec![MemoryStep {
+                jobs: 1,
+                first_pass: Duration::from_millis(100),
+                listen_rss_kib: 9 * 1024,
+                listen_hwm_kib: 9 * 1024,
+                rss_kib: 10 * 1024,
+                hwm_kib: 11 * 1024,
+            }],
+            healthz: HealthTimes {
+                answers: vec![Duration::from_millis(2), Duration::from_millis(1_500)],
+                failures: 0,
+            },
+            probe: None,
             cpu: Cpu {
                 user: 1.0,
                 system: 4.0,
@@ -1394,5 +2037,162 @@ tmpfs /work/main/target/bench tmpfs rw,size=1g 0 0
         let table = late.table();
         assert!(table.contains("3 of 4 (75.00%); late: 1"), "{table}");
         assert!(table.contains("NOT met"), "{table}");
+    }
+
+    #[test]
+    fn memory_per_job_is_counted_from_the_baseline_and_scale_has_its_own_goals() {
+        let report = Report {
+            jobs: 11,
+            apps: 1,
+            token_lifetime: Duration::from_secs(600),
+            refresh_before: Duration::from_secs(180),
+            scale: true,
+            elapsed: Duration::from_secs(600),
+            peak_rss_kib: 30 * 1024,
+            memory: Memory {
+                at_listen: (12 * 1024, 12 * 1024),
+                after_first_pass: (20 * 1024, 30 * 1024),
+                steady_kib: vec![19 * 1024, 21 * 1024, 20 * 1024],
+                end_rss_kib: 20 * 1024,
+            },
+            steps: vec![MemoryStep {
+                jobs: 1,
+                first_pass: Duration::from_millis(100),
+                listen_rss_kib: 9 * 1024,
+                listen_hwm_kib: 9 * 1024,
+                rss_kib: 10 * 1024,
+                hwm_kib: 20 * 1024,
+            }],
+            healthz: HealthTimes {
+                answers: vec![Duration::from_millis(3), Duration::from_millis(40)],
+                failures: 0,
+            },
+            probe: Some(Probe {
+                written_at_signal: 3,
+                exit_time: Duration::from_millis(300),
+            }),
+            cpu: Cpu {
+                user: 10.0,
+                system: 10.0,
+            },
+            first_pass_time: Duration::from_secs(9),
+            steady_cpu: Cpu {
+                user: 5.0,
+                system: 10.0,
+            },
+            token_requests: 2,
+            metrics_token_requests: 2,
+            refreshes: vec![Refresh {
+                written_ns: 100 * SECOND,
+                previous_expiry: 600,
+            }],
+            rewrites: 0,
+            most_expired: 0,
+            most_due: 0,
+            place: Place {
+                dir: PathBuf::from("/dev/shm"),
+                mount: mount_of(MOUNTS, Path::new("/dev/shm/b")).unwrap(),
+            },
+            ready: true,
+            stop_time: Duration::from_millis(50),
+        };
+        // 10 MiB over 10 jobs above the baseline's peak; steady: median 20 MiB against 10.
+        assert_eq!(report.peak_per_job(), Some(1_048_576.0));
+        assert_eq!(report.steady_per_job(), Some(1_048_576.0));
+        assert_eq!(report.goals().len(), 6);
+        assert!(
+            report.goals().iter().all(|(_, met)| *met),
+            "{:?}",
+            report.goals()
+        );
+        let table = report.table();
+        assert!(
+            table.contains("1048576 / 1048576 bytes (baseline: 1 job(s))"),
+            "{table}"
+        );
+        assert!(
+            table.contains("0 in 0.30 s (3 of 11 targets written)"),
+            "{table}"
+        );
+        assert!(
+            table.contains("2, 0.040 / 0.040 s; no answer: 0"),
+            "{table}"
+        );
+        assert!(table.contains("10m / 3m"), "{table}");
+
+        let slow = Report {
+            healthz: HealthTimes {
+                answers: vec![Duration::from_millis(1_200)],
+                failures: 0,
+            },
+            probe: None,
+            first_pass_time: Duration::from_secs(10),
+            ..report
+        };
+        let missed: Vec<&str> = slow
+            .goals()
+            .into_iter()
+            .filter(|(_, met)| !met)
+            .map(|(goal, _)| goal)
+            .collect();
+        assert_eq!(
+            missed,
+            [
+                "first pass under 10 s",
+                "/healthz within 1 s during the first pass",
+                "exit within 5 s of SIGTERM during the first pass"
+            ]
+        );
+        assert_eq!(slow.table().matches("NOT met").count(), 3);
+    }
+
+    #[test]
+    fn scale_sets_the_issue_15_run_and_later_options_override_it() {
+        let o = parse_args(&args(&["--scale", "--duration", "2m"])).unwrap();
+        assert_eq!(
+            (
+                o.jobs,
+                o.apps,
+                o.token_lifetime,
+                o.refresh_before,
+                o.duration
+            ),
+            (
+                100_000,
+                1_000,
+                Duration::from_secs(600),
+                Duration::from_secs(180),
+                Duration::from_secs(120)
+            )
+        );
+        assert!(o.scale && o.sigterm_probe);
+        assert_eq!(o.memory_steps, [1, 10_000]);
+        let o = parse_args(&args(&[
+            "--token-lifetime",
+            "10m",
+            "--refresh-before",
+            "3m",
+            "--memory-steps",
+            "1,500",
+            "--sigterm-probe",
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                o.token_lifetime,
+                o.refresh_before,
+                o.memory_steps.as_slice()
+            ),
+            (
+                Duration::from_secs(600),
+                Duration::from_secs(180),
+                &[1, 500][..]
+            )
+        );
+        assert!(o.sigterm_probe && !o.scale);
+        let err = |a: &[&str]| parse_args(&args(a)).unwrap_err().to_string();
+        assert!(err(&["--refresh-before", "40s"]).contains("is not below --token-lifetime"));
+        assert!(err(&["--token-lifetime", "soon"]).contains("--token-lifetime soon"));
+        assert!(err(&["--memory-steps", "1,0"]).contains("above 0"));
     }
 }
