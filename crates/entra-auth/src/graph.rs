@@ -9,8 +9,10 @@
 //! - the token and an added password's `secretText` are [`SecretString`]s from the moment they
 //!   are read, and appear in no `Debug`, `Display`, error, log line or URL (the token travels only
 //!   in the `Authorization` header, marked sensitive);
-//! - reads never `$select` `key` (certificates' public keys: not needed for expiries, and
-//!   `$select=keyCredentials` with `key` is throttled harder);
+//! - reads send no `$select`: Graph returns a certificate's `key` (its public key) whenever
+//!   `$select` names `keyCredentials` on a single application, and throttles such reads at 150
+//!   requests a minute per tenant ("keyCredential resource type", v1.0); the default properties
+//!   include `passwordCredentials` and `keyCredentials` with `key` null, all an expiry watch needs;
 //! - every request carries a fresh `client-request-id` (UUID v4); errors and debug logs carry it
 //!   and the answer's `request-id`, the ids Microsoft support asks for;
 //! - 429, 503 and 504 are retried as [`RetryPolicy`] says, honouring `Retry-After` within the
@@ -52,7 +54,6 @@ const MAX_GRAPH_MESSAGE: usize = 300;
 const MAX_ID: usize = 100;
 
 /// What reads ask for: everything the lifecycle needs, never `key`.
-const APPLICATION_SELECT: &str = "$select=id,appId,displayName,passwordCredentials,keyCredentials";
 
 impl Cloud {
     /// The Microsoft Graph endpoint of this cloud: `https://graph.microsoft.com` (public, and
@@ -133,7 +134,7 @@ impl fmt::Debug for GraphOptions {
     }
 }
 
-/// An application as Graph describes it (the `$select`ed fields).
+/// An application as Graph describes it (the fields secret-sync reads).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Application {
     /// The application object's id: what `addPassword`/`removePassword` take.
@@ -537,8 +538,8 @@ impl GraphClient {
         &self.base
     }
 
-    /// `GET /v1.0/applications(appId='{app_id}')?$select=id,appId,displayName,passwordCredentials,keyCredentials`
-    /// (never `key`).
+    /// `GET /v1.0/applications(appId='{app_id}')`, without `$select`: the default properties
+    /// carry both credential lists with each certificate's `key` null (see the module doc).
     pub async fn application(
         &self,
         token: &SecretString,
@@ -551,7 +552,7 @@ impl GraphClient {
         };
         let url = self.url(
             &format!("/v1.0/applications(appId='{}')", app_id.as_str()),
-            Some(APPLICATION_SELECT),
+            None,
         )?;
         let answer = self
             .call(&target, token, reqwest::Method::GET, url, None)
