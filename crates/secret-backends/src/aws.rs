@@ -20,6 +20,14 @@
 //! | `secret-sync:expires-at` | expiry, RFC 3339 (for people in the console) |
 //! | `secret-sync:managed-by` | the managed-by marker |
 //!
+//! A value written back ([`SecretStore::write_value`]: a client secret, whole or one `#field`
+//! of a JSON value) is conditional on the version [`SecretStore::read_stored`] saw:
+//! `PutSecretValue` stores it labelled [`PENDING_STAGE`] only (the current value is unchanged),
+//! then `UpdateSecretVersionStage` moves `AWSCURRENT` to it with `RemoveFromVersionId` = the
+//! version read, which Secrets Manager refuses once `AWSCURRENT` has moved (the commit point).
+//! A whole value's record is in tags ([`TAG_KEY_ID`], ...), set before the value and naming the
+//! version they describe ([`TAG_RECORD_VERSION`]), put back if the value write fails.
+//!
 //! AWS advises at most one `PutSecretValue` per 10 minutes per secret and keeps ~100 versions,
 //! so a write whose token and expiry are already stored writes nothing ([`WriteOutcome::Unchanged`]),
 //! and one whose token is stored with another expiry only updates the tags. Both are decided
@@ -65,9 +73,11 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES, find_cause};
+use crate::value::{check_size, parse_document, set_field};
 use crate::{
-    BackendError, ErrorKind, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
-    WritePrecondition, pick_field,
+    BackendError, CredentialRecord, ErrorKind, SecretMetadata, SecretStore, SecretValue,
+    StoredValue, TokenPayload, WriteOutcome, WritePrecondition, changed_since_read, pick_field,
+    pick_from_map,
 };
 
 /// Tag holding the expiry as Unix seconds.
@@ -442,6 +452,7 @@ impl AwsStore {
             .client
             .get_secret_value()
             .secret_id(name)
+            .version_stage("AWSCURRENT")
             .send()
             .await
             .map_err(|e| self.sdk_error(name, "GetSecretValue", e))?;
@@ -540,20 +551,144 @@ impl SecretStore for AwsStore {
     async fn read_stored(
         &self,
         name: &str,
-        _field: Option<&str>,
-    ) -> Result<crate::StoredValue, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError> {
+        self.check_name(name)?;
+        let Some(current) = self.current_value(name).await? else {
+            return Err(self.error(
+                ErrorKind::NotFound,
+                name,
+                "the secret does not exist or has no current value: check the name and the region",
+            ));
+        };
+        let (value, record) = match field {
+            Some(field) => {
+                let map = parse_document(&self.backend, name, current.text.expose_secret(), field)?;
+                (
+                    pick_from_map(&self.backend, name, &map, field)?,
+                    CredentialRecord::from_siblings(&map, field),
+                )
+            }
+            None => {
+                let out = self.describe(name).await?;
+                let record = out
+                    .map(|out| record_from_tags(&out, &current.version_id))
+                    .unwrap_or_default();
+                (current.text, record)
+            }
+        };
+        Ok(StoredValue {
+            value,
+            record,
+            metadata: SecretMetadata {
+                version: Some(current.version_id),
+                updated_on: current.created,
+                ..SecretMetadata::default()
+            },
+        })
     }
 
     async fn write_value(
         &self,
         name: &str,
-        _field: Option<&str>,
-        _value: &crate::SecretValue,
-        _record: &crate::CredentialRecord,
-        _precondition: &WritePrecondition,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        self.check_write_value(name, field, value, record)?;
+        let current = self.current_value(name).await?;
+        precondition.check_unchanged(
+            &self.backend,
+            name,
+            current.as_ref().map(|c| Some(c.version_id.as_str())),
+        )?;
+        let text = match field {
+            Some(field) => {
+                let mut map = match &current {
+                    Some(c) => parse_document(&self.backend, name, c.text.expose_secret(), field)?,
+                    None => serde_json::Map::new(),
+                };
+                let before = map.clone();
+                set_field(&mut map, field, value, record);
+                if current.is_some() && map == before {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                serde_json::Value::Object(map).to_string()
+            }
+            None => value.secret().expose_secret().to_owned(),
+        };
+        check_size(&self.backend, name, text.len(), MAX_VALUE_BYTES)?;
+        // A fresh id for the new version: the SDK's retries of one call reuse it, so they never
+        // make two versions; a whole value's record tag names it before it exists.
+        let new_version = format!("value-{}", uuid::Uuid::new_v4().simple());
+        let record_tags = match field {
+            Some(_) => None,
+            None => Some(record_tags(record, &new_version)),
+        };
+        let Some(current) = current else {
+            // Nothing was there: CreateSecret, which fails if a secret appeared since.
+            let created = self
+                .client
+                .create_secret()
+                .name(name)
+                .secret_string(&text)
+                .client_request_token(&new_version)
+                .set_kms_key_id(self.options.kms_key_id.clone())
+                .set_tags(record_tags.map(|(set, _)| set))
+                .send()
+                .await;
+            return match created {
+                Ok(_) => Ok(WriteOutcome::Created),
+                Err(err) if err.code() == Some("ResourceExistsException") => {
+                    Err(changed_since_read(&self.backend, name))
+                }
+                Err(err) => Err(self.sdk_error(name, "CreateSecret", err)),
+            };
+        };
+        // A whole value: its record goes in the tags first, naming the new version, so until
+        // the version is current (and if it never becomes so) it reads as no record.
+        let old_tags = match &record_tags {
+            Some((set, unset)) => {
+                let out = self
+                    .describe(name)
+                    .await?
+                    .ok_or_else(|| changed_since_read(&self.backend, name))?;
+                self.check_not_deleted(name, &out)?;
+                if current.text.expose_secret() == text
+                    && record_from_tags(&out, &current.version_id) == *record
+                {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                let old: Vec<Tag> = out
+                    .tags()
+                    .iter()
+                    .filter(|t| t.key().is_some_and(|k| RECORD_TAGS.contains(&k)))
+                    .cloned()
+                    .collect();
+                self.set_tags(name, set.clone(), unset.clone()).await?;
+                Some(old)
+            }
+            None => None,
+        };
+        let committed = self
+            .put_and_promote(name, &text, &new_version, &current.version_id)
+            .await;
+        if let Err(err) = committed {
+            if let Some(old) = old_tags {
+                let unset = RECORD_TAGS
+                    .iter()
+                    .filter(|key| !old.iter().any(|t| t.key() == Some(**key)))
+                    .map(|key| (*key).to_owned())
+                    .collect();
+                if let Err(e) = self.set_tags(name, old, unset).await {
+                    tracing::warn!(backend = %self.backend, secret = name, error = %e,
+                        "cannot restore the record tags after a failed value write");
+                }
+            }
+            return Err(err);
+        }
+        Ok(WriteOutcome::Updated)
     }
 }
 
@@ -618,6 +753,193 @@ fn classify(code: &str, status: u16, aws_message: &str, name: &str) -> (ErrorKin
                 "unexpected answer from Secrets Manager".to_owned(),
             ),
         },
+    }
+}
+
+/// The tags of a whole value's credential record, and the one naming the version it describes.
+pub const TAG_KEY_ID: &str = "secret-sync:key-id";
+/// See [`TAG_KEY_ID`].
+pub const TAG_KEY_EXPIRES_ON: &str = "secret-sync:key-expires-on";
+/// See [`TAG_KEY_ID`].
+pub const TAG_PREVIOUS_KEY_ID: &str = "secret-sync:previous-key-id";
+/// See [`TAG_KEY_ID`].
+pub const TAG_RETIRE_PREVIOUS_ON: &str = "secret-sync:retire-previous-on";
+/// See [`TAG_KEY_ID`].
+pub const TAG_INSTALLATION: &str = "secret-sync:installation";
+/// The version id (`ClientRequestToken`) the record tags describe.
+pub const TAG_RECORD_VERSION: &str = "secret-sync:record-version";
+
+/// Every record tag, in [`CredentialRecord`] field order, then [`TAG_RECORD_VERSION`].
+const RECORD_TAGS: [&str; 6] = [
+    TAG_KEY_ID,
+    TAG_KEY_EXPIRES_ON,
+    TAG_PREVIOUS_KEY_ID,
+    TAG_RETIRE_PREVIOUS_ON,
+    TAG_INSTALLATION,
+    TAG_RECORD_VERSION,
+];
+
+/// The staging label a value written back has until `AWSCURRENT` is moved to it (not
+/// `AWSPENDING`, which a rotation Lambda of the secret would take for its own).
+pub const PENDING_STAGE: &str = "secret-sync-pending";
+
+/// The tags to set for `record` describing version `version`, and the record tags to remove
+/// (fields not recorded).
+fn record_tags(record: &CredentialRecord, version: &str) -> (Vec<Tag>, Vec<String>) {
+    let mut set = Vec::new();
+    let mut unset = Vec::new();
+    for ((_, text), key) in record.entries().into_iter().zip(RECORD_TAGS) {
+        match text {
+            Some(text) => set.push(Tag::builder().key(key).value(text).build()),
+            None => unset.push(key.to_owned()),
+        }
+    }
+    set.push(
+        Tag::builder()
+            .key(TAG_RECORD_VERSION)
+            .value(version)
+            .build(),
+    );
+    (set, unset)
+}
+
+/// The record in the tags of `out`, if they describe version `current`; else an empty record.
+fn record_from_tags(out: &DescribeSecretOutput, current: &str) -> CredentialRecord {
+    if tag(out, TAG_RECORD_VERSION) != Some(current) {
+        return CredentialRecord::default();
+    }
+    let bases = crate::value::RECORD_FIELDS;
+    CredentialRecord::from_lookup(|base| {
+        let at = bases.iter().position(|b| *b == base)?;
+        tag(out, RECORD_TAGS[at]).map(str::to_owned)
+    })
+}
+
+/// The current value of a secret, with its version id.
+struct CurrentValue {
+    text: SecretString,
+    version_id: String,
+    created: Option<OffsetDateTime>,
+}
+
+impl AwsStore {
+    /// `GetSecretValue` of `AWSCURRENT`; `None` when the secret does not exist (or has no
+    /// current value).
+    async fn current_value(&self, name: &str) -> Result<Option<CurrentValue>, BackendError> {
+        // AWSCURRENT named explicitly: AWS's default, and moto (which the tests run against)
+        // otherwise keeps answering the version that was current before a stage move.
+        let out = match self
+            .client
+            .get_secret_value()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(err) if err.code() == Some("ResourceNotFoundException") => return Ok(None),
+            Err(err) => return Err(self.sdk_error(name, "GetSecretValue", err)),
+        };
+        let Some(text) = out.secret_string() else {
+            return Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                "the secret holds a binary value (SecretBinary), not text: store the value as a string",
+            ));
+        };
+        let Some(version_id) = out.version_id() else {
+            return Err(self.error(
+                ErrorKind::Protocol,
+                name,
+                "GetSecretValue answered without a version id",
+            ));
+        };
+        Ok(Some(CurrentValue {
+            text: SecretString::from(text),
+            version_id: version_id.to_owned(),
+            created: out.created_date().and_then(to_offset),
+        }))
+    }
+
+    /// `TagResource` with `set`, then `UntagResource` of `unset` (when any).
+    async fn set_tags(
+        &self,
+        name: &str,
+        set: Vec<Tag>,
+        unset: Vec<String>,
+    ) -> Result<(), BackendError> {
+        if !set.is_empty() {
+            self.client
+                .tag_resource()
+                .secret_id(name)
+                .set_tags(Some(set))
+                .send()
+                .await
+                .map_err(|e| self.sdk_error(name, "TagResource", e))?;
+        }
+        if !unset.is_empty() {
+            self.client
+                .untag_resource()
+                .secret_id(name)
+                .set_tag_keys(Some(unset))
+                .send()
+                .await
+                .map_err(|e| self.sdk_error(name, "UntagResource", e))?;
+        }
+        Ok(())
+    }
+
+    /// Stores `text` as version `new_version` labelled [`PENDING_STAGE`] only (not current),
+    /// then moves `AWSCURRENT` to it from `read_version`, which Secrets Manager refuses
+    /// (`InvalidParameterException`) when `AWSCURRENT` is no longer there: someone wrote
+    /// since the read. That move is the commit point; before it the current value is the old
+    /// one. The pending label is removed afterwards (best effort).
+    async fn put_and_promote(
+        &self,
+        name: &str,
+        text: &str,
+        new_version: &str,
+        read_version: &str,
+    ) -> Result<(), BackendError> {
+        self.client
+            .put_secret_value()
+            .secret_id(name)
+            .secret_string(text)
+            .client_request_token(new_version)
+            .version_stages(PENDING_STAGE)
+            .send()
+            .await
+            .map_err(|e| self.sdk_error(name, "PutSecretValue", e))?;
+        let moved = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage("AWSCURRENT")
+            .move_to_version_id(new_version)
+            .remove_from_version_id(read_version)
+            .send()
+            .await;
+        let result = match moved {
+            Ok(_) => Ok(()),
+            Err(err) if err.code() == Some("InvalidParameterException") => {
+                Err(changed_since_read(&self.backend, name))
+            }
+            Err(err) => Err(self.sdk_error(name, "UpdateSecretVersionStage", err)),
+        };
+        let unlabelled = self
+            .client
+            .update_secret_version_stage()
+            .secret_id(name)
+            .version_stage(PENDING_STAGE)
+            .remove_from_version_id(new_version)
+            .send()
+            .await;
+        if let Err(err) = unlabelled {
+            let err = self.sdk_error(name, "UpdateSecretVersionStage", err);
+            tracing::debug!(backend = %self.backend, secret = name, error = %err,
+                "cannot remove the pending label of the version written");
+        }
+        result
     }
 }
 
@@ -817,6 +1139,81 @@ fn check_options(backend: &str, options: &AwsOptions) -> Result<(), BackendError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The race the stage move closes, made deterministic: someone makes another version
+    /// current after the write's own read. PutSecretValue leaves the current value alone
+    /// (pending only), the move from the version read is refused (Conflict), and the other
+    /// writer's value stays current (through moto).
+    #[tokio::test]
+    async fn the_stage_move_refuses_a_version_that_is_no_longer_current() {
+        use aws_sdk_secretsmanager::config::{Credentials, SharedCredentialsProvider};
+        let moto = testkit::real::Moto::start();
+        let config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "AKIDTEST",
+                "test-secret",
+                None,
+                None,
+                "test",
+            )))
+            .build();
+        let options = AwsOptions {
+            endpoint_url: Some(moto.endpoint_url()),
+            ..AwsOptions::default()
+        };
+        let store = AwsStore::with_sdk_config("aws-test", options, &config).unwrap();
+        let value = |s: &str| SecretValue::new(SecretString::from(s)).unwrap();
+        let none = CredentialRecord::default();
+        let name = "stage-move";
+        store
+            .write_value(
+                name,
+                None,
+                &value("first"),
+                &none,
+                &WritePrecondition::unread(true),
+            )
+            .await
+            .unwrap();
+        let read = store.current_value(name).await.unwrap().unwrap();
+        store
+            .write_value(
+                name,
+                None,
+                &value("theirs"),
+                &none,
+                &WritePrecondition::unread(true),
+            )
+            .await
+            .unwrap();
+        let err = store
+            .put_and_promote(
+                name,
+                "mine",
+                "value-00000000000000000000000000000001",
+                &read.version_id,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(!format!("{err} {err:?}").contains("mine"), "{err}");
+        let now = store.current_value(name).await.unwrap().unwrap();
+        assert_eq!(now.text.expose_secret(), "theirs");
+        // and from the version that is current, the same move succeeds
+        store
+            .put_and_promote(
+                name,
+                "mine",
+                "value-00000000000000000000000000000002",
+                &now.version_id,
+            )
+            .await
+            .unwrap();
+        let now = store.current_value(name).await.unwrap().unwrap();
+        assert_eq!(now.text.expose_secret(), "mine");
+    }
 
     #[test]
     fn error_codes_map_to_kinds_with_advice() {

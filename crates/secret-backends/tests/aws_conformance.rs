@@ -817,3 +817,117 @@ async fn a_secret_deleted_since_the_read_is_created_again() {
     let seen = boto3(&r.fixture.moto, READ_BACK, &["graph/gone"]);
     assert_eq!(seen["value"].as_str(), Some("eyJ0eXAiOiJKV1QifQ.back.sig"));
 }
+
+/// Another client (boto3) writes `text` as the secret: creates it, or puts a new current version.
+fn put_raw(moto: &Moto) -> impl Fn(&str, &str) + '_ {
+    move |name, text| {
+        boto3(
+            moto,
+            "try:\n    sm.put_secret_value(SecretId=sys.argv[2], SecretString=sys.argv[3])\n\
+             except sm.exceptions.ResourceNotFoundException:\n    \
+             sm.create_secret(Name=sys.argv[2], SecretString=sys.argv[3])\nprint('{}')",
+            &[name, text],
+        );
+    }
+}
+
+/// The record of a whole value is in tags (`secret-sync:key-id`, ...), as boto3 sees them,
+/// naming the version they describe; the written version is AWSCURRENT, the one before it
+/// AWSPREVIOUS, and no version keeps the pending label.
+#[tokio::test]
+async fn value_round_trip() {
+    let f = fixture();
+    conformance::value_round_trip(&f.harness).await;
+    use secret_backends::{CredentialRecord, SecretValue};
+    let name = (f.harness.fresh_name)();
+    let record = conformance::full_record();
+    let first = SecretValue::new(SecretString::from("first-value")).unwrap();
+    f.store
+        .write_value(
+            &name,
+            None,
+            &first,
+            &record,
+            &WritePrecondition::from_read(None, true),
+        )
+        .await
+        .unwrap();
+    let read = f.store.read_stored(&name, None).await.unwrap();
+    let second = SecretValue::new(SecretString::from("second-value")).unwrap();
+    f.store
+        .write_value(
+            &name,
+            None,
+            &second,
+            &CredentialRecord {
+                installation: None,
+                ..record.clone()
+            },
+            &WritePrecondition::from_read(Some(read.metadata.clone()), true),
+        )
+        .await
+        .unwrap();
+    let seen = boto3(
+        &f.moto,
+        "d = sm.describe_secret(SecretId=sys.argv[2])\nv = sm.get_secret_value(SecretId=sys.argv[2], VersionStage='AWSCURRENT')\n\
+         print(json.dumps({'value': v['SecretString'], 'version': v['VersionId'], \
+         'tags': {t['Key']: t['Value'] for t in d.get('Tags', [])}, 'stages': d['VersionIdsToStages']}))",
+        &[&name],
+    );
+    assert_eq!(seen["value"], "second-value");
+    let tags = &seen["tags"];
+    assert_eq!(
+        tags["secret-sync:key-id"],
+        record.key_id.clone().unwrap().as_str(),
+        "{seen}"
+    );
+    assert_eq!(
+        tags["secret-sync:key-expires-on"], "2026-11-24T06:00:00Z",
+        "{seen}"
+    );
+    assert_eq!(
+        tags["secret-sync:record-version"], seen["version"],
+        "{seen}"
+    );
+    assert!(
+        tags.get("secret-sync:installation").is_none(),
+        "a field not recorded is untagged: {seen}"
+    );
+    let stages = seen["stages"].as_object().unwrap();
+    assert_eq!(
+        stages[read.metadata.version.as_deref().unwrap()],
+        serde_json::json!(["AWSPREVIOUS"]),
+        "{seen}"
+    );
+    assert_eq!(
+        stages[seen["version"].as_str().unwrap()],
+        serde_json::json!(["AWSCURRENT"]),
+        "{seen}"
+    );
+}
+
+#[tokio::test]
+async fn field_keeps_other_fields() {
+    let f = fixture();
+    conformance::field_keeps_other_fields(&f.harness, &put_raw(&f.moto)).await;
+}
+
+/// UpdateSecretVersionStage with RemoveFromVersionId = the version read refuses it once
+/// AWSCURRENT moved.
+#[tokio::test]
+async fn value_conflict_when_changed_since_read() {
+    let f = fixture();
+    conformance::value_conflict_when_changed_since_read(&f.harness, &put_raw(&f.moto)).await;
+}
+
+#[tokio::test]
+async fn field_conflict_when_changed_since_read() {
+    let f = fixture();
+    conformance::field_conflict_when_changed_since_read(&f.harness, &put_raw(&f.moto)).await;
+}
+
+#[tokio::test]
+async fn value_never_echoed() {
+    let f = fixture();
+    conformance::value_never_echoed(&f.harness, &put_raw(&f.moto)).await;
+}
