@@ -6,6 +6,7 @@ mod bench_baseline;
 mod clouds;
 mod config;
 mod conventions;
+mod credentials;
 mod daemon;
 mod docs;
 mod first_hour;

@@ -82,7 +82,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
-    /// For people (`token`: the bare token, nothing else; `run`, `plan`: a table).
+    /// For people (`token`: the bare token, nothing else; `run`, `plan`, `credentials`: a table).
+    #[value(alias = "table")]
     Text,
     /// For programs.
     Json,
@@ -135,6 +136,27 @@ pub enum Command {
     /// and exits 0, or lists the errors on stderr and exits 2.
     #[command(after_help = VALIDATE_EXIT_CODES_HELP)]
     Validate(ValidateArgs),
+
+    /// Show when each watched job's app credentials expire, read from Microsoft Graph.
+    ///
+    /// For jobs with `watch = true` (`[settings.credentials]` or `[jobs.NAME.credentials]`):
+    /// the app registration's client secrets and certificates (never their key), their expiry,
+    /// days left and which secret the job uses (the keyId recorded when secret-sync created it,
+    /// else the one whose hint matches the secret's first three characters, else ambiguous).
+    /// Records the result for `plan`. Needs a Graph permission: see docs/credentials.md.
+    #[command(after_help = CREDENTIALS_EXIT_CODES_HELP)]
+    Credentials(CredentialsArgs),
+
+    /// Rotate a job's client secret now, without an outage.
+    ///
+    /// Adds a password through Microsoft Graph (explicit lifetime, a display name naming
+    /// secret-sync, the job and this installation), waits until the token endpoint accepts it,
+    /// writes it back to the store the job reads it from with a record of its keyId and the old
+    /// keyId's retirement time, and removes the old keyId once the overlap has passed (this
+    /// command run again, or the daemon, does that when due). On a failure the new keyId is
+    /// removed and the old secret kept. With --dry-run, only reads and says what it would do.
+    #[command(after_help = ROTATE_EXIT_CODES_HELP)]
+    Rotate(RotateArgs),
 
     /// Print a JSON Schema of the config file, for editor completion and checks.
     Schema,
@@ -228,6 +250,48 @@ pub struct RunArgs {
     /// Summary format on stdout.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+}
+
+/// `credentials`' exit codes.
+pub const CREDENTIALS_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  every selected job's credentials were read
+  1  at least one job's credentials could not be read (Graph refused, unreachable)
+  2  usage or configuration error (no job watches its credentials, bad flag)";
+
+/// `rotate`'s exit codes.
+pub const ROTATE_EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  rotated, or nothing to do (a retirement not yet due), or the dry run's plan printed
+  1  the rotation failed and was undone (the old secret is kept): see the message
+  2  usage or configuration error (the job does not rotate, bad flag)";
+
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Only this job (repeat for several). Default: every job that watches its credentials.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+
+    /// Output format on stdout.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// The job whose client secret to rotate (it needs [jobs.NAME.rotation] enabled = true).
+    #[arg(long, value_name = "NAME")]
+    pub job: String,
+
+    /// Read the app and the stored secret and say what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

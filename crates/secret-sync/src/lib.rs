@@ -61,6 +61,8 @@ pub fn main() -> ExitCode {
             Command::Plan(args) => plan::run(args).await,
             Command::Validate(args) => validate::run(args),
             Command::Schema => schema::run(),
+            Command::Credentials(args) => credentials::watch::run(args).await,
+            Command::Rotate(args) => credentials::rotate::run(args).await,
             Command::Completions(args) => completions::run(args),
             Command::Man(args) => manpage::run(args),
         }

@@ -223,6 +223,11 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
 }
 
+/// [`table`] for other commands' output (`credentials`).
+pub fn columns<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
+    table(header, rows)
+}
+
 /// Left-aligned columns separated by two spaces; the last column is not padded.
 fn table<const N: usize>(header: [&str; N], rows: &[[String; N]]) -> String {
     let mut widths = header.map(|h| h.chars().count());

@@ -12,9 +12,23 @@ use crate::run::prepare_for;
 pub async fn run(args: PlanArgs) -> Result<(), Failure> {
     let (engine, jobs) = prepare_for(&args.config, &args.jobs, args.output).await?;
     let entries = engine.plan(&jobs, args.force).await;
+    // The app credentials' expiries as the last watch recorded them (issue 13): a file read.
+    let credentials = crate::credentials::state::for_plan(&args.config.config, &args.jobs);
     let summary = match args.output {
-        OutputFormat::Text => output::plan_table(&entries),
-        OutputFormat::Json => format!("{}\n", output::plan_json(&entries)),
+        OutputFormat::Text => {
+            let mut text = output::plan_table(&entries);
+            if let Some((section, _)) = &credentials {
+                text.push_str(section);
+            }
+            text
+        }
+        OutputFormat::Json => {
+            let mut doc = output::plan_json(&entries);
+            if let (Some((_, value)), Some(map)) = (credentials, doc.as_object_mut()) {
+                map.insert("credentials".into(), value);
+            }
+            format!("{doc}\n")
+        }
     };
     output::print(&summary).map_err(Failure::failed)?;
     let failing: Vec<_> = entries.iter().filter(|e| e.is_failure()).collect();

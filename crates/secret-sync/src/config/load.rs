@@ -52,6 +52,7 @@ pub mod keys {
     pub use super::credentials::keys::*;
     pub const BACKEND_KINDS: &[&str] = &["file", "vault", "aws-secrets-manager", "azure-key-vault"];
     pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks", "stale_temp_after"];
+    #[allow(unused_imports)] // the schema's tests list them
     pub const VAULT: &[&str] = &[
         "kind",
         "address",

@@ -1,1 +1,114 @@
-//! (in progress)
+//! The daemon's credential checks: every `check_every` (sooner when a recorded retirement or
+//! a rotation is due), for each job that watches or rotates: read the app from Graph, record
+//! the watch (state file, metric `secret_sync_credential_expiry_timestamp_seconds`), warn once
+//! when the secret in use is inside `warn_within`, and run a rotation check
+//! ([`super::rotate::check`] in [`Mode::Daemon`]: resume, clean up, rotate when due).
+//!
+//! It runs beside the sync loop as one task per loaded config ([`Task`]): a reload drops the
+//! old generation's task (aborting it: every step resumes from the record) and starts one for
+//! the new config. A failure is logged and retried at the next check; it never stops the
+//! token jobs.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tracing::{error, warn};
+
+use super::rotate::{self, Mode};
+use super::watch::{Lifecycle, record, watch_job};
+use super::{days_left, span};
+use crate::config::SyncConfig;
+use crate::daemon::metrics::Metrics;
+use crate::engine::Engine;
+use crate::output::rfc3339;
+
+/// The running checks of one config; dropping it stops them.
+#[derive(Debug)]
+pub struct Task(tokio::task::AbortHandle);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Starts the checks for the jobs named `jobs` of `config` (those that watch or rotate), over
+/// the engine's stores and token cache; `None` when no job does.
+pub fn start(
+    config: &SyncConfig,
+    engine: &Engine,
+    jobs: &[String],
+    metrics: Arc<Metrics>,
+) -> Option<Task> {
+    let names: Vec<String> = config
+        .jobs
+        .iter()
+        .filter(|job| jobs.contains(&job.name) && job.lifecycle.uses_graph())
+        .map(|job| job.name.clone())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let (stores, cache) = engine.stores_and_cache();
+    let lifecycle = Lifecycle {
+        config: Arc::new(config.clone()),
+        stores: stores.clone(),
+        cache: Arc::clone(cache),
+    };
+    let handle = tokio::spawn(run(lifecycle, names, metrics));
+    Some(Task(handle.abort_handle()))
+}
+
+async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
+    let check_every = lifecycle.config.settings.credentials.check_every;
+    let mut warned: BTreeSet<(String, String)> = BTreeSet::new();
+    loop {
+        let mut next = OffsetDateTime::now_utc() + span(check_every);
+        for name in &names {
+            let Some(job) = lifecycle.config.job(name) else {
+                continue;
+            };
+            match watch_job(&lifecycle, job).await {
+                Ok(watch) => {
+                    record(&lifecycle.config, &watch);
+                    for (kind, end) in watch.expiries() {
+                        metrics.set_credential_expiry(&job.name, kind, end);
+                    }
+                    let now = OffsetDateTime::now_utc();
+                    if let (Some(key), Some(end)) = (watch.in_use.key_id(), watch.in_use_end())
+                        && end - span(job.lifecycle.watch.warn_within) <= now
+                        && warned.insert((job.name.clone(), key.to_owned()))
+                    {
+                        warn!(job = %job.name, key_id = %key, expires_on = %rfc3339(end),
+                            days_left = days_left(end, now),
+                            "the app's client secret in use expires within warn_within");
+                    }
+                }
+                Err(err) => {
+                    warn!(job = %job.name, error = format!("{err:#}"),
+                        "cannot watch the app's credentials; retried at the next check");
+                }
+            }
+            if job.lifecycle.rotation.is_some() {
+                match rotate::check(&lifecycle, job, Mode::Daemon).await {
+                    Ok(report) => {
+                        if let Some(due) = report.next_due {
+                            next = next.min(due);
+                        }
+                    }
+                    Err(err) => {
+                        error!(job = %job.name, error = format!("{err:#}"),
+                            "client secret rotation failed; the old secret is kept; retried at the next check");
+                    }
+                }
+            }
+        }
+        let wait = next - OffsetDateTime::now_utc();
+        let wait = Duration::try_from(wait)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1));
+        tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    }
+}

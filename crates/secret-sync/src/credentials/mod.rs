@@ -65,7 +65,9 @@ pub fn in_use(
     secret: Option<&SecretString>,
 ) -> InUse {
     if let Some(recorded) = recorded
-        && passwords.iter().any(|p| p.key_id.eq_ignore_ascii_case(recorded))
+        && passwords
+            .iter()
+            .any(|p| p.key_id.eq_ignore_ascii_case(recorded))
     {
         return InUse::Recorded(recorded.to_owned());
     }
@@ -191,7 +193,12 @@ mod tests {
     use super::*;
     use time::macros::datetime;
 
-    fn password(key: &str, hint: &str, name: Option<&str>, start: OffsetDateTime) -> PasswordCredential {
+    fn password(
+        key: &str,
+        hint: &str,
+        name: Option<&str>,
+        start: OffsetDateTime,
+    ) -> PasswordCredential {
         PasswordCredential {
             key_id: key.to_owned(),
             display_name: name.map(str::to_owned),
@@ -206,13 +213,28 @@ mod tests {
     #[test]
     fn the_recorded_key_id_wins_then_a_single_hint_else_ambiguous() {
         let secret = SecretString::from("abcdefgh".to_owned());
-        let ps = vec![password("k1", "abc", None, T0), password("k2", "xyz", None, T0)];
-        assert_eq!(in_use(&ps, Some("k2"), Some(&secret)), InUse::Recorded("k2".into()));
-        assert_eq!(in_use(&ps, Some("gone"), Some(&secret)), InUse::Hint("k1".into()));
+        let ps = vec![
+            password("k1", "abc", None, T0),
+            password("k2", "xyz", None, T0),
+        ];
+        assert_eq!(
+            in_use(&ps, Some("k2"), Some(&secret)),
+            InUse::Recorded("k2".into())
+        );
+        assert_eq!(
+            in_use(&ps, Some("gone"), Some(&secret)),
+            InUse::Hint("k1".into())
+        );
         assert_eq!(in_use(&ps, None, Some(&secret)), InUse::Hint("k1".into()));
-        let two = vec![password("k1", "abc", None, T0), password("k2", "abc", None, T0)];
+        let two = vec![
+            password("k1", "abc", None, T0),
+            password("k2", "abc", None, T0),
+        ];
         assert_eq!(in_use(&two, None, Some(&secret)), InUse::Ambiguous);
-        assert_eq!(in_use(&ps, None, Some(&SecretString::from("qqq".to_owned()))), InUse::Ambiguous);
+        assert_eq!(
+            in_use(&ps, None, Some(&SecretString::from("qqq".to_owned()))),
+            InUse::Ambiguous
+        );
         assert_eq!(in_use(&ps, None, None), InUse::Unknown);
     }
 
@@ -235,7 +257,10 @@ mod tests {
             decide(&used, Some(T0 + time::Duration::days(29)), within, T0),
             Decision::Due { .. }
         ));
-        assert!(matches!(decide(&InUse::Ambiguous, None, within, T0), Decision::Due { .. }));
+        assert!(matches!(
+            decide(&InUse::Ambiguous, None, within, T0),
+            Decision::Due { .. }
+        ));
     }
 
     #[test]
@@ -249,13 +274,21 @@ mod tests {
             password("in-use", "bbb", Some(&ours), T0),
             password("theirs", "ccc", Some(&theirs), T0),
             password("by-hand", "ddd", Some("made by hand"), T0),
-            password("young", "eee", Some(&ours), now - time::Duration::minutes(5)),
+            password(
+                "young",
+                "eee",
+                Some(&ours),
+                now - time::Duration::minutes(5),
+            ),
         ];
         let found: Vec<&str> = orphans(&ps, "inst1", &["in-use"], overlap, now)
             .iter()
             .map(|p| p.key_id.as_str())
             .collect();
         assert_eq!(found, ["old-ours"]);
-        assert!(!is_ours(Some("secret-sync job=x installation=inst10"), "inst1"));
+        assert!(!is_ours(
+            Some("secret-sync job=x installation=inst10"),
+            "inst1"
+        ));
     }
 }

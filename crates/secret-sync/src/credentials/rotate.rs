@@ -1,1 +1,422 @@
-//! (in progress)
+//! Rotating a job's client secret, in the order that never leaves the job without a working
+//! secret (issue 13 item 2, docs/credentials.md):
+//!
+//! 1. `addPassword` with an explicit end (`lifetime`) and a display name naming secret-sync,
+//!    the job and this installation;
+//! 2. poll the token endpoint with the new secret until it is accepted, at most
+//!    `propagation_timeout` (Entra is eventually consistent: AADSTS7000215 meanwhile);
+//! 3. write it back to the store the job reads it from, with the record (its keyId and
+//!    expiry, the old keyId and when to retire it, the installation id), conditionally on the
+//!    read that started the rotation;
+//! 4. use it: from then on the job's token requests read the new secret;
+//! 5. after `overlap`, `removePassword` the old keyId and clear it from the record.
+//!
+//! If 2 or 3 fails, the new keyId is removed and the old secret stays; the error says why. A
+//! process killed at any step resumes from the record: a written-back secret's pending
+//! retirement is done when due; a password added but never written back carries this
+//! installation's id in its display name and is removed as an orphan once older than the
+//! overlap ([`super::orphans`]).
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use entra_auth::graph::{GraphClient, NewPassword};
+use secrecy::SecretString;
+use secret_backends::{CredentialRecord, SecretStore, SecretValue, StoredValue, WritePrecondition};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use super::watch::Lifecycle;
+use super::{Decision, InUse, decide, display_name, in_use, new_installation_id, orphans, span};
+use crate::cli::RotateArgs;
+use crate::config::{JobSpec, RotationSpec};
+use crate::engine::source;
+use crate::failure::Failure;
+use crate::output::rfc3339;
+
+/// Who asks: the command rotates now; the daemon only when due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Command { dry_run: bool },
+    Daemon,
+}
+
+impl Mode {
+    fn dry_run(self) -> bool {
+        matches!(self, Mode::Command { dry_run: true })
+    }
+}
+
+/// What a rotation check did. Each line is for people; none holds a secret.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    /// When the next step is due (a retirement), for the daemon's schedule.
+    pub next_due: Option<OffsetDateTime>,
+}
+
+impl Report {
+    fn say(&mut self, line: impl Into<String>) {
+        let line = line.into();
+        info!(target: crate::logging::LIFECYCLE, "{line}");
+        self.lines.push(line);
+    }
+}
+
+/// Everything a rotation works on, read at its start.
+struct Rotation<'a> {
+    lifecycle: &'a Lifecycle,
+    job: &'a JobSpec,
+    rotation: &'a RotationSpec,
+    store: &'a dyn SecretStore,
+    stored: StoredValue,
+    graph: GraphClient,
+    token: SecretString,
+    object_id: String,
+    app_id: String,
+}
+
+impl Rotation<'_> {
+    fn name(&self) -> &str {
+        &self.rotation.source.reference.name
+    }
+
+    fn field(&self) -> Option<&str> {
+        self.rotation.source.reference.field.as_deref()
+    }
+
+    fn place(&self) -> String {
+        format!(
+            "backend {:?}, {}",
+            self.rotation.source.backend, self.rotation.source.reference
+        )
+    }
+
+    /// Writes `value` with `record` over what the rotation read.
+    async fn write_back(
+        &self,
+        value: &SecretString,
+        record: &CredentialRecord,
+    ) -> anyhow::Result<()> {
+        let value = SecretValue::new(value.clone()).map_err(|err| anyhow!("{err}"))?;
+        let precondition = WritePrecondition::from_read(Some(self.stored.metadata.clone()), true);
+        self.store
+            .write_value(self.name(), self.field(), &value, record, &precondition)
+            .await
+            .with_context(|| format!("cannot write the client secret back to {}", self.place()))?;
+        Ok(())
+    }
+
+    async fn remove(&self, key_id: &str) -> anyhow::Result<()> {
+        self.graph
+            .remove_password(&self.token, &self.object_id, key_id)
+            .await
+            .with_context(|| format!("cannot remove the password {key_id} from the app"))
+    }
+}
+
+/// One rotation check of `job`: resume what the record says is pending, remove this
+/// installation's orphans, and rotate (the command: now; the daemon: when due).
+pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::Result<Report> {
+    let mut report = Report::default();
+    let rotation = job.lifecycle.rotation.as_ref().ok_or_else(|| {
+        anyhow!(
+            "job {:?} does not rotate its client secret: set [jobs.{}.rotation] enabled = true",
+            job.name,
+            job.name
+        )
+    })?;
+    let store = lifecycle
+        .stores
+        .get(&rotation.source.backend)
+        .ok_or_else(|| anyhow!("backend {:?} is not set up", rotation.source.backend))?
+        .as_ref();
+    let stored = store
+        .read_stored(
+            &rotation.source.reference.name,
+            rotation.source.reference.field.as_deref(),
+        )
+        .await
+        .context("cannot read the job's client_secret")?;
+    let client_id = match &job.identity.client_id {
+        Some(value) => source::read_value(value, &lifecycle.stores, "client_id").await?,
+        None => return Err(anyhow!("the job has no client_id")),
+    };
+    let graph = lifecycle.graph(job)?;
+    let token = lifecycle.graph_token(job, Some(&stored.value)).await?;
+    let application = graph
+        .application(&token, &client_id)
+        .await
+        .context("cannot read the app registration from Microsoft Graph")?;
+    let now = OffsetDateTime::now_utc();
+    let record = stored.record.clone();
+    let installation = record
+        .installation
+        .clone()
+        .unwrap_or_else(new_installation_id);
+    let used = in_use(
+        &application.password_credentials,
+        record.key_id.as_deref(),
+        Some(&stored.value),
+    );
+    let ctx = Rotation {
+        lifecycle,
+        job,
+        rotation,
+        store,
+        graph,
+        token,
+        object_id: application.id.clone(),
+        app_id: application.app_id.clone(),
+        stored,
+    };
+    let dry = mode.dry_run();
+
+    // 1. A retirement the record says is pending: done when due, else waited for.
+    if let Some(previous) = record.previous_key_id.clone() {
+        let present = application
+            .password_credentials
+            .iter()
+            .any(|p| p.key_id.eq_ignore_ascii_case(&previous));
+        let due = record.retire_previous_on.is_none_or(|at| at <= now);
+        if present && !due {
+            let at = record.retire_previous_on.unwrap_or(now);
+            report.next_due = Some(at);
+            report.say(format!(
+                "job {}: the old password {previous} is retired at {} (after the overlap); nothing else to do until then",
+                job.name,
+                rfc3339(at)
+            ));
+            return Ok(report);
+        }
+        if dry {
+            report.say(format!(
+                "job {}: would remove the old password {previous} (its overlap has passed) and clear it from the record in {}",
+                job.name,
+                ctx.place()
+            ));
+        } else {
+            if present {
+                ctx.remove(&previous).await?;
+            }
+            let cleared = CredentialRecord {
+                previous_key_id: None,
+                retire_previous_on: None,
+                installation: Some(installation.clone()),
+                ..record.clone()
+            };
+            ctx.write_back(&ctx.stored.value, &cleared).await.context(
+                "the old password was removed, but the record beside the secret still names it",
+            )?;
+            report.say(format!(
+                "job {}: removed the old password {previous} after the overlap",
+                job.name
+            ));
+        }
+        return Ok(report);
+    }
+
+    // 2. This installation's forgotten passwords (a rotation killed before its write-back).
+    let keep: Vec<&str> = [used.key_id(), record.key_id.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    for orphan in orphans(
+        &application.password_credentials,
+        &installation,
+        &keep,
+        rotation.overlap,
+        now,
+    ) {
+        if dry {
+            report.say(format!(
+                "job {}: would remove the password {} this installation created and no store records",
+                job.name, orphan.key_id
+            ));
+        } else {
+            ctx.remove(&orphan.key_id).await?;
+            report.say(format!(
+                "job {}: removed the password {} this installation created and no store records",
+                job.name, orphan.key_id
+            ));
+        }
+    }
+
+    // 3. Rotate: the command now, the daemon when due.
+    let end = used.key_id().and_then(|key| {
+        application
+            .password_credentials
+            .iter()
+            .find(|p| p.key_id.eq_ignore_ascii_case(key))
+            .and_then(|p| p.end)
+    });
+    if mode == Mode::Daemon {
+        match decide(&used, end, rotation.rotate_within, now) {
+            Decision::NotDue { expires_on } => {
+                report.next_due = Some(expires_on - span(rotation.rotate_within));
+                return Ok(report);
+            }
+            Decision::Due { why } => info!(job = %job.name, "{why}: rotating"),
+        }
+    }
+    let new_end = whole_second(now + span(rotation.lifetime));
+    let name = display_name(&job.name, &installation);
+    if dry {
+        report.say(format!(
+            "job {}: would add a password {name:?} to app {} ending {} (lifetime {}), wait until the token endpoint accepts it (at most {}), write it to {} with its keyId, then remove the old password {} after the overlap ({})",
+            job.name,
+            ctx.app_id,
+            rfc3339(new_end),
+            super::shown(rotation.lifetime),
+            super::shown(rotation.propagation_timeout),
+            ctx.place(),
+            used.key_id().unwrap_or("(not known: the secret in use is ambiguous)"),
+            super::shown(rotation.overlap),
+        ));
+        return Ok(report);
+    }
+    let new = ctx
+        .graph
+        .add_password(&ctx.token, &ctx.object_id, &name, new_end)
+        .await
+        .context("Microsoft Graph did not add a new client secret (nothing was changed)")?;
+    let new_key = new.credential.key_id.clone();
+    info!(job = %job.name, key_id = %new_key, "new password added; waiting until it is accepted");
+
+    // Prove it, then write it back; undo on either failure.
+    let result = async {
+        prove(&ctx, &new).await?;
+        let written = CredentialRecord {
+            key_id: Some(new_key.clone()),
+            key_expires_on: Some(new.credential.end.map_or(new_end, whole_second)),
+            previous_key_id: used.key_id().map(str::to_owned),
+            retire_previous_on: used
+                .key_id()
+                .map(|_| whole_second(OffsetDateTime::now_utc() + span(rotation.overlap))),
+            installation: Some(installation.clone()),
+        };
+        ctx.write_back(&new.secret, &written).await?;
+        Ok::<CredentialRecord, anyhow::Error>(written)
+    }
+    .await;
+    let written = match result {
+        Ok(written) => written,
+        Err(err) => {
+            let undo = match ctx.remove(&new_key).await {
+                Ok(()) => format!("the new password {new_key} was removed again"),
+                Err(undo) => format!(
+                    "the new password {new_key} could not be removed ({undo:#}): remove it by hand \
+                     (az ad app credential delete --id {} --key-id {new_key})",
+                    ctx.app_id
+                ),
+            };
+            return Err(err.context(format!(
+                "rotation of job {} failed; {undo}; the old secret is kept in {}",
+                job.name,
+                ctx.place()
+            )));
+        }
+    };
+    // 4. Use it: the cached token of the old secret is the old one's; the job's next token
+    // request reads the new secret from the store (its cache key differs).
+    report.say(format!(
+        "job {}: rotated: the new password {new_key} (ending {}) is in {}",
+        job.name,
+        rfc3339(written.key_expires_on.unwrap_or(new_end)),
+        ctx.place()
+    ));
+    match (&written.previous_key_id, written.retire_previous_on) {
+        (Some(previous), Some(at)) => {
+            report.next_due = Some(at);
+            report.say(format!(
+                "job {}: the old password {previous} stays valid for the overlap and is removed at {} (by the daemon, or `secret-sync rotate --job {}` run then)",
+                job.name,
+                rfc3339(at),
+                job.name
+            ));
+        }
+        _ => {
+            warn!(job = %job.name, "the password the job used before is not known (ambiguous hint): it is not removed; remove it by hand");
+            report.say(format!(
+                "job {}: which password the job used before was {}: it is not removed; remove it by hand once nothing uses it",
+                job.name,
+                InUse::Ambiguous.how()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// `at` without its fraction of a second (records store whole seconds).
+fn whole_second(at: OffsetDateTime) -> OffsetDateTime {
+    at.replace_nanosecond(0).unwrap_or(at)
+}
+
+/// Polls the token endpoint with the new secret until it is accepted, backing off from 1 s to
+/// 10 s, at most `propagation_timeout`. Only "not (yet) a valid secret" (AADSTS7000215) is
+/// waited out; any other refusal ends the rotation.
+async fn prove(ctx: &Rotation<'_>, new: &NewPassword) -> anyhow::Result<()> {
+    let app = ctx.lifecycle.job_app(ctx.job, Some(&new.secret)).await?;
+    let client = ctx.lifecycle.cache.client();
+    let started = tokio::time::Instant::now();
+    let deadline = started + ctx.rotation.propagation_timeout;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match client.acquire(&app, &ctx.job.scope).await {
+            Ok(_) => {
+                info!(job = %ctx.job.name, after_ms = started.elapsed().as_millis() as u64, "the new secret is accepted");
+                return Ok(());
+            }
+            Err(err) if err.aadsts_codes().contains(&7_000_215) => {
+                let now = tokio::time::Instant::now();
+                if now + wait > deadline {
+                    return Err(anyhow!(
+                        "the token endpoint still refused the new secret after {} \
+                         (propagation_timeout; last answer: {err}): Entra may be slow to \
+                         propagate it; raise propagation_timeout",
+                        super::shown(ctx.rotation.propagation_timeout)
+                    ));
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(err) => {
+                return Err(
+                    anyhow::Error::new(err).context("the token endpoint refused the new secret")
+                );
+            }
+        }
+    }
+}
+
+/// `secret-sync rotate --job NAME [--dry-run]`.
+pub async fn run(args: RotateArgs) -> Result<(), Failure> {
+    let jobs = vec![args.job.clone()];
+    let lifecycle = Lifecycle::load(&args.config, &jobs).await?;
+    let job = lifecycle
+        .config
+        .job(&args.job)
+        .ok_or_else(|| Failure::usage(anyhow!("no job {:?}", args.job)))?;
+    if job.lifecycle.rotation.is_none() {
+        return Err(Failure::usage(anyhow!(
+            "job {:?} does not rotate its client secret: add [jobs.{}.rotation] with enabled = true \
+             (its client_secret must be read from a backend)",
+            job.name,
+            job.name
+        )));
+    }
+    let report = check(
+        &lifecycle,
+        job,
+        Mode::Command {
+            dry_run: args.dry_run,
+        },
+    )
+    .await
+    .map_err(Failure::failed)?;
+    let mut text = report.lines.join("\n");
+    if text.is_empty() {
+        text = format!("job {}: nothing to do", job.name);
+    }
+    crate::output::print(&format!("{text}\n")).map_err(Failure::failed)
+}

@@ -89,3 +89,73 @@ pub fn record(dir: &Path, job: &str, watched: JobState) -> anyhow::Result<()> {
         )
     })
 }
+
+/// What `plan` shows of the last watch of the jobs named `jobs` (every job when empty) of the
+/// config at `config`: a text section and a JSON value. `None` when no selected job watches.
+/// Reads the state file only: no Graph call, no token request.
+pub fn for_plan(config: &Path, jobs: &[String]) -> Option<(String, serde_json::Value)> {
+    let config = crate::config::load(config).ok()?;
+    let watching: Vec<&str> = config
+        .jobs
+        .iter()
+        .filter(|j| (jobs.is_empty() || jobs.contains(&j.name)) && j.lifecycle.uses_graph())
+        .map(|j| j.name.as_str())
+        .collect();
+    if watching.is_empty() {
+        return None;
+    }
+    let state = read(&config.settings.credentials.state_dir);
+    let now = time::OffsetDateTime::now_utc();
+    let mut text = String::from(
+        "\nApp credentials (as recorded at the last watch; `secret-sync credentials` reads them again):\n",
+    );
+    let mut entries = Vec::new();
+    for name in watching {
+        let Some(job) = state.jobs.get(name) else {
+            text.push_str(&format!("  {name}: never watched\n"));
+            entries.push(serde_json::json!({"job": name, "watched_at": null, "credentials": []}));
+            continue;
+        };
+        let mut shown = Vec::new();
+        for c in &job.credentials {
+            let end = c.expires_on.as_deref().and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            });
+            let days = end.map(|end| super::days_left(end, now));
+            if c.in_use || c.kind == "certificate" {
+                text.push_str(&format!(
+                    "  {name}: {} {} expires {} ({}){} (watched {})\n",
+                    if c.kind == "password" {
+                        "client secret"
+                    } else {
+                        "certificate"
+                    },
+                    c.key_id,
+                    c.expires_on.as_deref().unwrap_or("never"),
+                    days.map_or_else(|| "no end".to_owned(), |d| format!("{d} days left")),
+                    if c.in_use { ", in use" } else { "" },
+                    job.watched_at
+                ));
+            }
+            shown.push(serde_json::json!({
+                "kind": c.kind, "key_id": c.key_id, "display_name": c.display_name,
+                "expires_on": c.expires_on, "days_left": days, "in_use": c.in_use,
+            }));
+        }
+        if !job
+            .credentials
+            .iter()
+            .any(|c| c.in_use || c.kind == "certificate")
+        {
+            text.push_str(&format!(
+                "  {name}: {} password(s), the one in use not known (watched {})\n",
+                job.credentials.len(),
+                job.watched_at
+            ));
+        }
+        entries.push(
+            serde_json::json!({"job": name, "watched_at": job.watched_at, "credentials": shown}),
+        );
+    }
+    Some((text, serde_json::Value::Array(entries)))
+}

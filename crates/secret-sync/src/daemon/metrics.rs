@@ -82,6 +82,8 @@ impl Metrics {
     pub fn new() -> Self {
         Self::default()
     }
+    /// Unix seconds at which the app credential of (job, kind) expires (issue 13's watch).
+    credential_expiry: BTreeMap<(String, &'static str), i64>,
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves only numbers behind; they stay usable.
@@ -91,6 +93,7 @@ impl Metrics {
     }
 
     /// One token request made for `job` (a coalesced request counts once, for the job that sent it).
+const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds";
     pub fn record_token_request(&self, job: &str, outcome: Status) {
         *self
             .state()
@@ -130,6 +133,14 @@ impl Metrics {
             }
         }
     }
+    /// The app credential of `job` of `kind` (`client_secret`, `certificate`) expires at
+    /// `expires_on` (the one in use, else the earliest: `credentials::watch`).
+    pub fn set_credential_expiry(&self, job: &str, kind: &'static str, expires_on: OffsetDateTime) {
+        self.state()
+            .credential_expiry
+            .insert((job.to_owned(), kind), expires_on.unix_timestamp());
+    }
+
 
     /// Why the last run of `job` failed, for `/readyz`: a target and its reason (names and
     /// messages, never a value). Call after [`Metrics::record_job_run`] with a failure.
@@ -180,6 +191,7 @@ impl Metrics {
                 earliest.is_none_or(|expiry| expiry <= now)
             })
             .map(|(job, why)| {
+        state.credential_expiry.retain(|(name, _), _| name != job);
                 if why.is_empty() {
                     job.clone()
                 } else {
@@ -317,6 +329,22 @@ fn escape_label_value(out: &mut String, value: &str) {
             c => out.push(c),
         }
     }
+        if !state.credential_expiry.is_empty() {
+            header(
+                &mut out,
+                CREDENTIAL_EXPIRY,
+                "gauge",
+                "Unix time at which the app's client secret (the one in use) or certificate expires, by job and kind.",
+            );
+            for ((job, kind), value) in &state.credential_expiry {
+                sample(
+                    &mut out,
+                    CREDENTIAL_EXPIRY,
+                    &[("job", job), ("kind", kind)],
+                    *value,
+                );
+            }
+        }
 }
 
 #[cfg(test)]

@@ -212,6 +212,8 @@ struct Generation {
 }
 
 impl Generation {
+    /// The credential watch and rotation of this config's jobs (issue 13); dropped with it.
+    _credentials: Option<crate::credentials::daemon::Task>,
     /// Builds the engine over `cache` and schedules every job at once.
     async fn build(
         config: SyncConfig,
@@ -246,7 +248,15 @@ impl Generation {
             vault_keepalive,
             timing,
             limit: config.settings.concurrency.max(1),
+        let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
+        let credentials = crate::credentials::daemon::start(
+            &config,
+            &engine,
+            &names,
+            Arc::clone(&observer.metrics),
+        );
             failures: vec![0; jobs.len()],
+            _credentials: credentials,
             jobs: jobs.into(),
             engine: Arc::new(engine),
             cache,

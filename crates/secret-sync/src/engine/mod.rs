@@ -303,6 +303,12 @@ impl Engine {
         self.lead = lead;
     }
 
+    /// The configured stores by backend name and the token cache, for the credential
+    /// lifecycle (`crate::credentials`), which reads and writes the jobs' client secrets.
+    pub fn stores_and_cache(&self) -> (&Stores, &Arc<TokenCache>) {
+        (&self.stores, &self.cache)
+    }
+
     /// What counts as due: tokens that expire within this.
     fn renew_within(&self) -> Duration {
         self.refresh_before + self.lead

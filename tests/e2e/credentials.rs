@@ -1,0 +1,625 @@
+//! Issue 13 through the binary: `credentials` (watch), `plan`'s recorded expiry, the daemon's
+//! metric and warning, and `rotate` with every write-back store and its failure cases, against
+//! the Entra emulator's Graph (testkit), real OpenBao and moto, and the Key Vault emulator.
+//! Every test scans the output for the secrets (old and new) and the tokens issued.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use testkit::{AppPolicy, AppRegistration, EntraEmulator, Password};
+use time::OffsetDateTime;
+
+use crate::support::{Daemon, Run, http_get, issued_access_tokens, secret_sync, wait_until};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0a1b2c3d-1313-4444-8888-444455556666";
+const SECRET: &str = "Ab3~e2e.lifecycle.old.client-secret.value";
+const KEY: &str = "11111111-2222-3333-4444-555555555555";
+const OWNED_BY: &str = "Application.ReadWrite.OwnedBy";
+
+/// An Entra emulator whose app holds `SECRET` (keyId `KEY`, ending in `days` days and an
+/// hour), may manage its own credentials (OwnedBy and owner of itself), and a temp dir.
+struct Fixture {
+    entra: EntraEmulator,
+    dir: tempfile::TempDir,
+    end: OffsetDateTime,
+}
+
+impl Fixture {
+    async fn start(days: i64, roles: &[&str]) -> Fixture {
+        let entra = EntraEmulator::start().await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let end = (now + time::Duration::days(days) + time::Duration::hours(1))
+            .replace_nanosecond(0)
+            .unwrap();
+        entra.register_app(
+            AppRegistration::new(TENANT, CLIENT)
+                .with_password(
+                    Password::new(SECRET)
+                        .key_id(KEY)
+                        .display_name("made by hand")
+                        .start(now - time::Duration::days(170))
+                        .end(end),
+                )
+                .with_graph_roles(roles),
+        );
+        entra.add_owner(CLIENT, CLIENT);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        Fixture { entra, dir, end }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A config with one job `graph` whose `client_secret` is `secret` (TOML), writing its
+    /// token to `out/graph-token`, watching, plus `extra` (backends, rotation).
+    fn config(&self, secret: &str, extra: &str) -> PathBuf {
+        let text = format!(
+            r#"[settings]
+authority = "{authority}"
+listen = "127.0.0.1:0"
+
+[settings.credentials]
+watch = true
+warn_within = "30d"
+graph_endpoint = "{graph}"
+state_dir = "{state}"
+check_every = "1s"
+
+[backends.out]
+kind = "file"
+dir = "{out}"
+
+[jobs.graph]
+tenant_id = "{TENANT}"
+client_id = "{CLIENT}"
+client_secret = {secret}
+scope = "https://vault.azure.net/.default"
+targets = [{{ to = "out", name = "graph-token" }}]
+{extra}
+"#,
+            authority = self.entra.base_url(),
+            graph = self.entra.graph_endpoint(),
+            state = self.dir.path().display(),
+            out = self.path("out").display(),
+        );
+        let path = self.path("secret-sync.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Every secret the app holds or held, and every token issued: none may be printed.
+    fn secrets(&self) -> Vec<String> {
+        let mut all = vec![SECRET.to_owned()];
+        if let Some(app) = self.entra.application(CLIENT) {
+            all.extend(
+                app.passwords
+                    .iter()
+                    .map(|p| p.secret.expose_secret().to_owned()),
+            );
+        }
+        all.extend(issued_access_tokens(&self.entra));
+        all
+    }
+
+    fn assert_no_leak(&self, run: &Run) {
+        let secrets = self.secrets();
+        let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+        run.assert_no_leak(&refs);
+    }
+
+    fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entra
+            .application(CLIENT)
+            .unwrap()
+            .passwords
+            .iter()
+            .map(|p| p.key_id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// The secret of the one password that is not `KEY`.
+    fn new_password(&self) -> (String, String) {
+        let app = self.entra.application(CLIENT).unwrap();
+        let new: Vec<_> = app.passwords.iter().filter(|p| p.key_id != KEY).collect();
+        assert_eq!(new.len(), 1, "one new password: {:?}", new);
+        (
+            new[0].key_id.clone(),
+            new[0].secret.expose_secret().to_owned(),
+        )
+    }
+
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let config = self.path("secret-sync.toml");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        let run = secret_sync(&all, env).await;
+        self.assert_no_leak(&run);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        run
+    }
+}
+
+fn unix(at: OffsetDateTime) -> i64 {
+    at.unix_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_shows_a_secret_expiring_in_10_days_in_credentials_plan_and_the_daemons_metric() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    fx.config(r#"{ env = "GRAPH_SECRET" }"#, "");
+    let env = [("GRAPH_SECRET", SECRET)];
+
+    // Before any watch, plan says so, and asks Graph nothing.
+    let plan = fx.run(&["plan"], &env).await;
+    assert!(
+        plan.stdout.contains("graph: never watched"),
+        "{}",
+        plan.stdout
+    );
+    assert!(fx.entra.graph_requests().is_empty());
+
+    let table = fx.run(&["credentials"], &env).await;
+    table.assert_code(0);
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(KEY))
+        .unwrap_or_else(|| panic!("{}", table.stdout));
+    for cell in [
+        "graph",
+        CLIENT,
+        "password",
+        "made by hand",
+        " 10 ",
+        "yes (hint)",
+    ] {
+        assert!(row.contains(cell), "{cell:?} in {row:?}");
+    }
+    assert!(table.stdout.starts_with("JOB"), "{}", table.stdout);
+    assert!(
+        table.stderr.contains("expires in 10 day(s)") && table.stderr.contains("warn_within 30d"),
+        "a warning inside warn_within: {}",
+        table.stderr
+    );
+    // The read never asks for `key`.
+    for request in fx.entra.graph_requests() {
+        let select = request.query.get("$select").cloned().unwrap_or_default();
+        assert!(!select.split(',').any(|f| f == "key"), "{select}");
+    }
+
+    let json = fx
+        .run(&["credentials", "--job", "graph", "--output", "json"], &env)
+        .await;
+    json.assert_code(0);
+    let doc = json.json();
+    assert_eq!(doc["version"], 1);
+    let entry = &doc["credentials"][0];
+    assert_eq!(entry["job"], "graph");
+    assert_eq!(entry["app"], CLIENT);
+    assert_eq!(entry["kind"], "password");
+    assert_eq!(entry["key_id"], KEY);
+    assert_eq!(entry["display_name"], "made by hand");
+    assert_eq!(entry["days_left"], 10);
+    assert_eq!(entry["in_use"], true);
+    assert_eq!(entry["in_use_by"], "hint");
+    let expires = OffsetDateTime::parse(
+        entry["expires_on"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert_eq!(unix(expires), unix(fx.end));
+
+    // plan shows the recorded expiry, with no Graph call and no token request.
+    let graph_calls = fx.entra.graph_requests().len();
+    let tokens = issued_access_tokens(&fx.entra).len();
+    let plan = fx.run(&["plan", "--output", "json"], &env).await;
+    assert_eq!(
+        fx.entra.graph_requests().len(),
+        graph_calls,
+        "plan called Graph"
+    );
+    assert_eq!(
+        issued_access_tokens(&fx.entra).len(),
+        tokens,
+        "plan asked for a token"
+    );
+    let recorded = &plan.json()["credentials"][0];
+    assert_eq!(recorded["job"], "graph");
+    assert_eq!(recorded["credentials"][0]["key_id"], KEY);
+    assert_eq!(recorded["credentials"][0]["in_use"], true);
+    let plan = fx.run(&["plan"], &env).await;
+    assert!(
+        plan.stdout
+            .contains(&format!("graph: client secret {KEY} expires"))
+            && plan.stdout.contains("(10 days left), in use"),
+        "{}",
+        plan.stdout
+    );
+
+    // The daemon: the metric with the expiry per job and kind, and one warning.
+    let mut daemon = Daemon::spawn(
+        fx.path("daemon.log"),
+        &fx.path("secret-sync.toml"),
+        &["daemon"],
+        &env,
+    );
+    let addr = daemon.listen_addr().await;
+    let series = format!(
+        "secret_sync_credential_expiry_timestamp_seconds{{job=\"graph\",kind=\"client_secret\"}} {}",
+        unix(fx.end)
+    );
+    let mut metrics = String::new();
+    let seen = wait_until(Duration::from_secs(20), || {
+        metrics = http_get(&addr, "/metrics").2;
+        metrics.contains(&series)
+    })
+    .await;
+    assert!(seen, "{series} in:\n{metrics}\n{}", daemon.output());
+    // Several checks (check_every = 1s), one warning.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let output = daemon.output();
+    assert_eq!(
+        output
+            .matches("client secret in use expires within warn_within")
+            .count(),
+        1,
+        "{output}"
+    );
+    assert!(daemon.is_running());
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    let stopped = Run {
+        code,
+        stdout: output,
+        stderr: String::new(),
+    };
+    fx.assert_no_leak(&stopped);
+    // The token job ran too.
+    assert!(fx.path("out/graph-token").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_graph_permission_is_a_clear_error_and_token_jobs_are_unaffected() {
+    let fx = Fixture::start(10, &[]).await;
+    fx.config(r#"{ env = "GRAPH_SECRET" }"#, "");
+    let env = [("GRAPH_SECRET", SECRET)];
+    let run = fx.run(&["credentials"], &env).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("graph"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Application.ReadWrite.OwnedBy") || run.stderr.contains("permission"),
+        "names the permission: {}",
+        run.stderr
+    );
+    // `run` does not need Graph at all.
+    let run = fx.run(&["run"], &env).await;
+    run.assert_code(0);
+    // Neither does the daemon's token job.
+    let daemon = Daemon::spawn(
+        fx.path("daemon.log"),
+        &fx.path("secret-sync.toml"),
+        &["daemon"],
+        &env,
+    );
+    let output = daemon
+        .wait_for_output(
+            "cannot watch the app's credentials",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        output.contains("permission") || output.contains("OwnedBy"),
+        "{output}"
+    );
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    fx.assert_no_leak(&Run {
+        code,
+        stdout: output,
+        stderr: String::new(),
+    });
+}
+
+// ----- rotation -----
+
+/// A file backend `creds` holding the whole secret in `creds/graph-secret`.
+fn file_source(fx: &Fixture) -> &'static str {
+    std::fs::create_dir_all(fx.path("creds")).unwrap();
+    std::fs::write(fx.path("creds/graph-secret"), SECRET).unwrap();
+    let _ = fx;
+    "[backends.creds]\nkind = \"file\"\ndir = \"creds\"\n"
+}
+
+fn rotation(overlap: &str) -> String {
+    format!(
+        "\n[jobs.graph.rotation]\nenabled = true\nlifetime = \"90d\"\noverlap = \"{overlap}\"\npropagation_timeout = \"30s\"\n"
+    )
+}
+
+/// After a rotation: the token target holds a token from the new secret.
+async fn token_still_refreshed(fx: &Fixture) {
+    let run = fx.run(&["run", "--force"], &[]).await;
+    run.assert_code(0);
+    let last = fx.entra.issued_tokens().into_iter().last().unwrap();
+    let written = std::fs::read_to_string(fx.path("out/graph-token")).unwrap();
+    assert_eq!(written.trim(), last.access_token.expose_secret());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_in_a_file_ends_with_the_old_key_removed_after_the_overlap() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("3s")),
+    );
+    // The dry run changes nothing.
+    let dry = fx
+        .run(&["rotate", "--job", "graph", "--dry-run"], &[])
+        .await;
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains("would add a password"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(fx.key_ids(), [KEY]);
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
+        SECRET
+    );
+
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(0);
+    let (new_key, new_secret) = fx.new_password();
+    assert!(
+        run.stdout
+            .contains(&format!("rotated: the new password {new_key}")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim(),
+        new_secret
+    );
+    let app = fx.entra.application(CLIENT).unwrap();
+    let added = app.passwords.iter().find(|p| p.key_id == new_key).unwrap();
+    let name = added.display_name.clone().unwrap();
+    assert!(
+        name.starts_with("secret-sync job=graph installation="),
+        "{name}"
+    );
+    assert!(
+        (added.end - added.start - time::Duration::days(90)).abs() < time::Duration::minutes(1)
+    );
+    token_still_refreshed(&fx).await;
+    // Within the overlap the old key stays.
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("the old password {KEY} is retired at")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fx.key_ids().len(), 2);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("removed the old password {KEY}")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fx.key_ids(), [new_key.clone()]);
+    token_still_refreshed(&fx).await;
+    // The record now names the new key as the one in use.
+    let json = fx.run(&["credentials", "--output", "json"], &[]).await;
+    assert_eq!(json.json()["jobs"][0]["in_use"], "recorded");
+    assert_eq!(json.json()["jobs"][0]["in_use_key_id"], new_key.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_secret_that_works_only_after_the_propagation_delay_is_waited_for() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("1h")),
+    );
+    fx.entra
+        .set_secret_propagation_delay(Duration::from_secs(4));
+    let started = std::time::Instant::now();
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "waited for the delay"
+    );
+    let (_, new_secret) = fx.new_password();
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim(),
+        new_secret
+    );
+    // Never longer than propagation_timeout: a delay past it undoes the rotation.
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!(
+            "{}{backends}",
+            rotation("1h").replace(
+                "propagation_timeout = \"30s\"",
+                "propagation_timeout = \"3s\""
+            )
+        ),
+    );
+    fx.entra
+        .set_secret_propagation_delay(Duration::from_secs(60));
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(1);
+    assert!(run.stderr.contains("propagation_timeout"), "{}", run.stderr);
+    assert!(run.stderr.contains("was removed again"), "{}", run.stderr);
+    assert_eq!(fx.key_ids(), [KEY]);
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
+        SECRET
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_policy_that_refuses_the_lifetime_changes_nothing() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("1h")),
+    );
+    fx.entra.set_app_policy(AppPolicy {
+        max_password_lifetime: Some(Duration::from_secs(30 * 86_400)),
+        passwords_allowed: true,
+    });
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("did not add a new client secret"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("CredentialInvalidLifetimeAsPerAppPolicy")
+            || run.stderr.contains("policy"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fx.key_ids(), [KEY]);
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
+        SECRET
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_back_that_fails_removes_the_new_key_and_keeps_the_old_secret() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("1h")),
+    );
+    // The write-back cannot replace the file: its directory is read-only.
+    set_mode(&fx.path("creds"), 0o500);
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    set_mode(&fx.path("creds"), 0o700);
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("cannot write the client secret back"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("was removed again"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the old secret is kept"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(fx.key_ids(), [KEY]);
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
+        SECRET
+    );
+    token_still_refreshed(&fx).await;
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after_a_restart() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    // rotate_within 30d: the secret (10 days left) is due, so the daemon rotates at once.
+    fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("6s")),
+    );
+    let mut daemon = Daemon::spawn(
+        fx.path("daemon.log"),
+        &fx.path("secret-sync.toml"),
+        &["daemon"],
+        &[],
+    );
+    daemon
+        .wait_for_output("rotated: the new password", Duration::from_secs(30))
+        .await;
+    daemon.signal("KILL");
+    let _ = daemon.exit_code(Duration::from_secs(10)).await;
+    let (new_key, new_secret) = fx.new_password();
+    assert_eq!(fx.key_ids().len(), 2, "killed before the overlap ended");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim(),
+        new_secret
+    );
+    let killed = Run {
+        code: 0,
+        stdout: daemon.output(),
+        stderr: String::new(),
+    };
+    fx.assert_no_leak(&killed);
+
+    let restarted = Daemon::spawn(
+        fx.path("daemon2.log"),
+        &fx.path("secret-sync.toml"),
+        &["daemon"],
+        &[],
+    );
+    let output = restarted
+        .wait_for_output(
+            &format!("removed the old password {KEY}"),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(fx.key_ids(), [new_key]);
+    assert!(
+        !output.contains("rotated: the new password"),
+        "no second rotation: {output}"
+    );
+    let (code, _, output) = restarted.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    fx.assert_no_leak(&Run {
+        code,
+        stdout: output,
+        stderr: String::new(),
+    });
+    token_still_refreshed(&fx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_refuses_rotation_of_a_secret_from_the_environment() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let config = fx.config(r#"{ env = "GRAPH_SECRET" }"#, &rotation("1h"));
+    let run = secret_sync(&["validate", "--config", config.to_str().unwrap()], &[]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("jobs.graph.rotation.enabled: the job's client_secret comes from the environment variable GRAPH_SECRET"),
+        "{}",
+        run.stderr
+    );
+}
