@@ -29,6 +29,12 @@
 //! - tags: `managed-by` (the marker) and `expires-at` (RFC 3339, for people), plus
 //!   [`AzureKeyVaultOptions::tags`].
 //!
+//! A value written back ([`SecretStore::write_value`]: a client secret, whole or one `#field`
+//! of a JSON value) is a new version that keeps the current one's tags and content type; a
+//! whole value's record is in its tags ([`RECORD_TAGS`]). Key Vault has no conditional write,
+//! so the latest version is read right before the PUT and compared with the one
+//! [`SecretStore::read_stored`] saw: a writer between that read and the PUT is not seen.
+//!
 //! Before writing, the current version is read: when it already holds the same value and `exp`,
 //! nothing is written ([`WriteOutcome::Unchanged`]), so a vault does not fill with versions.
 //!
@@ -88,9 +94,11 @@ pub use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOpti
 pub use azure_core::{Error as AzureError, error::ErrorKind as AzureErrorKind};
 
 use crate::http::{BodyTooLarge, MAX_ANSWER_BYTES};
+use crate::value::{check_size, parse_document, set_field};
 use crate::{
-    BackendError, ErrorKind, Format, SecretMetadata, SecretStore, TokenPayload, WriteOutcome,
-    WritePrecondition, parse_rfc3339, pick_field, stored_time,
+    BackendError, CredentialRecord, ErrorKind, Format, SecretMetadata, SecretStore, SecretValue,
+    StoredValue, TokenPayload, WriteOutcome, WritePrecondition, parse_rfc3339, pick_field,
+    pick_from_map, stored_time,
 };
 
 /// The largest value Key Vault accepts (25 KB).
@@ -482,11 +490,35 @@ impl AzureKeyVaultStore {
     }
 }
 
+/// The tags of a whole value's credential record (written with the value: tags are per version).
+pub const RECORD_TAGS: [&str; 5] = [
+    "secret-sync-key-id",
+    "secret-sync-key-expires-on",
+    "secret-sync-previous-key-id",
+    "secret-sync-retire-previous-on",
+    "secret-sync-installation",
+];
+
+/// The most tags Key Vault keeps on a secret.
+const MAX_TAGS: usize = 15;
+
+/// The record in a version's tags.
+fn record_from_tags(tags: &HashMap<String, String>) -> CredentialRecord {
+    let bases = crate::value::RECORD_FIELDS;
+    CredentialRecord::from_lookup(|base| {
+        let at = bases.iter().position(|b| *b == base)?;
+        tags.get(RECORD_TAGS[at]).cloned()
+    })
+}
+
 /// What a write needs to know of the current version.
 pub(crate) struct Current {
     value: Option<SecretString>,
     pub(crate) expires: Option<OffsetDateTime>,
     pub(crate) metadata: SecretMetadata,
+    /// The version's tags (a value written back keeps them, its record tags replaced).
+    tags: HashMap<String, String>,
+    content_type: Option<String>,
 }
 
 impl From<Secret> for Current {
@@ -512,6 +544,8 @@ impl From<Secret> for Current {
                 version,
                 updated_on: attributes.updated.and_then(stored_time),
             },
+            tags,
+            content_type: secret.content_type,
         }
     }
 }
@@ -626,23 +660,142 @@ impl SecretStore for AzureKeyVaultStore {
             WriteOutcome::Created
         })
     }
+
     async fn read_stored(
         &self,
         name: &str,
-        _field: Option<&str>,
-    ) -> Result<crate::StoredValue, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        field: Option<&str>,
+    ) -> Result<StoredValue, BackendError> {
+        self.check_name(name)?;
+        let Some(current) = self.get(name).await? else {
+            return Err(self.error(
+                ErrorKind::NotFound,
+                name,
+                format!(
+                    "the secret does not exist in {}: create it or fix the name",
+                    self.options.vault_url.as_str().trim_end_matches('/')
+                ),
+            ));
+        };
+        let Some(value) = current.value else {
+            return Err(self.error(
+                ErrorKind::Protocol,
+                name,
+                "the vault returned the secret without a value",
+            ));
+        };
+        let (value, record) = match field {
+            Some(field) => {
+                let map = parse_document(&self.backend, name, value.expose_secret(), field)?;
+                (
+                    pick_from_map(&self.backend, name, &map, field)?,
+                    CredentialRecord::from_siblings(&map, field),
+                )
+            }
+            None => (value, record_from_tags(&current.tags)),
+        };
+        Ok(StoredValue {
+            value,
+            record,
+            metadata: current.metadata,
+        })
     }
 
     async fn write_value(
         &self,
         name: &str,
-        _field: Option<&str>,
-        _value: &crate::SecretValue,
-        _record: &crate::CredentialRecord,
-        _precondition: &WritePrecondition,
+        field: Option<&str>,
+        value: &SecretValue,
+        record: &CredentialRecord,
+        precondition: &WritePrecondition,
     ) -> Result<WriteOutcome, BackendError> {
-        Err(crate::not_yet_supported(&self.backend, name))
+        self.check_write_value(name, field, value, record)?;
+        // Key Vault has no conditional write (every PUT makes a version): the precondition is
+        // checked against this read, and a writer between it and the PUT is not seen
+        // (docs/backends.md).
+        let current = self.get(name).await?;
+        precondition.check_unchanged(
+            &self.backend,
+            name,
+            current.as_ref().map(|c| c.metadata.version.as_deref()),
+        )?;
+        let current_text = match &current {
+            Some(c) => Some(c.value.as_ref().ok_or_else(|| {
+                self.error(
+                    ErrorKind::Protocol,
+                    name,
+                    "the vault returned the secret without a value",
+                )
+            })?),
+            None => None,
+        };
+        let text = match field {
+            Some(field) => {
+                let mut map = match current_text {
+                    Some(text) => parse_document(&self.backend, name, text.expose_secret(), field)?,
+                    None => serde_json::Map::new(),
+                };
+                let before = map.clone();
+                set_field(&mut map, field, value, record);
+                if current.is_some() && map == before {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                serde_json::Value::Object(map).to_string()
+            }
+            None => {
+                if let (Some(c), Some(text)) = (&current, current_text)
+                    && text.expose_secret() == value.secret().expose_secret()
+                    && record_from_tags(&c.tags) == *record
+                {
+                    return Ok(WriteOutcome::Unchanged);
+                }
+                value.secret().expose_secret().to_owned()
+            }
+        };
+        check_size(&self.backend, name, text.len(), MAX_VALUE_BYTES)?;
+        // The new version keeps the current one's tags and content type; a whole value's
+        // record replaces the record tags (tags are per version: written with the value).
+        let mut tags = current.as_ref().map(|c| c.tags.clone()).unwrap_or_default();
+        if field.is_none() {
+            tags.retain(|key, _| !RECORD_TAGS.contains(&key.as_str()));
+            for ((_, text), key) in record.entries().into_iter().zip(RECORD_TAGS) {
+                if let Some(text) = text {
+                    tags.insert(key.to_owned(), text);
+                }
+            }
+        }
+        if tags.len() > MAX_TAGS {
+            return Err(self.error(
+                ErrorKind::InvalidValue,
+                name,
+                format!(
+                    "the new version would carry {} tags (the secret's own and the credential \
+                     record's), more than the {MAX_TAGS} Key Vault keeps: remove some of the \
+                     secret's tags, or store the secret as a JSON document and name its #field \
+                     (the record then goes in fields beside it)",
+                    tags.len()
+                ),
+            ));
+        }
+        let parameters = SetSecretParameters {
+            value: Some(text),
+            content_type: current.as_ref().and_then(|c| c.content_type.clone()),
+            secret_attributes: Some(SecretAttributes {
+                enabled: Some(true),
+                ..SecretAttributes::default()
+            }),
+            tags: Some(tags),
+        };
+        let request = parameters.try_into().map_err(|e| self.translate(name, e))?;
+        self.client
+            .set_secret(name, request, None)
+            .await
+            .map_err(|e| self.translate(name, e))?;
+        Ok(if current.is_some() {
+            WriteOutcome::Updated
+        } else {
+            WriteOutcome::Created
+        })
     }
 }
 

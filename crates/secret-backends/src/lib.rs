@@ -327,16 +327,6 @@ pub(crate) fn changed_since_read(backend: &str, name: &str) -> BackendError {
     .with_secret(name)
 }
 
-/// The error of a backend that cannot write a value back (yet).
-pub(crate) fn not_yet_supported(backend: &str, name: &str) -> BackendError {
-    BackendError::new(
-        ErrorKind::InvalidConfig,
-        backend,
-        "this backend cannot read or write a value back with its credential record yet",
-    )
-    .with_secret(name)
-}
-
 /// What a backend knows about a stored secret, without its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretMetadata {

@@ -981,3 +981,130 @@ async fn created_since_read_is_not_overwritten() {
     })
     .await;
 }
+
+/// The emulator's own API writes `text` as a new version (no tags), as someone in the portal.
+fn put_raw(f: &Fixture) -> impl Fn(&str, &str) + '_ {
+    move |name, text| {
+        f.vault.set_secret(name, text).unwrap();
+    }
+}
+
+/// The record of a whole value is in the version's tags (`secret-sync-key-id`, ...).
+#[tokio::test]
+async fn value_round_trip() {
+    let f = Fixture::start().await;
+    conformance::value_round_trip(&f.harness()).await;
+}
+
+#[tokio::test]
+async fn field_keeps_other_fields() {
+    let f = Fixture::start().await;
+    conformance::field_keeps_other_fields(&f.harness(), &put_raw(&f)).await;
+}
+
+/// Key Vault has no conditional write: the version read right before the PUT is compared
+/// with the one read_stored saw, so a change before that read is refused (a writer between
+/// that read and the PUT is not seen: docs/backends.md).
+#[tokio::test]
+async fn value_conflict_when_changed_since_read() {
+    let f = Fixture::start().await;
+    conformance::value_conflict_when_changed_since_read(&f.harness(), &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn field_conflict_when_changed_since_read() {
+    let f = Fixture::start().await;
+    conformance::field_conflict_when_changed_since_read(&f.harness(), &put_raw(&f)).await;
+}
+
+#[tokio::test]
+async fn value_never_echoed() {
+    let f = Fixture::start().await;
+    conformance::value_never_echoed(&f.harness(), &put_raw(&f)).await;
+}
+
+/// A whole value written back keeps the version's own tags and content type, replaces the
+/// record tags (one not recorded is dropped), and one write is one version; a record that would
+/// take the version past Key Vault's 15 tags is refused before any write.
+#[tokio::test]
+async fn value_write_keeps_the_secrets_tags_and_refuses_more_than_15() {
+    use secret_backends::{CredentialRecord, SecretValue};
+    let f = Fixture::start().await;
+    let mut options = f.options();
+    options.tags.insert("owner".into(), "platform-team".into());
+    let name = fresh_name();
+    // a token write gives the version tags (managed-by, expires-at, owner) and a content type
+    write_raw(&f.store_with(options), &name, &conformance::unique_token())
+        .await
+        .unwrap();
+    let store = f.store();
+    let read = store.read_stored(&name, None).await.unwrap();
+    let record = conformance::full_record();
+    let value = SecretValue::new(SecretString::from("Zq8~kv-value")).unwrap();
+    let precondition = WritePrecondition::from_read(Some(read.metadata.clone()), true);
+    let outcome = store
+        .write_value(&name, None, &value, &record, &precondition)
+        .await
+        .unwrap();
+    assert_eq!(outcome, WriteOutcome::Updated);
+    let stored = f.vault.secret(&name).unwrap();
+    assert_eq!(stored.version_count, 2, "one version per write");
+    assert_eq!(stored.value.expose_secret(), "Zq8~kv-value");
+    assert_eq!(stored.content_type.as_deref(), Some("application/jwt"));
+    assert_eq!(stored.tags["owner"], "platform-team", "{:?}", stored.tags);
+    assert_eq!(
+        stored.tags["secret-sync-key-id"],
+        record.key_id.clone().unwrap().as_str()
+    );
+    assert_eq!(
+        stored.tags["secret-sync-retire-previous-on"],
+        "2026-08-16T06:00:00Z"
+    );
+    assert_eq!(stored.tags["secret-sync-installation"], "inst-7f3a");
+
+    let read = store.read_stored(&name, None).await.unwrap();
+    assert_eq!(read.record, record);
+    let fewer = CredentialRecord {
+        installation: None,
+        ..record.clone()
+    };
+    store
+        .write_value(
+            &name,
+            None,
+            &value,
+            &fewer,
+            &WritePrecondition::from_read(Some(read.metadata), true),
+        )
+        .await
+        .unwrap();
+    let stored = f.vault.secret(&name).unwrap();
+    assert!(
+        !stored.tags.contains_key("secret-sync-installation"),
+        "{:?}",
+        stored.tags
+    );
+    assert_eq!(stored.tags["owner"], "platform-team");
+
+    // 2 + 13 tags on the version: no room for a record
+    let mut options = f.options();
+    options.tags = (0..13).map(|i| (format!("t{i}"), "v".to_owned())).collect();
+    let full = fresh_name();
+    write_raw(&f.store_with(options), &full, &conformance::unique_token())
+        .await
+        .unwrap();
+    let err = store
+        .write_value(
+            &full,
+            None,
+            &value,
+            &record,
+            &WritePrecondition::unread(true),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidValue, "{err}");
+    assert!(err.to_string().contains("15"), "{err}");
+    conformance::assert_no_leak(&err, &["Zq8~kv-value"]);
+    assert_eq!(f.vault.version_count(&full), 1, "nothing was written");
+}
