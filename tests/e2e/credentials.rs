@@ -3,10 +3,12 @@
 //! the Entra emulator's Graph (testkit), real OpenBao and moto, and the Key Vault emulator.
 //! Every test scans the output for the secrets (old and new) and the tokens issued.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use testkit::real::OpenBao;
 use testkit::{AppPolicy, AppRegistration, EntraEmulator, Password};
 use time::OffsetDateTime;
 
@@ -513,43 +515,6 @@ async fn a_policy_that_refuses_the_lifetime_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_write_back_that_fails_removes_the_new_key_and_keeps_the_old_secret() {
-    let fx = Fixture::start(10, &[OWNED_BY]).await;
-    let backends = file_source(&fx);
-    fx.config(
-        r#"{ from = "creds", ref = "graph-secret" }"#,
-        &format!("{}{backends}", rotation("1h")),
-    );
-    // The write-back cannot replace the file: its directory is read-only.
-    set_mode(&fx.path("creds"), 0o500);
-    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
-    set_mode(&fx.path("creds"), 0o700);
-    run.assert_code(1);
-    assert!(
-        run.stderr.contains("cannot write the client secret back"),
-        "{}",
-        run.stderr
-    );
-    assert!(run.stderr.contains("was removed again"), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("the old secret is kept"),
-        "{}",
-        run.stderr
-    );
-    assert_eq!(fx.key_ids(), [KEY]);
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
-        SECRET
-    );
-    token_still_refreshed(&fx).await;
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after_a_restart() {
     let fx = Fixture::start(10, &[OWNED_BY]).await;
     let backends = file_source(&fx);
@@ -568,7 +533,7 @@ async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after
         .wait_for_output("rotated: the new password", Duration::from_secs(30))
         .await;
     daemon.signal("KILL");
-    let _ = daemon.exit_code(Duration::from_secs(10)).await;
+    assert!(wait_until(Duration::from_secs(10), || !daemon.is_running()).await);
     let (new_key, new_secret) = fx.new_password();
     assert_eq!(fx.key_ids().len(), 2, "killed before the overlap ended");
     assert_eq!(
@@ -622,4 +587,138 @@ async fn validate_refuses_rotation_of_a_secret_from_the_environment() {
         "{}",
         run.stderr
     );
+}
+
+// ----- OpenBao -----
+
+/// OpenBao with `secret/apps/graph` holding the client secret beside other fields, and a
+/// config reading `#client_secret` from it with `token` (a Vault token).
+fn bao_source(fx: &Fixture, bao: &OpenBao, overlap: &str) {
+    bao.api(
+        "POST",
+        "secret/data/apps/graph",
+        Some(json!({"data": {"client_secret": SECRET, "tenant": TENANT, "note": "kept"}})),
+    );
+    fx.config(
+        r#"{ from = "bao", ref = "apps/graph#client_secret" }"#,
+        &format!(
+            "{}[backends.bao]\nkind = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nkv_version = 2\nauth = {{ method = \"token\", token_env = \"BAO_TOKEN\" }}\n",
+            rotation(overlap),
+            bao.address()
+        ),
+    );
+}
+
+fn bao_data(bao: &OpenBao) -> Value {
+    bao.api("GET", "secret/data/apps/graph", None)["data"]["data"].clone()
+}
+
+fn bao_token(bao: &OpenBao, policy: &str) -> String {
+    bao.put_policy("p", policy);
+    let created = bao.api(
+        "POST",
+        "auth/token/create",
+        Some(json!({"policies": ["p"], "ttl": "1h"})),
+    );
+    created["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_a_json_field_in_openbao_keeps_the_other_fields_and_retires_the_old_key() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let bao = OpenBao::start();
+    bao_source(&fx, &bao, "3s");
+    let token = bao_token(
+        &bao,
+        "path \"secret/*\" { capabilities = [\"create\", \"read\", \"update\", \"list\"] }",
+    );
+    let env = [("BAO_TOKEN", token.as_str())];
+
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    let (new_key, new_secret) = fx.new_password();
+    let data = bao_data(&bao);
+    assert_eq!(data["client_secret"], new_secret.as_str());
+    assert_eq!(data["tenant"], TENANT, "the other fields survive: {data}");
+    assert_eq!(data["note"], "kept", "{data}");
+    assert_eq!(data["client_secret_key_id"], new_key.as_str(), "{data}");
+    assert_eq!(data["client_secret_previous_key_id"], KEY, "{data}");
+    assert!(data["client_secret_installation"].is_string(), "{data}");
+    token_still_refreshed_with(&fx, &env).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    assert_eq!(fx.key_ids(), [new_key.clone()]);
+    let data = bao_data(&bao);
+    assert_eq!(data["client_secret"], new_secret.as_str());
+    assert_eq!(data["note"], "kept");
+    assert!(
+        data.get("client_secret_previous_key_id")
+            .is_none_or(|v| v.is_null() || v == ""),
+        "{data}"
+    );
+    token_still_refreshed_with(&fx, &env).await;
+    let root = bao.root_token().expose_secret().to_owned();
+    let scan = Run {
+        code: 0,
+        stdout: run.stdout.clone(),
+        stderr: run.stderr.clone(),
+    };
+    scan.assert_no_leak(&[root.as_str(), token.as_str()]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_back_that_fails_removes_the_new_key_and_keeps_the_old_secret() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let bao = OpenBao::start();
+    bao_source(&fx, &bao, "1h");
+    // The Vault token may read the secret but not write it.
+    let token = bao_token(
+        &bao,
+        "path \"secret/*\" { capabilities = [\"read\", \"list\"] }",
+    );
+    let env = [("BAO_TOKEN", token.as_str())];
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(1);
+    for needle in [
+        "cannot write the client secret back",
+        "was removed again",
+        "the old secret is kept",
+    ] {
+        assert!(run.stderr.contains(needle), "{needle:?} in {}", run.stderr);
+    }
+    assert_eq!(fx.key_ids(), [KEY]);
+    let data = bao_data(&bao);
+    assert_eq!(data["client_secret"], SECRET);
+    assert_eq!(data["note"], "kept");
+    // The new key was added, then removed.
+    let calls: Vec<String> = fx
+        .entra
+        .graph_requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(
+        calls.iter().any(|p| p.ends_with("/addPassword")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.iter().any(|p| p.ends_with("/removePassword")),
+        "{calls:?}"
+    );
+    token_still_refreshed_with(&fx, &env).await;
+    let scan = Run {
+        code: 0,
+        stdout: run.stdout.clone(),
+        stderr: run.stderr.clone(),
+    };
+    scan.assert_no_leak(&[token.as_str()]);
+}
+
+async fn token_still_refreshed_with(fx: &Fixture, env: &[(&str, &str)]) {
+    let run = fx.run(&["run", "--force"], env).await;
+    run.assert_code(0);
+    let last = fx.entra.issued_tokens().into_iter().last().unwrap();
+    let written = std::fs::read_to_string(fx.path("out/graph-token")).unwrap();
+    assert_eq!(written.trim(), last.access_token.expose_secret());
 }

@@ -317,11 +317,17 @@ targets = [{{ to = "local", name = "graph-token" }}]
         assert_eq!(credentials.check_every, Duration::from_secs(3600));
         let lifecycle = &config.jobs[0].lifecycle;
         assert!(lifecycle.watch.watch);
-        assert_eq!(lifecycle.watch.warn_within, Duration::from_secs(20 * 86_400));
+        assert_eq!(
+            lifecycle.watch.warn_within,
+            Duration::from_secs(20 * 86_400)
+        );
         assert!(matches!(lifecycle.watch.graph, GraphIdentity::Job));
         let rotation = lifecycle.rotation.as_ref().unwrap();
         assert_eq!(rotation.source.backend, "local");
-        assert_eq!(rotation.source.reference.field.as_deref(), Some("client_secret"));
+        assert_eq!(
+            rotation.source.reference.field.as_deref(),
+            Some("client_secret")
+        );
         assert_eq!(rotation.lifetime, Duration::from_secs(90 * 86_400));
         assert_eq!(rotation.overlap, Duration::from_secs(7200));
         assert_eq!(rotation.rotate_within, Duration::from_secs(30 * 86_400));
@@ -336,19 +342,37 @@ targets = [{{ to = "local", name = "graph-token" }}]
         .unwrap();
         let watch = &config.jobs[0].lifecycle.watch;
         assert!(matches!(watch.graph, GraphIdentity::Other(_)));
-        assert_eq!(watch.graph_endpoint.as_ref().unwrap().as_str(), "http://127.0.0.1:9/");
+        assert_eq!(
+            watch.graph_endpoint.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:9/"
+        );
     }
 
     #[test]
     fn rotation_is_refused_for_a_secret_no_store_holds() {
-        let errors = load(&job(r#"{ env = "GRAPH_SECRET" }"#, "[jobs.graph.rotation]\nenabled = true\n"))
-            .unwrap_err();
+        let errors = load(&job(
+            r#"{ env = "GRAPH_SECRET" }"#,
+            "[jobs.graph.rotation]\nenabled = true\n",
+        ))
+        .unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:#?}");
-        assert!(errors[0].starts_with("18:1 jobs.graph.rotation.enabled: "), "{errors:#?}");
-        assert!(errors[0].contains("environment variable GRAPH_SECRET"), "{errors:#?}");
-        let errors = load(&job(r#"{ file = "secret.txt" }"#, "[jobs.graph.rotation]\nenabled = true\n"))
-            .unwrap_err();
-        assert!(errors[0].contains("/etc/secret-sync/secret.txt given without a backend"), "{errors:#?}");
+        assert!(
+            errors[0].starts_with("18:1 jobs.graph.rotation.enabled: "),
+            "{errors:#?}"
+        );
+        assert!(
+            errors[0].contains("environment variable GRAPH_SECRET"),
+            "{errors:#?}"
+        );
+        let errors = load(&job(
+            r#"{ file = "secret.txt" }"#,
+            "[jobs.graph.rotation]\nenabled = true\n",
+        ))
+        .unwrap_err();
+        assert!(
+            errors[0].contains("/etc/secret-sync/secret.txt given without a backend"),
+            "{errors:#?}"
+        );
     }
 
     #[test]
@@ -359,10 +383,24 @@ targets = [{{ to = "local", name = "graph-token" }}]
         ))
         .unwrap_err();
         let text = errors.join("\n");
-        assert!(text.contains("jobs.graph.credentials.wach: unknown key \"wach\"; did you mean \"watch\"?"), "{text}");
-        assert!(text.contains("jobs.graph.credentials.auth.method: "), "{text}");
-        assert!(text.contains("jobs.graph.rotation.lifetime: \"forever\" is not a duration"), "{text}");
-        assert!(text.contains("rotate_within (200d) is not shorter than lifetime"), "{text}");
+        assert!(
+            text.contains(
+                "jobs.graph.credentials.wach: unknown key \"wach\"; did you mean \"watch\"?"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("jobs.graph.credentials.auth.method: "),
+            "{text}"
+        );
+        assert!(
+            text.contains("jobs.graph.rotation.lifetime: \"forever\" is not a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains("rotate_within (200d) is not shorter than lifetime"),
+            "{text}"
+        );
     }
 
     #[test]
