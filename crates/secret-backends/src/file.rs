@@ -859,6 +859,8 @@ impl FileStore {
             None
         };
         let current_version = current.as_ref().map(|c| c.version.clone());
+        #[cfg(test)]
+        pause::between_check_and_use(&self.options.dir);
         precondition.check_unchanged(
             &self.backend,
             name,
@@ -1495,6 +1497,82 @@ mod tests {
         store
             .write(name, payload, &WritePrecondition::unread(false))
             .await
+    }
+
+    /// Someone rewrites the file after the value write read it (and checked the precondition
+    /// against that read): the comparison right before the rename sees it, the write fails with
+    /// Conflict, and their file (and no temporary file) is what is left.
+    #[tokio::test]
+    async fn a_value_write_rechecks_the_file_right_before_the_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let name = "creds.json";
+        let path = dir.path().join(name);
+        fs::write(&path, r#"{"client_secret":"old","client_id":"app"}"#).unwrap();
+        let read = store
+            .read_stored(name, Some("client_secret"))
+            .await
+            .unwrap();
+        let precondition = WritePrecondition::from_read(Some(read.metadata.clone()), true);
+        let theirs = r#"{"client_secret":"theirs","client_id":"app"}"#;
+        let swapped = path.clone();
+        // the write's own read is made before this hook runs
+        let hook_dir = dir.path().to_owned();
+        let write = {
+            let store = store.clone();
+            let precondition = precondition.clone();
+            async move {
+                let value = SecretValue::new(SecretString::from("mine-new")).unwrap();
+                store
+                    .write_value(
+                        name,
+                        Some("client_secret"),
+                        &value,
+                        &CredentialRecord::default(),
+                        &precondition,
+                    )
+                    .await
+            }
+        };
+        pause::once(&hook_dir, move || fs::write(&swapped, theirs).unwrap());
+        let err = write.await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(!format!("{err} {err:?}").contains("mine-new"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), theirs);
+        assert_eq!(dir_entries(dir.path()), vec![name.to_owned()]);
+
+        // a whole value: the sidecar (renamed first) names the value it describes
+        let whole = "whole-secret";
+        fs::write(dir.path().join(whole), "old-value").unwrap();
+        let read = store.read_stored(whole, None).await.unwrap();
+        assert!(read.record.is_empty());
+        let record = CredentialRecord {
+            key_id: Some("k1".into()),
+            ..CredentialRecord::default()
+        };
+        let value = SecretValue::new(SecretString::from("new-value")).unwrap();
+        let outcome = store
+            .write_value(
+                whole,
+                None,
+                &value,
+                &record,
+                &WritePrecondition::from_read(Some(read.metadata), true),
+            )
+            .await
+            .unwrap();
+        assert_eq!(outcome, WriteOutcome::Updated);
+        let sidecar: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(dir.path().join("whole-secret.meta.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(sidecar["key_id"], "k1");
+        assert_eq!(sidecar[VALUE_SHA256], fingerprint("new-value"));
+        assert_eq!(mode_of(&dir.path().join(whole)), 0o600);
+        // the value replaced by hand: the record no longer describes it
+        fs::write(dir.path().join(whole), "by-hand").unwrap();
+        let read = store.read_stored(whole, None).await.unwrap();
+        assert!(read.record.is_empty(), "{:?}", read.record);
     }
 
     fn mode_of(path: &Path) -> u32 {

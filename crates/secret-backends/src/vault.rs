@@ -1605,6 +1605,53 @@ impl SecretStore for VaultStore {
 mod tests {
     use super::*;
 
+    /// The race check-and-set closes, made deterministic: someone writes after the value
+    /// write's own read. The data write with cas = the version read is refused by OpenBao
+    /// (Conflict) and the other writer's data stays.
+    #[tokio::test]
+    async fn check_and_set_refuses_a_version_written_after_the_read() {
+        let bao = testkit::real::OpenBao::start();
+        let store = VaultStore::new(
+            "ops-vault",
+            VaultOptions::new(
+                bao.address(),
+                "secret",
+                VaultAuth::Token {
+                    token: bao.root_token().clone().into(),
+                },
+            ),
+        )
+        .unwrap();
+        let name = "race/creds";
+        let put = |secret: &str| {
+            bao.api(
+                "POST",
+                &format!("secret/data/{name}"),
+                Some(serde_json::json!({"data": {"client_secret": secret}})),
+            );
+        };
+        put("first");
+        let read = store.read_map(name, "test").await.unwrap().unwrap();
+        put("theirs");
+        let mut mine = read.0.clone();
+        mine.insert("client_secret".into(), "mine".into());
+        let err = store
+            .put_map(name, KvVersion::V2, Some(&read), mine.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert!(!format!("{err} {err:?}").contains("mine"), "{err}");
+        let now = store.read_map(name, "test").await.unwrap().unwrap();
+        assert_eq!(now.0["client_secret"], "theirs");
+        // with the version that is there now, the same write goes through
+        store
+            .put_map(name, KvVersion::V2, Some(&now), mine)
+            .await
+            .unwrap();
+        let after = store.read_map(name, "test").await.unwrap().unwrap();
+        assert_eq!(after.0["client_secret"], "mine");
+    }
+
     fn options(address: &str) -> VaultOptions {
         VaultOptions::new(
             address,
