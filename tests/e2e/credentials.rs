@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use testkit::real::OpenBao;
+use testkit::real::{Moto, OpenBao};
 use testkit::{AppPolicy, AppRegistration, EntraEmulator, Password};
 use time::OffsetDateTime;
 
@@ -24,13 +24,23 @@ const OWNED_BY: &str = "Application.ReadWrite.OwnedBy";
 /// hour), may manage its own credentials (OwnedBy and owner of itself), and a temp dir.
 struct Fixture {
     entra: EntraEmulator,
+    /// The CA of a TLS emulator (for Key Vault), in settings.ca_file.
+    ca: Option<PathBuf>,
     dir: tempfile::TempDir,
     end: OffsetDateTime,
 }
 
 impl Fixture {
     async fn start(days: i64, roles: &[&str]) -> Fixture {
-        let entra = EntraEmulator::start().await.unwrap();
+        Fixture::start_with(days, roles, false).await
+    }
+
+    async fn start_with(days: i64, roles: &[&str], tls: bool) -> Fixture {
+        let entra = if tls {
+            EntraEmulator::start_tls().await.unwrap()
+        } else {
+            EntraEmulator::start().await.unwrap()
+        };
         let now = OffsetDateTime::now_utc();
         let end = (now + time::Duration::days(days) + time::Duration::hours(1))
             .replace_nanosecond(0)
@@ -49,7 +59,17 @@ impl Fixture {
         entra.add_owner(CLIENT, CLIENT);
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("out")).unwrap();
-        Fixture { entra, dir, end }
+        let ca = tls.then(|| {
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
+            ca
+        });
+        Fixture {
+            entra,
+            ca,
+            dir,
+            end,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -63,7 +83,7 @@ impl Fixture {
             r#"[settings]
 authority = "{authority}"
 listen = "127.0.0.1:0"
-
+{ca}
 [settings.credentials]
 watch = true
 warn_within = "30d"
@@ -84,6 +104,11 @@ targets = [{{ to = "out", name = "graph-token" }}]
 {extra}
 "#,
             authority = self.entra.base_url(),
+            ca = self
+                .ca
+                .as_ref()
+                .map(|ca| format!("ca_file = \"{}\"\n", ca.display()))
+                .unwrap_or_default(),
             graph = self.entra.graph_endpoint(),
             state = self.dir.path().display(),
             out = self.path("out").display(),
@@ -721,4 +746,155 @@ async fn token_still_refreshed_with(fx: &Fixture, env: &[(&str, &str)]) {
     let last = fx.entra.issued_tokens().into_iter().last().unwrap();
     let written = std::fs::read_to_string(fx.path("out/graph-token")).unwrap();
     assert_eq!(written.trim(), last.access_token.expose_secret());
+}
+
+// ----- AWS Secrets Manager (moto) and the Key Vault emulator -----
+
+const AWS_KEY: &str = "AKIAE2ELIFECYCLE0001";
+const AWS_SECRET_KEY: &str = "e2e/lifecycle/aws/secret/access/key/000";
+
+/// Runs `script` with `sm`, a boto3 Secrets Manager client on moto; returns its stdout.
+fn boto3(moto: &Moto, script: &str) -> String {
+    let prelude = format!(
+        "import sys, json, boto3\n\
+         sm = boto3.client('secretsmanager', endpoint_url='{}', region_name='eu-west-1', \
+         aws_access_key_id='{AWS_KEY}', aws_secret_access_key='{AWS_SECRET_KEY}')\n",
+        moto.endpoint_url()
+    );
+    let out = std::process::Command::new(testkit::real::python())
+        .arg("-c")
+        .arg(prelude + script)
+        .output()
+        .expect("the venv python runs");
+    assert!(
+        out.status.success(),
+        "boto3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_a_whole_secret_in_aws_secrets_manager_records_it_in_tags_and_retires_the_old_key() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let moto = Moto::start();
+    boto3(
+        &moto,
+        &format!("sm.create_secret(Name='apps/graph-secret', SecretString='{SECRET}')"),
+    );
+    fx.config(
+        r#"{ from = "aws", ref = "apps/graph-secret" }"#,
+        &format!(
+            "{}[backends.aws]\nkind = \"aws-secrets-manager\"\nregion = \"eu-west-1\"\nendpoint_url = \"{}\"\n",
+            rotation("3s"),
+            moto.endpoint_url()
+        ),
+    );
+    let home = fx.path("home");
+    std::fs::create_dir(&home).unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let env = [
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.as_str()),
+        ("HOME", home.to_str().unwrap()),
+        ("AWS_ACCESS_KEY_ID", AWS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", AWS_SECRET_KEY),
+    ];
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    let (new_key, new_secret) = fx.new_password();
+    let value = boto3(
+        &moto,
+        "print(sm.get_secret_value(SecretId='apps/graph-secret', VersionStage='AWSCURRENT')['SecretString'])",
+    );
+    let versions = boto3(
+        &moto,
+        "print(json.dumps(sm.describe_secret(SecretId='apps/graph-secret').get('VersionIdsToStages', {})))",
+    );
+    assert!(
+        value.trim() == new_secret,
+        "AWSCURRENT is not the new secret; versions: {versions}; rotate said: {}",
+        run.stdout
+    );
+    let tags = boto3(
+        &moto,
+        "print(json.dumps(sm.describe_secret(SecretId='apps/graph-secret').get('Tags', [])))",
+    );
+    assert!(
+        tags.contains(&new_key),
+        "the keyId is recorded in a tag: {tags}"
+    );
+    assert!(tags.contains(KEY), "the old keyId is recorded: {tags}");
+    token_still_refreshed_with(&fx, &env).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("removed the old password {KEY}")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fx.key_ids(), [new_key]);
+    token_still_refreshed_with(&fx, &env).await;
+    Run {
+        code: 0,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+    .assert_no_leak(&[AWS_SECRET_KEY]);
+}
+
+const KV_CLIENT: &str = "0a1b2c3d-1313-4444-8888-777788889999";
+const KV_SECRET: &str = "Kv9~e2e.lifecycle.key-vault.writer.secret";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotate_a_secret_in_the_key_vault_emulator_records_it_in_tags_and_retires_the_old_key() {
+    let fx = Fixture::start_with(10, &[OWNED_BY], true).await;
+    fx.entra
+        .register_app(AppRegistration::new(TENANT, KV_CLIENT).with_secret(KV_SECRET));
+    let kv = testkit::KeyVaultEmulator::start(
+        fx.entra.token_validator(),
+        testkit::KeyVaultOptions::for_entra(&fx.entra, TENANT),
+    )
+    .await
+    .unwrap();
+    kv.set_secret("graph-client-secret", SECRET).unwrap();
+    fx.config(
+        r#"{ from = "kv", ref = "graph-client-secret" }"#,
+        &format!(
+            "{}[backends.kv]\nkind = \"azure-key-vault\"\nvault_url = \"{}\"\nca_file = \"{}\"\n\
+             auth = {{ method = \"client-secret\", tenant_id = \"{TENANT}\", client_id = \"{KV_CLIENT}\", client_secret = {{ env = \"KV_SECRET\" }} }}\n",
+            rotation("3s"),
+            kv.vault_url(),
+            fx.ca.as_ref().unwrap().display()
+        ),
+    );
+    let env = [("KV_SECRET", KV_SECRET)];
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    let (new_key, new_secret) = fx.new_password();
+    let stored = kv.secret("graph-client-secret").unwrap();
+    assert!(
+        stored.value.expose_secret() == new_secret,
+        "Key Vault holds the new secret"
+    );
+    let tags = format!("{:?}", stored.tags);
+    assert!(
+        tags.contains(&new_key),
+        "the keyId is recorded in a tag: {tags}"
+    );
+    token_still_refreshed_with(&fx, &env).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    assert_eq!(fx.key_ids(), [new_key]);
+    token_still_refreshed_with(&fx, &env).await;
+    Run {
+        code: 0,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+    .assert_no_leak(&[KV_SECRET]);
 }
