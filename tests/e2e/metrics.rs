@@ -312,6 +312,8 @@ async fn operations_page_examples_agree_with_the_daemon_and_each_other() {
         "secret_sync_job_runs_total",
         "secret_sync_config_reloads_total",
         "secret_sync_config_loaded",
+        // Exported for jobs that watch their app's credentials (tests/e2e/credentials.rs).
+        "secret_sync_credential_expiry_timestamp_seconds",
     ]
     .into();
     let mut alerts = Vec::new();
