@@ -397,6 +397,14 @@ async fn rotate_in_a_file_ends_with_the_old_key_removed_after_the_overlap() {
         "{}",
         dry.stdout
     );
+    let writes: Vec<String> = fx
+        .entra
+        .graph_requests()
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(writes.is_empty(), "the dry run changed the app: {writes:?}");
     assert_eq!(fx.key_ids(), [KEY]);
     assert_eq!(
         std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
@@ -448,7 +456,7 @@ async fn rotate_in_a_file_ends_with_the_old_key_removed_after_the_overlap() {
         "{}",
         run.stdout
     );
-    assert_eq!(fx.key_ids(), [new_key.clone()]);
+    assert_eq!(fx.key_ids(), std::slice::from_ref(&new_key));
     token_still_refreshed(&fx).await;
     // The record now names the new key as the one in use.
     let json = fx.run(&["credentials", "--output", "json"], &[]).await;
@@ -673,7 +681,7 @@ async fn rotate_a_json_field_in_openbao_keeps_the_other_fields_and_retires_the_o
     tokio::time::sleep(Duration::from_secs(4)).await;
     let run = fx.run(&["rotate", "--job", "graph"], &env).await;
     run.assert_code(0);
-    assert_eq!(fx.key_ids(), [new_key.clone()]);
+    assert_eq!(fx.key_ids(), std::slice::from_ref(&new_key));
     let data = bao_data(&bao);
     assert_eq!(data["client_secret"], new_secret.as_str());
     assert_eq!(data["note"], "kept");

@@ -66,10 +66,10 @@ impl Loader<'_> {
         if let Some(within) = self.duration(table, "warn_within") {
             spec.warn_within = within;
         }
-        if table.has("auth") {
-            if let Some(graph) = self.graph_identity(table) {
-                spec.graph = graph;
-            }
+        if table.has("auth")
+            && let Some(graph) = self.graph_identity(table)
+        {
+            spec.graph = graph;
         }
         if table.has("graph_endpoint") {
             spec.graph_endpoint = self.url(

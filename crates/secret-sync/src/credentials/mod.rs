@@ -94,7 +94,7 @@ pub fn days_left(end: OffsetDateTime, now: OffsetDateTime) -> i64 {
 /// A duration for messages: whole days as `30d`, else humantime's form (`2h 30m`).
 pub fn shown(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs >= 86_400 && secs % 86_400 == 0 && d.subsec_nanos() == 0 {
+    if secs >= 86_400 && secs.is_multiple_of(86_400) && d.subsec_nanos() == 0 {
         format!("{}d", secs / 86_400)
     } else {
         humantime::format_duration(d).to_string()
