@@ -906,3 +906,99 @@ async fn rotate_a_secret_in_the_key_vault_emulator_records_it_in_tags_and_retire
     }
     .assert_no_leak(&[KV_SECRET]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_this_installations_forgotten_passwords_older_than_the_overlap_are_removed() {
+    const INSTALLATION: &str = "e2einstallation1";
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    // Passwords left behind: this installation's (old, and one younger than the overlap),
+    // another installation's, and one made by hand.
+    let now = OffsetDateTime::now_utc();
+    let old = now - time::Duration::hours(3);
+    let lost = |key: &str, name: &str, start: OffsetDateTime| {
+        Password::new(format!("Lo{key}~lost.password.secret.value"))
+            .key_id(key)
+            .display_name(name)
+            .start(start)
+            .end(now + time::Duration::days(90))
+    };
+    let ours = format!("secret-sync job=graph installation={INSTALLATION}");
+    fx.entra.register_app(
+        AppRegistration::new(TENANT, CLIENT)
+            .with_password(
+                Password::new(SECRET)
+                    .key_id(KEY)
+                    .start(now - time::Duration::days(170))
+                    .end(fx.end),
+            )
+            .with_password(lost("aaaaaaaa-0000-0000-0000-000000000001", &ours, old))
+            .with_password(lost(
+                "aaaaaaaa-0000-0000-0000-000000000002",
+                &ours,
+                now - time::Duration::minutes(10),
+            ))
+            .with_password(lost(
+                "aaaaaaaa-0000-0000-0000-000000000003",
+                "secret-sync job=graph installation=someoneelse00001",
+                old,
+            ))
+            .with_password(lost(
+                "aaaaaaaa-0000-0000-0000-000000000004",
+                "made by hand",
+                old,
+            ))
+            .with_graph_roles(&[OWNED_BY]),
+    );
+    let bao = OpenBao::start();
+    bao.api(
+        "POST",
+        "secret/data/apps/graph",
+        Some(json!({"data": {
+            "client_secret": SECRET,
+            "client_secret_key_id": KEY,
+            "client_secret_installation": INSTALLATION,
+        }})),
+    );
+    fx.config(
+        r#"{ from = "bao", ref = "apps/graph#client_secret" }"#,
+        &format!(
+            "{}[backends.bao]\nkind = \"vault\"\naddress = \"{}\"\nmount = \"secret\"\nkv_version = 2\nauth = {{ method = \"token\", token_env = \"BAO_TOKEN\" }}\n",
+            rotation("1h"),
+            bao.address()
+        ),
+    );
+    let root = bao.root_token().expose_secret().to_owned();
+    let env = [("BAO_TOKEN", root.as_str())];
+    let run = fx
+        .run(&["rotate", "--job", "graph", "--dry-run"], &env)
+        .await;
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("would remove the password aaaaaaaa-0000-0000-0000-000000000001"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fx.key_ids().len(), 5, "the dry run removed nothing");
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    let ids = fx.key_ids();
+    assert!(!ids.iter().any(|k| k.ends_with("000000000001")), "{ids:?}");
+    for kept in ["000000000002", "000000000003", "000000000004"] {
+        assert!(
+            ids.iter().any(|k| k.ends_with(kept)),
+            "{kept} kept: {ids:?}"
+        );
+    }
+    assert!(
+        ids.iter().any(|k| k == KEY),
+        "the old secret stays for the overlap"
+    );
+    assert_eq!(bao_data(&bao)["client_secret_installation"], INSTALLATION);
+    Run {
+        code: 0,
+        stdout: run.stdout,
+        stderr: run.stderr,
+    }
+    .assert_no_leak(&[root.as_str()]);
+}
