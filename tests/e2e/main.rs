@@ -2,6 +2,7 @@
 //! against servers on 127.0.0.1 (the testkit emulators, a server replaying recorded Entra
 //! traffic, and in later modules the real moto and OpenBao servers). One module per topic.
 
+mod actions;
 mod bench_baseline;
 mod clouds;
 mod config;

@@ -306,3 +306,115 @@ pub fn yaml_documents(what: &str, text: &str) -> Vec<serde_json::Value> {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// One request a [`RecordingServer`] received.
+#[derive(Debug, Clone)]
+pub struct RecordedHttp {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedHttp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A plain HTTP/1.1 server on 127.0.0.1 that records every request and answers the n-th one
+/// with `statuses[n]` (the last status for every later one), an empty body and
+/// `Connection: close`. For webhook receivers.
+#[derive(Debug)]
+pub struct RecordingServer {
+    pub addr: std::net::SocketAddr,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<RecordedHttp>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingServer {
+    pub async fn start(statuses: &[u16]) -> RecordingServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        assert!(!statuses.is_empty());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = std::sync::Arc::clone(&requests);
+        let statuses = statuses.to_vec();
+        let task = tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                let request = loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => break None,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&data[..end]).into_owned();
+                    let mut lines = head.split("\r\n");
+                    let mut first = lines.next().unwrap_or("").split_whitespace();
+                    let method = first.next().unwrap_or("").to_owned();
+                    let path = first.next().unwrap_or("").to_owned();
+                    let headers: Vec<(String, String)> = lines
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                        .collect();
+                    let length: usize = headers
+                        .iter()
+                        .find(|(n, _)| n == "content-length")
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    if data.len() < end + 4 + length {
+                        continue;
+                    }
+                    let body = data[end + 4..end + 4 + length].to_vec();
+                    break Some(RecordedHttp {
+                        method,
+                        path,
+                        headers,
+                        body,
+                    });
+                };
+                let Some(request) = request else { continue };
+                let n = {
+                    let mut all = recorded.lock().unwrap();
+                    all.push(request);
+                    all.len()
+                };
+                let status = statuses[(n - 1).min(statuses.len() - 1)];
+                let answer = format!(
+                    "HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            }
+        });
+        RecordingServer {
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<RecordedHttp> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RecordingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -2,6 +2,7 @@
 //! exists so that the fuzz targets in `fuzz/` can reach the config loader (feature `fuzzing`,
 //! module `fuzzing`). It is not an API: every module is private, and nothing here is published.
 
+mod actions;
 mod cli;
 mod completions;
 mod config;
@@ -60,9 +61,9 @@ pub fn main() -> ExitCode {
             Command::Daemon(args) => daemon::run(args).await,
             Command::Plan(args) => plan::run(args).await,
             Command::Validate(args) => validate::run(args),
-            Command::Schema => schema::run(),
             Command::Credentials(args) => credentials::watch::run(args).await,
             Command::Rotate(args) => credentials::rotate::run(args).await,
+            Command::Schema => schema::run(),
             Command::Completions(args) => completions::run(args),
             Command::Man(args) => manpage::run(args),
         }

@@ -10,13 +10,16 @@ use crate::output;
 use crate::run::prepare_for;
 
 pub async fn run(args: PlanArgs) -> Result<(), Failure> {
-    let (engine, jobs) = prepare_for(&args.config, &args.jobs, args.output).await?;
+    let (engine, jobs, actions) = prepare_for(&args.config, &args.jobs, args.output).await?;
     let entries = engine.plan(&jobs, args.force).await;
+    // The after-write actions the planned writes would run (issue 14).
+    let would_run = actions.plan(&jobs, &entries);
     // The app credentials' expiries as the last watch recorded them (issue 13): a file read.
     let credentials = crate::credentials::state::for_plan(&args.config.config, &args.jobs);
     let summary = match args.output {
         OutputFormat::Text => {
             let mut text = output::plan_table(&entries);
+            text.push_str(&crate::actions::table(&would_run));
             if let Some((section, _)) = &credentials {
                 text.push_str(section);
             }
@@ -24,6 +27,9 @@ pub async fn run(args: PlanArgs) -> Result<(), Failure> {
         }
         OutputFormat::Json => {
             let mut doc = output::plan_json(&entries);
+            if !actions.is_empty() {
+                doc["actions"] = crate::actions::json(&would_run);
+            }
             if let (Some((_, value)), Some(map)) = (credentials, doc.as_object_mut()) {
                 map.insert("credentials".into(), value);
             }

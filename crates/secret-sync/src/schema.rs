@@ -595,6 +595,10 @@ fn definitions() -> Value {
                 "rotation": {
                     "description": "Rotate this job's client secret (read from a backend) before it expires (docs/credentials.md).",
                     "$ref": "#/definitions/rotation"
+                },
+                "actions": {
+                    "description": "After-write actions: run once per pass that created or updated one of this job's targets, after all of them were tried.",
+                    "$ref": "#/definitions/actions"
                 }
             }
         },
@@ -620,11 +624,16 @@ fn definitions() -> Value {
                 "adopt": {
                     "description": "Overwrite a secret that secret-sync did not write. Default false.",
                     "type": "boolean"
+                },
+                "actions": {
+                    "description": "After-write actions: run after this target was created or updated.",
+                    "$ref": "#/definitions/actions"
                 }
             }
         }
         }),
         lifecycle_definitions(),
+        action_definitions(),
     ] {
         if let Value::Object(part) = part {
             definitions.extend(part);
@@ -757,6 +766,86 @@ fn azure_auth(method: &str, required: &[&str], own: Value) -> Value {
     })
 }
 
+/// `actions` of a job or target (issue 14): each one exec, signal or webhook.
+fn action_definitions() -> Value {
+    let timeout = json!({
+        "description": "How long it may take, at most \"30s\" (the daemon's SIGTERM grace); also capped by the pass's deadline.",
+        "$ref": "#/definitions/duration"
+    });
+    json!({
+        "actions": {
+            "description": "After-write actions (docs/configuration.md, Actions): each one of exec, signal, webhook.",
+            "type": "array",
+            "items": { "$ref": "#/definitions/action" }
+        },
+        "action": {
+            "description": "One after-write action.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["exec"],
+                    "properties": {
+                        "exec": {
+                            "description": "The command and its arguments; the first is an absolute path. No shell; the token is never passed.",
+                            "type": "array",
+                            "minItems": 1,
+                            "items": [{ "type": "string", "pattern": "^/" }],
+                            "additionalItems": { "type": "string" }
+                        },
+                        "timeout": timeout.clone()
+                    }
+                },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["signal", "pid_file"],
+                    "properties": {
+                        "signal": {
+                            "description": "The signal to send, e.g. HUP.",
+                            "type": "string",
+                            "pattern": "^(SIG|sig)?(HUP|USR1|USR2|TERM|INT|QUIT|WINCH|hup|usr1|usr2|term|int|quit|winch)$"
+                        },
+                        "pid_file": {
+                            "description": "The file holding the process's pid; its directory must exist.",
+                            "$ref": "#/definitions/path"
+                        },
+                        "process_name": {
+                            "description": "The process's /proc/PID/comm must be this (at most 15 bytes), against a reused pid.",
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 15
+                        }
+                    }
+                },
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["webhook"],
+                    "properties": {
+                        "webhook": {
+                            "description": "The URL a JSON document (job, targets, expiry; no token) is POSTed to: https, or http to a loopback address.",
+                            "type": "string",
+                            "pattern": HTTPS_OR_LOOPBACK
+                        },
+                        "timeout": timeout,
+                        "signing_key": {
+                            "description": "The HMAC-SHA256 key of the X-Secret-Sync-Signature header.",
+                            "$ref": "#/definitions/secret"
+                        },
+                        "attempts": {
+                            "description": "Tries on 5xx, 429, timeouts and connection errors, with backoff. Default 3.",
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 10
+                        }
+                    }
+                }
+            ]
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -821,6 +910,18 @@ mod tests {
                 set(keys::JOB_CREDENTIALS),
             ),
             (format!("{d}/rotation/properties"), set(keys::ROTATION)),
+            (
+                format!("{d}/action/oneOf/0/properties"),
+                set(keys::ACTION_EXEC),
+            ),
+            (
+                format!("{d}/action/oneOf/1/properties"),
+                set(keys::ACTION_SIGNAL),
+            ),
+            (
+                format!("{d}/action/oneOf/2/properties"),
+                set(keys::ACTION_WEBHOOK),
+            ),
             (
                 format!("{d}/job/properties"),
                 [keys::IDENTITY, keys::CREDENTIAL, keys::JOB_OWN]
@@ -1074,6 +1175,26 @@ targets = [{ to = "local", name = "graph.json" }]
             ),
             ("an unknown kind", "kind = \"file\"", "kind = \"files\""),
             (
+                "an action with a relative command",
+                "scope = ",
+                "actions = [{ exec = [\"systemctl\", \"reload\", \"nginx\"] }]\nscope = ",
+            ),
+            (
+                "a webhook over http off loopback",
+                "scope = ",
+                "actions = [{ webhook = \"http://hooks.example.com/x\" }]\nscope = ",
+            ),
+            (
+                "an action of two kinds",
+                "scope = ",
+                "actions = [{ exec = [\"/bin/true\"], signal = \"HUP\", pid_file = \"/run/x.pid\" }]\nscope = ",
+            ),
+            (
+                "an unknown action key",
+                "scope = ",
+                "actions = [{ exec = [\"/bin/true\"], shell = true }]\nscope = ",
+            ),
+            (
                 "an unknown format",
                 "name = \"graph.json\"",
                 "name = \"graph.json\", format = \"yaml\"",
@@ -1158,6 +1279,13 @@ targets = [{ to = "local", name = "graph.json" }]
                 "a tenant from the environment",
                 "\"contoso.onmicrosoft.com\"",
                 "{ env = \"TENANT\" }",
+            ),
+            (
+                "actions of every kind on a job and a target",
+                "name = \"graph.json\" }]",
+                "name = \"graph.json\", actions = [{ exec = [\"/usr/bin/systemctl\", \"reload\", \"x\"], timeout = \"20s\" }] }]\n\
+                 actions = [{ signal = \"HUP\", pid_file = \"/run/nginx.pid\", process_name = \"nginx\" }, \
+                 { webhook = \"https://hooks.example.com/x\", signing_key = { env = \"K\" }, attempts = 5 }]",
             ),
         ] {
             let fine = good.replace(from, to);

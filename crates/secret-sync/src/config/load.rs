@@ -36,6 +36,9 @@ use super::model::{
 #[path = "credentials.rs"]
 mod credentials;
 
+#[path = "actions.rs"]
+pub mod actions;
+
 /// The keys each table accepts: the loader rejects any other, and the schema lists these.
 pub mod keys {
     pub const ROOT: &[&str] = &["settings", "backends", "jobs"];
@@ -49,10 +52,11 @@ pub mod keys {
         "pass_timeout",
         "credentials",
     ];
+    pub use super::actions::keys::*;
+    #[allow(unused_imports)] // the schema's tests list them
     pub use super::credentials::keys::*;
     pub const BACKEND_KINDS: &[&str] = &["file", "vault", "aws-secrets-manager", "azure-key-vault"];
     pub const FILE: &[&str] = &["kind", "dir", "mode", "follow_symlinks", "stale_temp_after"];
-    #[allow(unused_imports)] // the schema's tests list them
     pub const VAULT: &[&str] = &[
         "kind",
         "address",
@@ -114,8 +118,9 @@ pub mod keys {
         "pass_timeout",
         "credentials",
         "rotation",
+        "actions",
     ];
-    pub const TARGET: &[&str] = &["to", "name", "format", "adopt"];
+    pub const TARGET: &[&str] = &["to", "name", "format", "adopt", "actions"];
     /// `{ env = "VAR" }`, `{ file = "PATH" }`, `{ from = "BACKEND", ref = "path#field" }`.
     pub const SOURCE: &[&str] = &["env", "file", "from", "ref"];
 }
@@ -1342,6 +1347,7 @@ impl Loader<'_> {
             },
         };
         let lifecycle = self.job_lifecycle(table, identity.as_ref());
+        let actions = self.actions(table);
         Some(JobSpec {
             name: name.to_owned(),
             lifecycle: lifecycle?,
@@ -1349,6 +1355,7 @@ impl Loader<'_> {
             scope: scope?,
             targets: targets?,
             pass_timeout,
+            actions: actions?,
         })
     }
 
@@ -1810,6 +1817,7 @@ impl Loader<'_> {
             },
         };
         let adopt = self.boolean(table, "adopt").unwrap_or(false);
+        let actions = self.actions(table);
         let (name, name_span) = name?;
         let (backend, kind) = backend?;
         if let Err(err) = kind.check_name(&backend, &name) {
@@ -1832,6 +1840,7 @@ impl Loader<'_> {
             name,
             format: format?,
             adopt,
+            actions: actions?,
         })
     }
 

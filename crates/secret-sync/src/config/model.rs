@@ -30,6 +30,8 @@ use secret_backends::vault::KvVersion;
 use secret_backends::{AwsOptions, FileOptions, Format, NameRef};
 use url::Url;
 
+pub use super::load::actions::{ActionKind, ActionSpec, Actions, SignalName};
+
 /// A whole config file, validated.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -289,6 +291,8 @@ pub struct JobSpec {
     pub pass_timeout: PassTimeout,
     /// `[jobs.NAME.credentials]` over `[settings.credentials]`, and `[jobs.NAME.rotation]`.
     pub lifecycle: super::lifecycle::JobLifecycle,
+    /// `actions`: run once per pass that created or updated one of its targets (issue 14).
+    pub actions: Actions,
 }
 
 /// How long one pass of a job may take, and the config key that says so (for messages).
@@ -311,4 +315,6 @@ pub struct TargetSpec {
     pub format: Format,
     /// `adopt` (default false): overwrite a secret that carries no managed-by marker.
     pub adopt: bool,
+    /// `actions`: run after this target was created or updated (issue 14).
+    pub actions: Actions,
 }

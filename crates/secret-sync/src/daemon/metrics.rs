@@ -6,6 +6,17 @@
 //! every label value is a job or target name from the config, or one word from a fixed outcome
 //! set ([`Status`], [`Outcome`]); nothing read from a store or Entra ID ever becomes a label.
 //!
+//! Still hand-written after issue 14 added `secret_sync_actions_total`: the official
+//! `prometheus-client` crate was weighed for it and not taken. It would bring typed families
+//! and OpenMetrics output, but a handful of counters and gauges keyed by config names are a few
+//! `BTreeMap`s here; with the crate every family needs a label-set type deriving its encoder,
+//! `forget_job` would have to remember each label set it created (a `Family` removes one
+//! exact set at a time), the output would become OpenMetrics text (`# EOF`, its `_total`
+//! rules) instead of the 0.0.4 format that docs/operations.md's scrape config and alert rules
+//! are tested against, and one more dependency tree would be built and audited for what
+//! `render` already does in a page. If histograms (pass durations) are wanted
+//! later, that is the time to switch.
+//!
 //! Names follow `secret_sync_<what>_<unit>_total` for counters. The registry is shared as
 //! `Arc<Metrics>`; every method takes `&self` and holds one `Mutex` only while it copies numbers.
 
@@ -65,25 +76,29 @@ struct State {
     /// Unix seconds at which the token last written to (job, target) expires.
     token_expiry: BTreeMap<(String, String), i64>,
     job_runs: BTreeMap<(String, Status), u64>,
+    /// After-write actions run, by (job, kind, outcome) (issue 14).
+    actions: BTreeMap<(String, &'static str, Status), u64>,
     config_reloads: BTreeMap<Status, u64>,
     config_loaded: bool,
     /// Jobs whose last run failed, with why (the first failed target and its reason).
     failing: BTreeMap<String, String>,
+    /// Unix seconds at which the app credential of (job, kind) expires (issue 13's watch).
+    credential_expiry: BTreeMap<(String, &'static str), i64>,
 }
 
 const TOKEN_REQUESTS: &str = "secret_sync_token_requests_total";
 const TARGET_WRITES: &str = "secret_sync_target_writes_total";
 const TOKEN_EXPIRY: &str = "secret_sync_token_expiry_seconds";
 const JOB_RUNS: &str = "secret_sync_job_runs_total";
+const ACTIONS: &str = "secret_sync_actions_total";
 const CONFIG_RELOADS: &str = "secret_sync_config_reloads_total";
 const CONFIG_LOADED: &str = "secret_sync_config_loaded";
+const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds";
 
 impl Metrics {
     pub fn new() -> Self {
         Self::default()
     }
-    /// Unix seconds at which the app credential of (job, kind) expires (issue 13's watch).
-    credential_expiry: BTreeMap<(String, &'static str), i64>,
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves only numbers behind; they stay usable.
@@ -93,7 +108,6 @@ impl Metrics {
     }
 
     /// One token request made for `job` (a coalesced request counts once, for the job that sent it).
-const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds";
     pub fn record_token_request(&self, job: &str, outcome: Status) {
         *self
             .state()
@@ -119,6 +133,14 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
         );
     }
 
+    /// The app credential of `job` of `kind` (`client_secret`, `certificate`) expires at
+    /// `expires_on` (the one in use, else the earliest: `credentials::watch`).
+    pub fn set_credential_expiry(&self, job: &str, kind: &'static str, expires_on: OffsetDateTime) {
+        self.state()
+            .credential_expiry
+            .insert((job.to_owned(), kind), expires_on.unix_timestamp());
+    }
+
     /// One pass of `job` ended; a failed one makes the daemon not ready once the job's
     /// earliest token expiry has passed (or when no token of it is known).
     pub fn record_job_run(&self, job: &str, outcome: Status) {
@@ -133,14 +155,6 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
             }
         }
     }
-    /// The app credential of `job` of `kind` (`client_secret`, `certificate`) expires at
-    /// `expires_on` (the one in use, else the earliest: `credentials::watch`).
-    pub fn set_credential_expiry(&self, job: &str, kind: &'static str, expires_on: OffsetDateTime) {
-        self.state()
-            .credential_expiry
-            .insert((job.to_owned(), kind), expires_on.unix_timestamp());
-    }
-
 
     /// Why the last run of `job` failed, for `/readyz`: a target and its reason (names and
     /// messages, never a value). Call after [`Metrics::record_job_run`] with a failure.
@@ -148,6 +162,15 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
         if let Some(why) = self.state().failing.get_mut(job) {
             reason.clone_into(why);
         }
+    }
+
+    /// One after-write action of `job` ran (`kind`: exec, signal, webhook).
+    pub fn record_action(&self, job: &str, kind: &'static str, outcome: Status) {
+        *self
+            .state()
+            .actions
+            .entry((job.to_owned(), kind, outcome))
+            .or_default() += 1;
     }
 
     /// A SIGHUP reload ended (the first load is not a reload: call [`Metrics::set_config_loaded`]).
@@ -164,9 +187,11 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
     pub fn forget_job(&self, job: &str) {
         let mut state = self.state();
         state.token_requests.retain(|(name, _), _| name != job);
+        state.actions.retain(|(name, _, _), _| name != job);
         state.target_writes.retain(|(name, _, _), _| name != job);
         state.token_expiry.retain(|(name, _), _| name != job);
         state.job_runs.retain(|(name, _), _| name != job);
+        state.credential_expiry.retain(|(name, _), _| name != job);
         state.failing.remove(job);
     }
 
@@ -191,7 +216,6 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
                 earliest.is_none_or(|expiry| expiry <= now)
             })
             .map(|(job, why)| {
-        state.credential_expiry.retain(|(name, _), _| name != job);
                 if why.is_empty() {
                     job.clone()
                 } else {
@@ -272,6 +296,20 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
         }
         header(
             &mut out,
+            ACTIONS,
+            "counter",
+            "After-write actions run, by job, kind (exec, signal, webhook) and outcome.",
+        );
+        for ((job, kind, outcome), value) in &state.actions {
+            sample(
+                &mut out,
+                ACTIONS,
+                &[("job", job), ("kind", kind), ("outcome", outcome.as_str())],
+                *value,
+            );
+        }
+        header(
+            &mut out,
             CONFIG_RELOADS,
             "counter",
             "Config reloads (SIGHUP), by outcome.",
@@ -291,6 +329,22 @@ const CREDENTIAL_EXPIRY: &str = "secret_sync_credential_expiry_timestamp_seconds
             "1 when a config is loaded and scheduled.",
         );
         sample(&mut out, CONFIG_LOADED, &[], i64::from(state.config_loaded));
+        if !state.credential_expiry.is_empty() {
+            header(
+                &mut out,
+                CREDENTIAL_EXPIRY,
+                "gauge",
+                "Unix time at which the app's client secret (the one in use) or certificate expires, by job and kind.",
+            );
+            for ((job, kind), value) in &state.credential_expiry {
+                sample(
+                    &mut out,
+                    CREDENTIAL_EXPIRY,
+                    &[("job", job), ("kind", kind)],
+                    *value,
+                );
+            }
+        }
         out
     }
 }
@@ -329,22 +383,6 @@ fn escape_label_value(out: &mut String, value: &str) {
             c => out.push(c),
         }
     }
-        if !state.credential_expiry.is_empty() {
-            header(
-                &mut out,
-                CREDENTIAL_EXPIRY,
-                "gauge",
-                "Unix time at which the app's client secret (the one in use) or certificate expires, by job and kind.",
-            );
-            for ((job, kind), value) in &state.credential_expiry {
-                sample(
-                    &mut out,
-                    CREDENTIAL_EXPIRY,
-                    &[("job", job), ("kind", kind)],
-                    *value,
-                );
-            }
-        }
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
         generation,
         in_flight: JoinSet::new(),
         running: HashMap::new(),
+        pending: crate::actions::Pending::new(),
     };
     daemon.run_until_stopped(signals).await;
 
@@ -198,6 +199,8 @@ struct Generation {
     cache: Arc<TokenCache>,
     engine: Arc<Engine>,
     jobs: Arc<[Job]>,
+    /// The jobs' after-write actions (issue 14).
+    actions: Arc<crate::actions::Actions>,
     /// Failed passes in a row, by job index.
     failures: Vec<u32>,
     queue: Queue,
@@ -209,11 +212,11 @@ struct Generation {
     /// One (store, target name) per Vault backend that has targets, used between passes to
     /// keep its login alive.
     vault_keepalive: Vec<(Arc<dyn SecretStore>, String)>,
+    /// The credential watch and rotation of this config's jobs (issue 13); dropped with it.
+    _credentials: Option<crate::credentials::daemon::Task>,
 }
 
 impl Generation {
-    /// The credential watch and rotation of this config's jobs (issue 13); dropped with it.
-    _credentials: Option<crate::credentials::daemon::Task>,
     /// Builds the engine over `cache` and schedules every job at once.
     async fn build(
         config: SyncConfig,
@@ -227,6 +230,7 @@ impl Generation {
         let (mut engine, jobs) = build_with_cache(&config, job_filter, Arc::clone(&cache)).await?;
         engine.refresh_ahead(timing.lead());
         engine.observe_tokens(Arc::clone(observer) as Arc<dyn TokenObserver>);
+        let actions = crate::actions::Actions::new(&config, engine.stores_and_cache().0);
         let mut queue = Queue::new();
         let now = Instant::now();
         for job in 0..jobs.len() {
@@ -244,10 +248,6 @@ impl Generation {
             })
             .map(|target| (Arc::clone(&target.store), target.name.clone()))
             .collect();
-        Ok(Generation {
-            vault_keepalive,
-            timing,
-            limit: config.settings.concurrency.max(1),
         let names: Vec<String> = jobs.iter().map(|job| job.name.clone()).collect();
         let credentials = crate::credentials::daemon::start(
             &config,
@@ -255,8 +255,13 @@ impl Generation {
             &names,
             Arc::clone(&observer.metrics),
         );
-            failures: vec![0; jobs.len()],
+        Ok(Generation {
             _credentials: credentials,
+            vault_keepalive,
+            timing,
+            limit: config.settings.concurrency.max(1),
+            failures: vec![0; jobs.len()],
+            actions: Arc::new(actions),
             jobs: jobs.into(),
             engine: Arc::new(engine),
             cache,
@@ -277,10 +282,16 @@ struct Daemon {
     in_flight: JoinSet<PassResult>,
     /// Each pass in flight, to reschedule one that panicked and to bound the waits for it.
     running: HashMap<Id, InFlight>,
+    /// Failed after-write actions, by job: rerun at the job's next pass.
+    pending: crate::actions::Pending,
 }
 
-/// What a pass in flight yields: its job index and reports, `None` if abandoned at its deadline.
-type PassResult = (usize, Option<Vec<TargetReport>>);
+/// What a pass in flight yields: its job index, reports and what its after-write actions did,
+/// `None` if abandoned at its deadline.
+type PassResult = (
+    usize,
+    Option<(Vec<TargetReport>, crate::actions::AfterPass)>,
+);
 
 /// A pass in flight.
 #[derive(Debug, Clone, Copy)]
@@ -340,8 +351,20 @@ impl Daemon {
             let jobs = Arc::clone(&self.generation.jobs);
             let started = Instant::now();
             let deadline = started + jobs[job].pass_timeout() + OVERRUN;
+            let actions = Arc::clone(&self.generation.actions);
+            let pending = self
+                .pending
+                .get(&jobs[job].name)
+                .cloned()
+                .unwrap_or_default();
             let handle = self.in_flight.spawn(async move {
-                let pass = engine.run(std::slice::from_ref(&jobs[job]), PassOptions::default());
+                let pass = async {
+                    let job = &jobs[job];
+                    let reports = engine.run(std::slice::from_ref(job), PassOptions::default());
+                    let reports = reports.await;
+                    let after = actions.after_pass(job, &reports, pending, started).await;
+                    (reports, after)
+                };
                 (job, tokio::time::timeout_at(deadline, pass).await.ok())
             });
             self.running.insert(
@@ -380,20 +403,20 @@ impl Daemon {
             return;
         };
         let job = flight.job;
-        let reports = match joined {
-            Ok((_, (_, Some(reports)))) => reports,
+        let (reports, after) = match joined {
+            Ok((_, (_, Some((reports, after))))) => (reports, Some(after)),
             Ok((_, (_, None))) => {
                 let limit = self.generation.jobs[job].pass_timeout();
                 warn!(job = %self.generation.jobs[job].name,
                     pass_timeout = %humantime::format_duration(limit),
                     "a job pass was still running past its deadline and was abandoned; its targets \
                      keep what they held (a write is atomic or not done)");
-                Vec::new()
+                (Vec::new(), None)
             }
             Err(err) => {
                 error!(job = %self.generation.jobs[job].name, error = %err,
                     "a job pass ended abnormally; it is retried with backoff");
-                Vec::new()
+                (Vec::new(), None)
             }
         };
         let generation = &mut self.generation;
@@ -407,7 +430,16 @@ impl Daemon {
                 self.metrics.set_token_expiry(name, &target, expires_on);
             }
         }
-        let pass = Pass::judge(&reports, generation.timing.renew_within(), now);
+        // A failed after-write action fails the pass: backoff, and it stays pending.
+        let failed_action = after.and_then(|after| {
+            crate::actions::settle(&self.metrics, &mut self.pending, name, after)
+        });
+        let pass = match Pass::judge(&reports, generation.timing.renew_within(), now) {
+            Pass::Renewed { earliest_expiry } if failed_action.is_some() => Pass::Failed {
+                earliest_expiry: Some(earliest_expiry),
+            },
+            pass => pass,
+        };
         let wait = match pass {
             Pass::Renewed { earliest_expiry } => {
                 generation.failures[job] = 0;
@@ -454,6 +486,9 @@ impl Daemon {
                         name,
                         &format!("{}: {}", target_label(failed), failed.detail),
                     );
+                } else if let Some(action) = &failed_action {
+                    let reason = format!("{}: {}", action.key, action.detail);
+                    self.metrics.set_failure_reason(name, &reason);
                 }
                 let failed = reports
                     .iter()
@@ -518,6 +553,15 @@ impl Daemon {
             jobs = next.jobs.len(),
             "config reloaded: every job runs a pass now"
         );
+        // Failed actions the new config still has stay pending; the others are dropped.
+        self.pending = std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|(job, due)| {
+                let kept = next.actions.still_configured(&job, due);
+                (job, kept)
+            })
+            .filter(|(_, due)| !due.is_empty())
+            .collect();
         self.generation = next;
         self.metrics.record_reload(Status::Success);
         Ok(())

@@ -76,6 +76,7 @@ pub async fn build_with_cache(
         needed.extend(backends_read_by(&job.identity.credential));
         needed.extend(backend_of(&job.identity.tenant_id));
         needed.extend(backend_of(&job.identity.client_id));
+        needed.extend(crate::actions::backends_read_by(job));
     }
 
     let mut stores = Stores::new();

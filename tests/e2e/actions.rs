@@ -1,0 +1,650 @@
+//! After-write actions (issue 14) through the built binary: a consumer is told that a new
+//! token is in the store by a command (`exec`), a signal to a process named by a pid file, or
+//! a signed webhook. What users rely on: the token never reaches the action (its environment,
+//! arguments, stdin and the webhook body are scanned for it), an action runs only after a pass
+//! that wrote, a job's action once for all its targets, a failed action fails the run (exit 1)
+//! with the target still updated and, in the daemon, is retried without a second token
+//! request; a hanging command is killed with its children; a stale pid file gets no signal;
+//! `validate` refuses the mistakes with file, line and key.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use testkit::{AppRegistration, EntraEmulator};
+
+use crate::support::{
+    Daemon, RecordingServer, Run, http_get, issued_access_tokens, secret_sync, wait_until,
+};
+
+const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
+const SECRET: &str = "Zq8~e2e.actions.client.secret-value";
+const GRAPH: &str = "https://graph.microsoft.com/.default";
+
+/// The Entra emulator and a temp dir with the config, an `out/` dir for the file backend and
+/// whatever the actions record.
+struct World {
+    entra: EntraEmulator,
+    dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn start() -> World {
+        let entra = EntraEmulator::start().await.unwrap();
+        entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("out")).unwrap();
+        World { entra, dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `path(name)` as a TOML string's contents.
+    fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.path("secret-sync.toml")
+    }
+
+    /// Settings, the file backend `local` and `[jobs.graph]` with `targets` and `job_extra`
+    /// (more keys of the job, e.g. its `actions`).
+    fn write_config(&self, targets: &[&str], job_extra: &str) {
+        let text = format!(
+            "[settings]\nauthority = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n\
+             [backends.local]\nkind = \"file\"\ndir = \"{}\"\n\n\
+             [jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
+             client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
+             targets = [{}]\n{job_extra}\n",
+            self.entra.base_url(),
+            self.p("out"),
+            targets.join(", ")
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    /// Writes an executable helper script and returns its path.
+    fn script(&self, name: &str, body: &str) -> String {
+        let path = self.path(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+        path.display().to_string()
+    }
+
+    async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let config = self.config_path().display().to_string();
+        let mut all = args.to_vec();
+        all.extend(["--config", config.as_str()]);
+        let mut vars = vec![("APP_SECRET", SECRET)];
+        vars.extend_from_slice(env);
+        secret_sync(&all, &vars).await
+    }
+
+    fn issued(&self) -> Vec<String> {
+        issued_access_tokens(&self.entra)
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(name)).unwrap_or_default()
+    }
+
+    /// Panics if the client secret or any issued token is in `text`.
+    fn assert_clean(&self, what: &str, text: &str) {
+        assert!(
+            !text.contains(SECRET),
+            "the client secret is in {what}:\n{text}"
+        );
+        for token in self.issued() {
+            assert!(!text.contains(&token), "a token is in {what}:\n{text}");
+        }
+    }
+}
+
+fn file_target(name: &str) -> String {
+    format!("{{ to = \"local\", name = \"{name}\", format = \"json\" }}")
+}
+
+/// The `actions` line of a job running one command.
+fn exec_action(argv: &[&str], extra: &str) -> String {
+    let argv: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    format!("actions = [{{ exec = [{}]{extra} }}]", argv.join(", "))
+}
+
+/// Whether `pid` is a running process (a zombie counts as gone).
+fn alive(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exec_gets_its_variables_never_the_token_or_a_secret_source() {
+    let w = World::start().await;
+    let record = w.script(
+        "record.sh",
+        "env > \"$1/env.txt\"\ncat > \"$1/stdin.txt\"\nprintf '%s\\n' \"$@\" > \"$1/argv.txt\"\n\
+         echo \"the command's own output for $SECRET_SYNC_JOB\"\n",
+    );
+    let dir = w.dir.path().display().to_string();
+    // A Vault backend no target uses: its token variable is still a secret source.
+    w.write_config(
+        &[&file_target("a.json"), &file_target("b.json")],
+        &format!(
+            "{}\n\n[backends.vault]\nkind = \"vault\"\naddress = \"http://127.0.0.1:1\"\n\
+             auth = {{ method = \"token\", token_env = \"VAULT_TOKEN_FOR_TEST\" }}\n",
+            exec_action(&["/bin/sh", &record, &dir], "")
+        ),
+    );
+    let env = [
+        ("VAULT_TOKEN_FOR_TEST", "hvs.e2e-actions-vault-token"),
+        ("KEPT_FOR_THE_COMMAND", "kept-value"),
+        ("SECRET_SYNC_JOB", "inherited-and-replaced"),
+    ];
+    let run = w.run(&["run"], &env).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("exec /bin/sh (jobs.graph.actions[0])")
+            && run.stdout.contains("1 action(s): 1 ok"),
+        "{}",
+        run.stdout
+    );
+
+    let recorded = w.read("env.txt");
+    let vars: Vec<&str> = recorded.lines().collect();
+    let expires = {
+        let doc: Value = serde_json::from_str(&w.read("out/a.json")).unwrap();
+        doc["expires_on"].clone()
+    };
+    for expected in [
+        "SECRET_SYNC_JOB=graph",
+        "SECRET_SYNC_ACTION=jobs.graph.actions[0]",
+        "SECRET_SYNC_TARGETS=local:a.json local:b.json",
+        "SECRET_SYNC_BACKENDS=local",
+        "KEPT_FOR_THE_COMMAND=kept-value",
+    ] {
+        assert!(vars.contains(&expected), "{expected} not in:\n{recorded}");
+    }
+    let expires_var = vars
+        .iter()
+        .find_map(|v| v.strip_prefix("SECRET_SYNC_EXPIRES_ON="))
+        .unwrap_or_else(|| panic!("no SECRET_SYNC_EXPIRES_ON in:\n{recorded}"));
+    let parsed =
+        time::OffsetDateTime::parse(expires_var, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|e| panic!("SECRET_SYNC_EXPIRES_ON={expires_var}: {e}"));
+    assert_eq!(Some(parsed.unix_timestamp()), expires.as_i64(), "{expires}");
+    for gone in ["APP_SECRET=", "VAULT_TOKEN_FOR_TEST="] {
+        assert!(
+            !vars.iter().any(|v| v.starts_with(gone)),
+            "{gone} was passed on:\n{recorded}"
+        );
+    }
+    assert!(
+        !recorded.contains("hvs.e2e-actions-vault-token"),
+        "{recorded}"
+    );
+    assert_eq!(w.read("stdin.txt"), "", "stdin is /dev/null");
+    assert_eq!(w.read("argv.txt"), format!("{dir}\n"));
+    assert_eq!(w.issued().len(), 1);
+    for (what, text) in [
+        ("the environment", recorded.as_str()),
+        ("argv", &w.read("argv.txt")),
+        ("stdout", &run.stdout),
+        ("stderr", &run.stderr),
+    ] {
+        w.assert_clean(what, text);
+    }
+    // Its output only at debug level.
+    assert!(
+        !run.stderr.contains("the command's own output"),
+        "{}",
+        run.stderr
+    );
+    let debug = w
+        .run(&["run", "--force"], &[("RUST_LOG", "secret_sync=debug")])
+        .await;
+    debug.assert_code(0);
+    assert!(
+        debug.stderr.contains("the command's own output for graph"),
+        "{}",
+        debug.stderr
+    );
+    w.assert_clean("the debug log", &debug.stderr);
+    w.assert_clean("the second environment", &w.read("env.txt"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_exec_fails_the_run_after_the_write_and_the_daemon_retries_it_without_a_new_token()
+ {
+    let w = World::start().await;
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", "-c", "echo failing >&2; exit 3"], ""),
+    );
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("created")
+            && run.stdout.contains("failed")
+            && run.stdout.contains("exited with status 3")
+            && run
+                .stdout
+                .contains("the write itself succeeded (local:graph.json (created))"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr
+            .contains("1 after-write action(s) failed (the writes themselves succeeded)"),
+        "{}",
+        run.stderr
+    );
+    let written: Value = serde_json::from_str(&w.read("out/graph.json")).unwrap();
+    assert_eq!(
+        written["access_token"].as_str(),
+        w.issued().first().map(String::as_str),
+        "the target holds the token"
+    );
+    // `run` has no memory: the next run finds the target fresh and runs nothing.
+    let json = w.run(&["run", "--output", "json"], &[]).await;
+    json.assert_code(0);
+    let doc = json.json();
+    assert_eq!(doc["actions"], serde_json::json!([]), "{doc}");
+    assert_eq!(w.entra.token_request_count(), 1);
+
+    // The daemon: the action fails once, then succeeds at the retry, which finds the target
+    // fresh and requests no token.
+    std::fs::remove_file(w.path("out/graph.json")).unwrap();
+    let counter = w.script(
+        "flaky.sh",
+        "n=$(cat \"$1/count\" 2>/dev/null || echo 0)\nn=$((n+1))\necho $n > \"$1/count\"\n\
+         [ $n -ge 2 ]\n",
+    );
+    let dir = w.dir.path().display().to_string();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", &counter, &dir], ""),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let addr = daemon.listen_addr().await;
+    let retried = wait_until(Duration::from_secs(30), || w.read("count").trim() == "2").await;
+    assert!(retried, "no retry; log:\n{}", daemon.output());
+    daemon
+        .wait_for_output("outcome=\"ok\"", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        w.entra.token_request_count(),
+        2,
+        "one token for the earlier run, one for the daemon's first pass, none for the retry"
+    );
+    let (_, _, metrics) = http_get(&addr, "/metrics");
+    for sample in [
+        "secret_sync_actions_total{job=\"graph\",kind=\"exec\",outcome=\"failure\"} 1",
+        "secret_sync_actions_total{job=\"graph\",kind=\"exec\",outcome=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(sample), "{sample} not in:\n{metrics}");
+    }
+    // No third run once it succeeded (the next passes find the target fresh).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(w.read("count").trim(), "2");
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("after-write action failed; the write itself succeeded"));
+    w.assert_clean("the daemon's log", &output);
+    w.assert_clean("the run's output", &format!("{}{}", run.stdout, run.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hanging_command_is_killed_with_its_children_at_its_timeout() {
+    let w = World::start().await;
+    let hang = w.script(
+        "hang.sh",
+        "sleep 300 &\necho $! > \"$1/child.pid\"\necho $$ > \"$1/parent.pid\"\nwait\n",
+    );
+    let dir = w.dir.path().display().to_string();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", &hang, &dir], ", timeout = \"2s\""),
+    );
+    let started = Instant::now();
+    let run = w.run(&["run"], &[]).await;
+    let took = started.elapsed();
+    run.assert_code(1);
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    assert!(
+        run.stdout
+            .contains("did not finish within 2s and was killed with its process group"),
+        "{}",
+        run.stdout
+    );
+    assert!(w.path("out/graph.json").exists(), "the write happened");
+    for pid_file in ["parent.pid", "child.pid"] {
+        let pid = w.read(pid_file).trim().to_owned();
+        assert!(!pid.is_empty(), "{pid_file} was not written");
+        let gone = wait_until(Duration::from_secs(5), || !alive(&pid)).await;
+        assert!(gone, "process {pid} ({pid_file}) is still running");
+    }
+}
+
+/// A shell process that counts the SIGHUPs it gets in `DIR/hups` and writes its pid to
+/// `DIR/app.pid`; killed when dropped.
+struct HupCounter(std::process::Child);
+
+impl HupCounter {
+    async fn start(w: &World) -> HupCounter {
+        let script = w.script(
+            "counter.sh",
+            "n=0\ntrap 'n=$((n+1)); echo $n > \"$1/hups\"' HUP\necho $$ > \"$1/app.pid\"\n\
+             while :; do sleep 0.1; done\n",
+        );
+        let child = std::process::Command::new("/bin/sh")
+            .arg(&script)
+            .arg(w.dir.path())
+            .spawn()
+            .unwrap();
+        let started = wait_until(Duration::from_secs(5), || !w.read("app.pid").is_empty()).await;
+        assert!(started, "the counter did not start");
+        HupCounter(child)
+    }
+}
+
+impl Drop for HupCounter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn hups(w: &World, expected: &str) {
+    // A trap runs once the counter's `sleep 0.1` ends.
+    let seen = wait_until(Duration::from_secs(3), || w.read("hups").trim() == expected).await;
+    assert!(
+        seen,
+        "expected {expected} SIGHUP(s), counted {:?}",
+        w.read("hups")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_goes_once_per_pass_that_wrote_and_never_for_a_fresh_one() {
+    let w = World::start().await;
+    let _counter = HupCounter::start(&w).await;
+    w.write_config(
+        &[&file_target("a.json"), &file_target("b.json")],
+        &format!(
+            "actions = [{{ signal = \"HUP\", pid_file = \"{}\", process_name = \"sh\" }}]",
+            w.p("app.pid")
+        ),
+    );
+    let plan = w.run(&["plan"], &[]).await;
+    plan.assert_code(0);
+    assert!(
+        plan.stdout.contains("signal HUP to ")
+            && plan
+                .stdout
+                .contains("would run after writing local:a.json (create), local:b.json (create)"),
+        "{}",
+        plan.stdout
+    );
+    let dry = w.run(&["run", "--dry-run", "--output", "json"], &[]).await;
+    dry.assert_code(0);
+    assert_eq!(
+        dry.json()["actions"][0]["outcome"],
+        "would run",
+        "{}",
+        dry.stdout
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(w.read("hups"), "", "plan and --dry-run send nothing");
+
+    let first = w.run(&["run"], &[]).await;
+    first.assert_code(0);
+    assert!(
+        first.stdout.contains("sent SIGHUP to process"),
+        "{}",
+        first.stdout
+    );
+    hups(&w, "1").await;
+    let fresh = w.run(&["run"], &[]).await;
+    fresh.assert_code(0);
+    assert!(!fresh.stdout.contains("action(s)"), "{}", fresh.stdout);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hups(&w, "1").await;
+    let forced = w.run(&["run", "--force"], &[]).await;
+    forced.assert_code(0);
+    hups(&w, "2").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_pid_file_gets_an_error_and_no_process_a_signal() {
+    let w = World::start().await;
+    // A pid that no process has any more.
+    let mut exited = std::process::Command::new("/bin/true").spawn().unwrap();
+    let dead = exited.id();
+    exited.wait().unwrap();
+    std::fs::write(w.path("dead.pid"), format!("{dead}\n")).unwrap();
+    // A live process that is not the one named: a reused pid.
+    let mut other = std::process::Command::new("/usr/bin/sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    std::fs::write(w.path("reused.pid"), format!("{}\n", other.id())).unwrap();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ signal = \"HUP\", pid_file = \"{}\" }}, \
+             {{ signal = \"HUP\", pid_file = \"{}\", process_name = \"nginx\" }}]",
+            w.p("dead.pid"),
+            w.p("reused.pid")
+        ),
+    );
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains(&format!("no process {dead} is running; no signal was sent")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "process {} is \"sleep\", not \"nginx\" (process_name): its pid was reused",
+            other.id()
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("2 action(s): 2 failed"),
+        "{}",
+        run.stdout
+    );
+    // SIGHUP would have ended `sleep`.
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process got a signal"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_is_signed_carries_no_token_and_is_retried_after_503s() {
+    let w = World::start().await;
+    let server = RecordingServer::start(&[503, 503, 204]).await;
+    w.write_config(
+        &[&file_target("a.json"), &file_target("b.json")],
+        &format!(
+            "actions = [{{ webhook = \"{}\", signing_key = {{ env = \"HOOK_KEY\" }}, attempts = 4 }}]",
+            server.url("/hooks/token?source=e2e")
+        ),
+    );
+    let key = "e2e-webhook-hmac-key";
+    let run = w.run(&["run"], &[("HOOK_KEY", key)]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("answered 204 (attempt 3)"),
+        "{}",
+        run.stdout
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let body = requests[0].body.clone();
+    for request in &requests {
+        assert_eq!(request.method, "POST");
+        assert_eq!(request.path, "/hooks/token?source=e2e");
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        assert_eq!(request.body, body, "every attempt sends the same document");
+        let hmac = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes()),
+            &request.body,
+        );
+        let hex: String = hmac.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            request.header("x-secret-sync-signature"),
+            Some(format!("sha256={hex}").as_str())
+        );
+    }
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    let written: Value = serde_json::from_str(&w.read("out/a.json")).unwrap();
+    assert_eq!(doc["job"], "graph");
+    assert_eq!(doc["event"], "token-written");
+    assert_eq!(doc["action"], "jobs.graph.actions[0]");
+    assert_eq!(doc["expires_on"], written["expires_on"], "{doc}");
+    assert_eq!(
+        doc["targets"],
+        serde_json::json!([
+            { "backend": "local", "name": "a.json", "outcome": "created" },
+            { "backend": "local", "name": "b.json", "outcome": "created" },
+        ])
+    );
+    let text = String::from_utf8_lossy(&body).into_owned();
+    w.assert_clean("the webhook body", &text);
+    assert!(!text.contains(key), "{text}");
+    for request in &requests {
+        let headers = format!("{:?}", request.headers);
+        w.assert_clean("the webhook's headers", &headers);
+    }
+    run.assert_no_leak(&[key, SECRET]);
+
+    // Without the key, a 4xx is not retried.
+    let refusing = RecordingServer::start(&[401]).await;
+    w.write_config(
+        &[&file_target("a.json")],
+        &format!(
+            "actions = [{{ webhook = \"{}\", signing_key = {{ env = \"HOOK_KEY\" }} }}]",
+            refusing.url("/hook")
+        ),
+    );
+    let run = w.run(&["run", "--force"], &[("HOOK_KEY", key)]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("answered 401; not retried"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(refusing.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_action_runs_once_for_its_three_targets_and_a_target_action_for_its_own() {
+    let w = World::start().await;
+    let log = w.p("ran.log");
+    let append = format!("echo \"$SECRET_SYNC_ACTION $SECRET_SYNC_TARGETS\" >> {log}");
+    let target_action = format!(
+        "{{ to = \"local\", name = \"c.json\", format = \"json\", actions = [{{ exec = [\"/bin/sh\", \"-c\", {append:?}] }}] }}"
+    );
+    w.write_config(
+        &[
+            &file_target("a.json"),
+            &file_target("b.json"),
+            &target_action,
+        ],
+        &exec_action(&["/bin/sh", "-c", &append], ""),
+    );
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(0);
+    assert_eq!(
+        w.read("ran.log"),
+        "jobs.graph.actions[0] local:a.json local:b.json local:c.json\n\
+         jobs.graph.targets[2].actions[0] local:c.json\n",
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("2 action(s): 2 ok"), "{}", run.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn validate_refuses_action_mistakes_with_file_line_and_key() {
+    let w = World::start().await;
+    w.write_config(
+        &[&file_target("a.json")],
+        "actions = [\n\
+         { exec = [\"systemctl\", \"reload\", \"nginx\"] },\n\
+         { signal = \"HUP\", pid_file = \"/nonexistent-dir/nginx.pid\" },\n\
+         { webhook = \"http://hooks.example.com/rotated\" },\n\
+         { exec = [\"/bin/true\"], shell = true },\n\
+         { exec = [\"/bin/true\"], timeout = \"5m\" },\n\
+         { signal = \"HUP\", pid_file = \"/run/x.pid\", webhook = \"https://h.example.com\" },\n\
+         ]",
+    );
+    let config = w.config_path().display().to_string();
+    let run = secret_sync(&["validate", "--config", &config], &[]).await;
+    run.assert_code(2);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for (line, key, needle) in [
+        (
+            16,
+            "jobs.graph.actions[0].exec[0]",
+            "\"systemctl\" is not an absolute path",
+        ),
+        (
+            17,
+            "jobs.graph.actions[1].pid_file",
+            "the directory of /nonexistent-dir/nginx.pid does not exist",
+        ),
+        (
+            18,
+            "jobs.graph.actions[2].webhook",
+            "plain http for a host that is not a loopback address",
+        ),
+        (19, "jobs.graph.actions[3].shell", "unknown key \"shell\""),
+        (20, "jobs.graph.actions[4].timeout", "is longer than 30s"),
+        (
+            21,
+            "jobs.graph.actions[5]",
+            "give one of exec, signal or webhook per action, not signal and webhook",
+        ),
+    ] {
+        let prefix = format!("{config}:{line}:");
+        assert!(
+            lines.iter().any(|l| l.contains(&prefix)
+                && l.contains(&format!(" {key}: "))
+                && l.contains(needle)),
+            "no {prefix}..{key}: {needle} in:\n{}",
+            run.stderr
+        );
+    }
+    // Each kind written right validates (the pid file's directory exists, it need not).
+    w.write_config(
+        &[&file_target("a.json")],
+        &format!(
+            "actions = [{{ exec = [\"/usr/bin/systemctl\", \"reload\", \"nginx\"], timeout = \"20s\" }}, \
+             {{ signal = \"SIGHUP\", pid_file = \"{}\", process_name = \"nginx\" }}, \
+             {{ webhook = \"https://hooks.example.com/rotated\", signing_key = {{ file = \"hook.key\" }} }}]",
+            w.p("nginx.pid")
+        ),
+    );
+    let run = secret_sync(&["validate", "--config", &config], &[]).await;
+    run.assert_code(0);
+}
