@@ -1002,3 +1002,42 @@ async fn only_this_installations_forgotten_passwords_older_than_the_overlap_are_
     }
     .assert_no_leak(&[root.as_str()]);
 }
+
+const MI_CLIENT: &str = "0a1b2c3d-1313-4444-8888-aaaabbbbcccc";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_managed_identity_holding_application_readwrite_all_reads_and_rotates_for_the_job() {
+    // The job's own app has no Graph permission: only the managed identity can do it.
+    let fx = Fixture::start(10, &[]).await;
+    let identity = testkit::ManagedIdentity::new(TENANT, MI_CLIENT)
+        .with_graph_roles(&["Application.ReadWrite.All"]);
+    fx.entra.enable_managed_identity(identity);
+    let backends = file_source(&fx);
+    let config = fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("1h")),
+    );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "check_every = \"1s\"\n",
+        &format!(
+            "check_every = \"1s\"\nauth = {{ method = \"managed-identity\", client_id = \"{MI_CLIENT}\" }}\n"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    let base = fx.entra.base_url();
+    let env = [("AZURE_POD_IDENTITY_AUTHORITY_HOST", base.as_str())];
+    let run = fx.run(&["credentials", "--output", "json"], &env).await;
+    run.assert_code(0);
+    assert_eq!(run.json()["credentials"][0]["key_id"], KEY);
+    let run = fx.run(&["rotate", "--job", "graph"], &env).await;
+    run.assert_code(0);
+    let (_, new_secret) = fx.new_password();
+    assert!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim()
+            == new_secret,
+        "the new secret is in the file"
+    );
+    token_still_refreshed(&fx).await;
+}
