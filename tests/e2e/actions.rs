@@ -7,7 +7,7 @@
 //! request; a hanging command is killed with its children; a stale pid file gets no signal;
 //! `validate` refuses the mistakes with file, line and key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -647,4 +647,80 @@ async fn validate_refuses_action_mistakes_with_file_line_and_key() {
     );
     let run = secret_sync(&["validate", "--config", &config], &[]).await;
     run.assert_code(0);
+}
+
+/// The receiver docs/recipes.md shows ("A webhook receiver that checks the signature").
+fn documented_receiver() -> String {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/recipes.md"),
+    )
+    .unwrap();
+    let section = page
+        .split_once("### A webhook receiver that checks the signature")
+        .expect("docs/recipes.md has the receiver section")
+        .1;
+    let code = section
+        .split_once("```python\n")
+        .expect("the section has a python block")
+        .1;
+    code.split_once("```").unwrap().0.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_documented_receiver_accepts_a_signed_delivery_and_refuses_a_wrong_key() {
+    let w = World::start().await;
+    let script = w.path("receiver.py");
+    std::fs::write(&script, documented_receiver()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let key = "e2e-documented-receiver-key";
+    let log = std::fs::File::create(w.path("receiver.log")).unwrap();
+    let mut receiver = std::process::Command::new("python3")
+        .arg("-u")
+        .arg(&script)
+        .env("PORT", port.to_string())
+        .env("WEBHOOK_KEY", key)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("python3 runs");
+    let listening = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    assert!(
+        listening,
+        "the receiver did not start: {}",
+        w.read("receiver.log")
+    );
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ webhook = \"http://127.0.0.1:{port}/hooks/token-rotated\", \
+             signing_key = {{ env = \"HOOK_KEY\" }}, attempts = 1 }}]"
+        ),
+    );
+    let run = w.run(&["run"], &[("HOOK_KEY", key)]).await;
+    run.assert_code(0);
+    assert!(run.stdout.contains("answered 204"), "{}", run.stdout);
+    let printed = wait_until(Duration::from_secs(5), || {
+        w.read("receiver.log").contains("new token for graph")
+    })
+    .await;
+    assert!(printed, "{}", w.read("receiver.log"));
+    let wrong = w
+        .run(&["run", "--force"], &[("HOOK_KEY", "not-the-receiver-key")])
+        .await;
+    wrong.assert_code(1);
+    assert!(
+        wrong.stdout.contains("answered 401; not retried"),
+        "{}",
+        wrong.stdout
+    );
+    let _ = receiver.kill();
+    let _ = receiver.wait();
+    w.assert_clean("the receiver's log", &w.read("receiver.log"));
 }
