@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::{AppRegistration, EntraEmulator};
+use testkit::{AppRegistration, EntraEmulator, TokenOptions};
 
 use crate::support::{
     Daemon, RecordingServer, Run, http_get, issued_access_tokens, secret_sync, wait_until,
@@ -54,8 +54,13 @@ impl World {
     /// Settings, the file backend `local` and `[jobs.graph]` with `targets` and `job_extra`
     /// (more keys of the job, e.g. its `actions`).
     fn write_config(&self, targets: &[&str], job_extra: &str) {
+        self.write_config_with("", targets, job_extra);
+    }
+
+    /// [`World::write_config`] with more `[settings]` keys.
+    fn write_config_with(&self, settings: &str, targets: &[&str], job_extra: &str) {
         let text = format!(
-            "[settings]\nauthority = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n\
+            "[settings]\n{settings}authority = \"{}\"\nlisten = \"127.0.0.1:0\"\n\n\
              [backends.local]\nkind = \"file\"\ndir = \"{}\"\n\n\
              [jobs.graph]\ntenant_id = \"{TENANT}\"\nclient_id = \"{CLIENT}\"\n\
              client_secret = {{ env = \"APP_SECRET\" }}\nscope = \"{GRAPH}\"\n\
@@ -723,4 +728,52 @@ async fn the_documented_receiver_accepts_a_signed_delivery_and_refuses_a_wrong_k
     let _ = receiver.kill();
     let _ = receiver.wait();
     w.assert_clean("the receiver's log", &w.read("receiver.log"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_signals_once_per_pass_that_wrote_and_not_for_a_fresh_pass() {
+    let w = World::start().await;
+    // 20 s tokens, refresh_before 10 s: the daemon rewrites the targets about every 6 s.
+    w.entra.set_token_options(TokenOptions {
+        lifetime: Duration::from_secs(20),
+        ..TokenOptions::default()
+    });
+    let _counter = HupCounter::start(&w).await;
+    w.write_config_with(
+        "refresh_before = \"10s\"\n",
+        &[&file_target("a.json"), &file_target("b.json")],
+        &format!(
+            "actions = [{{ signal = \"HUP\", pid_file = \"{}\", process_name = \"sh\" }}]",
+            w.p("app.pid")
+        ),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    // Wait for the third pass that wrote.
+    let three = wait_until(Duration::from_secs(40), || {
+        w.entra.token_request_count() >= 3
+    })
+    .await;
+    assert!(three, "fewer than 3 writes; log:\n{}", daemon.output());
+    // A reload runs every job at once: a fresh pass, which signals nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = w.entra.token_request_count();
+    daemon.signal("HUP");
+    daemon
+        .wait_for_output("config reloaded", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    // Every pass that wrote asked for one token and sent one SIGHUP for both targets.
+    let writes = w.entra.token_request_count();
+    assert!(writes >= before, "{writes} {before}");
+    hups(&w, &writes.to_string()).await;
+    let sent = output.matches("sent SIGHUP to process").count();
+    assert_eq!(sent, writes, "one SIGHUP per pass that wrote:\n{output}");
+    w.assert_clean("the daemon's log", &output);
 }

@@ -228,14 +228,21 @@ impl Actions {
     /// The actions of `config`'s jobs; `stores` (the engine's) resolve a webhook's
     /// `signing_key = { from = ... }`.
     pub fn new(config: &SyncConfig, stores: &Stores) -> Actions {
+        let jobs: BTreeMap<_, _> = config
+            .jobs
+            .iter()
+            .filter_map(|job| Some((job.name.clone(), Arc::new(JobActions::of(job)?))))
+            .collect();
+        // Without actions (most configs, and the 100,000-job ones) nothing more is kept.
+        let (secret_env, stores) = if jobs.is_empty() {
+            (BTreeSet::new(), Stores::new())
+        } else {
+            (secret_env_names(config), stores.clone())
+        };
         Actions {
-            jobs: config
-                .jobs
-                .iter()
-                .filter_map(|job| Some((job.name.clone(), Arc::new(JobActions::of(job)?))))
-                .collect(),
-            secret_env: secret_env_names(config),
-            stores: stores.clone(),
+            jobs,
+            secret_env,
+            stores,
             http: OnceLock::new(),
         }
     }
