@@ -53,8 +53,6 @@ const MAX_GRAPH_MESSAGE: usize = 300;
 /// The most characters of an id (`code`, `request-id`) an error keeps.
 const MAX_ID: usize = 100;
 
-/// What reads ask for: everything the lifecycle needs, never `key`.
-
 impl Cloud {
     /// The Microsoft Graph endpoint of this cloud: `https://graph.microsoft.com` (public, and
     /// custom authorities), `https://graph.microsoft.us` (US Government),
