@@ -473,15 +473,7 @@ impl Actions {
         pending: Vec<Due>,
         started: Instant,
     ) -> AfterPass {
-        let mut due = self.due(&job.name, reports);
-        for old in pending {
-            if due.iter().any(|d| d.action.key == old.action.key) {
-                info!(job = %job.name, action = %old.action.key,
-                    "a failed after-write action is superseded by a newer write");
-            } else {
-                due.push(old);
-            }
-        }
+        let due = supersede(self.due(&job.name, reports), pending);
         if due.is_empty() {
             return AfterPass::default();
         }
@@ -505,6 +497,20 @@ impl Actions {
             })
             .collect()
     }
+}
+
+/// `due` (made due by this pass's writes), then each of `pending` that no newer write of the
+/// same action replaced.
+fn supersede(mut due: Vec<Due>, pending: Vec<Due>) -> Vec<Due> {
+    for old in pending {
+        if due.iter().any(|d| d.action.key == old.action.key) {
+            info!(job = %old.context.job, action = %old.action.key,
+                "a failed after-write action is superseded by a newer write");
+        } else {
+            due.push(old);
+        }
+    }
+    due
 }
 
 /// Records what [`Actions::after_pass`] did: counts each action in `metrics`, keeps the
@@ -761,5 +767,24 @@ mod tests {
         );
         assert_eq!(due[1].context.target_labels(), ["local:b"]);
         assert!(actions.due("g", &[]).is_empty());
+    }
+
+    #[test]
+    fn a_newer_write_supersedes_a_pending_action_and_the_others_stay_pending() {
+        let due = |key: &str, target: &str| Due {
+            action: spec(key),
+            context: Context::of("g", &[written(target, "updated")]),
+        };
+        let pending = vec![
+            due("jobs.g.actions[0]", "old"),
+            due("jobs.g.targets[1].actions[0]", "b"),
+        ];
+        // A pass that wrote nothing reruns exactly the pending ones.
+        assert_eq!(supersede(Vec::new(), pending.clone()), pending);
+        // A new write of the job action replaces its pending run (new context), keeps the other.
+        let merged = supersede(vec![due("jobs.g.actions[0]", "new")], pending);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].context.target_labels(), ["local:new"]);
+        assert_eq!(merged[1].action.key, "jobs.g.targets[1].actions[0]");
     }
 }

@@ -442,3 +442,95 @@ impl Loader<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const JOB: &str = r#"
+[backends.local]
+kind = "file"
+dir = "out"
+
+[jobs.graph]
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+client_id = "00000000-0000-0000-0000-000000000001"
+client_secret = { env = "SECRET" }
+scope = "https://graph.microsoft.com/.default"
+targets = [{ to = "local", name = "graph.json" }]
+"#;
+
+    fn load(actions: &str) -> Result<crate::config::SyncConfig, String> {
+        let text = format!("{JOB}actions = [{actions}]\n");
+        super::super::parse(&text, Path::new("/tmp/t.toml"), &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_kind_loads_with_its_defaults() {
+        let config = load(
+            r#"{ exec = ["/bin/true"] }, { signal = "sighup", pid_file = "/tmp/x.pid" },
+               { webhook = "http://127.0.0.1:9/h", signing_key = { env = "K" } }"#,
+        )
+        .unwrap();
+        let actions = config.jobs[0].actions.as_deref().unwrap();
+        assert_eq!(actions.len(), 3);
+        assert_eq!(actions[0].key, "jobs.graph.actions[0]");
+        assert_eq!(
+            actions[0].kind,
+            ActionKind::Exec {
+                argv: vec!["/bin/true".into()],
+                timeout: ActionSpec::DEFAULT_EXEC_TIMEOUT
+            }
+        );
+        assert!(matches!(
+            actions[1].kind,
+            ActionKind::Signal {
+                signal: SignalName::Hup,
+                process_name: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            &actions[2].kind,
+            ActionKind::Webhook { attempts: 3, signing_key: Some(SecretSource::Env(k)), .. } if k == "K"
+        ));
+        // Without actions, nothing is allocated.
+        let none = super::super::parse(JOB, Path::new("/tmp/t.toml"), &|_| None).unwrap();
+        assert!(none.jobs[0].actions.is_none() && none.jobs[0].targets[0].actions.is_none());
+    }
+
+    #[test]
+    fn mistakes_are_refused_and_a_literal_signing_key_is_never_echoed() {
+        for (action, needle) in [
+            (
+                r#"{ signal = "KILL", pid_file = "/tmp/x.pid" }"#,
+                "unknown signal \"KILL\"",
+            ),
+            (
+                r#"{ signal = "HUP", pid_file = "/tmp/x.pid", process_name = "a-very-long-process-name" }"#,
+                "at most 15 bytes",
+            ),
+            (
+                r#"{ signal = "HUP" }"#,
+                "missing: the file holding the process's pid",
+            ),
+            (
+                r#"{ webhook = "https://h.example/x", attempts = 11 }"#,
+                "11 is out of range",
+            ),
+            (r#"{ exec = [] }"#, "is empty"),
+            (r#"{ exec = ["/bin/true", 3] }"#, "expected a string"),
+            (r#"{ }"#, "an action is one of exec"),
+            (
+                r#"{ webhook = "https://h.example/x", signing_key = "hunter2-literal" }"#,
+                "never written in the config file",
+            ),
+        ] {
+            let err = load(action).expect_err(action);
+            assert!(err.contains(needle), "{action}: {err}");
+            assert!(!err.contains("hunter2-literal"), "{err}");
+        }
+    }
+}
