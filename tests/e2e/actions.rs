@@ -328,7 +328,7 @@ async fn a_hanging_command_is_killed_with_its_children_at_its_timeout() {
     assert!(took < Duration::from_secs(15), "took {took:?}");
     assert!(
         run.stdout
-            .contains("did not finish within 2s and was killed with its process group"),
+            .contains("did not finish within 2s (jobs.graph.actions[0].timeout) and was killed with its process group"),
         "{}",
         run.stdout
     );
@@ -776,4 +776,95 @@ async fn the_daemon_signals_once_per_pass_that_wrote_and_not_for_a_fresh_pass() 
     let sent = output.matches("sent SIGHUP to process").count();
     assert_eq!(sent, writes, "one SIGHUP per pass that wrote:\n{output}");
     w.assert_clean("the daemon's log", &output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_action_ends_by_the_pass_deadline_whatever_its_own_timeout() {
+    let w = World::start().await;
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "pass_timeout = \"3s\"\n{}",
+            exec_action(&["/usr/bin/sleep", "300"], ", timeout = \"30s\"")
+        ),
+    );
+    let started = Instant::now();
+    let run = w.run(&["run"], &[]).await;
+    let took = started.elapsed();
+    run.assert_code(1);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    assert!(
+        run.stdout.contains(
+            "(what was left of the pass's deadline, jobs.graph.pass_timeout = \"3s\") and was killed"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(w.path("out/graph.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_retries_after_a_timeout_follows_no_redirect_and_reads_its_key_from_a_backend() {
+    use testkit::{Behaviour, HostileServer};
+    let w = World::start().await;
+    let server = HostileServer::start(Behaviour::answer(200, "text/plain", "ok"))
+        .await
+        .unwrap();
+    server.once("/hook", Behaviour::hang());
+    // The key is a secret in a file backend of its own, read `from` it.
+    std::fs::create_dir(w.path("keys")).unwrap();
+    let key = "e2e-key-from-a-backend";
+    std::fs::write(w.path("keys/hook-key"), key).unwrap();
+    let keys = format!(
+        "\n[backends.keys]\nkind = \"file\"\ndir = \"{}\"\n",
+        w.p("keys")
+    );
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ webhook = \"{}\", timeout = \"1s\", signing_key = {{ from = \"keys\", ref = \"hook-key\" }} }}]\n{keys}",
+            server.url("/hook")
+        ),
+    );
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("answered 200 (attempt 2)"),
+        "{}",
+        run.stdout
+    );
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "a hung attempt, then one answered");
+    let hmac = aws_lc_rs::hmac::sign(
+        &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes()),
+        &requests[1].body,
+    );
+    let hex: String = hmac.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        requests[1].header("x-secret-sync-signature"),
+        Some(format!("sha256={hex}").as_str())
+    );
+    run.assert_no_leak(&[key]);
+
+    // A redirect is a failure: the signed document goes only where the config says.
+    server.on(
+        "/moved",
+        Behaviour::redirect(307, &server.url("/elsewhere")),
+    );
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!("actions = [{{ webhook = \"{}\" }}]", server.url("/moved")),
+    );
+    let run = w.run(&["run", "--force"], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains("answered 307 (a redirect, which is not followed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !server.requests().iter().any(|r| r.path == "/elsewhere"),
+        "the redirect was followed"
+    );
 }

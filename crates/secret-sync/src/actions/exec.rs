@@ -44,13 +44,22 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Runs `argv` for at most `timeout`; `Ok` with its exit status when it exits 0.
+/// How long a command may run, and what set that (for the message when it is killed).
+#[derive(Debug)]
+pub struct Limit {
+    pub time: Duration,
+    /// e.g. `jobs.graph.actions[0].timeout`, or the pass's deadline.
+    pub why: String,
+}
+
+/// Runs `argv` within `limit`; `Ok` with its exit status when it exits 0.
 pub async fn run(
     argv: &[String],
-    timeout: Duration,
+    limit: Limit,
     env: &[(OsString, OsString)],
     key: &str,
 ) -> Result<String, String> {
+    let timeout = limit.time;
     let command = &argv[0];
     let mut child = Command::new(command)
         .args(&argv[1..])
@@ -76,10 +85,11 @@ pub async fn run(
         Err(_) => {
             guard.kill();
             let _ = child.wait().await;
+            let shown = Duration::from_millis(u64::try_from(timeout.as_millis()).unwrap_or(0));
             Err(format!(
-                "{command} did not finish within {} and was killed with its process group \
-                 (timeout: capped by the pass's deadline and 30 s)",
-                humantime::format_duration(timeout)
+                "{command} did not finish within {} ({}) and was killed with its process group",
+                humantime::format_duration(shown),
+                limit.why
             ))
         }
     };

@@ -349,7 +349,7 @@ impl Actions {
                     deadline.key,
                     humantime::format_duration(deadline.limit)
                 )),
-                Some(left) => self.run_one(&due, left).await,
+                Some(left) => self.run_one(&due, deadline, left).await,
             };
             match result {
                 Ok(detail) => {
@@ -380,11 +380,27 @@ impl Actions {
     }
 
     /// One action within `left`; `Ok` with what happened, `Err` with what went wrong.
-    async fn run_one(&self, due: &Due, left: Duration) -> Result<String, String> {
+    async fn run_one(
+        &self,
+        due: &Due,
+        deadline: &Deadline,
+        left: Duration,
+    ) -> Result<String, String> {
         match &due.action.kind {
             ActionKind::Exec { argv, timeout } => {
-                let limit = (*timeout).min(left).min(ActionSpec::MAX_TIMEOUT);
-                exec::run(argv, limit, &self.env_for(due), &due.action.key).await
+                let own = (*timeout).min(ActionSpec::MAX_TIMEOUT);
+                let (limit, why) = if left < own {
+                    let why = format!(
+                        "what was left of the pass's deadline, {} = \"{}\"",
+                        deadline.key,
+                        humantime::format_duration(deadline.limit)
+                    );
+                    (left, why)
+                } else {
+                    (own, format!("{}.timeout", due.action.key))
+                };
+                let run = exec::Limit { time: limit, why };
+                exec::run(argv, run, &self.env_for(due), &due.action.key).await
             }
             ActionKind::Signal {
                 signal,
