@@ -54,13 +54,14 @@ pub struct JobActions {
 impl JobActions {
     /// `None` when neither the job nor any of its targets has an action.
     fn of(spec: &JobSpec) -> Option<JobActions> {
-        let job: Vec<ActionSpec> = spec.actions.iter().flatten().cloned().collect();
+        let job: Vec<ActionSpec> = spec.actions.as_slice().to_vec();
         let targets: Vec<_> = spec
             .targets
             .iter()
-            .filter_map(|t| {
-                let actions = t.actions.as_ref()?;
-                Some((t.backend.clone(), t.name.clone(), actions.to_vec()))
+            .filter(|t| !t.actions.is_empty())
+            .map(|t| {
+                let actions = t.actions.as_slice().to_vec();
+                (t.backend.clone(), t.name.clone(), actions)
             })
             .collect();
         (!job.is_empty() || !targets.is_empty()).then_some(JobActions { job, targets })
@@ -638,9 +639,9 @@ pub fn secret_env_names(config: &SyncConfig) -> BTreeSet<String> {
         }
         let actions = job
             .actions
+            .as_slice()
             .iter()
-            .flatten()
-            .chain(job.targets.iter().flat_map(|t| t.actions.iter().flatten()));
+            .chain(job.targets.iter().flat_map(|t| t.actions.as_slice()));
         for action in actions {
             if let ActionKind::Webhook {
                 signing_key: Some(key),
@@ -658,9 +659,9 @@ pub fn secret_env_names(config: &SyncConfig) -> BTreeSet<String> {
 /// engine builds them.
 pub fn backends_read_by(job: &JobSpec) -> Vec<String> {
     job.actions
+        .as_slice()
         .iter()
-        .flatten()
-        .chain(job.targets.iter().flat_map(|t| t.actions.iter().flatten()))
+        .chain(job.targets.iter().flat_map(|t| t.actions.as_slice()))
         .filter_map(|action| match &action.kind {
             ActionKind::Webhook {
                 signing_key: Some(SecretSource::From(reference)),

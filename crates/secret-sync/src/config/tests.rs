@@ -103,7 +103,7 @@ fn minimal_config_gets_the_defaults_and_paths_relative_to_the_file() {
             name: "graph.json".into(),
             format: Format::Json,
             adopt: false,
-            actions: None,
+            actions: Default::default(),
         }]
     );
 }
