@@ -84,10 +84,11 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
@@ -150,7 +151,23 @@ impl FileOptions {
 pub struct FileStore {
     backend: String,
     options: FileOptions,
+    /// The names that may be temporary files, per large directory, as last listed (see
+    /// [`FileStore::temp_candidates`]).
+    listings: Arc<Mutex<HashMap<PathBuf, Listing>>>,
 }
+
+/// A directory's names that may be temporary files (a `.` first, `.tmp-` in them), and when
+/// they were listed.
+#[derive(Debug)]
+struct Listing {
+    at: Instant,
+    names: Arc<[String]>,
+}
+
+/// A directory with more entries than this is listed for stale temporary files at most once per
+/// half of `stale_temp_after`, not at every write (issue 15: 100,000 targets in one directory
+/// made every write list 200,000 names, and the first pass quadratic).
+const LISTING_KEPT_FROM: usize = 256;
 
 /// Where a name lives: a handle on the directory that holds it, reached from `dir` one
 /// component at a time without following symlinks (unless allowed), and the file's name in it.
@@ -192,6 +209,7 @@ impl FileStore {
         FileStore {
             backend: backend.into(),
             options,
+            listings: Arc::default(),
         }
     }
 
@@ -1095,21 +1113,13 @@ impl FileStore {
     /// Best effort: what cannot be listed or removed is logged and left, the write goes on.
     fn remove_stale_temps(&self, name: &str, entry: &Entry) -> usize {
         let targets = [entry.file_name.clone(), entry.sidecar_name()];
-        let dir = match rustix::fs::Dir::read_from(&entry.parent) {
-            Ok(dir) => dir,
-            Err(e) => {
-                tracing::warn!(backend = %self.backend, dir = %entry.parent_path.display(),
-                    error = %e, "cannot list the directory to remove stale temporary files");
-                return 0;
-            }
+        let Some(candidates) = self.temp_candidates(entry) else {
+            return 0;
         };
         let now = SystemTime::now();
         let mut removed = 0;
-        for item in dir {
-            let Ok(item) = item else { break };
-            let Ok(file) = item.file_name().to_str() else {
-                continue;
-            };
+        for file in candidates.iter() {
+            let file = file.as_str();
             if !targets.iter().any(|target| is_temp_of(file, target)) {
                 continue;
             }
@@ -1145,6 +1155,58 @@ impl FileStore {
             }
         }
         removed
+    }
+
+    /// The names in `entry`'s directory that may be temporary files. A directory of more than
+    /// [`LISTING_KEPT_FROM`] entries is listed again only when its last listing is older than
+    /// half of `stale_temp_after`: a temporary file left after a listing is then found by a
+    /// write at most that much later than by one that lists (it is removed only once older
+    /// than `stale_temp_after` anyway). Every candidate is checked again (name, type, age)
+    /// through the directory's handle before it is removed. `None`: the directory cannot be
+    /// listed (logged).
+    fn temp_candidates(&self, entry: &Entry) -> Option<Arc<[String]>> {
+        let keep_for = self.options.stale_temp_after / 2;
+        let mut listings = self.listings.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(listing) = listings.get(&entry.parent_path)
+            && listing.at.elapsed() < keep_for
+        {
+            return Some(Arc::clone(&listing.names));
+        }
+        listings.remove(&entry.parent_path);
+        drop(listings);
+        let at = Instant::now();
+        let dir = match rustix::fs::Dir::read_from(&entry.parent) {
+            Ok(dir) => dir,
+            Err(e) => {
+                tracing::warn!(backend = %self.backend, dir = %entry.parent_path.display(),
+                    error = %e, "cannot list the directory to remove stale temporary files");
+                return None;
+            }
+        };
+        let mut entries = 0;
+        let mut names = Vec::new();
+        for item in dir {
+            let Ok(item) = item else { break };
+            entries += 1;
+            if let Ok(file) = item.file_name().to_str()
+                && file.starts_with('.')
+                && file.contains(".tmp-")
+            {
+                names.push(file.to_owned());
+            }
+        }
+        let names: Arc<[String]> = names.into();
+        if entries > LISTING_KEPT_FROM && !keep_for.is_zero() {
+            let listing = Listing {
+                at,
+                names: Arc::clone(&names),
+            };
+            self.listings
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(entry.parent_path.clone(), listing);
+        }
+        Some(names)
     }
 }
 
