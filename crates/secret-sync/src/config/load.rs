@@ -36,6 +36,9 @@ use super::model::{
 #[path = "credentials.rs"]
 mod credentials;
 
+#[path = "blocks.rs"]
+mod blocks;
+
 #[path = "actions.rs"]
 pub mod actions;
 
@@ -166,22 +169,104 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SyncConfig, ConfigErrors> {
-    let base_dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_owned();
-    let mut loader = Loader {
-        src: text,
-        base_dir,
-        env,
-        errors: Vec::new(),
-        kinds: BTreeMap::new(),
-        authority: Authority::public(),
-        cloud: None,
-        pass_timeout: Settings::DEFAULT_PASS_TIMEOUT,
-        watch_defaults: WatchSpec::default(),
+    if text.len() >= IN_BLOCKS_FROM
+        && let Some(config) = parse_in_blocks(text, path, env, BLOCK_BYTES)
+    {
+        return Ok(config);
+    }
+    parse_whole(text, path, env)
+}
+
+/// From this size on, a config is first parsed in blocks of jobs ([`parse_in_blocks`]); a
+/// smaller one is one parse, whose tree is small anyway.
+const IN_BLOCKS_FROM: usize = 256 * 1024;
+/// About how much text of jobs is parsed at once (some 1,000 jobs of the bench's config).
+const BLOCK_BYTES: usize = 256 * 1024;
+
+/// A large config, parsed a block of `[jobs.NAME]` tables at a time ([`blocks`]), so that
+/// toml's tokens, events and tree are held for one block at a time, not for the whole file
+/// (issue 15: 600 MB for 100,000 jobs at once). `None` whenever anything is not plain: a
+/// syntax error, a job name found twice (TOML may spread a table over two places; one parse
+/// puts them together or refuses them), anything but `jobs` at a block's root, or any error
+/// in the walk. The caller then parses the whole file as one document, so what `None` costs
+/// is time and memory, never a difference in what a file means or in its errors.
+fn parse_in_blocks(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    block_bytes: usize,
+) -> Option<SyncConfig> {
+    let split = blocks::split(text, block_bytes)?;
+    let mut loader = Loader::new(text, path, env);
+    let (document, syntax_errors) = DeTable::parse_recoverable(split.rest.as_str());
+    if !syntax_errors.is_empty() {
+        return None;
+    }
+    let root = Tbl {
+        path: String::new(),
+        at: 0..0,
+        map: document.get_ref(),
     };
+    loader.check_keys(&root, keys::ROOT);
+    let settings = loader.settings(&root);
+    loader.authority = settings.authority.clone();
+    loader.pass_timeout = settings.pass_timeout;
+    let backends = loader.backends(&root);
+    let mut jobs = Vec::new();
+    let mut written = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    // The spans of a block's tree are the block's, not the file's: they would point at the
+    // wrong place in a message, but no message of this walk is ever shown (any error: `None`).
+    let mut walk = |loader: &mut Loader<'_>, root: &Tbl<'_, '_>, written: &mut Vec<_>| {
+        if !root.has("jobs") {
+            return Some(());
+        }
+        let table = loader.sub_table(root, "jobs")?;
+        for (key, _) in table.map.iter() {
+            if !names.insert(key.get_ref().to_string()) {
+                return None;
+            }
+        }
+        loader.job_entries(&table, written, &mut jobs);
+        Some(())
+    };
+    walk(&mut loader, &root, &mut written)?;
+    drop(document);
+    for block in &split.blocks {
+        let (document, syntax_errors) = DeTable::parse_recoverable(&text[block.clone()]);
+        if !syntax_errors.is_empty() || !loader.errors.is_empty() {
+            return None;
+        }
+        let root = Tbl {
+            path: String::new(),
+            at: 0..0,
+            map: document.get_ref(),
+        };
+        if root.map.len() != 1 {
+            return None;
+        }
+        walk(&mut loader, &root, &mut written)?;
+    }
+    if jobs.is_empty() || !loader.errors.is_empty() {
+        return None;
+    }
+    loader.same_secrets(&written, &backends);
+    loader.vault_names_below_mount(&written, &backends);
+    loader.errors.is_empty().then(|| SyncConfig {
+        source_path: path.to_owned(),
+        settings,
+        backends,
+        jobs,
+    })
+}
+
+/// [`parse`] as one document.
+fn parse_whole(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SyncConfig, ConfigErrors> {
+    let mut loader = Loader::new(text, path, env);
     let (document, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
         for err in syntax_errors {
@@ -302,6 +387,27 @@ struct Loader<'s> {
     pass_timeout: Duration,
     /// `[settings.credentials]`, the default of jobs' `[jobs.NAME.credentials]`.
     watch_defaults: WatchSpec,
+}
+
+impl<'s> Loader<'s> {
+    fn new(text: &'s str, path: &Path, env: &'s dyn Fn(&str) -> Option<String>) -> Self {
+        let base_dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        Loader {
+            src: text,
+            base_dir,
+            env,
+            errors: Vec::new(),
+            kinds: BTreeMap::new(),
+            authority: Authority::public(),
+            cloud: None,
+            pass_timeout: Settings::DEFAULT_PASS_TIMEOUT,
+            watch_defaults: WatchSpec::default(),
+        }
+    }
 }
 
 impl Loader<'_> {
@@ -1209,6 +1315,19 @@ impl Loader<'_> {
             return jobs;
         };
         let mut written: Vec<WrittenTarget> = Vec::new();
+        self.job_entries(&table, &mut written, &mut jobs);
+        self.same_secrets(&written, backends);
+        self.vault_names_below_mount(&written, backends);
+        jobs
+    }
+
+    /// Every `[jobs.NAME]` of `table` (the `jobs` table), in order, onto `jobs`.
+    fn job_entries(
+        &mut self,
+        table: &Tbl<'_, '_>,
+        written: &mut Vec<WrittenTarget>,
+        jobs: &mut Vec<JobSpec>,
+    ) {
         for (key, item) in table.map.iter() {
             let name = key.get_ref().to_string();
             let path = table.path_of(&name);
@@ -1216,13 +1335,10 @@ impl Loader<'_> {
             let Some(job) = self.table(path, key.span(), item) else {
                 continue;
             };
-            if let Some(spec) = self.job(&name, &job, &mut written) {
+            if let Some(spec) = self.job(&name, &job, written) {
                 jobs.push(spec);
             }
         }
-        self.same_secrets(&written, backends);
-        self.vault_names_below_mount(&written, backends);
-        jobs
     }
 
     /// Refuses a Vault target name that starts with the backend's mount (and on KV v2 its
