@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::config::{
     ActionKind, ActionSpec, BackendSpec, CredentialSpec, EntraIdentity, GraphIdentity, JobSpec,
-    SecretSource, SyncConfig, VaultAuthSpec,
+    SecretSource, SyncConfig, Value as ConfigValue, VaultAuthSpec,
 };
 use crate::engine::source::Stores;
 use crate::engine::{Job, Outcome, PlanEntry, TargetReport};
@@ -581,9 +581,11 @@ impl Deadline {
     }
 }
 
-/// Every environment variable the config names as a secret source (`{ env = "VAR" }` and the
-/// `*_env` keys: client secrets, certificates, federated tokens, Vault logins, webhook keys,
-/// Graph identities), and the ones the credential kinds in use read secrets from
+/// Every environment variable the config names (`{ env = "VAR" }` and the `*_env` keys: client
+/// secrets, certificates, federated tokens, Vault logins, webhook keys, Graph and Key Vault
+/// identities, and the tenant and client ids read from the environment, including the
+/// `AZURE_TENANT_ID`/`AZURE_CLIENT_ID` that `workload_identity` implies), and the ones the
+/// credential kinds in use read secrets from
 /// (`ACTIONS_ID_TOKEN_REQUEST_TOKEN` for `github_oidc`, `IDENTITY_HEADER` and `MSI_SECRET` for
 /// a managed identity). An `exec` never inherits these.
 pub fn secret_env_names(config: &SyncConfig) -> BTreeSet<String> {
@@ -593,6 +595,13 @@ pub fn secret_env_names(config: &SyncConfig) -> BTreeSet<String> {
         }
     }
     fn identity(names: &mut BTreeSet<String>, id: &EntraIdentity) {
+        // Not secrets, but named by `{ env }` too: the command does not get them either.
+        for value in [
+            id.tenant_id.as_ref().and_then(env_of),
+            id.client_id.as_ref().and_then(env_of),
+        ] {
+            names.extend(value);
+        }
         match &id.credential {
             CredentialSpec::ClientSecret(s) => source(names, s),
             CredentialSpec::Certificate {
@@ -614,6 +623,12 @@ pub fn secret_env_names(config: &SyncConfig) -> BTreeSet<String> {
                 names.insert("MSI_SECRET".to_owned());
             }
             CredentialSpec::FederatedTokenFile(_) | CredentialSpec::WorkloadIdentity => {}
+        }
+    }
+    fn env_of<T>(value: &ConfigValue<T>) -> Option<String> {
+        match value {
+            ConfigValue::Env(var) => Some(var.clone()),
+            ConfigValue::Literal(_) | ConfigValue::From(_) => None,
         }
     }
     let mut names = BTreeSet::new();
@@ -784,6 +799,58 @@ mod tests {
         );
         assert_eq!(due[1].context.target_labels(), ["local:b"]);
         assert!(actions.due("g", &[]).is_empty());
+    }
+
+    #[test]
+    fn every_variable_the_config_names_is_kept_from_a_command() {
+        let text = r#"
+[backends.vault]
+kind = "vault"
+address = "http://127.0.0.1:8200"
+auth = { method = "approle", role_id = "r", secret_id_env = "VAULT_SECRET_ID" }
+
+[backends.kv]
+kind = "azure-key-vault"
+vault_url = "https://contoso-tokens.vault.azure.net"
+auth = { method = "client-secret", tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47", client_id = "00000000-0000-0000-0000-000000000002", client_secret = { env = "KV_SECRET" } }
+
+[jobs.a]
+tenant_id = { env = "A_TENANT" }
+client_id = "00000000-0000-0000-0000-000000000001"
+certificate = { env = "A_CERT" }
+certificate_key = { file = "key.pem" }
+scope = "https://graph.microsoft.com/.default"
+targets = [{ to = "vault", name = "a", actions = [{ webhook = "https://h.example/x", signing_key = { env = "HOOK_KEY" } }] }]
+
+[jobs.b]
+workload_identity = true
+scope = "https://graph.microsoft.com/.default"
+targets = [{ to = "kv", name = "b" }]
+
+[jobs.c]
+github_oidc = true
+tenant_id = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+client_id = "00000000-0000-0000-0000-000000000001"
+scope = "https://graph.microsoft.com/.default"
+targets = [{ to = "kv", name = "c" }]
+"#;
+        let config =
+            crate::config::load::parse(text, std::path::Path::new("/tmp/t.toml"), &|_| None)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<String> = secret_env_names(&config).into_iter().collect();
+        assert_eq!(
+            names,
+            [
+                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                "AZURE_CLIENT_ID",
+                "AZURE_TENANT_ID",
+                "A_CERT",
+                "A_TENANT",
+                "HOOK_KEY",
+                "KV_SECRET",
+                "VAULT_SECRET_ID"
+            ]
+        );
     }
 
     #[test]
