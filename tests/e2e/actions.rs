@@ -285,7 +285,8 @@ async fn a_failing_exec_fails_the_run_after_the_write_and_the_daemon_retries_it_
     let retried = wait_until(Duration::from_secs(30), || w.read("count").trim() == "2").await;
     assert!(retried, "no retry; log:\n{}", daemon.output());
     daemon
-        .wait_for_output("outcome=\"ok\"", Duration::from_secs(10))
+        // The retry pass's own line, logged once its action was counted.
+        .wait_for_output("outcome=\"ok\" written=0", Duration::from_secs(10))
         .await;
     assert_eq!(
         w.entra.token_request_count(),
