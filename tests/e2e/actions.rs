@@ -869,3 +869,30 @@ async fn a_webhook_retries_after_a_timeout_follows_no_redirect_and_reads_its_key
         "the redirect was followed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_jobs_actions_run_one_after_another_in_file_order() {
+    let w = World::start().await;
+    let log = w.p("order.log");
+    let step = w.script(
+        "step.sh",
+        &format!("echo \"start $1\" >> {log}\nsleep 0.3\necho \"end $1\" >> {log}\n"),
+    );
+    let target = format!(
+        "{{ to = \"local\", name = \"t.json\", format = \"json\", actions = [{{ exec = [\"/bin/sh\", \"{step}\", \"target\"] }}] }}"
+    );
+    w.write_config(
+        &[&file_target("a.json"), &target],
+        &format!(
+            "actions = [{{ exec = [\"/bin/sh\", \"{step}\", \"first\"] }}, {{ exec = [\"/bin/sh\", \"{step}\", \"second\"] }}]"
+        ),
+    );
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(0);
+    assert_eq!(
+        w.read("order.log"),
+        "start first\nend first\nstart second\nend second\nstart target\nend target\n",
+        "{}",
+        run.stdout
+    );
+}
