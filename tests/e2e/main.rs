@@ -15,6 +15,7 @@ mod hardening_backends;
 mod hardening_daemon;
 mod hardening_engine;
 mod hardening_file;
+mod hardening_graph;
 mod hardening_token;
 mod managed_identity;
 mod metrics;

@@ -645,10 +645,20 @@ impl GraphClient {
             .take()
             .filter(|s| !s.expose_secret().is_empty())
             .ok_or_else(|| malformed("carries no secretText"))?;
-        let credential = raw
+        let mut credential = raw
             .credential()
             .into_credential()
             .map_err(|what| malformed(&what))?;
+        // The keyId is what the caller records beside the secret and removes the password by:
+        // an answer without a usable one describes no password the caller could identify.
+        credential.key_id = Uuid::try_parse(credential.key_id.trim())
+            .map(|id| id.hyphenated().to_string())
+            .map_err(|_| {
+                malformed(
+                    "carries a keyId that is not a GUID, so the new password cannot be \
+                     identified (its secretText is not used)",
+                )
+            })?;
         debug!(
             object_id = %object_id, key_id = %credential.key_id,
             request_id = answer.request_id.as_deref().unwrap_or(""),

@@ -18,7 +18,7 @@ use tracing::{error, warn};
 
 use super::rotate::{self, Mode};
 use super::watch::{Lifecycle, record, watch_job};
-use super::{days_left, span};
+use super::{days_left, earlier, later};
 use crate::config::SyncConfig;
 use crate::daemon::metrics::Metrics;
 use crate::engine::Engine;
@@ -65,7 +65,7 @@ async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
     let check_every = lifecycle.config.settings.credentials.check_every;
     let mut warned: BTreeSet<(String, String)> = BTreeSet::new();
     loop {
-        let mut next = OffsetDateTime::now_utc() + span(check_every);
+        let mut next = later(OffsetDateTime::now_utc(), check_every);
         for name in &names {
             let Some(job) = lifecycle.config.job(name) else {
                 continue;
@@ -78,7 +78,7 @@ async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
                     }
                     let now = OffsetDateTime::now_utc();
                     if let (Some(key), Some(end)) = (watch.in_use.key_id(), watch.in_use_end())
-                        && end - span(job.lifecycle.watch.warn_within) <= now
+                        && earlier(end, job.lifecycle.watch.warn_within) <= now
                         && warned.insert((job.name.clone(), key.to_owned()))
                     {
                         warn!(job = %job.name, key_id = %key, expires_on = %rfc3339(end),

@@ -17,11 +17,66 @@ pub mod rotate;
 pub mod state;
 pub mod watch;
 
+use std::future::Future;
 use std::time::Duration;
 
 use entra_auth::graph::PasswordCredential;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
+
+use crate::config::JobSpec;
+
+/// The deadline of one credential check of a job (a watch, a rotation check): the job's
+/// `pass_timeout`, the same bound as its token pass, counted from the start of the check. Every
+/// step runs under it (the store read, the Graph token, each Graph call, proving a new secret,
+/// the write-back), so a Graph, token endpoint or store that drips or hangs cannot hold
+/// `credentials`, `rotate` or the daemon's check longer. Only the undo of a password added in
+/// a failed rotation gets [`Deadline::UNDO`] of its own after it.
+#[derive(Debug, Clone)]
+pub struct Deadline {
+    at: tokio::time::Instant,
+    limit: Duration,
+    key: String,
+}
+
+impl Deadline {
+    /// How long removing a just-added password may take once the rotation failed (or ran
+    /// into its deadline): one Graph request timeout.
+    pub const UNDO: Duration = Duration::from_secs(30);
+
+    /// The deadline of a check of `job` starting now.
+    pub fn of(job: &JobSpec) -> Deadline {
+        Deadline::after(job.pass_timeout.limit, &job.pass_timeout.key)
+    }
+
+    /// A deadline `limit` from now, set by the config key `key` (for messages).
+    pub fn after(limit: Duration, key: &str) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now() + limit,
+            limit,
+            key: key.to_owned(),
+        }
+    }
+
+    /// `step` under this deadline: its own result, or an error naming the deadline and its key.
+    pub async fn run<T>(
+        &self,
+        step: &str,
+        work: impl Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        match tokio::time::timeout_at(self.at, work).await {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!(
+                "{step}: did not finish within the job's deadline, {key} = \"{limit}\" (a \
+                 credential check is bounded like the job's pass): Microsoft Graph, the token \
+                 endpoint or the store answers too slowly or not at all; fix or replace it, or \
+                 raise {key}",
+                key = self.key,
+                limit = humantime::format_duration(self.limit),
+            )),
+        }
+    }
+}
 
 /// Which of the app's passwords the job's secret is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +161,53 @@ pub fn span(d: Duration) -> time::Duration {
     time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
+/// The latest time this crate handles (the end of the year 9999, UTC).
+const LATEST: OffsetDateTime = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+/// The earliest (the start of the year 1, UTC).
+const EARLIEST: OffsetDateTime = time::macros::datetime!(0001-01-01 00:00:00 UTC);
+
+/// `at + d`, or `None` past the year 9999 (an absurd duration or date): never a panic.
+pub fn checked_later(at: OffsetDateTime, d: Duration) -> Option<OffsetDateTime> {
+    at.checked_add(span(d)).filter(|t| *t <= LATEST)
+}
+
+/// `at + d`, saturating at the end of the year 9999. Dates from Graph and the record are
+/// parsed within the years 1 to 9999, but durations from the config are not bounded: every
+/// computation on them goes through this or [`earlier`], so no value can make one panic.
+pub fn later(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    checked_later(at, d).unwrap_or(LATEST)
+}
+
+/// `at - d`, saturating at the start of the year 1.
+pub fn earlier(at: OffsetDateTime, d: Duration) -> OffsetDateTime {
+    at.checked_sub(span(d))
+        .filter(|t| *t >= EARLIEST)
+        .unwrap_or(EARLIEST)
+}
+
+/// The keyIds a rotation check must never remove, whatever the record says: the keyId recorded
+/// as the secret stored, and every password whose `hint` matches the stored secret's first
+/// three characters (all of them when several do: any may be the one in use). So a record that
+/// names the secret in use as the one to retire (a secret put back by hand without clearing the
+/// record, an edited record) cannot make secret-sync remove the job's working secret.
+pub fn protected(
+    passwords: &[PasswordCredential],
+    recorded: Option<&str>,
+    secret: &SecretString,
+) -> Vec<String> {
+    let prefix: String = secret.expose_secret().chars().take(3).collect();
+    recorded
+        .map(str::to_owned)
+        .into_iter()
+        .chain(
+            passwords
+                .iter()
+                .filter(|p| p.hint.as_deref() == Some(prefix.as_str()))
+                .map(|p| p.key_id.clone()),
+        )
+        .collect()
+}
+
 /// The display name of a password secret-sync adds: names secret-sync, the job and the
 /// installation, so people see who made it and [`orphans`] can tell its own.
 pub fn display_name(job: &str, installation: &str) -> String {
@@ -143,7 +245,7 @@ pub fn orphans<'a>(
         .iter()
         .filter(|p| is_ours(p.display_name.as_deref(), installation))
         .filter(|p| !keep.iter().any(|k| k.eq_ignore_ascii_case(&p.key_id)))
-        .filter(|p| p.start.is_some_and(|start| start + span(overlap) <= now))
+        .filter(|p| p.start.is_some_and(|start| later(start, overlap) <= now))
         .collect()
 }
 
@@ -164,7 +266,7 @@ pub fn decide(
     now: OffsetDateTime,
 ) -> Decision {
     match (in_use.key_id(), end) {
-        (Some(_), Some(end)) if end - span(rotate_within) > now => {
+        (Some(_), Some(end)) if earlier(end, rotate_within) > now => {
             Decision::NotDue { expires_on: end }
         }
         (Some(_), Some(end)) => Decision::Due {
@@ -261,6 +363,43 @@ mod tests {
             decide(&InUse::Ambiguous, None, within, T0),
             Decision::Due { .. }
         ));
+    }
+
+    #[test]
+    fn time_arithmetic_on_absurd_durations_and_dates_saturates() {
+        let forever = Duration::from_secs(u64::MAX);
+        assert_eq!(later(T0, forever), LATEST);
+        assert_eq!(checked_later(T0, forever), None);
+        assert_eq!(earlier(T0, forever), EARLIEST);
+        assert_eq!(later(LATEST, Duration::from_secs(1)), LATEST);
+        assert_eq!(earlier(EARLIEST, Duration::from_secs(1)), EARLIEST);
+        let used = InUse::Hint("k".into());
+        assert!(matches!(
+            decide(&used, Some(LATEST), forever, T0),
+            Decision::Due { .. }
+        ));
+        assert!(matches!(
+            decide(&used, Some(EARLIEST), Duration::from_secs(30 * 86_400), T0),
+            Decision::Due { .. }
+        ));
+        assert!(matches!(
+            decide(&used, Some(LATEST), Duration::from_secs(30 * 86_400), T0),
+            Decision::NotDue { .. }
+        ));
+        let far = password("k", "abc", None, EARLIEST);
+        assert!(orphans(&[far], "i", &[], forever, T0).is_empty());
+    }
+
+    #[test]
+    fn the_recorded_key_and_every_hint_match_are_protected() {
+        let secret = SecretString::from("abcdefgh".to_owned());
+        let ps = vec![
+            password("k1", "abc", None, T0),
+            password("k2", "abc", None, T0),
+            password("k3", "xyz", None, T0),
+        ];
+        assert_eq!(protected(&ps, Some("k9"), &secret), ["k9", "k1", "k2"]);
+        assert_eq!(protected(&ps, None, &secret), ["k1", "k2"]);
     }
 
     #[test]

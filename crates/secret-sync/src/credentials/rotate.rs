@@ -27,7 +27,10 @@ use time::OffsetDateTime;
 use tracing::{info, warn};
 
 use super::watch::Lifecycle;
-use super::{Decision, InUse, decide, display_name, in_use, new_installation_id, orphans, span};
+use super::{
+    Deadline, Decision, InUse, checked_later, decide, display_name, earlier, in_use, later,
+    new_installation_id, orphans, protected,
+};
 use crate::cli::RotateArgs;
 use crate::config::{JobSpec, RotationSpec};
 use crate::engine::source;
@@ -116,8 +119,11 @@ impl Rotation<'_> {
 }
 
 /// One rotation check of `job`: resume what the record says is pending, remove this
-/// installation's orphans, and rotate (the command: now; the daemon: when due).
+/// installation's orphans, and rotate (the command: now; the daemon: when due). Every step
+/// runs within the job's deadline ([`Deadline`]); a password added before a failure (or the
+/// deadline) is removed again within [`Deadline::UNDO`].
 pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::Result<Report> {
+    let deadline = Deadline::of(job);
     let mut report = Report::default();
     let rotation = job.lifecycle.rotation.as_ref().ok_or_else(|| {
         anyhow!(
@@ -131,25 +137,30 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         .get(&rotation.source.backend)
         .ok_or_else(|| anyhow!("backend {:?} is not set up", rotation.source.backend))?
         .as_ref();
-    let stored = store
-        .read_stored(
-            &rotation.source.reference.name,
-            rotation.source.reference.field.as_deref(),
-        )
-        .await
-        .context("cannot read the job's client_secret")?;
-    let client_id = match &job.identity.client_id {
-        Some(value) => source::read_value(value, &lifecycle.stores, "client_id").await?,
-        None => return Err(anyhow!("the job has no client_id")),
-    };
     let graph = lifecycle.graph(job)?;
-    let token = lifecycle.graph_token(job, Some(&stored.value)).await?;
-    let application = graph
-        .application(&token, &client_id)
-        .await
-        .context("cannot read the app registration from Microsoft Graph")?;
+    let (stored, token, application) = deadline
+        .run("reading the job's secret and the app registration", async {
+            let stored = store
+                .read_stored(
+                    &rotation.source.reference.name,
+                    rotation.source.reference.field.as_deref(),
+                )
+                .await
+                .context("cannot read the job's client_secret")?;
+            let client_id = match &job.identity.client_id {
+                Some(value) => source::read_value(value, &lifecycle.stores, "client_id").await?,
+                None => return Err(anyhow!("the job has no client_id")),
+            };
+            let token = lifecycle.graph_token(job, Some(&stored.value)).await?;
+            let application = graph
+                .application(&token, &client_id)
+                .await
+                .context("cannot read the app registration from Microsoft Graph")?;
+            Ok((stored, token, application))
+        })
+        .await?;
     let now = OffsetDateTime::now_utc();
-    let record = stored.record.clone();
+    let record = sane_record(&job.name, stored.record.clone(), &mut report);
     let installation = record
         .installation
         .clone()
@@ -159,6 +170,13 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         record.key_id.as_deref(),
         Some(&stored.value),
     );
+    // Never removed by this check, whatever the record says (the secret in use).
+    let guarded = protected(
+        &application.password_credentials,
+        record.key_id.as_deref(),
+        &stored.value,
+    );
+    let is_guarded = |key: &str| guarded.iter().any(|g| g.eq_ignore_ascii_case(key));
     let ctx = Rotation {
         lifecycle,
         job,
@@ -172,14 +190,36 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
     };
     let dry = mode.dry_run();
 
-    // 1. A retirement the record says is pending: done when due, else waited for.
-    if let Some(previous) = record.previous_key_id.clone() {
+    // 1. A retirement the record says is pending: done when due, else waited for. A retirement
+    // further ahead than `overlap` is none a rotation wrote (it writes now + overlap): the
+    // record was edited or is corrupt, so it is not trusted: the old password stays (it is
+    // not removed early, nor waited for until that time, which would stop rotation), and
+    // the check goes on.
+    let implausible = record
+        .retire_previous_on
+        .filter(|at| *at > later(now, rotation.overlap));
+    if let (Some(previous), Some(at)) = (&record.previous_key_id, implausible) {
+        warn!(job = %job.name, previous_key_id = %previous, retire_previous_on = %rfc3339(at),
+            "the record's retirement time is further ahead than overlap: not trusted");
+        report.say(format!(
+            "job {}: the record beside the secret retires the old password {previous} at {}, further ahead than overlap ({}) from now, which no rotation writes (edited or corrupt): it is not trusted, and {previous} is not removed; remove it by hand once nothing uses it",
+            job.name,
+            rfc3339(at),
+            super::shown(rotation.overlap)
+        ));
+    }
+    if let Some(previous) = record.previous_key_id.clone()
+        && implausible.is_none()
+    {
         let present = application
             .password_credentials
             .iter()
             .any(|p| p.key_id.eq_ignore_ascii_case(&previous));
         let due = record.retire_previous_on.is_none_or(|at| at <= now);
-        if present && !due {
+        // The record names the secret in use as the one to retire (put back by hand without
+        // clearing the record, or edited): it is kept, and the record cleared.
+        let in_use_now = present && is_guarded(&previous);
+        if present && !due && !in_use_now {
             let at = record.retire_previous_on.unwrap_or(now);
             report.next_due = Some(at);
             report.say(format!(
@@ -196,31 +236,55 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
                 ctx.place()
             ));
         } else {
-            if present {
-                ctx.remove(&previous).await?;
-            }
             let cleared = CredentialRecord {
                 previous_key_id: None,
                 retire_previous_on: None,
                 installation: Some(installation.clone()),
                 ..record.clone()
             };
-            ctx.write_back(&ctx.stored.value, &cleared).await.context(
-                "the old password was removed, but the record beside the secret still names it",
-            )?;
-            report.say(format!(
-                "job {}: removed the old password {previous} after the overlap",
-                job.name
-            ));
+            deadline
+                .run("removing the old password after the overlap", async {
+                    if present && !in_use_now {
+                        ctx.remove(&previous).await?;
+                    }
+                    let written = ctx.write_back(&ctx.stored.value, &cleared).await;
+                    if present && !in_use_now {
+                        written.context(
+                            "the old password was removed, but the record beside the secret \
+                             still names it",
+                        )
+                    } else {
+                        written.context("cannot clear the old password from the record")
+                    }
+                })
+                .await?;
+            if in_use_now {
+                warn!(job = %job.name, previous_key_id = %previous,
+                    "the record names the secret in use as the old password to retire: kept");
+                report.say(format!(
+                    "job {}: the record names the password {previous} as the old one to retire, but it is the secret in use (its keyId is recorded as the secret stored, or its hint matches it): it is not removed, and the record no longer names it",
+                    job.name
+                ));
+            } else {
+                report.say(format!(
+                    "job {}: removed the old password {previous} after the overlap",
+                    job.name
+                ));
+            }
         }
         return Ok(report);
     }
 
     // 2. This installation's forgotten passwords (a rotation killed before its write-back).
-    let keep: Vec<&str> = [used.key_id(), record.key_id.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut keep: Vec<&str> = [
+        used.key_id(),
+        record.key_id.as_deref(),
+        record.previous_key_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    keep.extend(guarded.iter().map(String::as_str));
     for orphan in orphans(
         &application.password_credentials,
         &installation,
@@ -234,7 +298,12 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
                 job.name, orphan.key_id
             ));
         } else {
-            ctx.remove(&orphan.key_id).await?;
+            deadline
+                .run(
+                    "removing a password this installation created",
+                    ctx.remove(&orphan.key_id),
+                )
+                .await?;
             report.say(format!(
                 "job {}: removed the password {} this installation created and no store records",
                 job.name, orphan.key_id
@@ -253,13 +322,22 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
     if mode == Mode::Daemon {
         match decide(&used, end, rotation.rotate_within, now) {
             Decision::NotDue { expires_on } => {
-                report.next_due = Some(expires_on - span(rotation.rotate_within));
+                report.next_due = Some(earlier(expires_on, rotation.rotate_within));
                 return Ok(report);
             }
             Decision::Due { why } => info!(job = %job.name, "{why}: rotating"),
         }
     }
-    let new_end = whole_second(now + span(rotation.lifetime));
+    let new_end = checked_later(now, rotation.lifetime)
+        .map(whole_second)
+        .ok_or_else(|| {
+            anyhow!(
+                "jobs.{}.rotation.lifetime ({}) ends past the year 9999, which no store or \
+                 Graph can record: configure a lifetime the tenant's policy allows (e.g. 180d)",
+                job.name,
+                super::shown(rotation.lifetime)
+            )
+        })?;
     let name = display_name(&job.name, &installation);
     if dry {
         report.say(format!(
@@ -275,34 +353,70 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         ));
         return Ok(report);
     }
-    let new = ctx
-        .graph
-        .add_password(&ctx.token, &ctx.object_id, &name, new_end)
-        .await
-        .context("Microsoft Graph did not add a new client secret (nothing was changed)")?;
+    let new = deadline
+        .run(
+            "adding a new client secret (a password Graph may have added in the meantime \
+             carries this installation's id in its display name and is removed as an orphan \
+             once older than the overlap)",
+            async {
+                ctx.graph
+                    .add_password(&ctx.token, &ctx.object_id, &name, new_end)
+                    .await
+                    .map_err(|err| {
+                        let changed = if err.status().is_some_and(|s| (400..500).contains(&s)) {
+                            "nothing was changed".to_owned()
+                        } else if record.installation.is_some() {
+                            format!(
+                                "if Graph added a password anyway, its display name {name:?} marks \
+                             it: it is removed as this installation's orphan once older than the \
+                             overlap ({}), or remove it by hand",
+                                super::shown(rotation.overlap)
+                            )
+                        } else {
+                            format!(
+                                "if Graph added a password anyway, its display name is {name:?}; \
+                             no rotation of this job has completed yet, so this installation's \
+                             id is recorded nowhere and it is not removed as an orphan: remove \
+                             it by hand (secret-sync credentials lists it; az ad app credential \
+                             delete --id {} --key-id KEY_ID)",
+                                ctx.app_id
+                            )
+                        };
+                        anyhow::Error::new(err).context(format!(
+                            "Microsoft Graph did not add a new client secret ({changed})"
+                        ))
+                    })
+            },
+        )
+        .await?;
     let new_key = new.credential.key_id.clone();
     info!(job = %job.name, key_id = %new_key, "new password added; waiting until it is accepted");
 
     // Prove it, then write it back; undo on either failure.
-    let result = async {
-        prove(&ctx, &new).await?;
-        let written = CredentialRecord {
-            key_id: Some(new_key.clone()),
-            key_expires_on: Some(new.credential.end.map_or(new_end, whole_second)),
-            previous_key_id: used.key_id().map(str::to_owned),
-            retire_previous_on: used
-                .key_id()
-                .map(|_| whole_second(OffsetDateTime::now_utc() + span(rotation.overlap))),
-            installation: Some(installation.clone()),
-        };
-        ctx.write_back(&new.secret, &written).await?;
-        Ok::<CredentialRecord, anyhow::Error>(written)
-    }
-    .await;
+    let result = deadline
+        .run("proving the new secret and writing it back", async {
+            identify(&new, new_end)?;
+            prove(&ctx, &new).await?;
+            let written = CredentialRecord {
+                key_id: Some(new_key.clone()),
+                key_expires_on: Some(new.credential.end.map_or(new_end, whole_second)),
+                previous_key_id: used.key_id().map(str::to_owned),
+                retire_previous_on: used
+                    .key_id()
+                    .map(|_| whole_second(later(OffsetDateTime::now_utc(), rotation.overlap))),
+                installation: Some(installation.clone()),
+            };
+            ctx.write_back(&new.secret, &written).await?;
+            Ok::<CredentialRecord, anyhow::Error>(written)
+        })
+        .await;
     let written = match result {
         Ok(written) => written,
         Err(err) => {
-            let undo = match ctx.remove(&new_key).await {
+            let undo = Deadline::after(Deadline::UNDO, &job.pass_timeout.key)
+                .run("removing the new password again", ctx.remove(&new_key))
+                .await;
+            let undo = match undo {
                 Ok(()) => format!("the new password {new_key} was removed again"),
                 Err(undo) => format!(
                     "the new password {new_key} could not be removed ({undo:#}): remove it by hand \
@@ -345,6 +459,85 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         }
     }
     Ok(report)
+}
+
+/// Whether `addPassword`'s answer describes the password asked for, so that its `secretText`
+/// can be written back under its `keyId`: its end is the one asked for (within a day: Graph
+/// echoes it), and its `hint`, when given, is the secret's first three characters. Otherwise
+/// the rotation fails and the added keyId is removed again; nothing is written back. (A keyId
+/// that is missing or not a GUID is refused by `GraphClient::add_password` already.)
+fn identify(new: &NewPassword, asked: OffsetDateTime) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let end = new.credential.end.ok_or_else(|| {
+        anyhow!(
+            "Graph's addPassword answer gives the new password {} no endDateTime that is a date \
+             in the years 1 to 9999, so what was added is not what was asked for: the answer \
+             is not used",
+            new.credential.key_id
+        )
+    })?;
+    if (end - asked).abs() > time::Duration::days(1) {
+        return Err(anyhow!(
+            "Graph's addPassword answer gives the new password {} the end {}, not the {} asked \
+             for, so it does not describe the password asked for: the answer is not used",
+            new.credential.key_id,
+            rfc3339(end),
+            rfc3339(asked)
+        ));
+    }
+    let prefix: String = new.secret.expose_secret().chars().take(3).collect();
+    if let Some(hint) = &new.credential.hint
+        && *hint != prefix
+    {
+        return Err(anyhow!(
+            "Graph's addPassword answer gives the new password {} a hint ({} characters) that is \
+             not the first three characters of its secretText, so the secret cannot be told to \
+             be that password's: the answer is not used",
+            new.credential.key_id,
+            hint.chars().count()
+        ));
+    }
+    Ok(())
+}
+
+/// The record as read, without what no rotation writes: a `key_id` or `previous_key_id` that
+/// is not a GUID (Graph's keyIds are) and an `installation` that is not a short id. Such a
+/// field (edited, corrupt, or crafted by whoever can write the store) is dropped with a line in
+/// the report: it is never sent to Graph, never makes a removal, and the next write-back
+/// replaces it with what this rotation knows (a field kept as read could not be written back
+/// at all, e.g. one longer than a tag holds, and would stop every later check).
+fn sane_record(job: &str, mut record: CredentialRecord, report: &mut Report) -> CredentialRecord {
+    let mut dropped = Vec::new();
+    for (field, value) in [
+        ("key_id", &mut record.key_id),
+        ("previous_key_id", &mut record.previous_key_id),
+    ] {
+        match value.as_deref().map(|v| uuid::Uuid::try_parse(v.trim())) {
+            Some(Ok(id)) => *value = Some(id.hyphenated().to_string()),
+            Some(Err(_)) => {
+                *value = None;
+                dropped.push(field);
+            }
+            None => {}
+        }
+    }
+    if record.previous_key_id.is_none() {
+        record.retire_previous_on = None;
+    }
+    if record.installation.as_deref().is_some_and(|id| {
+        id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }) {
+        record.installation = None;
+        dropped.push("installation");
+    }
+    if !dropped.is_empty() {
+        warn!(job = %job, fields = ?dropped, "the record beside the secret holds fields no rotation writes: ignored");
+        report.say(format!(
+            "job {job}: the record beside the secret holds a {} that no rotation writes (not a GUID / not an installation id): it is ignored and replaced at the next write-back",
+            dropped.join(", ")
+        ));
+    }
+    record
 }
 
 /// `at` without its fraction of a second (records store whole seconds).

@@ -200,8 +200,18 @@ impl JobWatch {
     }
 }
 
-/// Reads `job`'s app from Graph and tells which secret it uses.
+/// Reads `job`'s app from Graph and tells which secret it uses, within the job's deadline
+/// ([`super::Deadline`]).
 pub async fn watch_job(lifecycle: &Lifecycle, job: &JobSpec) -> anyhow::Result<JobWatch> {
+    super::Deadline::of(job)
+        .run(
+            "watching the app's credentials",
+            watch_job_now(lifecycle, job),
+        )
+        .await
+}
+
+async fn watch_job_now(lifecycle: &Lifecycle, job: &JobSpec) -> anyhow::Result<JobWatch> {
     let client_id = match &job.identity.client_id {
         Some(value) => source::read_value(value, &lifecycle.stores, "client_id").await?,
         None => return Err(anyhow!("the job has no client_id: nothing to watch")),
@@ -312,7 +322,7 @@ pub async fn run(args: CredentialsArgs) -> Result<(), Failure> {
             Ok(watch) => {
                 record(&lifecycle.config, &watch);
                 if let Some(end) = watch.in_use_end()
-                    && end - super::span(job.lifecycle.watch.warn_within) <= now
+                    && super::earlier(end, job.lifecycle.watch.warn_within) <= now
                 {
                     eprintln!(
                         "warning: job {:?}: the client secret in use ({}) expires in {} day(s), at {} (warn_within {})",

@@ -187,6 +187,19 @@ pub(super) struct GraphState {
     pub(super) resource: Option<String>,
     pub(super) key_selects: usize,
     faults: Vec<(GraphCall, FaultQueue)>,
+    /// Edits of successful answers ([`crate::EntraEmulator::edit_graph_answers`]).
+    edits: Vec<(GraphCall, AnswerEdit)>,
+}
+
+/// A change made to every successful answer of one call: Graph (or a proxy in front of it)
+/// answering something malformed after doing the work.
+#[derive(Clone)]
+pub(super) struct AnswerEdit(std::sync::Arc<dyn Fn(&mut Value) + Send + Sync>);
+
+impl std::fmt::Debug for AnswerEdit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnswerEdit")
+    }
 }
 
 impl GraphState {
@@ -205,6 +218,21 @@ impl GraphState {
             .iter_mut()
             .find(|(c, _)| *c == call)
             .and_then(|(_, queue)| queue.next())
+    }
+
+    pub(super) fn set_edit(
+        &mut self,
+        call: GraphCall,
+        edit: std::sync::Arc<dyn Fn(&mut Value) + Send + Sync>,
+    ) {
+        self.edits.retain(|(c, _)| *c != call);
+        self.edits.push((call, AnswerEdit(edit)));
+    }
+
+    fn edit(&self, call: GraphCall, answer: &mut Value) {
+        if let Some((_, AnswerEdit(edit))) = self.edits.iter().find(|(c, _)| *c == call) {
+            edit(answer);
+        }
     }
 
     pub(super) fn pending(&self) -> usize {
@@ -780,7 +808,9 @@ fn read(
         };
         body.insert((*property).to_owned(), value);
     }
-    Ok(success_reply(request, &Value::Object(body)))
+    let mut body = Value::Object(body);
+    state.graph.edit(GraphCall::Get, &mut body);
+    Ok(success_reply(request, &body))
 }
 
 fn password_json(password: &Password, with_secret: bool) -> Value {
@@ -916,6 +946,7 @@ fn add_password(
         "{base}/$metadata#microsoft.graph.passwordCredential"
     ));
     state.apps[index].passwords.push(password);
+    state.graph.edit(GraphCall::AddPassword, &mut answer);
     Ok(success_reply(request, &answer))
 }
 

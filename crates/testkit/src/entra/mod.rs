@@ -873,6 +873,21 @@ impl EntraEmulator {
         self.shared.lock().graph.push_fault(call, fault, times);
     }
 
+    /// Every later successful answer of `call` (the application read, addPassword) is passed
+    /// through `edit` before it is sent; the call itself takes effect as usual (addPassword still
+    /// adds the password). For tests of a Graph, or a proxy in front of it, that answers
+    /// something malformed. A second call replaces the edit of that call.
+    pub fn edit_graph_answers(
+        &self,
+        call: GraphCall,
+        edit: impl Fn(&mut serde_json::Value) + Send + Sync + 'static,
+    ) {
+        self.shared
+            .lock()
+            .graph
+            .set_edit(call, std::sync::Arc::new(edit));
+    }
+
     /// The Graph requests received so far, in order (`Authorization` is never recorded, a
     /// `secretText` in a body is redacted).
     pub fn graph_requests(&self) -> Vec<RecordedRequest> {
