@@ -896,3 +896,59 @@ async fn one_jobs_actions_run_one_after_another_in_file_order() {
         run.stdout
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_keeps_a_failed_action_pending_unless_it_changed_the_action() {
+    let w = World::start().await;
+    let dir = w.dir.path().display().to_string();
+    let failing = w.script(
+        "failing.sh",
+        "n=$(cat \"$1/failing.count\" 2>/dev/null || echo 0)\necho $((n+1)) > \"$1/failing.count\"\nexit 1\n",
+    );
+    let other = w.script("other.sh", "echo ran >> \"$1/other.log\"\n");
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", &failing, &dir], ""),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let failed = wait_until(Duration::from_secs(20), || {
+        w.read("failing.count").trim() == "1"
+    })
+    .await;
+    assert!(failed, "the action did not run; log:\n{}", daemon.output());
+    // A reload with the same action keeps it pending: the reload's pass (the target is fresh)
+    // reruns it at once, before its backoff (at least 2.5 s) would.
+    daemon.signal("HUP");
+    let rerun = wait_until(Duration::from_secs(2), || {
+        w.read("failing.count").trim() == "2"
+    })
+    .await;
+    assert!(
+        rerun,
+        "not rerun after the reload; log:\n{}",
+        daemon.output()
+    );
+    // Replace the action before its next retry.
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", &other, &dir], ""),
+    );
+    daemon.signal("HUP");
+    let reloads = wait_until(Duration::from_secs(10), || {
+        daemon.output().matches("config reloaded").count() == 2
+    })
+    .await;
+    assert!(reloads, "{}", daemon.output());
+    // Past any backoff: the old action is not retried, the new one did not run (no write).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(w.read("failing.count").trim(), "2", "{output}");
+    assert_eq!(w.read("other.log"), "", "{output}");
+    assert_eq!(w.entra.token_request_count(), 1);
+}
