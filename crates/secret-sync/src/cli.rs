@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success: every token is fresh or was updated
-  1  at least one job, target or token request failed
+  1  at least one job, target, token request or after-write action failed
   2  usage or configuration error (bad flag, bad value, missing environment variable)";
 
 /// `token`'s exit codes.
@@ -25,7 +25,7 @@ Exit codes:
 pub const RUN_EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success: every token is fresh or was updated
-  1  at least one job, target or token request failed
+  1  at least one job, target, token request or after-write action failed
   2  usage or configuration error, including a job that failed because an environment
      variable it names is not set (the other jobs still ran)";
 
