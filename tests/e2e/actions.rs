@@ -952,3 +952,29 @@ async fn a_reload_keeps_a_failed_action_pending_unless_it_changed_the_action() {
     assert_eq!(w.read("other.log"), "", "{output}");
     assert_eq!(w.entra.token_request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_webhook_fails_after_its_attempts_and_its_query_is_never_shown() {
+    let w = World::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ webhook = \"http://127.0.0.1:{port}/hook?code=query-held-key\", attempts = 2 }}]"
+        ),
+    );
+    let run = w.run(&["run"], &[("RUST_LOG", "secret_sync=debug")]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout
+            .contains(&format!("cannot connect to http://127.0.0.1:{port}/hook: "))
+            && run.stdout.contains("(after 2 attempt(s) within"),
+        "{}",
+        run.stdout
+    );
+    run.assert_no_leak(&["query-held-key"]);
+}

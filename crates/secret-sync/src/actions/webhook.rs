@@ -92,6 +92,23 @@ fn shown(url: &Url) -> String {
     format!("{}{}", url.origin().ascii_serialization(), url.path())
 }
 
+/// What went wrong, with its causes (a refused connection, a certificate the platform does
+/// not trust), without the URL reqwest puts in its own message (the query may hold a key).
+fn causes(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Sends `request`, retrying as the module doc says; `Ok` with the status that accepted it.
 pub async fn send(client: &reqwest::Client, request: Request<'_>) -> Result<String, String> {
     let end = Instant::now() + request.within;
@@ -150,12 +167,11 @@ pub async fn send(client: &reqwest::Client, request: Request<'_>) -> Result<Stri
                 true
             }
             Err(err) if err.is_connect() => {
-                last = format!("cannot connect to {target}");
+                last = format!("cannot connect to {target}: {}", causes(err));
                 true
             }
             Err(err) => {
-                // reqwest's message may hold the URL; it is ours, from the config.
-                last = format!("cannot send to {target}: {}", err.without_url());
+                last = format!("cannot send to {target}: {}", causes(err));
                 true
             }
         };
