@@ -711,6 +711,34 @@ async fn a_write_back_that_fails_removes_the_new_key_and_keeps_the_old_secret() 
         "path \"secret/*\" { capabilities = [\"read\", \"list\"] }",
     );
     let env = [("BAO_TOKEN", token.as_str())];
+    // A first rotation records this installation's id before addPassword: a store it cannot
+    // write fails it there, the app untouched.
+    let first = fx.run(&["rotate", "--job", "graph"], &env).await;
+    first.assert_code(1);
+    assert!(
+        first
+            .stderr
+            .contains("cannot record this installation's id beside the secret")
+            && first.stderr.contains("nothing was changed on the app"),
+        "{}",
+        first.stderr
+    );
+    assert!(
+        !fx.entra
+            .graph_requests()
+            .iter()
+            .any(|r| r.path.ends_with("/addPassword")),
+        "no password added"
+    );
+    assert_eq!(bao_data(&bao)["client_secret"], SECRET);
+    // With the id recorded (a rotation before), the write-back itself fails.
+    let mut data = bao_data(&bao);
+    data["client_secret_installation"] = json!("e2einstallation1");
+    bao.api(
+        "POST",
+        "secret/data/apps/graph",
+        Some(json!({ "data": data })),
+    );
     let run = fx.run(&["rotate", "--job", "graph"], &env).await;
     run.assert_code(1);
     for needle in [
@@ -742,8 +770,8 @@ async fn a_write_back_that_fails_removes_the_new_key_and_keeps_the_old_secret() 
     token_still_refreshed_with(&fx, &env).await;
     let scan = Run {
         code: 0,
-        stdout: run.stdout.clone(),
-        stderr: run.stderr.clone(),
+        stdout: format!("{}{}", first.stdout, run.stdout),
+        stderr: format!("{}{}", first.stderr, run.stderr),
     };
     scan.assert_no_leak(&[token.as_str()]);
 }
@@ -1038,6 +1066,139 @@ async fn a_managed_identity_holding_application_readwrite_all_reads_and_rotates_
             .trim()
             == new_secret,
         "the new secret is in the file"
+    );
+    token_still_refreshed(&fx).await;
+}
+
+/// Another installation's password on the same app, older than any overlap in these tests.
+const THEIRS: &str = "bbbbbbbb-0000-0000-0000-000000000001";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_rotation_killed_after_add_password_leaves_an_orphan_a_later_run_removes() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let now = OffsetDateTime::now_utc();
+    fx.entra.register_app(
+        AppRegistration::new(TENANT, CLIENT)
+            .with_password(
+                Password::new(SECRET)
+                    .key_id(KEY)
+                    .display_name("made by hand")
+                    .start(now - time::Duration::days(170))
+                    .end(fx.end),
+            )
+            .with_password(
+                Password::new("Th3~another.installation.secret.value")
+                    .key_id(THEIRS)
+                    .display_name("secret-sync job=graph installation=someoneelse00001")
+                    .start(now - time::Duration::hours(3))
+                    .end(now + time::Duration::days(90)),
+            )
+            .with_graph_roles(&[OWNED_BY]),
+    );
+    let backends = file_source(&fx);
+    let config = fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("3s")),
+    );
+    let sidecar = fx.path("creds/graph-secret.meta.json");
+    // The dry run of a first rotation writes nothing, not even the installation id.
+    let dry = fx
+        .run(&["rotate", "--job", "graph", "--dry-run"], &[])
+        .await;
+    dry.assert_code(0);
+    assert!(!sidecar.exists(), "the dry run wrote a record");
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
+        SECRET
+    );
+
+    // The first rotation, killed while it waits for the new secret to propagate.
+    fx.entra
+        .set_secret_propagation_delay(Duration::from_secs(120));
+    let mut rotating = Daemon::spawn(
+        fx.path("rotate.log"),
+        &config,
+        &["rotate", "--job", "graph"],
+        &[],
+    );
+    rotating
+        .wait_for_output(
+            "new password added; waiting until it is accepted",
+            Duration::from_secs(30),
+        )
+        .await;
+    rotating.signal("KILL");
+    assert!(wait_until(Duration::from_secs(10), || !rotating.is_running()).await);
+    fx.assert_no_leak(&Run {
+        code: 0,
+        stdout: rotating.output(),
+        stderr: String::new(),
+    });
+    let app = fx.entra.application(CLIENT).unwrap();
+    let orphans: Vec<_> = app
+        .passwords
+        .iter()
+        .filter(|p| p.key_id != KEY && p.key_id != THEIRS)
+        .collect();
+    assert_eq!(orphans.len(), 1, "{:?}", app.passwords);
+    let orphan = orphans[0].key_id.clone();
+    let name = orphans[0].display_name.clone().unwrap();
+    let installation = name
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("installation="))
+        .unwrap_or_else(|| panic!("{name}"))
+        .to_owned();
+    // The secret is the old one, and the id in the orphan's name is recorded beside it.
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim(),
+        SECRET
+    );
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(&sidecar)
+            .unwrap_or_else(|e| panic!("no record beside the secret before addPassword: {e}")),
+    )
+    .unwrap();
+    assert_eq!(
+        record["installation"].as_str(),
+        Some(installation.as_str()),
+        "{record}"
+    );
+
+    // After the overlap, the next run removes the orphan and no other password.
+    fx.entra.set_secret_propagation_delay(Duration::ZERO);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains(&format!(
+            "removed the password {orphan} this installation created"
+        )),
+        "{}",
+        run.stdout
+    );
+    let ids = fx.key_ids();
+    assert!(!ids.contains(&orphan), "{ids:?}");
+    assert!(
+        ids.iter().any(|k| k == THEIRS),
+        "the other installation's stays: {ids:?}"
+    );
+    assert!(
+        ids.iter().any(|k| k == KEY),
+        "the old secret stays for the overlap: {ids:?}"
+    );
+    assert_eq!(ids.len(), 3, "the old, theirs and the new one: {ids:?}");
+    let app = fx.entra.application(CLIENT).unwrap();
+    let new = app
+        .passwords
+        .iter()
+        .find(|p| ![KEY, THEIRS].contains(&p.key_id.as_str()))
+        .unwrap();
+    assert_eq!(
+        new.display_name.as_deref(),
+        Some(name.as_str()),
+        "the same installation id"
     );
     token_still_refreshed(&fx).await;
 }

@@ -548,10 +548,15 @@ async fn a_malformed_answer_is_refused(edit: fn(&mut Value), needle: &str, undon
         );
         assert_eq!(fx.key_ids(), [KEY]);
     } else {
+        // Its display name carries the id recorded beside the secret before addPassword.
+        let installation = creds["client_secret_installation"].as_str().unwrap_or("");
         assert!(
-            run.stderr.contains("secret-sync job=graph installation=")
-                && run.stderr.contains("remove it by hand"),
-            "{needle}: {}",
+            !installation.is_empty()
+                && run.stderr.contains(&format!(
+                    "secret-sync job=graph installation={installation}"
+                ))
+                && run.stderr.contains("removed as this installation's orphan"),
+            "{needle}: {creds} {}",
             run.stderr
         );
         assert_eq!(fx.key_ids().len(), 2);

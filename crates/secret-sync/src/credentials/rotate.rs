@@ -15,14 +15,17 @@
 //! process killed at any step resumes from the record: a written-back secret's pending
 //! retirement is done when due; a password added but never written back carries this
 //! installation's id in its display name and is removed as an orphan once older than the
-//! overlap ([`super::orphans`]).
+//! overlap ([`super::orphans`]). That id is in the record before any password carries it: a
+//! first rotation writes the record with a new id (the value unchanged) before `addPassword`.
 
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use entra_auth::graph::{GraphClient, NewPassword};
 use secrecy::SecretString;
-use secret_backends::{CredentialRecord, SecretStore, SecretValue, StoredValue, WritePrecondition};
+use secret_backends::{
+    CredentialRecord, ErrorKind, SecretStore, SecretValue, StoredValue, WritePrecondition,
+};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
@@ -110,6 +113,92 @@ impl Rotation<'_> {
         Ok(())
     }
 
+    /// Records `installation` beside the secret before the first password that carries it is
+    /// added: the same value, `record` with the id, written under the read's precondition.
+    /// On a conflict the secret is read again: the same value and record with an id recorded
+    /// meanwhile (another check of this installation) is used as it is; otherwise written
+    /// again, a few times at most. A changed value or record ends the rotation, nothing added.
+    /// Afterwards the rotation works on the new read (its precondition is the write-back's).
+    /// Returns the id recorded.
+    async fn record_installation(
+        &mut self,
+        record: &CredentialRecord,
+        installation: &str,
+    ) -> anyhow::Result<String> {
+        let wanted = CredentialRecord {
+            installation: Some(installation.to_owned()),
+            ..record.clone()
+        };
+        let before = |what: &str| {
+            format!(
+                "{what} before adding a password (so that a password this rotation adds carries \
+                 an id the next check reads, and is removed as an orphan if the rotation is \
+                 lost); nothing was changed on the app"
+            )
+        };
+        for _ in 0..3 {
+            let value =
+                SecretValue::new(self.stored.value.clone()).map_err(|err| anyhow!("{err}"))?;
+            let precondition =
+                WritePrecondition::from_read(Some(self.stored.metadata.clone()), true);
+            match self
+                .store
+                .write_value(self.name(), self.field(), &value, &wanted, &precondition)
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::Conflict => {}
+                Err(err) => {
+                    return Err(anyhow::Error::new(err).context(before(&format!(
+                        "cannot record this installation's id beside the secret in {}",
+                        self.place()
+                    ))));
+                }
+            }
+            let fresh = self
+                .store
+                .read_stored(self.name(), self.field())
+                .await
+                .with_context(|| before("cannot read the job's client_secret again"))?;
+            let fresh_record =
+                sane_record(&self.job.name, fresh.record.clone(), &mut Report::default());
+            let same_key = |a: &Option<String>, b: &Option<String>| match (a, b) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (None, None) => true,
+                _ => false,
+            };
+            {
+                use secrecy::ExposeSecret;
+                if fresh.value.expose_secret() != self.stored.value.expose_secret()
+                    || !same_key(&fresh_record.key_id, &record.key_id)
+                    || !same_key(&fresh_record.previous_key_id, &record.previous_key_id)
+                {
+                    return Err(anyhow!(
+                        "{}",
+                        before(&format!(
+                            "the client secret or the record beside it in {} changed since this \
+                             rotation read it (another rotation, or a change by hand): the \
+                             rotation stops",
+                            self.place()
+                        ))
+                    ));
+                }
+            }
+            self.stored = fresh;
+            if let Some(id) = fresh_record.installation {
+                return Ok(id);
+            }
+        }
+        Err(anyhow!(
+            "{}",
+            before(&format!(
+                "the record beside the secret in {} keeps changing under this rotation \
+                 (another writer): cannot record this installation's id",
+                self.place()
+            ))
+        ))
+    }
+
     async fn remove(&self, key_id: &str) -> anyhow::Result<()> {
         self.graph
             .remove_password(&self.token, &self.object_id, key_id)
@@ -177,7 +266,7 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         &stored.value,
     );
     let is_guarded = |key: &str| guarded.iter().any(|g| g.eq_ignore_ascii_case(key));
-    let ctx = Rotation {
+    let mut ctx = Rotation {
         lifecycle,
         job,
         rotation,
@@ -338,8 +427,8 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
                 super::shown(rotation.lifetime)
             )
         })?;
-    let name = display_name(&job.name, &installation);
     if dry {
+        let name = display_name(&job.name, &installation);
         report.say(format!(
             "job {}: would add a password {name:?} to app {} ending {} (lifetime {}), wait until the token endpoint accepts it (at most {}), write it to {} with its keyId, then remove the old password {} after the overlap ({})",
             job.name,
@@ -351,8 +440,30 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
             used.key_id().unwrap_or("(not known: the secret in use is ambiguous)"),
             super::shown(rotation.overlap),
         ));
+        if record.installation.is_none() {
+            report.say(format!(
+                "job {}: would first record this installation's id ({installation}) beside the secret in {}, the secret unchanged",
+                job.name,
+                ctx.place()
+            ));
+        }
         return Ok(report);
     }
+    // The installation id goes into the record before any password carries it: a rotation
+    // lost after addPassword (killed, its undo failed) leaves a password whose display name
+    // carries an id the next check reads, so it is removed as an orphan after the overlap.
+    let installation = match record.installation.clone() {
+        Some(id) => id,
+        None => {
+            deadline
+                .run(
+                    "recording this installation's id beside the secret",
+                    ctx.record_installation(&record, &installation),
+                )
+                .await?
+        }
+    };
+    let name = display_name(&job.name, &installation);
     let new = deadline
         .run(
             "adding a new client secret (a password Graph may have added in the meantime \
@@ -365,21 +476,12 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
                     .map_err(|err| {
                         let changed = if err.status().is_some_and(|s| (400..500).contains(&s)) {
                             "nothing was changed".to_owned()
-                        } else if record.installation.is_some() {
+                        } else {
                             format!(
                                 "if Graph added a password anyway, its display name {name:?} marks \
                              it: it is removed as this installation's orphan once older than the \
-                             overlap ({}), or remove it by hand",
+                             overlap ({}), by the daemon or the next `secret-sync rotate`",
                                 super::shown(rotation.overlap)
-                            )
-                        } else {
-                            format!(
-                                "if Graph added a password anyway, its display name is {name:?}; \
-                             no rotation of this job has completed yet, so this installation's \
-                             id is recorded nowhere and it is not removed as an orphan: remove \
-                             it by hand (secret-sync credentials lists it; az ad app credential \
-                             delete --id {} --key-id KEY_ID)",
-                                ctx.app_id
                             )
                         };
                         anyhow::Error::new(err).context(format!(
@@ -419,8 +521,11 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
             let undo = match undo {
                 Ok(()) => format!("the new password {new_key} was removed again"),
                 Err(undo) => format!(
-                    "the new password {new_key} could not be removed ({undo:#}): remove it by hand \
-                     (az ad app credential delete --id {} --key-id {new_key})",
+                    "the new password {new_key} could not be removed ({undo:#}): it is removed as \
+                     this installation's orphan once older than the overlap ({}), by the daemon \
+                     or the next `secret-sync rotate`; or remove it by hand now (az ad app \
+                     credential delete --id {} --key-id {new_key})",
+                    super::shown(rotation.overlap),
                     ctx.app_id
                 ),
             };
