@@ -1202,3 +1202,116 @@ async fn a_first_rotation_killed_after_add_password_leaves_an_orphan_a_later_run
     );
     token_still_refreshed(&fx).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_job_shows_its_own_certificate_in_use_and_its_expiry_in_the_metric() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let ours = testkit::TestCertificate::generate("secret-sync-e2e-ours").unwrap();
+    let other = testkit::TestCertificate::generate("secret-sync-e2e-other").unwrap();
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    // The other certificate expires first: "the earliest" would be the wrong one.
+    let ours_end = now + time::Duration::days(40);
+    let other_end = now + time::Duration::days(5);
+    fx.entra.register_app(
+        AppRegistration::new(TENANT, CLIENT)
+            .with_certificate_expiring(&other, other_end)
+            .with_certificate_expiring(&ours, ours_end)
+            .with_graph_roles(&[OWNED_BY]),
+    );
+    let pem = fx.path("job.pem");
+    std::fs::write(&pem, ours.combined_pem()).unwrap();
+    let config = fx.config(r#""unused""#, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        r#"client_secret = "unused""#,
+        &format!("certificate = {{ file = \"{}\" }}", pem.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    let app = fx.entra.application(CLIENT).unwrap();
+    let key_of = |end: OffsetDateTime| {
+        app.certificates
+            .iter()
+            .find(|c| c.end == end)
+            .unwrap()
+            .key_id
+            .clone()
+    };
+    let (ours_key, other_key) = (key_of(ours_end), key_of(other_end));
+    let key_line = ours.key_pem().lines().nth(1).unwrap().to_owned();
+
+    let table = fx.run(&["credentials"], &[]).await;
+    table.assert_code(0);
+    table.assert_no_leak(&[key_line.as_str()]);
+    let row = |key: &str| {
+        table
+            .stdout
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("{key} in {}", table.stdout))
+            .to_owned()
+    };
+    assert!(
+        row(&ours_key).contains("certificate") && row(&ours_key).ends_with("yes (thumbprint)"),
+        "{}",
+        table.stdout
+    );
+    assert!(row(&other_key).ends_with("no"), "{}", table.stdout);
+
+    let json = fx.run(&["credentials", "--output", "json"], &[]).await;
+    json.assert_code(0);
+    let doc = json.json();
+    let entry = |key: &str| {
+        doc["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key_id"] == key)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(entry(&ours_key)["in_use"], true, "{doc}");
+    assert_eq!(entry(&ours_key)["in_use_by"], "thumbprint", "{doc}");
+    assert_eq!(entry(&other_key)["in_use"], false, "{doc}");
+    assert_eq!(doc["jobs"][0]["in_use"], "thumbprint", "{doc}");
+    assert_eq!(doc["jobs"][0]["in_use_key_id"], ours_key.as_str(), "{doc}");
+
+    // The state file, and plan from it.
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.path("credentials-state.json")).unwrap())
+            .unwrap();
+    let recorded = state["jobs"]["graph"]["credentials"].as_array().unwrap();
+    for c in recorded {
+        assert_eq!(c["in_use"], c["key_id"] == ours_key.as_str(), "{state}");
+    }
+    let plan = fx.run(&["plan"], &[]).await;
+    assert!(
+        plan.stdout
+            .lines()
+            .any(|l| l.contains(&format!("certificate {ours_key} expires")) && l.contains("in use")),
+        "{}",
+        plan.stdout
+    );
+
+    // The daemon's metric is that certificate's expiry.
+    let daemon = Daemon::spawn(fx.path("daemon.log"), &config, &["daemon"], &[]);
+    let addr = daemon.listen_addr().await;
+    let series = format!(
+        "secret_sync_credential_expiry_timestamp_seconds{{job=\"graph\",kind=\"certificate\"}} {}",
+        unix(ours_end)
+    );
+    let mut metrics = String::new();
+    let seen = wait_until(Duration::from_secs(20), || {
+        metrics = http_get(&addr, "/metrics").2;
+        metrics.contains(&series)
+    })
+    .await;
+    assert!(seen, "{series} in:\n{metrics}\n{}", daemon.output());
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    let stopped = Run {
+        code,
+        stdout: output,
+        stderr: String::new(),
+    };
+    fx.assert_no_leak(&stopped);
+    stopped.assert_no_leak(&[key_line.as_str()]);
+}

@@ -152,6 +152,13 @@ impl CertificateCredential {
         &self.x5t_s256
     }
 
+    /// base64url SHA-1 thumbprint of the certificate (`x5t`); Graph lists the same SHA-1 as a
+    /// keyCredential's `customKeyIdentifier` (standard base64), see
+    /// [`crate::graph::KeyCredential::is_of`].
+    pub fn thumbprint_sha1(&self) -> &str {
+        &self.x5t
+    }
+
     /// A signed client assertion for `audience` (the token endpoint URL), valid for 600 s.
     pub(crate) fn assertion(
         &self,

@@ -173,6 +173,24 @@ pub struct KeyCredential {
     pub thumbprint: Option<String>,
 }
 
+impl KeyCredential {
+    /// Whether this is `certificate`'s entry: its `customKeyIdentifier` is the base64 SHA-1
+    /// thumbprint of the certificate (the bytes compared, so padding and the base64 alphabet do
+    /// not matter). `false` without a `customKeyIdentifier` or with one that is not base64.
+    pub fn is_of(&self, certificate: &crate::CertificateCredential) -> bool {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let Some(listed) = self.thumbprint.as_deref().map(str::trim) else {
+            return false;
+        };
+        let listed = STANDARD
+            .decode(listed)
+            .or_else(|_| URL_SAFE_NO_PAD.decode(listed.trim_end_matches('=')));
+        let ours = URL_SAFE_NO_PAD.decode(certificate.thumbprint_sha1());
+        matches!((listed, ours), (Ok(listed), Ok(ours)) if listed.len() == 20 && listed == ours)
+    }
+}
+
 /// What `addPassword` answered: the new credential and its value. `Debug` redacts the value.
 pub struct NewPassword {
     pub credential: PasswordCredential,

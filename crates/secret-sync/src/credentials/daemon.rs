@@ -83,7 +83,7 @@ async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
                     {
                         warn!(job = %job.name, key_id = %key, expires_on = %rfc3339(end),
                             days_left = days_left(end, now),
-                            "the app's client secret in use expires within warn_within");
+                            "the app's {} in use expires within warn_within", watch.in_use_word());
                     }
                 }
                 Err(err) => {

@@ -78,16 +78,22 @@ impl Deadline {
     }
 }
 
-/// Which of the app's passwords the job's secret is.
+/// Which of the app's credentials the job's is: a password (client secret job) or a
+/// certificate (certificate job).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InUse {
     /// The keyId secret-sync recorded beside the secret when it created it.
     Recorded(String),
     /// The one password whose `hint` is the secret's first three characters.
     Hint(String),
-    /// Several passwords share the hint (or none matches): cannot tell.
+    /// The one certificate whose `customKeyIdentifier` is the SHA-1 thumbprint of the job's
+    /// certificate.
+    Thumbprint(String),
+    /// Several passwords share the hint (or none matches), or several certificates the
+    /// thumbprint: cannot tell.
     Ambiguous,
-    /// The secret could not be read, so nothing is known.
+    /// Nothing is known: the secret could not be read, or no certificate of the app is the
+    /// job's.
     Unknown,
 }
 
@@ -95,7 +101,7 @@ impl InUse {
     /// The keyId, when known.
     pub fn key_id(&self) -> Option<&str> {
         match self {
-            InUse::Recorded(id) | InUse::Hint(id) => Some(id),
+            InUse::Recorded(id) | InUse::Hint(id) | InUse::Thumbprint(id) => Some(id),
             _ => None,
         }
     }
@@ -105,6 +111,7 @@ impl InUse {
         match self {
             InUse::Recorded(_) => "recorded",
             InUse::Hint(_) => "hint",
+            InUse::Thumbprint(_) => "thumbprint",
             InUse::Ambiguous => "ambiguous",
             InUse::Unknown => "unknown",
         }
@@ -136,6 +143,23 @@ pub fn in_use(
         .collect();
     match matching.as_slice() {
         [one] => InUse::Hint(one.key_id.clone()),
+        _ => InUse::Ambiguous,
+    }
+}
+
+/// The certificate of the app that is the job's `certificate`: the one keyCredential whose
+/// `customKeyIdentifier` is its SHA-1 thumbprint; ambiguous when several are, unknown when none.
+pub fn certificate_in_use(
+    certificates: &[entra_auth::graph::KeyCredential],
+    certificate: &entra_auth::CertificateCredential,
+) -> InUse {
+    let matching: Vec<&entra_auth::graph::KeyCredential> = certificates
+        .iter()
+        .filter(|k| k.is_of(certificate))
+        .collect();
+    match matching.as_slice() {
+        [one] => InUse::Thumbprint(one.key_id.clone()),
+        [] => InUse::Unknown,
         _ => InUse::Ambiguous,
     }
 }

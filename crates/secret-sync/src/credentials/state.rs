@@ -51,7 +51,7 @@ pub struct CredentialState {
     pub display_name: Option<String>,
     /// RFC 3339, or none when Graph gave no end.
     pub expires_on: Option<String>,
-    /// Whether it is the one the job uses (certificates: not determined, false).
+    /// Whether it is the one the job uses (a certificate: the job's certificate, by thumbprint).
     pub in_use: bool,
 }
 

@@ -115,48 +115,94 @@ impl Lifecycle {
     }
 }
 
-/// One job's watch: the app as Graph describes it, and which secret is in use.
+/// One job's watch: the app as Graph describes it, and which of its credentials is in use.
 #[derive(Debug)]
 pub struct JobWatch {
     pub job: String,
     pub app: ClientId,
     pub application: Application,
+    /// The job's credential kind, as the rows name it: `password` (a client secret job) or
+    /// `certificate`; `None` for another credential.
+    pub kind: Option<&'static str>,
+    /// Which credential of that kind the job's is.
     pub in_use: InUse,
     pub watched_at: OffsetDateTime,
 }
 
 impl JobWatch {
-    /// The end of the password in use, if known.
+    /// The keyId in use when it is of `kind` (`password` or `certificate`).
+    fn in_use_of(&self, kind: &str) -> Option<&str> {
+        self.in_use.key_id().filter(|_| self.kind == Some(kind))
+    }
+
+    /// The end of the credential in use (a password or a certificate), if known.
     pub fn in_use_end(&self) -> Option<OffsetDateTime> {
-        let key = self.in_use.key_id()?;
+        if let Some(key) = self.in_use_of("password") {
+            return self
+                .application
+                .password_credentials
+                .iter()
+                .find(|p| p.key_id.eq_ignore_ascii_case(key))
+                .and_then(|p| p.end);
+        }
+        let key = self.in_use_of("certificate")?;
         self.application
-            .password_credentials
+            .key_credentials
             .iter()
-            .find(|p| p.key_id.eq_ignore_ascii_case(key))
-            .and_then(|p| p.end)
+            .find(|k| k.key_id.eq_ignore_ascii_case(key))
+            .and_then(|k| k.end)
+    }
+
+    /// The credential in use, for messages: `client secret` or `certificate`.
+    pub fn in_use_word(&self) -> &'static str {
+        match self.kind {
+            Some("certificate") => "certificate",
+            _ => "client secret",
+        }
     }
 
     /// The expiry per kind for the metric: the client secret in use (else the earliest
-    /// password), the earliest certificate.
+    /// password), the certificate in use (else the earliest certificate).
     pub fn expiries(&self) -> Vec<(&'static str, OffsetDateTime)> {
         let mut out = Vec::new();
-        let secret = self.in_use_end().or_else(|| {
+        let end_of_password = |key: &str| {
             self.application
                 .password_credentials
                 .iter()
-                .filter_map(|p| p.end)
-                .min()
-        });
+                .find(|p| p.key_id.eq_ignore_ascii_case(key))
+                .and_then(|p| p.end)
+        };
+        let secret = self
+            .in_use_of("password")
+            .and_then(end_of_password)
+            .or_else(|| {
+                self.application
+                    .password_credentials
+                    .iter()
+                    .filter_map(|p| p.end)
+                    .min()
+            });
         if let Some(end) = secret {
             out.push(("client_secret", end));
         }
-        if let Some(end) = self
-            .application
-            .key_credentials
-            .iter()
-            .filter_map(|k| k.end)
-            .min()
-        {
+        let end_of_certificate = |key: &str| {
+            self.application
+                .key_credentials
+                .iter()
+                .find(|k| k.key_id.eq_ignore_ascii_case(key))
+                .and_then(|k| k.end)
+        };
+        let certificate = self
+            .in_use_of("certificate")
+            .and_then(end_of_certificate)
+            .or_else(|| {
+                self.application
+                    .key_credentials
+                    .iter()
+                    .filter_map(|k| k.end)
+                    .min()
+            });
+        if let Some(end) = certificate {
             out.push(("certificate", end));
         }
         out
@@ -164,7 +210,8 @@ impl JobWatch {
 
     /// The rows of the `credentials` output and the state file.
     pub fn rows(&self) -> Vec<CredentialState> {
-        let used = self.in_use.key_id();
+        let used = self.in_use_of("password");
+        let used_certificate = self.in_use_of("certificate");
         let passwords = self
             .application
             .password_credentials
@@ -185,7 +232,7 @@ impl JobWatch {
                 key_id: k.key_id.clone(),
                 display_name: k.display_name.clone(),
                 expires_on: k.end.map(rfc3339),
-                in_use: false,
+                in_use: used_certificate.is_some_and(|c| c.eq_ignore_ascii_case(&k.key_id)),
             });
         passwords.chain(certificates).collect()
     }
@@ -245,18 +292,33 @@ async fn watch_job_now(lifecycle: &Lifecycle, job: &JobSpec) -> anyhow::Result<J
         .await
         .context("cannot read the app registration from Microsoft Graph")?;
     let recorded = stored.as_ref().and_then(|s| s.record.key_id.clone());
-    let in_use = match &job.identity.credential {
-        CredentialSpec::ClientSecret(_) => in_use(
-            &application.password_credentials,
-            recorded.as_deref(),
-            secret.as_ref(),
+    let (kind, in_use) = match &job.identity.credential {
+        CredentialSpec::ClientSecret(_) => (
+            Some("password"),
+            in_use(
+                &application.password_credentials,
+                recorded.as_deref(),
+                secret.as_ref(),
+            ),
         ),
-        _ => InUse::Unknown,
+        CredentialSpec::Certificate { .. } => {
+            // The job's certificate as its token requests load it (the x5t thumbprint).
+            let app = lifecycle.job_app(job, None).await?;
+            let in_use = match &app.credential {
+                Credential::Certificate(certificate) => {
+                    super::certificate_in_use(&application.key_credentials, certificate)
+                }
+                _ => InUse::Unknown,
+            };
+            (Some("certificate"), in_use)
+        }
+        _ => (None, InUse::Unknown),
     };
     Ok(JobWatch {
         job: job.name.clone(),
         app: client_id,
         application,
+        kind,
         in_use,
         watched_at: OffsetDateTime::now_utc(),
     })
@@ -325,8 +387,9 @@ pub async fn run(args: CredentialsArgs) -> Result<(), Failure> {
                     && super::earlier(end, job.lifecycle.watch.warn_within) <= now
                 {
                     eprintln!(
-                        "warning: job {:?}: the client secret in use ({}) expires in {} day(s), at {} (warn_within {})",
+                        "warning: job {:?}: the {} in use ({}) expires in {} day(s), at {} (warn_within {})",
                         job.name,
+                        watch.in_use_word(),
                         watch.in_use.key_id().unwrap_or(""),
                         days_left(end, now),
                         rfc3339(end),
@@ -365,8 +428,11 @@ fn days(expires_on: Option<&str>, now: OffsetDateTime) -> Option<i64> {
 }
 
 fn in_use_word(watch: &JobWatch, row: &CredentialState) -> String {
-    if row.kind == "certificate" {
-        return "-".into();
+    match watch.kind {
+        None => return "-".into(),
+        // A credential of the other kind is not the job's.
+        Some(kind) if kind != row.kind => return "no".into(),
+        Some(_) => {}
     }
     match (&watch.in_use, row.in_use) {
         (_, true) => format!("yes ({})", watch.in_use.how()),
@@ -429,7 +495,7 @@ fn to_json(watched: &[JobWatch], errors: &[(String, String)], now: OffsetDateTim
                 "display_name": row.display_name,
                 "expires_on": row.expires_on,
                 "days_left": days(row.expires_on.as_deref(), now),
-                "in_use": if row.kind == "certificate" { Value::Null } else { Value::Bool(row.in_use) },
+                "in_use": if watch.kind.is_none() { Value::Null } else { Value::Bool(row.in_use) },
                 "in_use_by": if row.in_use { Value::from(watch.in_use.how()) } else { Value::Null },
             }));
         }
