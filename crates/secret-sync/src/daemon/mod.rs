@@ -103,7 +103,15 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     let generation = Generation::build(config, &args.jobs, cache, &observer)
         .await
         .map_err(Failure::usage)?;
-    crate::engine::build::remove_stale_temp_files(&generation.config, &generation.jobs).await;
+    // In the background: with 100,000 targets this takes seconds, which must delay neither the
+    // listener, nor the first pass (whose writes clean their own targets first), nor a stop.
+    let sweep = tokio::spawn({
+        let (backends, jobs) = (
+            generation.config.backends.clone(),
+            Arc::clone(&generation.jobs),
+        );
+        async move { crate::engine::build::remove_stale_temp_files(&backends, &jobs).await }
+    });
 
     let (stop_listener, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut listener_addr = None;
@@ -136,6 +144,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
         pending: crate::actions::Pending::new(),
     };
     daemon.run_until_stopped(signals).await;
+    sweep.abort();
 
     let _ = stop_listener.send(());
     if let Some(listener) = listener {

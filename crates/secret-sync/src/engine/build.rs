@@ -5,7 +5,7 @@
 //! region, an unreadable CA file) does not stop the others: it becomes a store whose every call
 //! fails with that reason, so its targets are reported as failed and the rest of the run goes on.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -407,14 +407,24 @@ impl SecretStore for Unusable {
 
 /// Removes the temporary files that interrupted writes (kill -9, a crash) left beside every
 /// file target of `jobs`, as each target's next write does (the backend's `stale_temp_after`).
-/// The daemon calls it at start, so that targets that stay fresh are cleaned up too. Problems
-/// are logged; nothing here stops the daemon.
-pub async fn remove_stale_temp_files(config: &SyncConfig, jobs: &[Job]) {
+/// The daemon runs it in the background from its start, so that targets that stay fresh are
+/// cleaned up too. One store per backend, so a large directory is listed once, not once per
+/// target (`FileStore::remove_stale_temp_files`). Problems are logged; nothing here stops the
+/// daemon.
+pub async fn remove_stale_temp_files(backends: &BTreeMap<String, BackendSpec>, jobs: &[Job]) {
+    let stores: BTreeMap<&str, FileStore> = backends
+        .iter()
+        .filter_map(|(name, spec)| match spec {
+            BackendSpec::File(options) => {
+                Some((name.as_str(), FileStore::new(name, options.clone())))
+            }
+            _ => None,
+        })
+        .collect();
     for target in jobs.iter().flat_map(|job| &job.targets) {
-        let Some(BackendSpec::File(options)) = config.backends.get(target.backend()) else {
+        let Some(store) = stores.get(target.backend()) else {
             continue;
         };
-        let store = FileStore::new(target.backend(), options.clone());
         if let Err(err) = store.remove_stale_temp_files(&target.name).await {
             warn!(backend = target.backend(), target = %target.name, error = %err,
                 "cannot remove the temporary files left by interrupted writes");
