@@ -42,10 +42,13 @@ pub fn start(
     jobs: &[String],
     metrics: Arc<Metrics>,
 ) -> Option<Task> {
+    // A set: `jobs` may hold 100,000 names (issue 15), and a Vec's `contains` per job made
+    // this quadratic (seconds before the daemon's listener came up).
+    let jobs: std::collections::HashSet<&str> = jobs.iter().map(String::as_str).collect();
     let names: Vec<String> = config
         .jobs
         .iter()
-        .filter(|job| jobs.contains(&job.name) && job.lifecycle.uses_graph())
+        .filter(|job| job.lifecycle.uses_graph() && jobs.contains(job.name.as_str()))
         .map(|job| job.name.clone())
         .collect();
     if names.is_empty() {
