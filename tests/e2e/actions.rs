@@ -978,3 +978,162 @@ async fn an_unreachable_webhook_fails_after_its_attempts_and_its_query_is_never_
     );
     run.assert_no_leak(&["query-held-key"]);
 }
+
+/// A script `DIR/NAME` whose run `/bin/sh SCRIPT DIR LABEL` records its pid in `DIR/LABEL.pid`
+/// and its child's (a `sleep 300`) in `DIR/LABEL.child.pid`, then waits for the child.
+fn hanging_script(w: &World) -> String {
+    w.script(
+        "hang.sh",
+        "sleep 300 &\necho $! > \"$1/$2.child.pid.tmp\"\nmv \"$1/$2.child.pid.tmp\" \"$1/$2.child.pid\"\n\
+         echo $$ > \"$1/$2.pid.tmp\"\nmv \"$1/$2.pid.tmp\" \"$1/$2.pid\"\nwait\n",
+    )
+}
+
+/// The after-write action lines of a daemon's log, and that none of them says `ok`.
+fn assert_no_action_ok(output: &str, key: &str) {
+    for line in output.lines().filter(|l| l.contains(key)) {
+        assert!(
+            !line.contains("outcome=\"ok\""),
+            "{key} is reported as a success:\n{line}\n{output}"
+        );
+    }
+}
+
+/// Issue 14: an action's time is capped by the SIGTERM grace. The first action started before
+/// SIGTERM gets its whole own timeout; the second starts after it and would run 30 s, longer
+/// than what is left of the grace: it is cut off when the grace ends, killed with its child,
+/// logged as cut off by the stop (not as a success), and the daemon exits 0 within the grace.
+/// A third action, due after the cut-off, does not run.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_off_a_running_command_with_its_child_at_the_end_of_the_grace() {
+    let w = World::start().await;
+    let hang = hanging_script(&w);
+    let dir = w.dir.path().display().to_string();
+    let argv = |label: &str| {
+        [&hang, dir.as_str(), label]
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ exec = [\"/bin/sh\", {}], timeout = \"3s\" }}, \
+             {{ exec = [\"/bin/sh\", {}], timeout = \"30s\" }}, \
+             {{ exec = [\"/bin/sh\", {}] }}]",
+            argv("first"),
+            argv("second"),
+            argv("third")
+        ),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let running = wait_until(Duration::from_secs(20), || w.path("first.pid").exists()).await;
+    assert!(
+        running,
+        "the first action did not start:\n{}",
+        daemon.output()
+    );
+    let (code, took, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "SIGTERM exits 0:\n{output}");
+    assert!(
+        took < Duration::from_millis(30_500),
+        "the daemon took {took:?} after SIGTERM (grace 30 s):\n{output}"
+    );
+    assert!(
+        took > Duration::from_secs(20),
+        "the second action did not get what was left of the grace ({took:?}):\n{output}"
+    );
+    assert!(
+        output.contains("did not finish within 3s (jobs.graph.actions[0].timeout)"),
+        "{output}"
+    );
+    let cut = output
+        .lines()
+        .find(|l| l.contains("jobs.graph.actions[1]") && l.contains("cut off by the daemon's stop"))
+        .unwrap_or_else(|| panic!("the second action is not logged as cut off:\n{output}"));
+    assert!(cut.contains("outcome=\"failed\""), "{cut}");
+    assert_no_action_ok(&output, "jobs.graph.actions[");
+    // The third has no grace left: not run at all.
+    assert!(
+        output.lines().any(|l| l.contains("jobs.graph.actions[2]")
+            && l.contains("not run: the daemon was stopping")),
+        "{output}"
+    );
+    assert!(!w.path("third.pid").exists(), "the third action ran");
+    assert!(!output.contains("abandoned"), "{output}");
+    for label in ["first", "second"] {
+        for pid_file in [format!("{label}.pid"), format!("{label}.child.pid")] {
+            let pid = w.read(&pid_file).trim().to_owned();
+            assert!(!pid.is_empty(), "{pid_file} was not written:\n{output}");
+            let gone = wait_until(Duration::from_secs(5), || !alive(&pid)).await;
+            assert!(gone, "process {pid} ({pid_file}) is still running");
+        }
+    }
+    w.assert_clean("the daemon's log", &output);
+}
+
+/// The same bound for a webhook: one that starts after SIGTERM and whose server never answers
+/// is cut off when the grace ends (its 30 s timeout would end later), not reported as a
+/// success, and the daemon exits 0 within the grace.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_cuts_off_a_hanging_webhook_delivery_at_the_end_of_the_grace() {
+    use testkit::{Behaviour, HostileServer};
+    let w = World::start().await;
+    let server = HostileServer::start(Behaviour::hang()).await.unwrap();
+    let step = w.script("step.sh", "echo $$ > \"$1/step.pid\"\nsleep 2\n");
+    let dir = w.dir.path().display().to_string();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ exec = [\"/bin/sh\", {step:?}, {dir:?}] }}, \
+             {{ webhook = \"{}\", timeout = \"30s\", attempts = 2 }}]",
+            server.url("/hook")
+        ),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let running = wait_until(Duration::from_secs(20), || w.path("step.pid").exists()).await;
+    assert!(
+        running,
+        "the first action did not start:\n{}",
+        daemon.output()
+    );
+    let started = Instant::now();
+    daemon.signal("TERM");
+    // The webhook is delivered after SIGTERM, and its server holds it.
+    let delivering = wait_until(Duration::from_secs(10), || server.request_count() == 1).await;
+    assert!(delivering, "the webhook was not sent:\n{}", daemon.output());
+    let mut daemon = daemon;
+    let code = daemon.exit_code(Duration::from_secs(40)).await;
+    let took = started.elapsed();
+    let output = daemon.output();
+    assert_eq!(code, 0, "SIGTERM exits 0:\n{output}");
+    assert!(
+        took < Duration::from_millis(30_500),
+        "the daemon took {took:?} after SIGTERM (grace 30 s):\n{output}"
+    );
+    let cut = output
+        .lines()
+        .find(|l| l.contains("jobs.graph.actions[1]") && l.contains("cut off by the daemon's stop"))
+        .unwrap_or_else(|| panic!("the webhook is not logged as cut off:\n{output}"));
+    assert!(cut.contains("outcome=\"failed\""), "{cut}");
+    assert_no_action_ok(&output, "jobs.graph.actions[1]");
+    assert!(!output.contains("answered"), "{output}");
+    assert_eq!(
+        server.request_count(),
+        1,
+        "no second attempt after the cut-off"
+    );
+    assert!(!output.contains("abandoned"), "{output}");
+    w.assert_clean("the daemon's log", &output);
+}

@@ -17,7 +17,10 @@
 //!   targets fresh, so no token is requested) until it succeeds or a newer write replaces it.
 //! - The actions of one job run one after another, never concurrently. Each one's time is
 //!   bounded by its own `timeout`, the pass's deadline (the job's `pass_timeout` from the
-//!   start of the pass) and [`ActionSpec::MAX_TIMEOUT`] (the daemon's SIGTERM grace).
+//!   start of the pass) and [`ActionSpec::MAX_TIMEOUT`] (the daemon's SIGTERM grace). Once
+//!   the daemon stops ([`Actions::stopping`]), they also end [`STOP_MARGIN`] before its grace
+//!   ends: one still running then is cut off (dropped: a command's process group is killed)
+//!   and reported as failed, one not started yet is not run.
 //! - Logs and reports carry job, target and action names (the config key), exit statuses and
 //!   HTTP statuses; a command's output goes to the log at debug level only.
 
@@ -33,6 +36,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -214,7 +218,17 @@ pub struct Actions {
     secret_env: BTreeSet<String>,
     stores: Stores,
     http: OnceLock<reqwest::Client>,
+    /// When the daemon's stop cuts its actions off: `None` until it stops.
+    stop: watch::Sender<Option<Instant>>,
 }
+
+/// How long before the end of the daemon's stop grace its actions are cut off, so that their
+/// passes report them before the grace ends.
+pub const STOP_MARGIN: Duration = Duration::from_millis(500);
+
+/// Why an action the daemon's stop reached before it started did not run.
+const NOT_RUN_STOPPING: &str =
+    "not run: the daemon was stopping (SIGTERM or SIGINT) and its grace had ended";
 
 impl fmt::Debug for Actions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -245,6 +259,32 @@ impl Actions {
             secret_env,
             stores,
             http: OnceLock::new(),
+            stop: watch::Sender::new(None),
+        }
+    }
+
+    /// The daemon stops (SIGTERM/SIGINT) and lets its passes in flight run until `grace_end`:
+    /// their actions, running or still to run, end [`STOP_MARGIN`] before that.
+    pub fn stopping(&self, grace_end: Instant) {
+        let by = grace_end.checked_sub(STOP_MARGIN).unwrap_or(grace_end);
+        self.stop.send_replace(Some(by));
+    }
+
+    /// Whether the daemon's stop has cut the actions off already.
+    fn cut_off(&self) -> bool {
+        self.stop.borrow().is_some_and(|by| Instant::now() >= by)
+    }
+
+    /// Waits until the daemon's stop cuts the actions off (for ever if it does not stop).
+    async fn stopped(&self) {
+        let mut stop = self.stop.subscribe();
+        let by = match stop.wait_for(Option::is_some).await {
+            Ok(by) => *by,
+            Err(_) => None,
+        };
+        match by {
+            Some(by) => tokio::time::sleep_until(by).await,
+            None => std::future::pending().await,
         }
     }
 
@@ -350,7 +390,19 @@ impl Actions {
                     deadline.key,
                     humantime::format_duration(deadline.limit)
                 )),
-                Some(left) => self.run_one(&due, deadline, left).await,
+                Some(_) if self.cut_off() => Err(NOT_RUN_STOPPING.to_owned()),
+                Some(left) => tokio::select! {
+                    biased;
+                    () = self.stopped() => Err(format!(
+                        "cut off by the daemon's stop: the grace after SIGTERM or SIGINT ended \
+                         before it finished{}",
+                        match due.action.kind {
+                            ActionKind::Exec { .. } => " (killed with its process group)",
+                            _ => "",
+                        }
+                    )),
+                    result = self.run_one(&due, deadline, left) => result,
+                },
             };
             match result {
                 Ok(detail) => {
