@@ -21,7 +21,9 @@
 //!   at once (fresh ones cost a metadata read each) and schedules them from there. SIGTERM or
 //!   SIGINT during a reload stops the daemon as at any other time.
 //! - SIGTERM/SIGINT: no new pass starts; passes in flight get until the latest of their
-//!   deadlines, at most [`SHUTDOWN_GRACE_MAX`], to finish; exit 0.
+//!   deadlines, at most [`SHUTDOWN_GRACE_MAX`], to finish; exit 0. Their after-write actions
+//!   run within that grace too: one still running when it ends is cut off (a command killed
+//!   with its process group) and logged as failed, before the grace ends.
 //! - Vault logins stay alive between passes: every [`keepalive_period`] each Vault backend
 //!   with a target gets one metadata read, which renews its token or logs in again when due.
 //! - Logs and metrics carry job, backend and target names and outcomes, never a value.
@@ -553,8 +555,10 @@ impl Daemon {
             () = self.drain() => {}
             signal = stop.recv() => return Err(Stopped(signal)),
         }
+        let kept: std::collections::HashSet<&str> =
+            next.jobs.iter().map(|job| job.name.as_str()).collect();
         for job in self.generation.jobs.iter() {
-            if !next.jobs.iter().any(|j| j.name == job.name) {
+            if !kept.contains(job.name.as_str()) {
                 self.metrics.forget_job(&job.name);
             }
         }
@@ -617,6 +621,8 @@ impl Daemon {
             return;
         }
         let grace = shutdown_grace(self.longest_wait());
+        // Their after-write actions end by then too, reported as cut off by the stop.
+        self.generation.actions.stopping(Instant::now() + grace);
         info!(passes = self.in_flight.len(),
             grace = %humantime::format_duration(Duration::from_secs(grace.as_secs())),
             "waiting for the passes in flight to finish");
