@@ -412,12 +412,19 @@ impl Actions {
                     reports.push(ActionReport::new(&due, ActionOutcome::Ok, detail));
                 }
                 Err(problem) => {
+                    // A daemon that is stopping keeps no pending action: say so instead of
+                    // promising a retry.
+                    let retry = if self.stop.borrow().is_some() {
+                        "the daemon is stopping and keeps no pending action across a restart: \
+                         run the consumer's reload by hand"
+                    } else {
+                        "the daemon retries the action with the job's backoff"
+                    };
                     let detail = format!(
                         "{problem}; the write itself succeeded ({}), and the token is not \
-                         rewritten for a failed action: the daemon retries the action with the \
-                         job's backoff; after `run`, fix it and run the consumer's reload by \
-                         hand, or `secret-sync run --force --job {}` (a new token, then the \
-                         actions)",
+                         rewritten for a failed action: {retry}; after `run`, fix it and run \
+                         the consumer's reload by hand, or `secret-sync run --force --job {}` \
+                         (a new token, then the actions)",
                         due.context.writes(),
                         due.context.job
                     );
