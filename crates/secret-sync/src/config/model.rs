@@ -201,7 +201,9 @@ pub struct AzureKeyVaultSpec {
 
 /// An Entra ID identity: where to ask, which tenant and app, how it proves itself. Used by
 /// jobs (the token they sync) and by Azure Key Vault backends (the token they write with).
-#[derive(Debug, Clone)]
+/// `Eq` and `Hash` so that the engine can share one copy between the jobs of the same app
+/// (issue 15).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EntraIdentity {
     /// The job's `authority`, else `[settings] authority`.
     pub authority: Authority,
@@ -214,7 +216,7 @@ pub struct EntraIdentity {
 }
 
 /// A non-secret value: written in the file (and already validated), or read at run time.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value<T> {
     /// Written in the file.
     Literal(T),
@@ -225,7 +227,7 @@ pub enum Value<T> {
 }
 
 /// Where a secret is. There is deliberately no literal: secrets do not go in config files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum SecretSource {
     /// `{ env = "VAR" }` (or `*_env = "VAR"` keys).
     Env(String),
@@ -237,7 +239,7 @@ pub enum SecretSource {
 }
 
 /// `{ from = "BACKEND", ref = "path#field" }`: a secret in a configured backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BackendRef {
     /// The backend's name; checked to be defined. Backend logins (`auth`) never use `from`,
     /// so reading a job's credentials never depends on another credential read.
@@ -248,7 +250,7 @@ pub struct BackendRef {
 }
 
 /// How an app proves itself to Entra ID. Exactly one per job (or Key Vault `auth`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CredentialSpec {
     /// `client_secret = { env | file | from }` (a literal is refused).
     ClientSecret(SecretSource),
@@ -296,7 +298,7 @@ pub struct JobSpec {
 }
 
 /// How long one pass of a job may take, and the config key that says so (for messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PassTimeout {
     /// The deadline, counted from the start of the job's pass.
     pub limit: Duration,
