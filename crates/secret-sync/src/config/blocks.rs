@@ -25,6 +25,10 @@ pub struct Split {
     /// Ranges of the text, each one or more whole job sections, at least `block_bytes` long
     /// unless a section of the rest or the end of the text comes first.
     pub blocks: Vec<Range<usize>>,
+    /// How many runs of sections of one job the blocks hold: the number of jobs of a plain
+    /// file (a name written two ways, `a` and `"a"`, counts twice), so the loader can size its
+    /// `Vec<JobSpec>` once instead of growing it by doubling (issue 15).
+    pub jobs: usize,
 }
 
 /// Splits `text` at its top-level table headers; `None` when it has no job section, or when a
@@ -45,6 +49,7 @@ pub fn split(text: &str, block_bytes: usize) -> Option<Split> {
     let mut split = Split {
         rest: String::new(),
         blocks: Vec::new(),
+        jobs: 0,
     };
     let mut block: Option<Range<usize>> = None;
     let mut last_job: Option<&str> = None;
@@ -60,6 +65,9 @@ pub fn split(text: &str, block_bytes: usize) -> Option<Split> {
             Some(name) => {
                 // A block ends only between two jobs, never inside one job's sections.
                 let same_job = last_job == Some(name);
+                if !same_job {
+                    split.jobs += 1;
+                }
                 block = match block.take() {
                     Some(open) if same_job || open.len() < block_bytes => {
                         Some(open.start..range.end)
@@ -389,6 +397,7 @@ scope = \"https://graph.microsoft.com/.default\"
             );
         }
         assert!(split(&text, 4096).unwrap().blocks.len() > 2);
+        assert_eq!(split(&text, 4096).unwrap().jobs, 41);
     }
 
     #[test]
