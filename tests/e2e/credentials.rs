@@ -12,7 +12,9 @@ use testkit::real::{Moto, OpenBao};
 use testkit::{AppPolicy, AppRegistration, EntraEmulator, Password};
 use time::OffsetDateTime;
 
-use crate::support::{Daemon, Run, http_get, issued_access_tokens, secret_sync, wait_until};
+use crate::support::{
+    Daemon, Run, app_secrets_and_tokens, http_get, issued_access_tokens, secret_sync, wait_until,
+};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1313-4444-8888-444455556666";
@@ -120,16 +122,7 @@ targets = [{{ to = "out", name = "graph-token" }}]
 
     /// Every secret the app holds or held, and every token issued: none may be printed.
     fn secrets(&self) -> Vec<String> {
-        let mut all = vec![SECRET.to_owned()];
-        if let Some(app) = self.entra.application(CLIENT) {
-            all.extend(
-                app.passwords
-                    .iter()
-                    .map(|p| p.secret.expose_secret().to_owned()),
-            );
-        }
-        all.extend(issued_access_tokens(&self.entra));
-        all
+        app_secrets_and_tokens(&self.entra, CLIENT, SECRET)
     }
 
     fn assert_no_leak(&self, run: &Run) {

@@ -279,6 +279,27 @@ pub fn issued_access_tokens(entra: &testkit::EntraEmulator) -> Vec<String> {
         .collect()
 }
 
+/// What a lifecycle test must never see printed: `first` (the secret the app started with),
+/// every password the emulator's app `client_id` holds or held (those rotations added), and
+/// every access token issued.
+pub fn app_secrets_and_tokens(
+    entra: &testkit::EntraEmulator,
+    client_id: &str,
+    first: &str,
+) -> Vec<String> {
+    use secrecy::ExposeSecret;
+    let mut all = vec![first.to_owned()];
+    if let Some(app) = entra.application(client_id) {
+        all.extend(
+            app.passwords
+                .iter()
+                .map(|p| p.secret.expose_secret().to_owned()),
+        );
+    }
+    all.extend(issued_access_tokens(entra));
+    all
+}
+
 /// The documents of a YAML stream, parsed by PyYAML (the test servers' venv) and returned as
 /// JSON; panics naming `what` (and showing `text`) if it does not parse.
 pub fn yaml_documents(what: &str, text: &str) -> Vec<serde_json::Value> {
