@@ -419,11 +419,32 @@ scope = \"https://graph.microsoft.com/.default\"
                 job("a", "x"),
                 job("b", "y")
             ),
+            // one file through two backends (nested dirs), the jobs in different blocks
+            format!(
+                "{backend}[backends.sub]\nkind = \"file\"\ndir = \"out/s\"\n{}{}{}",
+                job("a", "s/t"),
+                job("b", "y"),
+                job("c", "t").replace("\"out\", name = \"t\"", "\"sub\", name = \"t\"")
+            ),
+            // a Vault name that repeats the mount
+            format!(
+                "{backend}[backends.v]\nkind = \"vault\"\naddress = \"https://v.example.test\"\n\
+                 mount = \"kv\"\nauth = {{ method = \"kubernetes\", role = \"r\" }}\n{}{}",
+                job("a", "x"),
+                job("b", "y").replace("\"out\", name = \"y\"", "\"v\", name = \"kv/data/apps/y\"")
+            ),
         ];
         for text in &cases {
             let (whole, blocks) = both(text, 1);
             assert_eq!(blocks, None, "{text}\n{whole}");
         }
+        // The two checks across targets are reported by one parse.
+        assert!(
+            both(&cases[4], 1)
+                .0
+                .contains("is the same secret as the target jobs.a.targets[0]")
+        );
+        assert!(both(&cases[5], 1).0.contains("starts with the mount"));
         // The duplicate is reported as one parse reports it.
         assert!(
             both(&cases[0], 1).0.contains("duplicate"),

@@ -35,7 +35,7 @@ impl CredentialSettings {
 }
 
 /// The watch keys, as `[settings.credentials]` gives them or a job overrides them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WatchSpec {
     /// `watch` (default false): read the app's credential expiries from Graph.
     pub watch: bool,
@@ -59,7 +59,7 @@ impl Default for WatchSpec {
 }
 
 /// Whose Graph token reads and changes the app registration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum GraphIdentity {
     /// `auth = { method = "job" }` (default): the job's own app and credential.
     Job,
@@ -69,7 +69,7 @@ pub enum GraphIdentity {
 }
 
 /// `[jobs.NAME.rotation]`: rotate the job's client secret before it expires.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RotationSpec {
     /// Where the job's `client_secret` is read from, and so where the new one is written:
     /// always a configured backend (validated).
@@ -93,7 +93,7 @@ impl RotationSpec {
 }
 
 /// A job's lifecycle settings: its own `[jobs.NAME.credentials]` over `[settings.credentials]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct JobLifecycle {
     /// The watch keys in effect for the job.
     pub watch: WatchSpec,

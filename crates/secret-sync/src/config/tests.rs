@@ -412,7 +412,7 @@ fn pass_timeout_defaults_to_five_minutes_and_a_job_can_set_its_own() {
     let config = ok(MINIMAL);
     assert_eq!(config.settings.pass_timeout, Duration::from_secs(5 * 60));
     assert_eq!(
-        config.job("graph").unwrap().pass_timeout,
+        *config.job("graph").unwrap().pass_timeout,
         PassTimeout {
             limit: Duration::from_secs(5 * 60),
             key: "settings.pass_timeout".into()
@@ -423,7 +423,7 @@ fn pass_timeout_defaults_to_five_minutes_and_a_job_can_set_its_own() {
     let config = ok(&text);
     assert_eq!(config.settings.pass_timeout, Duration::from_secs(90));
     assert_eq!(
-        config.job("graph").unwrap().pass_timeout,
+        *config.job("graph").unwrap().pass_timeout,
         PassTimeout {
             limit: Duration::from_secs(120),
             key: "jobs.graph.pass_timeout".into()
@@ -431,7 +431,7 @@ fn pass_timeout_defaults_to_five_minutes_and_a_job_can_set_its_own() {
     );
     let text = format!("[settings]\npass_timeout = \"1m\"\n{MINIMAL}");
     assert_eq!(
-        ok(&text).job("graph").unwrap().pass_timeout,
+        *ok(&text).job("graph").unwrap().pass_timeout,
         PassTimeout {
             limit: Duration::from_secs(60),
             key: "settings.pass_timeout".into()
@@ -601,6 +601,41 @@ fn duplicate_targets_are_refused_across_jobs() {
         "16:35",
         "jobs.other.targets[0].name",
         "already the target jobs.graph.targets[0]",
+    );
+}
+
+#[test]
+fn each_duplicate_target_names_the_first_and_the_errors_keep_file_order() {
+    // Targets are compared by hashes of their places, sorted: the errors still come in file
+    // order, each naming the first target that is the same secret.
+    let mut text = String::from(MINIMAL);
+    for (job, name) in [
+        ("b", "y.json"),
+        ("c", "graph.json"),
+        ("d", "y.json"),
+        ("e", "graph.json"),
+    ] {
+        text.push_str(&format!(
+            "\n[jobs.{job}]\nmanaged_identity = true\nscope = \"api://x/.default\"\ntargets = [{{ to = \"local\", name = \"{name}\" }}]\n"
+        ));
+    }
+    let lines = lines(&errors(&text));
+    let keys: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|line| {
+            let key = line.split(' ').nth(1).unwrap();
+            let first = line.split("already the target ").nth(1).unwrap_or("");
+            (key, first.split(':').next().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("jobs.c.targets[0].name:", "jobs.graph.targets[0]"),
+            ("jobs.d.targets[0].name:", "jobs.b.targets[0]"),
+            ("jobs.e.targets[0].name:", "jobs.graph.targets[0]"),
+        ],
+        "{lines:#?}"
     );
 }
 

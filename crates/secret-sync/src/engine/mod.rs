@@ -41,7 +41,7 @@ pub const MANAGED_BY: &str = "secret-sync";
 /// One job: where its credentials come from, the scope, and the targets to keep fresh.
 ///
 /// The identity, scope and pass timeout are shared (`Arc`) by the jobs that have the same
-/// ones ([`build::build`] makes one copy of each distinct value): 100,000 jobs over 1,000 apps
+/// ones (the config loader makes one copy of each distinct value): 100,000 jobs over 1,000 apps
 /// hold 1,000 identities, not 100,000 (issue 15).
 #[derive(Debug, Clone)]
 pub struct Job {
