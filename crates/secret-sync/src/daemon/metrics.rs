@@ -9,7 +9,9 @@
 //! Still hand-written after issue 14 added `secret_sync_actions_total`: the official
 //! `prometheus-client` crate was weighed for it and not taken. It would bring typed families
 //! and OpenMetrics output, but a handful of counters and gauges keyed by config names are a few
-//! `BTreeMap`s here; with the crate every family needs a label-set type deriving its encoder,
+//! `BTreeMap`s and one table by job index here (issue 15: at 100,000 jobs a series map entry
+//! with its own label strings per job, target and outcome was the largest part of the daemon's
+//! memory after its first pass); with the crate every family needs a label-set type deriving its encoder,
 //! `forget_job` would have to remember each label set it created (a `Family` removes one
 //! exact set at a time), the output would become OpenMetrics text (`# EOF`, its `_total`
 //! rules) instead of the 0.0.4 format that docs/operations.md's scrape config and alert rules
@@ -22,6 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
 use time::OffsetDateTime;
@@ -72,10 +75,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct State {
     token_requests: BTreeMap<(String, Status), u64>,
-    target_writes: BTreeMap<(String, String, &'static str), u64>,
-    /// Unix seconds at which the token last written to (job, target) expires.
-    token_expiry: BTreeMap<(String, String), i64>,
-    job_runs: BTreeMap<(String, Status), u64>,
+    /// Target writes, token expiries and job runs of the loaded config's jobs.
+    table: Table,
     /// After-write actions run, by (job, kind, outcome) (issue 14).
     actions: BTreeMap<(String, &'static str, Status), u64>,
     config_reloads: BTreeMap<Status, u64>,
@@ -84,6 +85,97 @@ struct State {
     failing: BTreeMap<String, String>,
     /// Unix seconds at which the app credential of (job, kind) expires (issue 13's watch).
     credential_expiry: BTreeMap<(String, &'static str), i64>,
+}
+
+/// The series of every job and target of the loaded config ([`Metrics::set_jobs`]): the label
+/// values back to back in one string, the numbers in flat vectors by job and target index.
+/// A job with one target costs about 110 bytes here; a map entry per (job, target, outcome)
+/// with its own label strings held some 270 bytes a job after the first pass at 100,000 jobs,
+/// and one more entry for each outcome a target later saw (issue 15).
+#[derive(Debug, Default)]
+struct Table {
+    /// Every job name and target label (`backend:name`).
+    text: String,
+    /// By job: where its name is in `text`, and its first target (its targets run up to the
+    /// next job's first).
+    jobs: Vec<(Range<usize>, usize)>,
+    /// By target: where its label is in `text`, and its series.
+    targets: Vec<(Range<usize>, TargetSeries)>,
+    /// By job: passes, by [`Status`] (success, failure).
+    runs: Vec<[u64; 2]>,
+    /// Job indices in the order of their names, for lookups and rendering.
+    by_name: Vec<usize>,
+}
+
+/// One target's series.
+#[derive(Debug, Clone, Copy, Default)]
+struct TargetSeries {
+    /// Passes that handled it, by outcome ([`Outcome::ALL`]'s order).
+    writes: [u64; Outcome::ALL.len()],
+    /// Unix seconds at which the token it holds expires.
+    expiry: Option<i64>,
+}
+
+/// The outcomes in the order of their label values, as samples are rendered.
+const OUTCOMES_BY_NAME: [Outcome; 6] = [
+    Outcome::Created,
+    Outcome::Failed,
+    Outcome::Fresh,
+    Outcome::Skipped,
+    Outcome::Unchanged,
+    Outcome::Updated,
+];
+
+impl Table {
+    fn job_name(&self, job: usize) -> &str {
+        &self.text[self.jobs[job].0.clone()]
+    }
+
+    /// The target indices of `job`.
+    fn targets_of(&self, job: usize) -> Range<usize> {
+        let end = self
+            .jobs
+            .get(job + 1)
+            .map_or(self.targets.len(), |(_, first)| *first);
+        self.jobs[job].1..end
+    }
+
+    fn label(&self, target: usize) -> &str {
+        &self.text[self.targets[target].0.clone()]
+    }
+
+    fn job(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|&job| self.job_name(job).cmp(name))
+            .ok()
+            .map(|at| self.by_name[at])
+    }
+
+    fn target(&self, job: &str, label: &str) -> Option<usize> {
+        self.targets_of(self.job(job)?)
+            .find(|&target| self.label(target) == label)
+    }
+
+    /// The target indices of `job` in the order of their labels.
+    fn targets_by_label(&self, job: usize) -> Vec<usize> {
+        let mut targets: Vec<usize> = self.targets_of(job).collect();
+        targets.sort_by(|a, b| self.label(*a).cmp(self.label(*b)));
+        targets
+    }
+}
+
+fn status_index(status: Status) -> usize {
+    match status {
+        Status::Success => 0,
+        Status::Failure => 1,
+    }
+}
+
+fn outcome_index(outcome: Outcome) -> usize {
+    Outcome::ALL
+        .iter()
+        .position(|o| *o == outcome)
+        .unwrap_or_default()
 }
 
 const TOKEN_REQUESTS: &str = "secret_sync_token_requests_total";
@@ -116,21 +208,68 @@ impl Metrics {
             .or_default() += 1;
     }
 
+    /// The loaded config's jobs, each with its targets' labels (`backend:name`), in file order:
+    /// the jobs and targets whose target, expiry and run series are kept. The series of those
+    /// that were loaded before carry over; those of jobs and targets no longer loaded are
+    /// dropped. Call it before any pass of these jobs is recorded: a target or run of a job
+    /// not loaded is not counted.
+    pub fn set_jobs<'a, T>(&self, jobs: impl IntoIterator<Item = (&'a str, T)>)
+    where
+        T: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let mut table = Table::default();
+        for (name, targets) in jobs {
+            let start = table.text.len();
+            table.text.push_str(name);
+            table
+                .jobs
+                .push((start..table.text.len(), table.targets.len()));
+            for (backend, target) in targets {
+                let start = table.text.len();
+                table.text.push_str(backend);
+                table.text.push(':');
+                table.text.push_str(target);
+                table
+                    .targets
+                    .push((start..table.text.len(), TargetSeries::default()));
+            }
+        }
+        table.text.shrink_to_fit();
+        table.runs = vec![[0; 2]; table.jobs.len()];
+        let mut by_name: Vec<usize> = (0..table.jobs.len()).collect();
+        by_name.sort_by(|a, b| table.job_name(*a).cmp(table.job_name(*b)));
+        table.by_name = by_name;
+        let mut state = self.state();
+        let old = &state.table;
+        for job in 0..table.jobs.len() {
+            let Some(was) = old.job(table.job_name(job)) else {
+                continue;
+            };
+            table.runs[job] = old.runs[was];
+            for target in table.targets_of(job) {
+                let label = table.label(target);
+                if let Some(had) = old.targets_of(was).find(|&t| old.label(t) == label) {
+                    table.targets[target].1 = old.targets[had].1;
+                }
+            }
+        }
+        state.table = table;
+    }
+
     /// One target of `job` handled in a pass, with what happened to it.
     pub fn record_target_write(&self, job: &str, target: &str, outcome: Outcome) {
-        *self
-            .state()
-            .target_writes
-            .entry((job.to_owned(), target.to_owned(), outcome.as_str()))
-            .or_default() += 1;
+        let mut state = self.state();
+        if let Some(at) = state.table.target(job, target) {
+            state.table.targets[at].1.writes[outcome_index(outcome)] += 1;
+        }
     }
 
     /// The token `target` of `job` now holds expires at `expires_on`.
     pub fn set_token_expiry(&self, job: &str, target: &str, expires_on: OffsetDateTime) {
-        self.state().token_expiry.insert(
-            (job.to_owned(), target.to_owned()),
-            expires_on.unix_timestamp(),
-        );
+        let mut state = self.state();
+        if let Some(at) = state.table.target(job, target) {
+            state.table.targets[at].1.expiry = Some(expires_on.unix_timestamp());
+        }
     }
 
     /// The app credential of `job` of `kind` (`client_secret`, `certificate`) expires at
@@ -145,7 +284,9 @@ impl Metrics {
     /// earliest token expiry has passed (or when no token of it is known).
     pub fn record_job_run(&self, job: &str, outcome: Status) {
         let mut state = self.state();
-        *state.job_runs.entry((job.to_owned(), outcome)).or_default() += 1;
+        if let Some(at) = state.table.job(job) {
+            state.table.runs[at][status_index(outcome)] += 1;
+        }
         match outcome {
             Status::Success => {
                 state.failing.remove(job);
@@ -183,14 +324,12 @@ impl Metrics {
         self.state().config_loaded = loaded;
     }
 
-    /// Drop every series and the readiness state of `job` (a reload removed it).
+    /// Drop the token request, action and credential series and the readiness state of `job`
+    /// (a reload removed it; its target and run series go with [`Metrics::set_jobs`]).
     pub fn forget_job(&self, job: &str) {
         let mut state = self.state();
         state.token_requests.retain(|(name, _), _| name != job);
         state.actions.retain(|(name, _, _), _| name != job);
-        state.target_writes.retain(|(name, _, _), _| name != job);
-        state.token_expiry.retain(|(name, _), _| name != job);
-        state.job_runs.retain(|(name, _), _| name != job);
         state.credential_expiry.retain(|(name, _), _| name != job);
         state.failing.remove(job);
     }
@@ -207,12 +346,13 @@ impl Metrics {
             .failing
             .iter()
             .filter(|(job, _)| {
-                let earliest = state
-                    .token_expiry
-                    .iter()
-                    .filter(|((name, _), _)| name == *job)
-                    .map(|(_, expiry)| *expiry)
-                    .min();
+                let table = &state.table;
+                let earliest = table.job(job).and_then(|job| {
+                    table
+                        .targets_of(job)
+                        .filter_map(|target| table.targets[target].1.expiry)
+                        .min()
+                });
                 earliest.is_none_or(|expiry| expiry <= now)
             })
             .map(|(job, why)| {
@@ -258,13 +398,25 @@ impl Metrics {
             "counter",
             "Targets handled in a pass, by job, target and outcome.",
         );
-        for ((job, target, outcome), value) in &state.target_writes {
-            sample(
-                &mut out,
-                TARGET_WRITES,
-                &[("job", job), ("target", target), ("outcome", outcome)],
-                *value,
-            );
+        let table = &state.table;
+        for &job in &table.by_name {
+            for target in table.targets_by_label(job) {
+                for outcome in OUTCOMES_BY_NAME {
+                    let value = table.targets[target].1.writes[outcome_index(outcome)];
+                    if value > 0 {
+                        sample(
+                            &mut out,
+                            TARGET_WRITES,
+                            &[
+                                ("job", table.job_name(job)),
+                                ("target", table.label(target)),
+                                ("outcome", outcome.as_str()),
+                            ],
+                            value,
+                        );
+                    }
+                }
+            }
         }
         header(
             &mut out,
@@ -272,13 +424,20 @@ impl Metrics {
             "gauge",
             "Unix time at which the token a target holds expires.",
         );
-        for ((job, target), value) in &state.token_expiry {
-            sample(
-                &mut out,
-                TOKEN_EXPIRY,
-                &[("job", job), ("target", target)],
-                *value,
-            );
+        for &job in &table.by_name {
+            for target in table.targets_by_label(job) {
+                if let Some(expiry) = table.targets[target].1.expiry {
+                    sample(
+                        &mut out,
+                        TOKEN_EXPIRY,
+                        &[
+                            ("job", table.job_name(job)),
+                            ("target", table.label(target)),
+                        ],
+                        expiry,
+                    );
+                }
+            }
         }
         header(
             &mut out,
@@ -286,13 +445,18 @@ impl Metrics {
             "counter",
             "Passes of a job, by outcome.",
         );
-        for ((job, outcome), value) in &state.job_runs {
-            sample(
-                &mut out,
-                JOB_RUNS,
-                &[("job", job), ("outcome", outcome.as_str())],
-                *value,
-            );
+        for &job in &table.by_name {
+            for outcome in [Status::Success, Status::Failure] {
+                let value = table.runs[job][status_index(outcome)];
+                if value > 0 {
+                    sample(
+                        &mut out,
+                        JOB_RUNS,
+                        &[("job", table.job_name(job)), ("outcome", outcome.as_str())],
+                        value,
+                    );
+                }
+            }
         }
         header(
             &mut out,
@@ -478,13 +642,14 @@ mod tests {
     #[test]
     fn renders_every_series_with_help_type_and_counts() {
         let metrics = Metrics::new();
+        metrics.set_jobs([("app", [("vault", "kv")])]);
         metrics.set_config_loaded(true);
         metrics.record_token_request("app", Status::Success);
         metrics.record_token_request("app", Status::Success);
         metrics.record_token_request("app", Status::Failure);
-        metrics.record_target_write("app", "vault-kv", Outcome::Updated);
-        metrics.record_target_write("app", "vault-kv", Outcome::Failed);
-        metrics.set_token_expiry("app", "vault-kv", datetime!(2030-01-01 00:00 UTC));
+        metrics.record_target_write("app", "vault:kv", Outcome::Updated);
+        metrics.record_target_write("app", "vault:kv", Outcome::Failed);
+        metrics.set_token_expiry("app", "vault:kv", datetime!(2030-01-01 00:00 UTC));
         metrics.record_job_run("app", Status::Success);
         metrics.record_reload(Status::Failure);
 
@@ -514,7 +679,7 @@ mod tests {
         assert_eq!(requests("failure"), Some(1.0));
         let writes = [
             ("job", "app"),
-            ("target", "vault-kv"),
+            ("target", "vault:kv"),
             ("outcome", "updated"),
         ];
         assert_eq!(value(&samples, TARGET_WRITES, &writes), Some(1.0));
@@ -522,7 +687,7 @@ mod tests {
             value(
                 &samples,
                 TOKEN_EXPIRY,
-                &[("job", "app"), ("target", "vault-kv")]
+                &[("job", "app"), ("target", "vault:kv")]
             ),
             Some(1_893_456_000.0)
         );
@@ -539,7 +704,8 @@ mod tests {
     fn label_values_are_escaped_and_parse_back() {
         let metrics = Metrics::new();
         let job = "we\"ird\\job\nname";
-        metrics.record_target_write(job, "t{a,b}=\"x\"", Outcome::Created);
+        metrics.set_jobs([(job, [("b", "t{a,b}=\"x\"")])]);
+        metrics.record_target_write(job, "b:t{a,b}=\"x\"", Outcome::Created);
 
         let text = metrics.render();
         assert!(
@@ -549,22 +715,25 @@ mod tests {
         let samples = parse(&text);
         let wanted = [
             ("job", job),
-            ("target", "t{a,b}=\"x\""),
+            ("target", "b:t{a,b}=\"x\""),
             ("outcome", "created"),
         ];
         assert_eq!(value(&samples, TARGET_WRITES, &wanted), Some(1.0), "{text}");
     }
 
     #[test]
-    fn forget_job_drops_its_series_and_keeps_the_others() {
+    fn a_reload_drops_the_series_of_removed_jobs_and_keeps_the_others() {
         let metrics = Metrics::new();
+        metrics.set_jobs([("gone", [("b", "t")]), ("kept", [("b", "t")])]);
         for job in ["gone", "kept"] {
             metrics.record_token_request(job, Status::Success);
-            metrics.record_target_write(job, "t", Outcome::Updated);
-            metrics.set_token_expiry(job, "t", datetime!(2030-01-01 00:00 UTC));
+            metrics.record_target_write(job, "b:t", Outcome::Updated);
+            metrics.set_token_expiry(job, "b:t", datetime!(2030-01-01 00:00 UTC));
             metrics.record_job_run(job, Status::Failure);
         }
+        // What the daemon does at a reload that removed `gone`.
         metrics.forget_job("gone");
+        metrics.set_jobs([("kept", [("b", "t")])]);
 
         let samples = parse(&metrics.render());
         let jobs: Vec<&str> = samples
@@ -589,9 +758,10 @@ mod tests {
     #[test]
     fn a_failed_job_is_tolerated_until_its_earliest_token_expires() {
         let metrics = Metrics::new();
+        metrics.set_jobs([("app", [("b", "late"), ("b", "early")])]);
         metrics.set_config_loaded(true);
-        metrics.set_token_expiry("app", "late", datetime!(2030-01-01 02:00 UTC));
-        metrics.set_token_expiry("app", "early", datetime!(2030-01-01 01:00 UTC));
+        metrics.set_token_expiry("app", "b:late", datetime!(2030-01-01 02:00 UTC));
+        metrics.set_token_expiry("app", "b:early", datetime!(2030-01-01 01:00 UTC));
         metrics.record_job_run("app", Status::Failure);
 
         assert_eq!(
@@ -629,6 +799,56 @@ mod tests {
         assert_eq!(
             metrics.readiness(datetime!(2030-01-01 00:00 UTC)),
             Readiness::Ready
+        );
+    }
+
+    #[test]
+    fn series_carry_over_a_reload_by_job_and_target_and_render_in_label_order() {
+        let metrics = Metrics::new();
+        metrics.set_jobs([
+            ("zeta", vec![("b", "z")]),
+            ("alpha", vec![("vault", "y"), ("file", "x")]),
+        ]);
+        for target in ["vault:y", "file:x"] {
+            metrics.record_target_write("alpha", target, Outcome::Created);
+        }
+        metrics.record_target_write("alpha", "vault:y", Outcome::Updated);
+        metrics.record_target_write("zeta", "b:z", Outcome::Fresh);
+        metrics.set_token_expiry("alpha", "file:x", datetime!(2030-01-01 00:00 UTC));
+        metrics.record_job_run("alpha", Status::Success);
+        // Not loaded: not counted.
+        metrics.record_target_write("alpha", "file:other", Outcome::Created);
+        metrics.record_target_write("unknown", "b:z", Outcome::Created);
+        metrics.record_job_run("unknown", Status::Success);
+
+        // A reload: alpha keeps file:x and gets a new target, vault:y and zeta are gone.
+        metrics.set_jobs([
+            ("alpha", vec![("file", "x"), ("file", "w")]),
+            ("beta", vec![("b", "z")]),
+        ]);
+        metrics.record_target_write("alpha", "file:w", Outcome::Created);
+        metrics.record_target_write("alpha", "file:x", Outcome::Updated);
+
+        let text = metrics.render();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.starts_with(TARGET_WRITES)
+                    || line.starts_with(TOKEN_EXPIRY)
+                    || line.starts_with(JOB_RUNS)
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "secret_sync_target_writes_total{job=\"alpha\",target=\"file:w\",outcome=\"created\"} 1",
+                "secret_sync_target_writes_total{job=\"alpha\",target=\"file:x\",outcome=\"created\"} 1",
+                "secret_sync_target_writes_total{job=\"alpha\",target=\"file:x\",outcome=\"updated\"} 1",
+                "secret_sync_token_expiry_seconds{job=\"alpha\",target=\"file:x\"} 1893456000",
+                "secret_sync_job_runs_total{job=\"alpha\",outcome=\"success\"} 1",
+            ],
+            "{text}"
         );
     }
 }

@@ -126,6 +126,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
         }
         None => None,
     };
+    set_metric_jobs(&metrics, &generation.jobs);
     metrics.set_config_loaded(true);
     // At the default level too (`logging::LIFECYCLE`): a daemon that prints nothing looks hung.
     let listen = listener_addr.map_or_else(|| "none".to_owned(), |addr| addr.to_string());
@@ -579,6 +580,7 @@ impl Daemon {
             })
             .filter(|(_, due)| !due.is_empty())
             .collect();
+        set_metric_jobs(&self.metrics, &next.jobs);
         self.generation = next;
         self.metrics.record_reload(Status::Success);
         Ok(())
@@ -690,7 +692,19 @@ fn written(reports: &[TargetReport]) -> usize {
         .count()
 }
 
-/// The `target` label of a target: `BACKEND:NAME`, both from the config.
+/// Tells the metrics which jobs and targets are loaded (their series carry over a reload).
+fn set_metric_jobs(metrics: &Metrics, jobs: &[Job]) {
+    metrics.set_jobs(jobs.iter().map(|job| {
+        let targets = job.targets.iter();
+        (
+            job.name.as_str(),
+            targets.map(|target| (target.backend(), target.name.as_str())),
+        )
+    }));
+}
+
+/// The `target` label of a target: `BACKEND:NAME`, both from the config (as
+/// [`set_metric_jobs`] gives them).
 fn target_label(report: &TargetReport) -> String {
     format!("{}:{}", report.backend, report.name)
 }
