@@ -23,6 +23,7 @@ mod packaging;
 mod readme;
 mod run;
 mod support;
+mod tls_roots;
 mod token;
 mod token_emulator;
 mod token_recorded;

@@ -126,11 +126,10 @@ impl fmt::Debug for TokenClient {
 impl TokenClient {
     /// A client with its own connection pool.
     pub fn new(options: ClientOptions) -> Result<Self, Error> {
-        let roots = extra_roots(&options)?;
         // The two pools differ only in their proxy rule.
         Ok(Self {
-            http: build_http(&options, &roots, true)?,
-            local: build_http(&options, &roots, false)?,
+            http: build_http(&options, true)?,
+            local: build_http(&options, false)?,
             options,
         })
     }
@@ -651,13 +650,11 @@ pub(crate) fn extra_roots(options: &ClientOptions) -> Result<Vec<reqwest::Certif
 
 /// A connection pool as every client of this crate has one: rustls, `options`' timeout for a
 /// whole request (connect to last body byte) and for connecting, its `User-Agent`, no redirect
-/// ever followed, the extra `roots` trusted beside the platform's; `proxied` says whether the
-/// proxy variables apply.
-pub(crate) fn build_http(
-    options: &ClientOptions,
-    roots: &[reqwest::Certificate],
-    proxied: bool,
-) -> Result<reqwest::Client, Error> {
+/// ever followed, `options`' extra roots trusted beside the platform's (whose certificates are
+/// read at the first TLS handshake: `platform_tls`); `proxied` says whether the proxy variables
+/// apply.
+pub(crate) fn build_http(options: &ClientOptions, proxied: bool) -> Result<reqwest::Client, Error> {
+    extra_roots(options)?;
     let mut builder = reqwest::Client::builder()
         .timeout(options.request_timeout)
         .connect_timeout(options.request_timeout)
@@ -666,9 +663,8 @@ pub(crate) fn build_http(
     if !proxied {
         builder = builder.no_proxy();
     }
-    if !roots.is_empty() {
-        builder = builder.tls_certs_merge(roots.to_vec());
-    }
+    builder = platform_tls::platform_roots(builder, &options.extra_root_certificates)
+        .map_err(|message| Error::new(ErrorKind::Config, message))?;
     builder.build().map_err(|e| {
         Error::new(
             ErrorKind::Config,

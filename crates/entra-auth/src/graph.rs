@@ -38,9 +38,7 @@ use tracing::debug;
 use url::Url;
 use uuid::Uuid;
 
-use crate::client::{
-    BodyError, ClientOptions, build_http, causes, extra_roots, origin, read_capped,
-};
+use crate::client::{BodyError, ClientOptions, build_http, causes, origin, read_capped};
 use crate::input::{ClientId, Cloud, Scope, is_loopback};
 use crate::retry::{RetryPolicy, retry_after};
 
@@ -537,11 +535,8 @@ impl GraphClient {
         }
         let base = format!("{shown}{path}");
         let client_options = options.client_options();
-        let build = || {
-            let roots = extra_roots(&client_options)?;
-            build_http(&client_options, &roots, true)
-        };
-        let http = build().map_err(|e| GraphError::config(e.message().to_owned()))?;
+        let http = build_http(&client_options, true)
+            .map_err(|e| GraphError::config(e.message().to_owned()))?;
         Ok(Self {
             http,
             base,

@@ -908,6 +908,7 @@ fn http_client(
         .connect_timeout(options.timeout.min(Duration::from_secs(10)))
         .timeout(options.timeout)
         .redirect(reqwest::redirect::Policy::none());
+    let mut extra = Vec::new();
     if let Some(path) = &options.ca_file {
         let pem = std::fs::read(path).map_err(|e| {
             BackendError::new(
@@ -917,7 +918,8 @@ fn http_client(
             )
             .with_source(e)
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        // Checked here for the message; platform_tls reads the PEM again.
+        reqwest::Certificate::from_pem_bundle(&pem)
             .ok()
             .filter(|certs| !certs.is_empty())
             .ok_or_else(|| {
@@ -930,8 +932,16 @@ fn http_client(
                     ),
                 )
             })?;
-        builder = builder.tls_certs_merge(certs);
+        extra.push(pem);
     }
+    // The platform's roots, read at the first handshake (platform-tls), and ca_file's.
+    builder = platform_tls::platform_roots(builder, &extra).map_err(|message| {
+        BackendError::new(
+            ErrorKind::InvalidConfig,
+            backend,
+            format!("cannot use ca_file: {message}: check the file"),
+        )
+    })?;
     builder.build().map_err(|e| {
         BackendError::new(
             ErrorKind::InvalidConfig,

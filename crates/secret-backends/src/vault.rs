@@ -921,6 +921,7 @@ fn http_client(
         .timeout(options.timeout)
         .connect_timeout(options.timeout.min(Duration::from_secs(10)))
         .redirect(crate::http::same_origin_redirects());
+    let mut extra = Vec::new();
     if address.scheme() == "http" {
         // as vaultrs does (reqwest#2988): no system roots to load for plain http
         builder = builder.tls_certs_only(Vec::new());
@@ -932,7 +933,8 @@ fn http_client(
             ))
             .with_source(e)
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        // Checked here for the message; platform_tls reads the PEM again.
+        reqwest::Certificate::from_pem_bundle(&pem)
             .ok()
             .filter(|certs| !certs.is_empty())
             .ok_or_else(|| {
@@ -941,7 +943,13 @@ fn http_client(
                     path.display()
                 ))
             })?;
-        builder = builder.tls_certs_merge(certs);
+        extra.push(pem);
+    }
+    if address.scheme() != "http" {
+        // The platform's roots, read at the first handshake (platform-tls), and ca_file's.
+        builder = platform_tls::platform_roots(builder, &extra).map_err(|message| {
+            invalid(format!("cannot use the CA file: {message}: check ca_file"))
+        })?;
     }
     builder.build().map_err(|e| {
         invalid("cannot build the HTTPS client (is a ca_file certificate malformed?)".to_owned())

@@ -38,10 +38,12 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
 /// The HTTP client webhooks share: rustls, no redirects.
 pub fn client() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("secret-sync/", env!("CARGO_PKG_VERSION")))
-        .build()?)
+        .user_agent(concat!("secret-sync/", env!("CARGO_PKG_VERSION")));
+    // The platform's roots, read at the first handshake (platform-tls).
+    let builder = platform_tls::platform_roots(builder, &[]).map_err(anyhow::Error::msg)?;
+    Ok(builder.build()?)
 }
 
 /// The document a webhook receives.
