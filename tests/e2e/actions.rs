@@ -348,6 +348,19 @@ struct HupCounter(std::process::Child);
 
 impl HupCounter {
     async fn start(w: &World) -> HupCounter {
+        // A shell cannot trap a signal that was ignored when it started (POSIX `trap`), and it
+        // inherits this process's dispositions: under `nohup` it would count nothing.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let ignored = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigIgn:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .unwrap_or(0);
+        assert!(
+            ignored & 1 == 0,
+            "SIGHUP is ignored in this test process (started under nohup?): the counter shell \
+             could not trap it; run the tests without nohup"
+        );
         let script = w.script(
             "counter.sh",
             "n=0\ntrap 'n=$((n+1)); echo $n > \"$1/hups\"' HUP\necho $$ > \"$1/app.pid\"\n\
