@@ -624,9 +624,9 @@ impl TokenClient {
     }
 }
 
-/// The roots of `options.extra_root_certificates`, each file checked to hold PEM certificates.
-pub(crate) fn extra_roots(options: &ClientOptions) -> Result<Vec<reqwest::Certificate>, Error> {
-    let mut roots = Vec::new();
+/// Checks that each file of `options.extra_root_certificates` holds PEM certificates (the
+/// client's TLS reads them itself: `platform_tls`); the error names the file by its number.
+pub(crate) fn check_extra_roots(options: &ClientOptions) -> Result<(), Error> {
     for (i, pem) in options.extra_root_certificates.iter().enumerate() {
         let not_pem = || {
             Error::new(
@@ -643,9 +643,8 @@ pub(crate) fn extra_roots(options: &ClientOptions) -> Result<Vec<reqwest::Certif
         if certs.is_empty() {
             return Err(not_pem());
         }
-        roots.extend(certs);
     }
-    Ok(roots)
+    Ok(())
 }
 
 /// A connection pool as every client of this crate has one: rustls, `options`' timeout for a
@@ -654,7 +653,7 @@ pub(crate) fn extra_roots(options: &ClientOptions) -> Result<Vec<reqwest::Certif
 /// read at the first TLS handshake: `platform_tls`); `proxied` says whether the proxy variables
 /// apply.
 pub(crate) fn build_http(options: &ClientOptions, proxied: bool) -> Result<reqwest::Client, Error> {
-    extra_roots(options)?;
+    check_extra_roots(options)?;
     let mut builder = reqwest::Client::builder()
         .timeout(options.request_timeout)
         .connect_timeout(options.request_timeout)

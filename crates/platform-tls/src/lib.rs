@@ -31,27 +31,30 @@ pub fn platform_roots(
     extra_roots: &[Vec<u8>],
 ) -> Result<reqwest::ClientBuilder, String> {
     let provider = provider();
-    let verifier = if extra_roots.is_empty() {
-        static SHARED: OnceLock<Arc<LazyPlatformVerifier>> = OnceLock::new();
-        Arc::clone(SHARED.get_or_init(|| Arc::new(LazyPlatformVerifier::new(Vec::new()))))
-    } else {
-        let mut extra = Vec::new();
-        for (i, pem) in extra_roots.iter().enumerate() {
-            let certs = CertificateDer::pem_slice_iter(pem)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| format!("extra root certificate #{}: {e}", i + 1))?;
-            extra.extend(certs);
-        }
-        // Checked now, as a client build checked them before: a malformed extra root is a
-        // setup error, not a failed handshake later.
-        let mut store = rustls::RootCertStore::empty();
-        for cert in &extra {
-            store
-                .add(cert.clone())
-                .map_err(|e| format!("an extra root certificate cannot be used: {e}"))?;
-        }
-        Arc::new(LazyPlatformVerifier::new(extra))
-    };
+    let verifier =
+        if extra_roots.is_empty() {
+            static SHARED: OnceLock<Arc<LazyPlatformVerifier>> = OnceLock::new();
+            Arc::clone(SHARED.get_or_init(|| {
+                Arc::new(LazyPlatformVerifier::new(Arc::clone(&provider), Vec::new()))
+            }))
+        } else {
+            let mut extra = Vec::new();
+            for (i, pem) in extra_roots.iter().enumerate() {
+                let certs = CertificateDer::pem_slice_iter(pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("extra root certificate #{}: {e}", i + 1))?;
+                extra.extend(certs);
+            }
+            // Checked now, as a client build checked them before: a malformed extra root is a
+            // setup error, not a failed handshake later.
+            let mut store = rustls::RootCertStore::empty();
+            for cert in &extra {
+                store
+                    .add(cert.clone())
+                    .map_err(|e| format!("an extra root certificate cannot be used: {e}"))?;
+            }
+            Arc::new(LazyPlatformVerifier::new(Arc::clone(&provider), extra))
+        };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
@@ -80,9 +83,9 @@ struct LazyPlatformVerifier {
 }
 
 impl LazyPlatformVerifier {
-    fn new(extra: Vec<CertificateDer<'static>>) -> Self {
+    fn new(provider: Arc<CryptoProvider>, extra: Vec<CertificateDer<'static>>) -> Self {
         LazyPlatformVerifier {
-            provider: provider(),
+            provider,
             extra,
             verifier: OnceLock::new(),
         }

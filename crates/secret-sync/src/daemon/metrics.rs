@@ -99,7 +99,8 @@ struct Table {
     /// By job: where its name is in `text`, and its first target (its targets run up to the
     /// next job's first).
     jobs: Vec<(Range<usize>, usize)>,
-    /// By target: where its label is in `text`, and its series.
+    /// By target (a job's in the order of their labels): where its label is in `text`, and
+    /// its series.
     targets: Vec<(Range<usize>, TargetSeries)>,
     /// By job: passes, by [`Status`] (success, failure).
     runs: Vec<[u64; 2]>,
@@ -154,13 +155,6 @@ impl Table {
     fn target(&self, job: &str, label: &str) -> Option<usize> {
         self.targets_of(self.job(job)?)
             .find(|&target| self.label(target) == label)
-    }
-
-    /// The target indices of `job` in the order of their labels.
-    fn targets_by_label(&self, job: usize) -> Vec<usize> {
-        let mut targets: Vec<usize> = self.targets_of(job).collect();
-        targets.sort_by(|a, b| self.label(*a).cmp(self.label(*b)));
-        targets
     }
 }
 
@@ -224,6 +218,7 @@ impl Metrics {
             table
                 .jobs
                 .push((start..table.text.len(), table.targets.len()));
+            let first = table.targets.len();
             for (backend, target) in targets {
                 let start = table.text.len();
                 table.text.push_str(backend);
@@ -233,6 +228,9 @@ impl Metrics {
                     .targets
                     .push((start..table.text.len(), TargetSeries::default()));
             }
+            // A job's targets in the order of their labels, as they are rendered.
+            let text = &table.text;
+            table.targets[first..].sort_by(|a, b| text[a.0.clone()].cmp(&text[b.0.clone()]));
         }
         table.text.shrink_to_fit();
         table.runs = vec![[0; 2]; table.jobs.len()];
@@ -400,7 +398,7 @@ impl Metrics {
         );
         let table = &state.table;
         for &job in &table.by_name {
-            for target in table.targets_by_label(job) {
+            for target in table.targets_of(job) {
                 for outcome in OUTCOMES_BY_NAME {
                     let value = table.targets[target].1.writes[outcome_index(outcome)];
                     if value > 0 {
@@ -425,7 +423,7 @@ impl Metrics {
             "Unix time at which the token a target holds expires.",
         );
         for &job in &table.by_name {
-            for target in table.targets_by_label(job) {
+            for target in table.targets_of(job) {
                 if let Some(expiry) = table.targets[target].1.expiry {
                     sample(
                         &mut out,
