@@ -180,8 +180,21 @@ async fn watch_refreshes_short_lived_tokens_and_two_jobs_share_one_request_per_r
         seen_a.len()
     );
     // Coalescing: the two jobs' targets always got the same tokens, each from one request.
-    assert_eq!(seen_a, seen_b, "the jobs did not share their tokens");
-    let distinct: BTreeSet<&String> = seen_a.iter().collect();
+    // Each job has its own jitter, so SIGTERM may come between the two passes of one refresh:
+    // then one target holds the newest token and the other one not yet (seen in CI).
+    let common = seen_a.len().min(seen_b.len());
+    assert!(
+        seen_a.len().abs_diff(seen_b.len()) <= 1,
+        "the targets were written {} and {} times",
+        seen_a.len(),
+        seen_b.len()
+    );
+    assert_eq!(
+        seen_a[..common],
+        seen_b[..common],
+        "the jobs did not share their tokens"
+    );
+    let distinct: BTreeSet<&String> = seen_a.iter().chain(&seen_b).collect();
     assert_eq!(
         w.entra.token_request_count(),
         distinct.len(),
