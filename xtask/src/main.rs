@@ -3,8 +3,9 @@
 //! - `setup`: create the Python venv with the pinned real test servers (moto, OpenBao).
 //! - `ci`: everything CI checks: setup, `cargo fmt --check`, clippy with `-D warnings` (default
 //!   features, then all features: `conformance`, `fuzzing`), the
-//!   packaging lint, all tests, README's Install section (install.rs), every fuzz target for
-//!   30 s (fuzz.rs), the demo.
+//!   packaging lint, all tests, README's Install section (install.rs), the demo, every fuzz
+//!   target for 30 s (fuzz.rs). With `CI` set it prints the free disk before each step and
+//!   removes what a step built once no later step needs it (disk.rs).
 //! - `install-check`: README's Install block, then its Use steps with the installed binary
 //!   (install.rs; a step of `ci`).
 //! - `lint`: the release packaging (Dockerfile, workflows, action.yml) checked with hadolint and
@@ -23,6 +24,7 @@
 mod bench;
 mod bench_daemon;
 mod demo;
+mod disk;
 mod fuzz;
 mod install;
 mod lint;
@@ -40,7 +42,7 @@ usage: cargo xtask <task>
 tasks:
   setup   create .venv with the pinned test servers (moto, OpenBao, boto3)
   ci      setup, then cargo fmt --check, clippy -D warnings, lint, every test, README's
-          Install section (into target/install-check/), every fuzz target for 30 s, and the demo
+          Install section (into target/install-check/), the demo, and every fuzz target for 30 s
   lint    check Dockerfile (hadolint), .github/workflows/ and the recipe workflow, and
           action.yml (check-jsonschema's GitHub schemas); tools from .venv
   install-check  run README's Install block (cargo install --debug into target/install-check/),
@@ -139,8 +141,13 @@ fn setup() -> Result<()> {
 
 fn ci() -> Result<()> {
     let root = workspace_root();
+    // With CI set: the free space before each step, and what a step built removed once no
+    // later step reads it (disk.rs).
+    let tidy = disk::Tidy::new(&root);
+    tidy.before("setup");
     servers::install(&root)?;
     cargo(&root, &["fmt", "--all", "--check"])?;
+    tidy.before("clippy");
     cargo(
         &root,
         &[
@@ -168,17 +175,23 @@ fn ci() -> Result<()> {
             "warnings",
         ],
     )?;
+    tidy.after_clippy()?;
     lint::run(&root)?;
+    tidy.before("the tests");
     cargo(&root, &["test", "--workspace", "--all-targets", "--locked"])?;
     // Doc tests are not part of --all-targets.
     cargo(&root, &["test", "--workspace", "--doc", "--locked"])?;
     // After the tests, not beside them: the install build would starve their timing.
+    tidy.before("the install check");
     install::check(&root)?;
-    // Every fuzz target for a bounded time (nightly; its own target dir, fuzz/target).
+    // README's first command must keep working on a fresh clone too.
+    tidy.before("the demo");
+    demo::run(&root)?;
+    // Last: every fuzz target for a bounded time (nightly; its own target dir, fuzz/target).
+    tidy.before_fuzz()?;
+    tidy.before("the fuzz build");
     fuzz::install()?;
     fuzz::ci(&root)?;
-    // README's first command must keep working on a fresh clone too.
-    demo::run(&root)?;
     Ok(())
 }
 
