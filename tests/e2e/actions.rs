@@ -992,6 +992,86 @@ async fn an_unreachable_webhook_fails_after_its_attempts_and_its_query_is_never_
     run.assert_no_leak(&["query-held-key"]);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_to_a_private_ca_fails_at_once_naming_ca_file_and_is_delivered_with_it() {
+    use testkit::{Behaviour, HostileServer};
+
+    let w = World::start().await;
+    let server = HostileServer::start_tls(Behaviour::answer(204, "text/plain", ""))
+        .await
+        .unwrap();
+    let hook = server.url("/hooks/token");
+    // The platform's roots do not know the receiver's CA: refused at the first attempt (of 5),
+    // without a retry, saying what to do.
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!("actions = [{{ webhook = \"{hook}\", attempts = 5 }}]"),
+    );
+    let started = Instant::now();
+    let run = w.run(&["run"], &[]).await;
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("its TLS certificate was refused")
+            && run.stdout.contains("not retried")
+            && run.stdout.contains("ca_file"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("attempt(s)"),
+        "a refused certificate was retried:\n{}",
+        run.stdout
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        server.request_count(),
+        0,
+        "no request got past the handshake"
+    );
+
+    // With the CA as the action's ca_file (relative to the config's directory) it is delivered.
+    server.write_ca_pem(&w.path("hooks-ca.pem")).unwrap();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!("actions = [{{ webhook = \"{hook}\", ca_file = \"hooks-ca.pem\" }}]"),
+    );
+    let run = w.run(&["run", "--force"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("answered 204 (attempt 1)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.request_count(), 1);
+    assert_eq!(server.requests()[0].path, "/hooks/token");
+
+    // A ca_file that does not exist is a config error naming the key; an exec has none.
+    w.write_config(
+        &[&file_target("graph.json")],
+        &format!(
+            "actions = [{{ webhook = \"{hook}\", ca_file = \"missing-ca.pem\" }},\n\
+             {{ exec = [\"/bin/true\"], ca_file = \"hooks-ca.pem\" }}]"
+        ),
+    );
+    let run = w.run(&["validate"], &[]).await;
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("jobs.graph.actions[0].ca_file")
+            && run.stderr.contains("missing-ca.pem does not exist"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("jobs.graph.actions[1].ca_file"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// A script `DIR/NAME` whose run `/bin/sh SCRIPT DIR LABEL` records its pid in `DIR/LABEL.pid`
 /// and its child's (a `sleep 300`) in `DIR/LABEL.child.pid`, then waits for the child.
 fn hanging_script(w: &World) -> String {

@@ -23,6 +23,20 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, Error as TlsError, SignatureScheme};
 use rustls_platform_verifier::Verifier;
 
+/// Whether `err` or one of its causes is a TLS handshake this side refused, such as a server
+/// certificate that no trusted root signed (`invalid peer certificate: UnknownIssuer`): a
+/// refusal no retry changes. rustls reports it as an I/O error of kind `InvalidData`, which the
+/// connector wraps in another I/O error (whose `source()` skips it, hence `get_ref`).
+pub fn is_tls_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    fn invalid_data(err: &(dyn std::error::Error + 'static)) -> bool {
+        err.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::InvalidData
+                || io.get_ref().is_some_and(|inner| invalid_data(inner))
+        })
+    }
+    std::iter::successors(Some(err), |e| e.source()).any(invalid_data)
+}
+
 /// `builder` with TLS that trusts the platform's roots and the certificates of `extra_roots`
 /// (PEM bundles), TLS 1.2 and 1.3, ALPN `h2` and `http/1.1` (as reqwest's default). An error
 /// says which extra root cannot be used.
@@ -170,7 +184,7 @@ impl ServerCertVerifier for LazyPlatformVerifier {
 mod tests {
     use testkit::{Behaviour, HostileServer};
 
-    use super::platform_roots;
+    use super::{is_tls_refusal, platform_roots};
 
     fn client(extra: &[Vec<u8>]) -> reqwest::Client {
         platform_roots(reqwest::Client::builder(), extra)
@@ -195,6 +209,10 @@ mod tests {
             chain.contains("UnknownIssuer") || chain.contains("certificate"),
             "{chain}"
         );
+        assert!(
+            is_tls_refusal(&err),
+            "not seen as a refused handshake: {chain}"
+        );
 
         // Another CA's certificate as the extra root does not make it trusted either.
         let other = HostileServer::start_tls(Behaviour::json(200, &serde_json::json!({})))
@@ -203,6 +221,28 @@ mod tests {
         let other_ca = other.ca_pem().unwrap().as_bytes().to_vec();
         let err = client(&[other_ca]).get(server.url("/x")).send().await;
         assert!(err.is_err(), "a server signed by another CA was accepted");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_or_an_http_error_is_not_a_tls_refusal() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let err = client(&[])
+            .get(format!("https://127.0.0.1:{port}/x"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(err.is_connect(), "{err:?}");
+        assert!(!is_tls_refusal(&err), "{err:?}");
+        // A handshake that completed, then a 500: an answer, not a refusal.
+        let server = HostileServer::start_tls(Behaviour::json(500, &serde_json::json!({})))
+            .await
+            .unwrap();
+        let ca = server.ca_pem().unwrap().as_bytes().to_vec();
+        let answer = client(&[ca]).get(server.url("/x")).send().await.unwrap();
+        let err = answer.error_for_status().unwrap_err();
+        assert!(!is_tls_refusal(&err), "{err:?}");
     }
 
     #[test]

@@ -962,7 +962,7 @@ struct Http(reqwest::Client);
 impl HttpClient for Http {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let response = self.0.execute_request(request).await.map_err(|err| {
-            if is_tls_refusal(&err) {
+            if platform_tls::is_tls_refusal(&err) {
                 azure_core::Error::new(azure_core::error::ErrorKind::Other, TlsRefused(err))
             } else {
                 err
@@ -1016,18 +1016,6 @@ impl Stream for CappedBody {
 #[derive(Debug, thiserror::Error)]
 #[error("the vault's TLS certificate was refused")]
 struct TlsRefused(#[source] azure_core::Error);
-
-/// rustls reports a refused handshake as an I/O error of kind `InvalidData`, which the
-/// connector wraps in another I/O error (whose `source()` skips it, hence `get_ref`).
-fn is_tls_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
-    fn invalid_data(err: &(dyn std::error::Error + 'static)) -> bool {
-        err.downcast_ref::<std::io::Error>().is_some_and(|io| {
-            io.kind() == std::io::ErrorKind::InvalidData
-                || io.get_ref().is_some_and(|inner| invalid_data(inner))
-        })
-    }
-    causes(err).any(invalid_data)
-}
 
 /// `err` and its sources, outermost first.
 fn causes<'a>(
@@ -1740,13 +1728,13 @@ mod tests {
             handshake,
             "failed to execute `reqwest` request",
         );
-        assert!(is_tls_refusal(&tls));
+        assert!(platform_tls::is_tls_refusal(&tls));
         let refused = azure_core::Error::with_error(
             azure_core::error::ErrorKind::Connection,
             io::Error::new(io::ErrorKind::ConnectionRefused, "Connection refused"),
             "failed to execute `reqwest` request",
         );
-        assert!(!is_tls_refusal(&refused));
+        assert!(!platform_tls::is_tls_refusal(&refused));
 
         let kv = store(options("https://contoso.vault.azure.net")).unwrap();
         let wrapped = azure_core::Error::new(azure_core::error::ErrorKind::Other, TlsRefused(tls));

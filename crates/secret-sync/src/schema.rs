@@ -838,6 +838,10 @@ fn action_definitions() -> Value {
                             "type": "integer",
                             "minimum": 1,
                             "maximum": 10
+                        },
+                        "ca_file": {
+                            "description": "A PEM bundle of CA certificates trusted for the receiver beside the platform's (a private CA). Must exist.",
+                            "$ref": "#/definitions/path"
                         }
                     }
                 }

@@ -30,7 +30,8 @@ pub mod webhook;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -217,7 +218,9 @@ pub struct Actions {
     /// Environment variables an `exec` never inherits.
     secret_env: BTreeSet<String>,
     stores: Stores,
-    http: OnceLock<reqwest::Client>,
+    /// The webhook clients, one per `ca_file` (`None`: the platform's roots only), each made
+    /// at the first webhook that needs it.
+    http: Mutex<Vec<(Option<PathBuf>, reqwest::Client)>>,
     /// When the daemon's stop cuts its actions off: `None` until it stops.
     stop: watch::Sender<Option<Instant>>,
 }
@@ -258,7 +261,7 @@ impl Actions {
             jobs,
             secret_env,
             stores,
-            http: OnceLock::new(),
+            http: Mutex::new(Vec::new()),
             stop: watch::Sender::new(None),
         }
     }
@@ -472,6 +475,7 @@ impl Actions {
                 signing_key,
                 timeout,
                 attempts,
+                ca_file,
             } => {
                 let key = match signing_key {
                     Some(source) => Some(
@@ -481,13 +485,9 @@ impl Actions {
                     ),
                     None => None,
                 };
-                let client = match self.http.get() {
-                    Some(client) => client,
-                    None => {
-                        let client = webhook::client().map_err(|err| format!("{err:#}"))?;
-                        self.http.get_or_init(|| client)
-                    }
-                };
+                let client = self
+                    .webhook_client(ca_file.as_deref(), &due.action.key)
+                    .await?;
                 let request = webhook::Request {
                     url,
                     body: webhook::body(&due.action.key, &due.context),
@@ -496,9 +496,44 @@ impl Actions {
                     attempts: *attempts,
                     within: left.min(ActionSpec::MAX_TIMEOUT),
                 };
-                webhook::send(client, request).await
+                webhook::send(&client, request).await
             }
         }
+    }
+
+    /// The webhook client that trusts `ca_file` (of the action `key`) beside the platform's
+    /// roots, made once per file (reqwest clients are shared handles).
+    async fn webhook_client(
+        &self,
+        ca_file: Option<&Path>,
+        key: &str,
+    ) -> Result<reqwest::Client, String> {
+        let known = |clients: &[(Option<PathBuf>, reqwest::Client)]| {
+            clients
+                .iter()
+                .find(|(file, _)| file.as_deref() == ca_file)
+                .map(|(_, client)| client.clone())
+        };
+        if let Some(client) = known(&self.http.lock().unwrap_or_else(PoisonError::into_inner)) {
+            return Ok(client);
+        }
+        let extra =
+            match ca_file {
+                Some(file) => vec![tokio::fs::read(file).await.map_err(|err| {
+                    format!("{key}.ca_file: cannot read {}: {err}", file.display())
+                })?],
+                None => Vec::new(),
+            };
+        let client = webhook::client(&extra).map_err(|err| match ca_file {
+            Some(file) => format!("{key}.ca_file: {}: {err:#}", file.display()),
+            None => format!("{err:#}"),
+        })?;
+        let mut clients = self.http.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = known(&clients) {
+            return Ok(client);
+        }
+        clients.push((ca_file.map(Path::to_owned), client.clone()));
+        Ok(client)
     }
 
     /// The environment of an `exec`: the process's, minus the config's secret sources and any

@@ -7,12 +7,12 @@
 //! is signed too, so a receiver can refuse replays. The HMAC is aws-lc-rs's, the crypto
 //! provider rustls already uses (no second crypto stack).
 //!
-//! The client is reqwest over rustls (the platform's roots, as the token client), follows no
-//! redirect (a 3xx is a failure, so the signed document never goes where the config does not
+//! The client is reqwest over rustls (the platform's roots, as the token client, plus the
+//! action's `ca_file`), follows no redirect (a 3xx is a failure, so the signed document never goes where the config does not
 //! say) and reads at most [`MAX_ANSWER`] bytes of an answer, for the log. An attempt that
 //! times out, cannot connect or gets a 5xx or 429 is retried with exponential backoff (0.5 s,
 //! 1 s, 2 s, ...), up to `attempts` tries, all within the time the caller gives (the pass's
-//! deadline, at most 30 s); any other 4xx fails at once.
+//! deadline, at most 30 s); any other 4xx fails at once, and so does a refused certificate.
 
 use std::time::Duration;
 
@@ -36,13 +36,14 @@ pub const MAX_ANSWER: usize = 4096;
 /// The first retry's wait; each further one doubles it.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The HTTP client webhooks share: rustls, no redirects.
-pub fn client() -> anyhow::Result<reqwest::Client> {
+/// An HTTP client for webhooks: rustls, no redirects, the platform's roots plus those of
+/// `extra_roots` (the PEM bundle of an action's `ca_file`).
+pub fn client(extra_roots: &[Vec<u8>]) -> anyhow::Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("secret-sync/", env!("CARGO_PKG_VERSION")));
     // The platform's roots, read at the first handshake (platform-tls).
-    let builder = platform_tls::platform_roots(builder, &[]).map_err(anyhow::Error::msg)?;
+    let builder = platform_tls::platform_roots(builder, extra_roots).map_err(anyhow::Error::msg)?;
     Ok(builder.build()?)
 }
 
@@ -167,6 +168,14 @@ pub async fn send(client: &reqwest::Client, request: Request<'_>) -> Result<Stri
                     humantime::format_duration(request.timeout.min(left))
                 );
                 true
+            }
+            Err(err) if err.is_connect() && platform_tls::is_tls_refusal(&err) => {
+                // The same certificate is refused at every attempt.
+                return Err(format!(
+                    "{target}: its TLS certificate was refused ({}); not retried. If a private \
+                     CA signed it, give that CA's PEM as the action's ca_file",
+                    causes(err)
+                ));
             }
             Err(err) if err.is_connect() => {
                 last = format!("cannot connect to {target}: {}", causes(err));

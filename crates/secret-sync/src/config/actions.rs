@@ -38,7 +38,8 @@ pub mod keys {
     /// `{ signal = "HUP", pid_file = ... }`.
     pub const ACTION_SIGNAL: &[&str] = &["signal", "pid_file", "process_name"];
     /// `{ webhook = "https://..." }`.
-    pub const ACTION_WEBHOOK: &[&str] = &["webhook", "timeout", "signing_key", "attempts"];
+    pub const ACTION_WEBHOOK: &[&str] =
+        &["webhook", "timeout", "signing_key", "attempts", "ca_file"];
     /// Every key an action table may hold (the union of the three kinds).
     pub const ACTION: &[&str] = &[
         "exec",
@@ -49,6 +50,7 @@ pub mod keys {
         "process_name",
         "signing_key",
         "attempts",
+        "ca_file",
     ];
 }
 
@@ -111,6 +113,9 @@ pub enum ActionKind {
         /// `attempts` (1-10, default 3): tries, with backoff, on 5xx, 429, timeouts and
         /// connection errors.
         attempts: u32,
+        /// `ca_file`: a PEM bundle of CA certificates trusted for the receiver beside the
+        /// platform's (a receiver whose certificate a private CA signed). It exists at load time.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -452,11 +457,19 @@ impl Loader<'_> {
         } else {
             Some(ActionSpec::DEFAULT_WEBHOOK_ATTEMPTS)
         };
+        let ca_file = if table.has("ca_file") {
+            let file = self.existing_file(table, "ca_file");
+            file.as_ref()?;
+            file
+        } else {
+            None
+        };
         Some(ActionKind::Webhook {
             url: url?,
             signing_key,
             timeout: timeout?,
             attempts: attempts?,
+            ca_file,
         })
     }
 }
