@@ -603,6 +603,57 @@ async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_rotation_that_failed_is_retried_after_a_backoff_not_an_hour_later() {
+    use testkit::{Fault, GraphCall};
+
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    let backends = file_source(&fx);
+    let config = fx.config(
+        r#"{ from = "creds", ref = "graph-secret" }"#,
+        &format!("{}{backends}", rotation("1h")),
+    );
+    // An hour between checks: only a retry after a backoff comes within the test's time.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("check_every = \"1s\"", "check_every = \"1h\"");
+    std::fs::write(&config, text).unwrap();
+    // Graph answers addPassword 503 as often as the client tries within one check (5 times).
+    fx.entra.inject_graph_times(
+        GraphCall::AddPassword,
+        Fault::ServerError { status: 503 },
+        5,
+    );
+    let daemon = Daemon::spawn(fx.path("daemon.log"), &config, &["daemon"], &[]);
+    let output = daemon
+        .wait_for_output("rotated: the new password", Duration::from_secs(45))
+        .await;
+    let failed = output
+        .lines()
+        .find(|l| l.contains("client secret rotation failed"))
+        .unwrap_or_else(|| panic!("the first check did not fail:\n{output}"));
+    assert!(
+        failed.contains("retried after a backoff") && failed.contains("retry_in="),
+        "{failed}"
+    );
+    let (new_key, new_secret) = fx.new_password();
+    assert_eq!(
+        std::fs::read_to_string(fx.path("creds/graph-secret"))
+            .unwrap()
+            .trim(),
+        new_secret
+    );
+    assert_eq!(fx.key_ids().len(), 2, "the old key stays for the overlap");
+    assert!(fx.key_ids().contains(&new_key));
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    fx.assert_no_leak(&Run {
+        code,
+        stdout: output,
+        stderr: String::new(),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn validate_refuses_rotation_of_a_secret_from_the_environment() {
     let fx = Fixture::start(10, &[OWNED_BY]).await;
     let config = fx.config(r#"{ env = "GRAPH_SECRET" }"#, &rotation("1h"));

@@ -1,13 +1,15 @@
 //! The daemon's credential checks: every `check_every` (sooner when a recorded retirement or
-//! a rotation is due), for each job that watches or rotates: read the app from Graph, record
+//! a rotation is due, or after a failed check), for each job that watches or rotates: read the app from Graph, record
 //! the watch (state file, metric `secret_sync_credential_expiry_timestamp_seconds`), warn once
 //! when the secret in use is inside `warn_within`, and run a rotation check
 //! ([`super::rotate::check`] in [`Mode::Daemon`]: resume, clean up, rotate when due).
 //!
 //! It runs beside the sync loop as one task per loaded config ([`Task`]): a reload drops the
 //! old generation's task (aborting it: every step resumes from the record) and starts one for
-//! the new config. A failure is logged and retried at the next check; it never stops the
-//! token jobs.
+//! the new config. Each job keeps its own next check. A failed check is logged with when it
+//! is retried: after a backoff (the token jobs': 5 s doubling, drawn between half and all of
+//! it), at most `check_every`, so a Graph outage costs minutes, not an hour; the other jobs
+//! keep their times. A failure never stops the token jobs.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use super::watch::{Lifecycle, record, watch_job};
 use super::{days_left, earlier, later};
 use crate::config::SyncConfig;
 use crate::daemon::metrics::Metrics;
+use crate::daemon::scheduler::{backoff, random_sample};
 use crate::engine::Engine;
 use crate::output::rfc3339;
 
@@ -67,12 +70,23 @@ pub fn start(
 async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
     let check_every = lifecycle.config.settings.credentials.check_every;
     let mut warned: BTreeSet<(String, String)> = BTreeSet::new();
+    // Each job's next check and its failed checks in a row: a job whose check failed (Graph
+    // down, throttled, a store that refused the write-back) is checked again after a backoff
+    // (5 s doubling, at most check_every), the others keep their own times.
+    let start = OffsetDateTime::now_utc();
+    let mut due: Vec<OffsetDateTime> = vec![start; names.len()];
+    let mut failures: Vec<u32> = vec![0; names.len()];
     loop {
-        let mut next = later(OffsetDateTime::now_utc(), check_every);
-        for name in &names {
+        for (index, name) in names.iter().enumerate() {
+            if due[index] > OffsetDateTime::now_utc() {
+                continue;
+            }
             let Some(job) = lifecycle.config.job(name) else {
+                due[index] = later(OffsetDateTime::now_utc(), check_every);
                 continue;
             };
+            let mut next = later(OffsetDateTime::now_utc(), check_every);
+            let mut failed: Vec<(&str, String)> = Vec::new();
             match watch_job(&lifecycle, job).await {
                 Ok(watch) => {
                     record(&lifecycle.config, &watch);
@@ -89,26 +103,47 @@ async fn run(lifecycle: Lifecycle, names: Vec<String>, metrics: Arc<Metrics>) {
                             "the app's {} in use expires within warn_within", watch.in_use_word());
                     }
                 }
-                Err(err) => {
-                    warn!(job = %job.name, error = format!("{err:#}"),
-                        "cannot watch the app's credentials; retried at the next check");
-                }
+                Err(err) => failed.push(("watch", format!("{err:#}"))),
             }
             if job.lifecycle.rotation.is_some() {
                 match rotate::check(&lifecycle, job, Mode::Daemon).await {
                     Ok(report) => {
-                        if let Some(due) = report.next_due {
-                            next = next.min(due);
+                        if let Some(at) = report.next_due {
+                            next = next.min(at);
                         }
                     }
-                    Err(err) => {
-                        error!(job = %job.name, error = format!("{err:#}"),
-                            "client secret rotation failed; the old secret is kept; retried at the next check");
+                    Err(err) => failed.push(("rotation", format!("{err:#}"))),
+                }
+            }
+            if failed.is_empty() {
+                failures[index] = 0;
+            } else {
+                failures[index] = failures[index].saturating_add(1);
+                let wait = backoff(failures[index], check_every, random_sample());
+                next = next.min(later(OffsetDateTime::now_utc(), wait));
+                let retry_in =
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                        .to_string();
+                for (step, error) in failed {
+                    if step == "watch" {
+                        warn!(job = %job.name, error, retry_in,
+                            failures = failures[index],
+                            "cannot watch the app's credentials; retried after a backoff");
+                    } else {
+                        error!(job = %job.name, error, retry_in,
+                            failures = failures[index],
+                            "client secret rotation failed; the old secret is kept; retried after a backoff");
                     }
                 }
             }
+            due[index] = next;
         }
-        let wait = next - OffsetDateTime::now_utc();
+        let first = due
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or_else(|| later(OffsetDateTime::now_utc(), check_every));
+        let wait = first - OffsetDateTime::now_utc();
         let wait = Duration::try_from(wait)
             .unwrap_or_default()
             .max(Duration::from_secs(1));

@@ -94,11 +94,7 @@ impl Timing {
         now: OffsetDateTime,
         sample: u64,
     ) -> Duration {
-        let doublings = failures.saturating_sub(1).min(16);
-        let full = BACKOFF_FIRST
-            .saturating_mul(1 << doublings)
-            .min(BACKOFF_MAX);
-        let mut wait = full / 2 + (full / 2).mul_f64(fraction(sample));
+        let mut wait = backoff(failures, BACKOFF_MAX, sample);
         if let Some(expiry) = earliest_expiry
             && expiry > now
         {
@@ -106,6 +102,16 @@ impl Timing {
         }
         wait.max(BACKOFF_MIN)
     }
+}
+
+/// The wait after the `failures`-th failure in a row: [`BACKOFF_FIRST`], doubling with each
+/// further one up to `max`, drawn between half and all of that (`sample`, [`random_sample`]), so
+/// that what failed together does not retry in the same instant. The token jobs' backoff
+/// ([`Timing::after_failure`]) and the daemon's credential checks (`max` = `check_every`).
+pub fn backoff(failures: u32, max: Duration, sample: u64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    let full = BACKOFF_FIRST.saturating_mul(1 << doublings).min(max);
+    full / 2 + (full / 2).mul_f64(fraction(sample))
 }
 
 /// Whether a pass left a target with an expired token or none: `earliest_expiry` is the
@@ -269,6 +275,28 @@ mod tests {
         assert_eq!(
             TIMING.after_failure(u32::MAX, None, NOW, u64::MAX),
             BACKOFF_MAX
+        );
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_the_cap_it_is_given() {
+        // The credential checks' cap is check_every (here 1 minute).
+        let waits: Vec<Duration> = (1..=6)
+            .map(|n| backoff(n, Duration::from_secs(60), u64::MAX))
+            .collect();
+        let expected: Vec<Duration> = [5, 10, 20, 40, 60, 60]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect();
+        assert_eq!(waits, expected);
+        assert_eq!(
+            backoff(2, Duration::from_secs(60), 0),
+            Duration::from_secs(5)
+        );
+        // A cap below the first wait is the wait.
+        assert_eq!(
+            backoff(1, Duration::from_secs(2), u64::MAX),
+            Duration::from_secs(2)
         );
     }
 
