@@ -654,6 +654,34 @@ async fn a_daemon_rotation_that_failed_is_retried_after_a_backoff_not_an_hour_la
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn the_daemons_checks_reuse_one_graph_connection() {
+    let fx = Fixture::start(10, &[OWNED_BY]).await;
+    fx.config(r#"{ env = "GRAPH_SECRET" }"#, "");
+    let daemon = Daemon::spawn(
+        fx.path("daemon.log"),
+        &fx.path("secret-sync.toml"),
+        &["daemon"],
+        &[("GRAPH_SECRET", SECRET)],
+    );
+    // check_every = 1s: wait for five checks of the app.
+    let checked = wait_until(Duration::from_secs(20), || {
+        fx.entra.graph_requests().len() >= 5
+    })
+    .await;
+    assert!(checked, "{}", daemon.output());
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    // The token client's two (its pools; the job's token and the Graph token) and one for
+    // Graph. A new Graph client per check opened one per check: 7 here before.
+    let connections = fx.entra.connections_accepted();
+    assert!(
+        connections <= 3,
+        "{connections} connections for {} Graph requests",
+        fx.entra.graph_requests().len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn validate_refuses_rotation_of_a_secret_from_the_environment() {
     let fx = Fixture::start(10, &[OWNED_BY]).await;
     let config = fx.config(r#"{ env = "GRAPH_SECRET" }"#, &rotation("1h"));

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -111,6 +112,8 @@ pub(crate) struct ServerHandle {
     addr: SocketAddr,
     tls: bool,
     task: JoinHandle<()>,
+    /// TCP connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -125,12 +128,20 @@ impl ServerHandle {
             .map_err(TestkitError::Bind)?;
         let addr = listener.local_addr().map_err(TestkitError::Bind)?;
         let is_tls = tls.is_some();
-        let task = tokio::spawn(accept_loop(listener, tls, handler));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(accept_loop(listener, tls, handler, Arc::clone(&accepted)));
         Ok(ServerHandle {
             addr,
             tls: is_tls,
             task,
+            accepted,
         })
+    }
+
+    /// How many TCP connections the server has accepted (a client that reuses its connections
+    /// opens few).
+    pub(crate) fn connections_accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT`, without a trailing slash.
@@ -157,13 +168,19 @@ impl Drop for ServerHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, handler: Handler) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: Handler,
+    count: Arc<AtomicUsize>,
+) {
     // Connections live in this set, so aborting the accept task closes them all.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _peer)) = accepted else { continue };
+                count.fetch_add(1, Ordering::Relaxed);
                 let handler = handler.clone();
                 let tls = tls.clone();
                 connections.spawn(async move {

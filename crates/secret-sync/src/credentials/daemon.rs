@@ -58,11 +58,7 @@ pub fn start(
         return None;
     }
     let (stores, cache) = engine.stores_and_cache();
-    let lifecycle = Lifecycle {
-        config: Arc::new(config.clone()),
-        stores: stores.clone(),
-        cache: Arc::clone(cache),
-    };
+    let lifecycle = Lifecycle::new(Arc::new(config.clone()), stores.clone(), Arc::clone(cache));
     let handle = tokio::spawn(run(lifecycle, names, metrics));
     Some(Task(handle.abort_handle()))
 }

@@ -226,7 +226,7 @@ pub async fn check(lifecycle: &Lifecycle, job: &JobSpec, mode: Mode) -> anyhow::
         .get(&rotation.source.backend)
         .ok_or_else(|| anyhow!("backend {:?} is not set up", rotation.source.backend))?
         .as_ref();
-    let graph = lifecycle.graph(job)?;
+    let graph = lifecycle.graph(job).await?;
     let (stored, token, application) = deadline
         .run("reading the job's secret and the app registration", async {
             let stored = store

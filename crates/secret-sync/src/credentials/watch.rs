@@ -8,7 +8,7 @@
 //! the cloud's Graph scope (`Cloud::graph_scope`). Graph's address is the cloud's unless
 //! `graph_endpoint` overrides it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Context, anyhow};
 use entra_auth::graph::{Application, GraphClient, GraphOptions};
@@ -16,6 +16,7 @@ use entra_auth::{AppCredential, ClientId, ClientOptions, Credential, TokenCache}
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
+use url::Url;
 
 use super::state::{CredentialState, JobState};
 use super::{InUse, days_left, in_use};
@@ -32,6 +33,10 @@ pub struct Lifecycle {
     pub config: Arc<SyncConfig>,
     pub stores: Stores,
     pub cache: Arc<TokenCache>,
+    /// The Graph clients made so far, one per endpoint ([`Lifecycle::graph`]), so that the
+    /// daemon's checks reuse their connections instead of a new client and TLS handshake per
+    /// job and check.
+    graph_clients: Arc<Mutex<Vec<(Url, GraphClient)>>>,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -49,27 +54,62 @@ impl Lifecycle {
             .await
             .map_err(Failure::usage)?;
         let (stores, cache) = engine.stores_and_cache();
-        Ok(Lifecycle {
-            stores: stores.clone(),
-            cache: Arc::clone(cache),
-            config: Arc::new(config),
-        })
+        Ok(Lifecycle::new(
+            Arc::new(config),
+            stores.clone(),
+            Arc::clone(cache),
+        ))
     }
 
-    /// The Graph client for `job`: its `graph_endpoint`, else its cloud's Graph.
-    pub fn graph(&self, job: &JobSpec) -> anyhow::Result<GraphClient> {
+    /// The lifecycle of `config` over an engine's stores and token cache.
+    pub fn new(config: Arc<SyncConfig>, stores: Stores, cache: Arc<TokenCache>) -> Self {
+        Lifecycle {
+            config,
+            stores,
+            cache,
+            graph_clients: Arc::default(),
+        }
+    }
+
+    /// The Graph client for `job`: its `graph_endpoint`, else its cloud's Graph; made at the
+    /// first use of that endpoint (reading `[settings] ca_file` then), then shared.
+    pub async fn graph(&self, job: &JobSpec) -> anyhow::Result<GraphClient> {
         let endpoint = match &job.lifecycle.watch.graph_endpoint {
             Some(url) => url.clone(),
             None => self.graph_authority(job).cloud().graph_endpoint(),
         };
+        let known = |clients: &[(Url, GraphClient)]| {
+            clients
+                .iter()
+                .find(|(url, _)| *url == endpoint)
+                .map(|(_, client)| client.clone())
+        };
+        if let Some(client) = known(
+            &self
+                .graph_clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(client);
+        }
         let mut options = ClientOptions::default();
         if let Some(ca_file) = &self.config.settings.ca_file {
-            let pem = std::fs::read(ca_file)
+            let pem = tokio::fs::read(ca_file)
+                .await
                 .with_context(|| format!("settings.ca_file: cannot read {}", ca_file.display()))?;
             options.extra_root_certificates.push(pem);
         }
-        GraphClient::new(endpoint, GraphOptions::from(options))
-            .context("cannot set up the Microsoft Graph client")
+        let client = GraphClient::new(endpoint.clone(), GraphOptions::from(options))
+            .context("cannot set up the Microsoft Graph client")?;
+        let mut clients = self
+            .graph_clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(client) = known(&clients) {
+            return Ok(client);
+        }
+        clients.push((endpoint, client.clone()));
+        Ok(client)
     }
 
     fn graph_authority<'a>(&self, job: &'a JobSpec) -> &'a entra_auth::Authority {
@@ -285,7 +325,7 @@ async fn watch_job_now(lifecycle: &Lifecycle, job: &JobSpec) -> anyhow::Result<J
         ),
         _ => (None, None),
     };
-    let graph = lifecycle.graph(job)?;
+    let graph = lifecycle.graph(job).await?;
     let token = lifecycle.graph_token(job, secret.as_ref()).await?;
     let application = graph
         .application(&token, &client_id)

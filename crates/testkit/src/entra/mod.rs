@@ -888,6 +888,12 @@ impl EntraEmulator {
             .set_edit(call, std::sync::Arc::new(edit));
     }
 
+    /// How many TCP connections the emulator has accepted, for every endpoint together: a
+    /// client that keeps its connections opens one and sends many requests on it.
+    pub fn connections_accepted(&self) -> usize {
+        self.server.connections_accepted()
+    }
+
     /// The Graph requests received so far, in order (`Authorization` is never recorded, a
     /// `secretText` in a body is redacted).
     pub fn graph_requests(&self) -> Vec<RecordedRequest> {

@@ -392,6 +392,27 @@ async fn shutdown_stops_the_server() {
     );
 }
 
+#[tokio::test]
+async fn connections_are_counted_not_requests() {
+    let entra = emulator_with_secret_app().await;
+    let url = entra.token_url(TENANT);
+    assert_eq!(entra.connections_accepted(), 0);
+    // One client, two requests: one kept-alive connection.
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        client.post(&url).form(&[("a", "b")]).send().await.unwrap();
+    }
+    assert_eq!(entra.connections_accepted(), 1);
+    // Another client opens its own.
+    reqwest::Client::new()
+        .post(&url)
+        .form(&[("a", "b")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entra.connections_accepted(), 2);
+}
+
 #[test]
 fn debug_output_never_shows_credentials() {
     let app = AppRegistration::new(TENANT, CLIENT_ID)
