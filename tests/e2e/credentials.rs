@@ -120,6 +120,16 @@ targets = [{{ to = "out", name = "graph-token" }}]
         path
     }
 
+    /// What `creds/graph-secret` (the file source of [`file_source`]) holds, byte for byte.
+    fn file_text(&self) -> String {
+        std::fs::read_to_string(self.path("creds/graph-secret")).unwrap()
+    }
+
+    /// The secret `creds/graph-secret` holds (a write-back may end it with a newline).
+    fn file_secret(&self) -> String {
+        self.file_text().trim().to_owned()
+    }
+
     /// Every secret the app holds or held, and every token issued: none may be printed.
     fn secrets(&self) -> Vec<String> {
         app_secrets_and_tokens(&self.entra, CLIENT, SECRET)
@@ -399,10 +409,7 @@ async fn rotate_in_a_file_ends_with_the_old_key_removed_after_the_overlap() {
         .collect();
     assert!(writes.is_empty(), "the dry run changed the app: {writes:?}");
     assert_eq!(fx.key_ids(), [KEY]);
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
-        SECRET
-    );
+    assert_eq!(fx.file_text(), SECRET);
 
     let run = fx.run(&["rotate", "--job", "graph"], &[]).await;
     run.assert_code(0);
@@ -413,12 +420,7 @@ async fn rotate_in_a_file_ends_with_the_old_key_removed_after_the_overlap() {
         "{}",
         run.stdout
     );
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim(),
-        new_secret
-    );
+    assert_eq!(fx.file_secret(), new_secret);
     let app = fx.entra.application(CLIENT).unwrap();
     let added = app.passwords.iter().find(|p| p.key_id == new_key).unwrap();
     let name = added.display_name.clone().unwrap();
@@ -475,12 +477,7 @@ async fn a_new_secret_that_works_only_after_the_propagation_delay_is_waited_for(
         "waited for the delay"
     );
     let (_, new_secret) = fx.new_password();
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim(),
-        new_secret
-    );
+    assert_eq!(fx.file_secret(), new_secret);
     // Never longer than propagation_timeout: a delay past it undoes the rotation.
     let fx = Fixture::start(10, &[OWNED_BY]).await;
     let backends = file_source(&fx);
@@ -501,10 +498,7 @@ async fn a_new_secret_that_works_only_after_the_propagation_delay_is_waited_for(
     assert!(run.stderr.contains("propagation_timeout"), "{}", run.stderr);
     assert!(run.stderr.contains("was removed again"), "{}", run.stderr);
     assert_eq!(fx.key_ids(), [KEY]);
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
-        SECRET
-    );
+    assert_eq!(fx.file_text(), SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -534,10 +528,7 @@ async fn a_policy_that_refuses_the_lifetime_changes_nothing() {
         run.stderr
     );
     assert_eq!(fx.key_ids(), [KEY]);
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
-        SECRET
-    );
+    assert_eq!(fx.file_text(), SECRET);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -562,12 +553,7 @@ async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after
     assert!(wait_until(Duration::from_secs(10), || !daemon.is_running()).await);
     let (new_key, new_secret) = fx.new_password();
     assert_eq!(fx.key_ids().len(), 2, "killed before the overlap ended");
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim(),
-        new_secret
-    );
+    assert_eq!(fx.file_secret(), new_secret);
     let killed = Run {
         code: 0,
         stdout: daemon.output(),
@@ -636,12 +622,7 @@ async fn a_daemon_rotation_that_failed_is_retried_after_a_backoff_not_an_hour_la
         "{failed}"
     );
     let (new_key, new_secret) = fx.new_password();
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim(),
-        new_secret
-    );
+    assert_eq!(fx.file_secret(), new_secret);
     assert_eq!(fx.key_ids().len(), 2, "the old key stays for the overlap");
     assert!(fx.key_ids().contains(&new_key));
     let (code, _, output) = daemon.stop("TERM").await;
@@ -1133,10 +1114,7 @@ async fn a_managed_identity_holding_application_readwrite_all_reads_and_rotates_
     run.assert_code(0);
     let (_, new_secret) = fx.new_password();
     assert!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim()
-            == new_secret,
+        fx.file_secret() == new_secret,
         "the new secret is in the file"
     );
     token_still_refreshed(&fx).await;
@@ -1179,10 +1157,7 @@ async fn a_first_rotation_killed_after_add_password_leaves_an_orphan_a_later_run
         .await;
     dry.assert_code(0);
     assert!(!sidecar.exists(), "the dry run wrote a record");
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret")).unwrap(),
-        SECRET
-    );
+    assert_eq!(fx.file_text(), SECRET);
 
     // The first rotation, killed while it waits for the new secret to propagate.
     fx.entra
@@ -1221,12 +1196,7 @@ async fn a_first_rotation_killed_after_add_password_leaves_an_orphan_a_later_run
         .unwrap_or_else(|| panic!("{name}"))
         .to_owned();
     // The secret is the old one, and the id in the orphan's name is recorded beside it.
-    assert_eq!(
-        std::fs::read_to_string(fx.path("creds/graph-secret"))
-            .unwrap()
-            .trim(),
-        SECRET
-    );
+    assert_eq!(fx.file_secret(), SECRET);
     let record: Value = serde_json::from_str(
         &std::fs::read_to_string(&sidecar)
             .unwrap_or_else(|e| panic!("no record beside the secret before addPassword: {e}")),
