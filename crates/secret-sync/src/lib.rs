@@ -4,6 +4,7 @@
 
 mod actions;
 mod cli;
+mod clients;
 mod completions;
 mod config;
 mod credentials;

@@ -31,7 +31,7 @@ pub mod webhook;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -41,6 +41,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::clients::Clients;
 use crate::config::{
     ActionKind, ActionSpec, BackendSpec, CredentialSpec, EntraIdentity, GraphIdentity, JobSpec,
     SecretSource, SyncConfig, Value as ConfigValue, VaultAuthSpec,
@@ -220,7 +221,7 @@ pub struct Actions {
     stores: Stores,
     /// The webhook clients, one per `ca_file` (`None`: the platform's roots only), each made
     /// at the first webhook that needs it.
-    http: Mutex<Vec<(Option<PathBuf>, reqwest::Client)>>,
+    http: Clients<Option<PathBuf>, reqwest::Client>,
     /// When the daemon's stop cuts its actions off: `None` until it stops.
     stop: watch::Sender<Option<Instant>>,
 }
@@ -261,7 +262,7 @@ impl Actions {
             jobs,
             secret_env,
             stores,
-            http: Mutex::new(Vec::new()),
+            http: Clients::default(),
             stop: watch::Sender::new(None),
         }
     }
@@ -508,32 +509,22 @@ impl Actions {
         ca_file: Option<&Path>,
         key: &str,
     ) -> Result<reqwest::Client, String> {
-        let known = |clients: &[(Option<PathBuf>, reqwest::Client)]| {
-            clients
-                .iter()
-                .find(|(file, _)| file.as_deref() == ca_file)
-                .map(|(_, client)| client.clone())
-        };
-        if let Some(client) = known(&self.http.lock().unwrap_or_else(PoisonError::into_inner)) {
+        let file = ca_file.map(Path::to_owned);
+        if let Some(client) = self.http.get(&file) {
             return Ok(client);
         }
         let extra =
             match ca_file {
-                Some(file) => vec![tokio::fs::read(file).await.map_err(|err| {
-                    format!("{key}.ca_file: cannot read {}: {err}", file.display())
+                Some(path) => vec![tokio::fs::read(path).await.map_err(|err| {
+                    format!("{key}.ca_file: cannot read {}: {err}", path.display())
                 })?],
                 None => Vec::new(),
             };
         let client = webhook::client(&extra).map_err(|err| match ca_file {
-            Some(file) => format!("{key}.ca_file: {}: {err:#}", file.display()),
+            Some(path) => format!("{key}.ca_file: {}: {err:#}", path.display()),
             None => format!("{err:#}"),
         })?;
-        let mut clients = self.http.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = known(&clients) {
-            return Ok(client);
-        }
-        clients.push((ca_file.map(Path::to_owned), client.clone()));
-        Ok(client)
+        Ok(self.http.keep(file, client))
     }
 
     /// The environment of an `exec`: the process's, minus the config's secret sources and any

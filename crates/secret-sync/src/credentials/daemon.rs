@@ -1,8 +1,9 @@
 //! The daemon's credential checks: every `check_every` (sooner when a recorded retirement or
-//! a rotation is due, or after a failed check), for each job that watches or rotates: read the app from Graph, record
-//! the watch (state file, metric `secret_sync_credential_expiry_timestamp_seconds`), warn once
-//! when the secret in use is inside `warn_within`, and run a rotation check
-//! ([`super::rotate::check`] in [`Mode::Daemon`]: resume, clean up, rotate when due).
+//! a rotation is due, or after a failed check), for each job that watches or rotates: read the
+//! app from Graph, record the watch (state file, metric
+//! `secret_sync_credential_expiry_timestamp_seconds`), warn once when the secret in use is
+//! inside `warn_within`, and run a rotation check ([`super::rotate::check`] in
+//! [`Mode::Daemon`]: resume, clean up, rotate when due).
 //!
 //! It runs beside the sync loop as one task per loaded config ([`Task`]): a reload drops the
 //! old generation's task (aborting it: every step resumes from the record) and starts one for

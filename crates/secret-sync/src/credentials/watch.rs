@@ -8,7 +8,7 @@
 //! the cloud's Graph scope (`Cloud::graph_scope`). Graph's address is the cloud's unless
 //! `graph_endpoint` overrides it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow};
 use entra_auth::graph::{Application, GraphClient, GraphOptions};
@@ -21,6 +21,7 @@ use url::Url;
 use super::state::{CredentialState, JobState};
 use super::{InUse, days_left, in_use};
 use crate::cli::{CredentialsArgs, OutputFormat};
+use crate::clients::Clients;
 use crate::config::{CredentialSpec, GraphIdentity, JobSpec, SecretSource, SyncConfig};
 use crate::engine::source::{self, Stores};
 use crate::failure::Failure;
@@ -36,7 +37,7 @@ pub struct Lifecycle {
     /// The Graph clients made so far, one per endpoint ([`Lifecycle::graph`]), so that the
     /// daemon's checks reuse their connections instead of a new client and TLS handshake per
     /// job and check.
-    graph_clients: Arc<Mutex<Vec<(Url, GraphClient)>>>,
+    graph_clients: Arc<Clients<Url, GraphClient>>,
 }
 
 impl std::fmt::Debug for Lifecycle {
@@ -78,18 +79,7 @@ impl Lifecycle {
             Some(url) => url.clone(),
             None => self.graph_authority(job).cloud().graph_endpoint(),
         };
-        let known = |clients: &[(Url, GraphClient)]| {
-            clients
-                .iter()
-                .find(|(url, _)| *url == endpoint)
-                .map(|(_, client)| client.clone())
-        };
-        if let Some(client) = known(
-            &self
-                .graph_clients
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        ) {
+        if let Some(client) = self.graph_clients.get(&endpoint) {
             return Ok(client);
         }
         let mut options = ClientOptions::default();
@@ -101,15 +91,7 @@ impl Lifecycle {
         }
         let client = GraphClient::new(endpoint.clone(), GraphOptions::from(options))
             .context("cannot set up the Microsoft Graph client")?;
-        let mut clients = self
-            .graph_clients
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(client) = known(&clients) {
-            return Ok(client);
-        }
-        clients.push((endpoint, client.clone()));
-        Ok(client)
+        Ok(self.graph_clients.keep(endpoint, client))
     }
 
     fn graph_authority<'a>(&self, job: &'a JobSpec) -> &'a entra_auth::Authority {
