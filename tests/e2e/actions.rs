@@ -967,6 +967,120 @@ async fn a_reload_keeps_a_failed_action_pending_unless_it_changed_the_action() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_failed_action_pending_when_the_daemon_was_killed_runs_after_the_restart() {
+    let w = World::start().await;
+    let dir = w.dir.path().display().to_string();
+    // Fails while `broken` exists; then records its run and what it was told.
+    let reload = w.script(
+        "reload.sh",
+        "if [ -e \"$1/broken\" ]; then exit 1; fi\n\
+         echo \"$SECRET_SYNC_TARGETS $SECRET_SYNC_EXPIRES_ON\" >> \"$1/reloaded.log\"\n",
+    );
+    std::fs::write(w.path("broken"), "").unwrap();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", &reload, &dir], ""),
+    );
+    let env = [("APP_SECRET", SECRET)];
+    let pending_file = w.path("actions-pending.json");
+    let mut daemon = Daemon::spawn(w.path("daemon.log"), &w.config_path(), &["daemon"], &env);
+    // The failed action is recorded on disk as soon as its pass ends.
+    let recorded = wait_until(Duration::from_secs(20), || pending_file.exists()).await;
+    assert!(recorded, "no pending file; log:\n{}", daemon.output());
+    daemon.signal("KILL");
+    assert!(wait_until(Duration::from_secs(10), || !daemon.is_running()).await);
+    let text = std::fs::read_to_string(&pending_file).unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["actions"][0]["job"], "graph", "{text}");
+    assert_eq!(
+        doc["actions"][0]["action"], "jobs.graph.actions[0]",
+        "{text}"
+    );
+    assert_eq!(
+        doc["actions"][0]["targets"][0]["name"], "graph.json",
+        "{text}"
+    );
+    w.assert_clean("the pending actions file", &text);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&pending_file)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(w.read("reloaded.log"), "");
+
+    // The cause fixed, a new daemon: the target is fresh, so no pass writes, and the action
+    // runs anyway, once, told what the lost run was told; then nothing is pending.
+    std::fs::remove_file(w.path("broken")).unwrap();
+    let written: Value = serde_json::from_str(&w.read("out/graph.json")).unwrap();
+    let daemon = Daemon::spawn(w.path("daemon2.log"), &w.config_path(), &["daemon"], &env);
+    let ran = wait_until(Duration::from_secs(20), || {
+        !w.read("reloaded.log").is_empty()
+    })
+    .await;
+    assert!(
+        ran,
+        "the pending action did not run; log:\n{}",
+        daemon.output()
+    );
+    let gone = wait_until(Duration::from_secs(5), || !pending_file.exists()).await;
+    let (code, _, output) = daemon.stop("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        gone,
+        "the pending file stayed after the action ran:\n{output}"
+    );
+    let line = w.read("reloaded.log");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with("local:graph.json "), "{line}");
+    let told = line.trim_end().rsplit(' ').next().unwrap();
+    let told = time::OffsetDateTime::parse(told, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("SECRET_SYNC_EXPIRES_ON {told}: {e}"));
+    assert_eq!(
+        Some(told.unix_timestamp()),
+        written["expires_on"].as_i64(),
+        "{line}"
+    );
+    assert_eq!(
+        w.entra.token_request_count(),
+        1,
+        "no new token for the rerun"
+    );
+    w.assert_clean("the daemon's log", &output);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fifo_as_the_pending_actions_file_is_ignored_with_a_warning_not_waited_on() {
+    let w = World::start().await;
+    let made = std::process::Command::new("mkfifo")
+        .arg(w.path("actions-pending.json"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let marker = w.path("ran.log").display().to_string();
+    w.write_config(
+        &[&file_target("graph.json")],
+        &exec_action(&["/bin/sh", "-c", &format!("echo ran >> {marker}")], ""),
+    );
+    let daemon = Daemon::spawn(
+        w.path("daemon.log"),
+        &w.config_path(),
+        &["daemon"],
+        &[("APP_SECRET", SECRET)],
+    );
+    let ran = wait_until(Duration::from_secs(20), || w.read("ran.log") == "ran\n").await;
+    let (code, took, output) = daemon.stop("TERM").await;
+    assert!(ran, "the first pass's action did not run:\n{output}");
+    assert_eq!(code, 0, "{output}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        output.contains("the pending after-write actions file")
+            && output.contains("is ignored: it is not a regular file"),
+        "{output}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_unreachable_webhook_fails_after_its_attempts_and_its_query_is_never_shown() {
     let w = World::start().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

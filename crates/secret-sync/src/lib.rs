@@ -19,6 +19,7 @@ mod output;
 mod plan;
 mod run;
 mod schema;
+mod state_file;
 mod token;
 mod validate;
 

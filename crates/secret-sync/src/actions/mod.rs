@@ -25,6 +25,7 @@
 //!   HTTP statuses; a command's output goes to the log at debug level only.
 
 pub mod exec;
+pub mod pending;
 pub mod signal;
 pub mod webhook;
 
@@ -416,11 +417,10 @@ impl Actions {
                     reports.push(ActionReport::new(&due, ActionOutcome::Ok, detail));
                 }
                 Err(problem) => {
-                    // A daemon that is stopping keeps no pending action: say so instead of
-                    // promising a retry.
+                    // A daemon that is stopping runs it again at its next start.
                     let retry = if self.stop.borrow().is_some() {
-                        "the daemon is stopping and keeps no pending action across a restart: \
-                         run the consumer's reload by hand"
+                        "the daemon is stopping: the action stays pending (actions-pending.json \
+                         in settings.credentials.state_dir) and runs at its next start"
                     } else {
                         "the daemon retries the action with the job's backoff"
                     };
@@ -581,6 +581,17 @@ impl Actions {
         }
         let (reports, pending) = self.run_due(due, &Deadline::of(job, started)).await;
         AfterPass { reports, pending }
+    }
+
+    /// The action of `job` at the config key `key` (a job's or one of its targets'), if any.
+    pub fn action(&self, job: &str, key: &str) -> Option<ActionSpec> {
+        let actions = self.jobs.get(job)?;
+        actions
+            .job
+            .iter()
+            .chain(actions.targets.iter().flat_map(|(_, _, a)| a))
+            .find(|a| a.key == key)
+            .cloned()
     }
 
     /// The pending actions of `job` that this config still has exactly (a reload keeps those).

@@ -3,26 +3,19 @@
 //! it, so plan shows the recorded expiries without a Graph call or a token request.
 //!
 //! It holds what Graph answers about an app's credentials (keyIds, display names, hints are
-//! not kept, expiries) and never a secret. Written atomically (a temp file created anew,
-//! without following a symlink, then renamed over it), mode 0600. It is read as the crate reads
-//! every file someone else could put in its place: `O_NOFOLLOW | O_NONBLOCK`, a regular file
-//! (fstat), at most [`MAX_STATE_BYTES`], UTF-8 JSON; a symlink, FIFO, device, huge, non-UTF-8
-//! or unparseable file is ignored with a warning (it reads as "never watched", and the next
-//! watch replaces it), never followed, waited on or read whole. A missing file is "never
-//! watched" without a warning.
+//! not kept, expiries) and never a secret; a job's entry takes a few hundred bytes per
+//! credential. It is read and written by the state-file rules (`crate::state_file`): written
+//! atomically (a temp file created anew, without following a symlink, then renamed over it),
+//! mode 0600; read `O_NOFOLLOW | O_NONBLOCK`, a regular file (fstat), at most 1 MiB, UTF-8 JSON.
+//! A symlink, FIFO, device, huge, non-UTF-8 or unparseable file is ignored with a warning (it
+//! reads as "never watched", and the next watch replaces it), never followed, waited on or read
+//! whole. A missing file is "never watched" without a warning.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use rustix::fs::OFlags;
 use serde::{Deserialize, Serialize};
-
-/// The largest state file read: 1 MiB, the crate's limit for files it reads (a job's entry
-/// takes a few hundred bytes per credential).
-pub const MAX_STATE_BYTES: u64 = 1 << 20;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -76,40 +69,7 @@ pub fn read(dir: &Path) -> State {
 
 /// The state file at `path`: `None` when missing, an error saying why it cannot be used.
 fn read_checked(path: &Path) -> Result<Option<State>, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((OFlags::NOFOLLOW | OFlags::NONBLOCK).bits() as i32)
-        .open(path);
-    let mut file = match file {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) if err.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
-            return Err("it is a symbolic link, which is not followed".into());
-        }
-        Err(err) => return Err(format!("it cannot be opened ({err})")),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|err| format!("it cannot be examined ({err})"))?;
-    if !meta.is_file() {
-        return Err("it is not a regular file (a FIFO, socket, device or directory)".into());
-    }
-    let too_big = || format!("it is larger than {} KiB", MAX_STATE_BYTES / 1024);
-    if meta.len() > MAX_STATE_BYTES {
-        return Err(too_big());
-    }
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(MAX_STATE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| format!("it cannot be read ({err})"))?;
-    if bytes.len() as u64 > MAX_STATE_BYTES {
-        return Err(too_big());
-    }
-    let text = String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_owned())?;
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|err| format!("it is not a state file secret-sync wrote ({err})"))
+    crate::state_file::read(path, "a state file secret-sync wrote")
 }
 
 /// Records `job`'s watch, keeping the other jobs'.
@@ -117,38 +77,13 @@ pub fn record(dir: &Path, job: &str, watched: JobState) -> anyhow::Result<()> {
     let mut state = read(dir);
     state.version = 1;
     state.jobs.insert(job.to_owned(), watched);
-    let text = serde_json::to_string_pretty(&state)?;
-    let target = path(dir);
-    let temp = dir.join(format!(
-        ".{}.tmp-{}",
-        crate::config::CredentialSettings::STATE_FILE,
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        // A temp file left by a killed run of the same pid, or anything put at its name, goes
-        // (unlink removes a symlink itself, never its target); the new one is created anew
-        // and never through a symlink.
-        match std::fs::remove_file(&temp) {
-            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
-            _ => {}
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(OFlags::NOFOLLOW.bits() as i32)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.write_all(b"\n")?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &target)
-    };
-    write().with_context(|| {
-        format!(
-            "cannot record the watch in {} (settings.credentials.state_dir)",
-            target.display()
-        )
-    })
+    crate::state_file::write(dir, crate::config::CredentialSettings::STATE_FILE, &state)
+        .with_context(|| {
+            format!(
+                "cannot record the watch in {} (settings.credentials.state_dir)",
+                path(dir).display()
+            )
+        })
 }
 
 /// What `plan` shows of the last watch of the jobs named `jobs` (every job when empty) of the

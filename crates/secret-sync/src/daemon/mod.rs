@@ -133,6 +133,12 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     info!(target: LIFECYCLE, config = %path.display(), jobs = generation.jobs.len(),
         listen = %listen, "daemon started: every job runs a pass now");
 
+    // The failed actions a previous run left pending (actions/pending.rs).
+    let pending = crate::actions::pending::load(
+        &generation.settings.credentials.state_dir,
+        &generation.actions,
+        &|name| generation.jobs.iter().any(|job| job.name == name),
+    );
     let mut daemon = Daemon {
         path,
         job_filter: args.jobs,
@@ -141,7 +147,7 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
         generation,
         in_flight: JoinSet::new(),
         running: HashMap::new(),
-        pending: crate::actions::Pending::new(),
+        pending,
     };
     daemon.run_until_stopped(signals).await;
     sweep.abort();
@@ -152,6 +158,19 @@ pub async fn run(args: DaemonArgs) -> Result<(), Failure> {
     }
     info!(target: LIFECYCLE, "daemon stopped");
     Ok(())
+}
+
+/// Records the pending actions in `settings`' state directory (the entries of jobs that are
+/// not `ours` stay); a failure is a warning (they stay pending in memory).
+fn save_pending(
+    settings: &Settings,
+    pending: &crate::actions::Pending,
+    ours: &dyn Fn(&str) -> bool,
+) {
+    let dir = &settings.credentials.state_dir;
+    if let Err(err) = crate::actions::pending::save(dir, pending, ours) {
+        warn!(error = %err, "the pending after-write actions are kept in memory only");
+    }
 }
 
 fn keepalive_interval(refresh_before: Duration) -> tokio::time::Interval {
@@ -446,10 +465,16 @@ impl Daemon {
                 self.metrics.set_token_expiry(name, &target, expires_on);
             }
         }
-        // A failed after-write action fails the pass: backoff, and it stays pending.
+        // A failed after-write action fails the pass: backoff, and it stays pending (also on
+        // disk, for a restart).
+        let had_pending = self.pending.contains_key(name);
         let failed_action = after.and_then(|after| {
             crate::actions::settle(&self.metrics, &mut self.pending, name, after)
         });
+        if had_pending || self.pending.contains_key(name) {
+            let ours = |name: &str| generation.jobs.iter().any(|job| job.name == name);
+            save_pending(&generation.settings, &self.pending, &ours);
+        }
         let pass = match Pass::judge(&reports, generation.timing.renew_within(), now) {
             Pass::Renewed { earliest_expiry } if failed_action.is_some() => Pass::Failed {
                 earliest_expiry: Some(earliest_expiry),
@@ -572,6 +597,7 @@ impl Daemon {
             "config reloaded: every job runs a pass now"
         );
         // Failed actions the new config still has stay pending; the others are dropped.
+        let had_pending = !self.pending.is_empty();
         self.pending = std::mem::take(&mut self.pending)
             .into_iter()
             .map(|(job, due)| {
@@ -580,6 +606,14 @@ impl Daemon {
             })
             .filter(|(_, due)| !due.is_empty())
             .collect();
+        if had_pending {
+            // The jobs of both configs are this daemon's: a removed job's entries go too.
+            let ours = |name: &str| {
+                next.jobs.iter().any(|job| job.name == name)
+                    || self.generation.jobs.iter().any(|job| job.name == name)
+            };
+            save_pending(&next.settings, &self.pending, &ours);
+        }
         set_metric_jobs(&self.metrics, &next.jobs);
         self.generation = next;
         self.metrics.record_reload(Status::Success);
