@@ -1343,4 +1343,14 @@ async fn sigterm_cuts_off_a_hanging_webhook_delivery_at_the_end_of_the_grace() {
     );
     assert!(!output.contains("abandoned"), "{output}");
     w.assert_clean("the daemon's log", &output);
+    // The cut-off webhook stays pending on disk, for the next start (the exec ran).
+    let pending = w.read("actions-pending.json");
+    let doc: Value = serde_json::from_str(&pending).unwrap_or_else(|e| panic!("{e}: {pending}"));
+    let keys: Vec<&str> = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["jobs.graph.actions[1]"], "{pending}");
 }
