@@ -165,6 +165,20 @@ targets = [{{ to = "out", name = "graph-token" }}]
         )
     }
 
+    /// Stops `daemon` with SIGTERM: exit 0, and no secret or token in its output, which it
+    /// returns as a `Run`.
+    async fn stop_clean(&self, daemon: Daemon) -> Run {
+        let (code, _, output) = daemon.stop("TERM").await;
+        assert_eq!(code, 0, "{output}");
+        let stopped = Run {
+            code,
+            stdout: output,
+            stderr: String::new(),
+        };
+        self.assert_no_leak(&stopped);
+        stopped
+    }
+
     async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let config = self.path("secret-sync.toml");
         let mut all: Vec<&str> = args.to_vec();
@@ -303,14 +317,7 @@ async fn watch_shows_a_secret_expiring_in_10_days_in_credentials_plan_and_the_da
         "{output}"
     );
     assert!(daemon.is_running());
-    let (code, _, output) = daemon.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
-    let stopped = Run {
-        code,
-        stdout: output,
-        stderr: String::new(),
-    };
-    fx.assert_no_leak(&stopped);
+    fx.stop_clean(daemon).await;
     // The token job ran too.
     assert!(fx.path("out/graph-token").exists());
 }
@@ -348,13 +355,7 @@ async fn missing_graph_permission_is_a_clear_error_and_token_jobs_are_unaffected
         output.contains("permission") || output.contains("OwnedBy"),
         "{output}"
     );
-    let (code, _, output) = daemon.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
-    fx.assert_no_leak(&Run {
-        code,
-        stdout: output,
-        stderr: String::new(),
-    });
+    fx.stop_clean(daemon).await;
 }
 
 // ----- rotation -----
@@ -578,13 +579,7 @@ async fn a_daemon_killed_after_the_write_back_removes_the_old_key_when_due_after
         !output.contains("rotated: the new password"),
         "no second rotation: {output}"
     );
-    let (code, _, output) = restarted.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
-    fx.assert_no_leak(&Run {
-        code,
-        stdout: output,
-        stderr: String::new(),
-    });
+    fx.stop_clean(restarted).await;
     token_still_refreshed(&fx).await;
 }
 
@@ -625,13 +620,7 @@ async fn a_daemon_rotation_that_failed_is_retried_after_a_backoff_not_an_hour_la
     assert_eq!(fx.file_secret(), new_secret);
     assert_eq!(fx.key_ids().len(), 2, "the old key stays for the overlap");
     assert!(fx.key_ids().contains(&new_key));
-    let (code, _, output) = daemon.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
-    fx.assert_no_leak(&Run {
-        code,
-        stdout: output,
-        stderr: String::new(),
-    });
+    fx.stop_clean(daemon).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -650,8 +639,7 @@ async fn the_daemons_checks_reuse_one_graph_connection() {
     })
     .await;
     assert!(checked, "{}", daemon.output());
-    let (code, _, output) = daemon.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
+    fx.stop_clean(daemon).await;
     // The token client's two (its pools; the job's token and the Graph token) and one for
     // Graph. A new Graph client per check opened one per check: 7 here before.
     let connections = fx.entra.connections_accepted();
@@ -1347,13 +1335,6 @@ async fn a_certificate_job_shows_its_own_certificate_in_use_and_its_expiry_in_th
     })
     .await;
     assert!(seen, "{series} in:\n{metrics}\n{}", daemon.output());
-    let (code, _, output) = daemon.stop("TERM").await;
-    assert_eq!(code, 0, "{output}");
-    let stopped = Run {
-        code,
-        stdout: output,
-        stderr: String::new(),
-    };
-    fx.assert_no_leak(&stopped);
+    let stopped = fx.stop_clean(daemon).await;
     stopped.assert_no_leak(&[key_line.as_str()]);
 }

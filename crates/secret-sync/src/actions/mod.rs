@@ -851,10 +851,11 @@ pub fn failed(reports: &[ActionReport]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn spec(key: &str) -> ActionSpec {
+    /// An exec action at the config key `key` (also for pending.rs's tests).
+    pub(crate) fn spec(key: &str) -> ActionSpec {
         ActionSpec {
             key: key.to_owned(),
             kind: ActionKind::Exec {

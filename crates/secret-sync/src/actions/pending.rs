@@ -157,21 +157,10 @@ pub fn load(dir: &Path, actions: &Actions, ours: &dyn Fn(&str) -> bool) -> Pendi
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
     use crate::actions::JobActions;
-    use crate::config::{ActionKind, ActionSpec};
-
-    fn spec(key: &str) -> ActionSpec {
-        ActionSpec {
-            key: key.to_owned(),
-            kind: ActionKind::Exec {
-                argv: vec!["/bin/true".to_owned()],
-                timeout: Duration::from_secs(1),
-            },
-        }
-    }
+    use crate::actions::tests::spec;
 
     /// The actions of a config whose job `g` has `jobs.g.actions[0]`.
     fn actions() -> Actions {
