@@ -223,19 +223,8 @@ async fn secret_sync_log_format_json_makes_json_log_lines() {
     let entra = EntraEmulator::start().await.unwrap();
     entra.register_app(AppRegistration::new(TENANT, CLIENT).with_secret(SECRET));
     let base = entra.base_url();
-    let args = [
-        "token",
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        CLIENT,
-        "--scope",
-        "https://graph.microsoft.com/.default",
-        "--authority",
-        &base,
-        "--client-secret-env",
-        "APP_SECRET",
-    ];
+    let mut args = crate::support::token_args(TENANT, CLIENT, &base);
+    args.extend(["--client-secret-env", "APP_SECRET"]);
 
     for (format, want_json) in [("json", true), ("text", false)] {
         let run = secret_sync(

@@ -21,41 +21,18 @@ const TOKEN_PATH: &str = "/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/toke
 
 /// `secret-sync token` with a client secret against `authority`.
 async fn token_with_secret(authority: &str) -> Run {
-    secret_sync(
-        &[
-            "token",
-            "--tenant-id",
-            TENANT,
-            "--client-id",
-            CLIENT,
-            "--scope",
-            GRAPH,
-            "--authority",
-            authority,
-            "--client-secret-env",
-            "APP_SECRET",
-        ],
-        &[("APP_SECRET", SECRET)],
-    )
-    .await
+    let mut args = crate::support::token_args(TENANT, CLIENT, authority);
+    args.extend(["--client-secret-env", "APP_SECRET"]);
+    secret_sync(&args, &[("APP_SECRET", SECRET)]).await
 }
 
 /// `secret-sync token --github-oidc` against `authority`, with the Actions request URL and
 /// request token set.
 async fn token_with_github_oidc(authority: &str, request_url: &str, request_token: &str) -> Run {
+    let mut args = crate::support::token_args(TENANT, CLIENT, authority);
+    args.push("--github-oidc");
     secret_sync(
-        &[
-            "token",
-            "--tenant-id",
-            TENANT,
-            "--client-id",
-            CLIENT,
-            "--scope",
-            GRAPH,
-            "--authority",
-            authority,
-            "--github-oidc",
-        ],
+        &args,
         &[
             ("ACTIONS_ID_TOKEN_REQUEST_URL", request_url),
             ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", request_token),

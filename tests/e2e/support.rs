@@ -61,6 +61,22 @@ impl Run {
     }
 }
 
+/// `secret-sync token` for the Graph scope as `client` of `tenant` against `authority`: the
+/// arguments the `token` tests share; each adds its credential (and any other flag).
+pub fn token_args<'a>(tenant: &'a str, client: &'a str, authority: &'a str) -> Vec<&'a str> {
+    vec![
+        "token",
+        "--tenant-id",
+        tenant,
+        "--client-id",
+        client,
+        "--scope",
+        "https://graph.microsoft.com/.default",
+        "--authority",
+        authority,
+    ]
+}
+
 /// Runs `secret-sync ARGS` with only the given environment (plus PATH), so the developer's
 /// or CI's own AZURE_* variables cannot change the outcome.
 pub async fn secret_sync(args: &[&str], env: &[(&str, &str)]) -> Run {

@@ -8,28 +8,17 @@
 
 use testkit::{AppRegistration, EntraEmulator};
 
-use crate::support::secret_sync;
+use crate::support::{self, secret_sync};
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
 const CLIENT: &str = "0a1b2c3d-1111-2222-3333-444455556666";
 const SECRET: &str = "Zq8~tls-roots.client.secret-value";
 
-fn token_args(authority: &str) -> Vec<String> {
-    [
-        "token",
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        CLIENT,
-        "--scope",
-        "https://graph.microsoft.com/.default",
-        "--authority",
-        authority,
-        "--client-secret-env",
-        "APP_SECRET",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+/// `secret-sync token` with the client secret from `APP_SECRET`.
+fn token_args(authority: &str) -> Vec<&str> {
+    let mut args = support::token_args(TENANT, CLIENT, authority);
+    args.extend(["--client-secret-env", "APP_SECRET"]);
+    args
 }
 
 #[tokio::test]
@@ -39,8 +28,8 @@ async fn a_plain_http_authority_needs_no_ca_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let nowhere = dir.path().join("no-such-file");
     let nowhere = nowhere.to_str().unwrap();
-    let args = token_args(&entra.base_url());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let base = entra.base_url();
+    let args = token_args(&base);
     let run = secret_sync(
         &args,
         &[
@@ -63,8 +52,8 @@ async fn over_https_the_platform_certificates_are_read_at_the_first_handshake() 
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, entra.ca_pem().unwrap()).unwrap();
     let nowhere = dir.path().join("no-such-file");
-    let args = token_args(&entra.base_url());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let base = entra.base_url();
+    let args = token_args(&base);
 
     // SSL_CERT_FILE names the emulator's CA: honoured, so the token comes.
     let run = secret_sync(

@@ -18,19 +18,9 @@ const GRAPH: &str = "https://graph.microsoft.com/.default";
 const SUBJECT: &str = "repo:contoso/payments:ref:refs/heads/main";
 
 fn base_args<'a>(entra: &'a str, output: &'a str) -> Vec<&'a str> {
-    vec![
-        "token",
-        "--tenant-id",
-        TENANT,
-        "--client-id",
-        CLIENT,
-        "--scope",
-        GRAPH,
-        "--authority",
-        entra,
-        "--output",
-        output,
-    ]
+    let mut args = crate::support::token_args(TENANT, CLIENT, entra);
+    args.extend(["--output", output]);
+    args
 }
 
 /// The one token the emulator issued, checked to be valid for Graph and printed as-is.
